@@ -1,0 +1,27 @@
+# The two commands a fresh machine needs (Python 3.11 and make):
+#   make demo   create .venv, install funnelbench, run the main job
+#   make test   create/update .venv, run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/funnelbench presets
+	$(BIN)/funnelbench parse "B6(197, m4096)-6(99)-2(50, m1536)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,21 @@
+"""funnelbench: design, count, profile and search token-pooling Vision Transformers.
+
+    import funnelbench as fb
+    layout = fb.parse_layout("B6(197)-6(99)")
+    fb.count(layout)              # Cost(params=..., macs=...), analytic, no tensors
+    model = fb.build_model(layout)
+"""
+
+from .cost import Cost, count
+from .errors import FunnelbenchError, LayoutError, UsageError
+from .layout import Layout, Stage, format_layout, parse_layout
+from .models import build_model
+from .presets import PRESETS, get_preset, list_presets, resolve
+from .weights import load_vit_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cost", "count", "FunnelbenchError", "LayoutError", "UsageError", "Layout", "Stage", "format_layout",
+    "parse_layout", "build_model", "PRESETS", "get_preset", "list_presets", "resolve", "load_vit_weights",
+]

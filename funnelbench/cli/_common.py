@@ -1,0 +1,64 @@
+"""What every command shares: the Typer app, the error boundary, JSON and table output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import FunnelbenchError
+
+app = typer.Typer(
+    name="funnelbench",
+    help="Design, count, profile and search token-pooling Vision Transformers (Funnel-ViT, HVT, T2T-ViT, PS-ViT).\n\n"
+    'MACs = multiply-accumulates: what the seed papers, DeiT and fvcore call "FLOPs". FLOPs = 2 x MACs.',
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+# On a terminal rich fits the tables to its width; into a pipe or a file it would wrap them
+# at 80 columns, so give it room instead.
+console = Console(width=None if sys.stdout.isatty() else 200)
+
+
+def fail(message: str, code: int = 2):
+    """Print a one-line error on stderr and exit (2 = bad input)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def command(*args, **kwargs):
+    """``@app.command`` that turns any :class:`FunnelbenchError` into a one-line error and exit
+    code 2 instead of a traceback, and Ctrl-C into exit code 130."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            try:
+                return fn(*a, **k)
+            except FunnelbenchError as err:
+                fail(str(err))
+            except KeyboardInterrupt:
+                fail("interrupted", code=130)
+
+        return app.command(*args, **kwargs)(wrapper)
+
+    return decorate
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def make_table(title: str | None, columns: list[str], rows: list[list], right: set[str] = frozenset()) -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left", no_wrap=col in right)
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    return table
