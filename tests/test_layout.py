@@ -33,10 +33,16 @@ PAPER = {
 }
 
 
+FUNNEL_FIELDS = ("layers", "tokens", "hidden", "mlp", "heads", "pool", "stride", "pqo")
+
+
 @pytest.mark.parametrize("text", PAPER)
 def test_paper_layouts_parse_verbatim(text):
     layout = fb.parse_layout(text)
-    assert [tuple(vars(s).values()) for s in layout.stages] == PAPER[text]
+    assert [tuple(getattr(s, f) for f in FUNNEL_FIELDS) for s in layout.stages] == PAPER[text]
+    # the fields added for HVT, T2T-ViT and PS-ViT keep the Funnel-ViT defaults
+    assert all((s.kernel, s.newpos, s.qkv_bias) == (0, False, True) for s in layout.stages)
+    assert layout.stem == fb.layout.Stem() and layout.pos == "learned"
     assert (layout.image_size, layout.patch_size, layout.head) == (224, 16, "cls")
 
 
