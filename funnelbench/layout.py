@@ -299,6 +299,18 @@ def stem_geometry_problem(stem: Stem, image_size: int) -> tuple[str, str] | None
     return None
 
 
+def stem_text(layout: Layout) -> str:
+    """'16 px patches', 'Tokens-to-Token stem (Performer, 64-wide tokens)', ... for summaries."""
+    stem = layout.stem
+    if stem.is_t2t:
+        kind = "Performer" if stem.kind == "t2t" else "Transformer"
+        return f"Tokens-to-Token stem ({kind}, {stem.token_dim}-wide tokens)"
+    if stem.kind == "ps":
+        shared = ", shared" if stem.share else ""
+        return f"progressive sampling of {stem.points}x{stem.points} points ({stem.iters} iterations{shared})"
+    return f"{layout.patch_size} px patches"
+
+
 # ----------------------------------------------------------------------------- pooling arithmetic
 
 
@@ -605,6 +617,9 @@ def _resolve_stem(parser: _Parser, glob: _Opts) -> tuple[Stem, int, int]:
         where = glob.pos.get("image_size", glob.pos.get("patch_size", 0))
         raise parser.error(f"image size {image} is not a multiple of patch size {patch}", where,
                            "img and patch such that img / patch is a whole number of patches")
+    if kind == "t2t" and glob.token_dim == 1:
+        raise parser.error("the Performer T2T layers use tok / 2 random features, so tok1 leaves none", glob.pos["token_dim"],
+                           "tok2 or more")
     stem = Stem(kind, token_dim=glob.token_dim or DEFAULT_T2T_DIM, points=glob.points or 0,
                 iters=glob.iters or DEFAULT_PS_ITERS, share=bool(glob.share), fe_width=glob.fe_width or DEFAULT_PS_FE_WIDTH)
     problem = stem_geometry_problem(stem, image)
@@ -673,7 +688,7 @@ def parse_layout(text: str) -> Layout:
             n_prev = prev.tokens - prefix
             pool_side = side if op.endswith("2d") else None
             what = (f"{op} pooling of the {side}x{side} grid" if pool_side else f"pooling the {n_prev} patch tokens") + \
-                   (f" with a window of {kernel}" if kernel else "")
+                   ((f" in {kernel}x{kernel} windows" if pool_side else f" in windows of {kernel}") if kernel else "")
             if tokens > prev.tokens:
                 raise parser.error(f"stage {index + 1} has {tokens} tokens, more than the {prev.tokens} before it",
                                    tok_pos, "a token count that pooling can reach: " + reachable_lengths(n_prev, prefix, kernel=kernel, side=pool_side))
