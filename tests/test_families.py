@@ -184,6 +184,18 @@ def test_hvt_s_4_sequence_lengths():
         "pos_embed", "transitions.1.pos_embed", "transitions.4.pos_embed", "transitions.7.pos_embed", "transitions.10.pos_embed"]
 
 
+def test_deit_weights_load_into_hvt():
+    """HVT-S-1 has DeiT-S's weight shapes; only its new position embedding is not in a DeiT checkpoint."""
+    import timm
+
+    deit = timm.create_model("deit_small_patch16_224", pretrained=False)
+    model = fb.build_model("hvt-s-1")
+    report = fb.load_vit_weights(model, deit.state_dict())
+    assert report.new == ["transitions.1.pos_embed"] and not report.unused
+    assert torch.equal(model.blocks[5].attn.qkv.weight, deit.blocks[5].attn.qkv.weight)
+    assert torch.equal(model.pos_embed, deit.pos_embed[:, 1:])  # the class token's position is dropped
+
+
 def test_2d_pooling_pools_the_patch_grid():
     g, C = 6, 4
     x = torch.randn(2, 1 + g * g, C)
