@@ -349,6 +349,16 @@ def test_mixed_parts_build_count_and_train(text):
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("name", ["test-hvt", "test-pool2d", "test-t2t", "test-t2t_t", "test-ps"])
+def test_bfloat16_forward_is_finite(name):
+    """The Performer's exp runs in float32 (as in the official code), so half precision works."""
+    model = fb.build_model(name).to(torch.bfloat16).eval()
+    size = fb.resolve(name).image_size
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size, dtype=torch.bfloat16) * 10)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
 def test_cli_presets_and_parse_show_the_families():
     runner = CliRunner()
     result = runner.invoke(app, ["presets", "*vit*-1*", "--json"])

@@ -80,16 +80,17 @@ class PerformerLayer(nn.Module):
         w = nn.init.orthogonal_(torch.empty(self.r, dim)) * math.sqrt(self.r)
         self.register_buffer("w", w)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, dim) -> (B, T, r)
-        return torch.exp(F.linear(x, self.w) - (x * x).sum(-1, keepdim=True) / 2) / math.sqrt(self.r)
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, dim) -> (B, T, r), float32
+        x = x.float()  # exp overflows in half precision; the official code computes this in float32 too
+        return torch.exp(F.linear(x, self.w.float()) - (x * x).sum(-1, keepdim=True) / 2) / math.sqrt(self.r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, dim_in) -> (B, T, dim)
         k, q, v = self.kqv(self.norm1(x)).split(self.dim, dim=-1)  # (B, T, dim) each
         kp, qp = self.features(k), self.features(q)  # (B, T, r)
         norm = qp @ kp.sum(dim=1).unsqueeze(-1)  # (B, T, 1)
-        kptv = v.transpose(1, 2) @ kp  # (B, dim, r)
+        kptv = v.float().transpose(1, 2) @ kp  # (B, dim, r)
         y = (qp @ kptv.transpose(1, 2)) / (norm + 1e-8)  # (B, T, dim)
-        x = v + self.proj(y)  # v is the residual, as in the Transformer kind
+        x = v + self.proj(y.to(v.dtype))  # v is the residual, as in the Transformer kind
         return x + self.mlp(self.norm2(x))
 
 
