@@ -8,7 +8,7 @@
 
 from .cost import Cost, count
 from .errors import FunnelbenchError, LayoutError, UsageError
-from .layout import Layout, Stage, format_layout, parse_layout
+from .layout import Layout, Stage, Stem, format_layout, parse_layout
 from .models import build_model
 from .presets import PRESETS, get_preset, list_presets, resolve
 from .weights import load_vit_weights
@@ -16,6 +16,6 @@ from .weights import load_vit_weights
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cost", "count", "FunnelbenchError", "LayoutError", "UsageError", "Layout", "Stage", "format_layout",
+    "Cost", "count", "FunnelbenchError", "LayoutError", "UsageError", "Layout", "Stage", "Stem", "format_layout",
     "parse_layout", "build_model", "PRESETS", "get_preset", "list_presets", "resolve", "load_vit_weights",
 ]

@@ -3,7 +3,11 @@
 * fvcore's ``FlopCountAnalysis`` counts MACs (it calls them flops) by JIT tracing. It has no
   handle for ``aten::scaled_dot_product_attention`` and silently counts it as zero (DeiT-S:
   4.25 G instead of 4.6 G); we register one. It also counts 5 operations per element for
-  LayerNorm, which the analytic count leaves out (~0.2 % of a ViT).
+  LayerNorm, which the analytic count leaves out (~0.2 % of a ViT), 1 per BatchNorm element
+  and 4 per ``grid_sample`` output element (PS-ViT); ``convention_macs`` removes them all.
+  Operators fvcore has no handle for and that carry no matrix product (``exp``, ``sum``,
+  ``mul``, ``div``, ``im2col`` of ``nn.Unfold``, ``max_pool2d``, ...) are listed in
+  ``skipped``; the analytic count leaves them out too.
 * torch's ``FlopCounterMode`` counts FLOPs = 2 x MACs. In torch 2.14 it has no formula for
   the CPU flash-attention kernel, so fused attention counts zero on CPU; we run it with the
   math SDPA backend, which it does count.
@@ -31,8 +35,21 @@ class CounterResult:
 
     @property
     def macs_without_norms(self) -> int:
-        """The count minus normalisation layers: the analytic count's convention."""
+        """The count minus normalisation layers (LayerNorm, BatchNorm)."""
         return self.macs - sum(v for k, v in self.by_operator.items() if "norm" in k)
+
+    @property
+    def convention_macs(self) -> int:
+        """The count minus every operator the analytic count leaves out by convention
+        (:data:`NOT_MACS`: normalisation, bilinear sampling, upsampling, adaptive pooling)."""
+        return self.macs - sum(v for k, v in self.by_operator.items() if any(word in k for word in NOT_MACS))
+
+
+# fvcore operators that are not multiply-accumulates of a matrix product, which the analytic
+# count (funnelbench.cost) leaves out: fvcore gives LayerNorm 5 and BatchNorm 1 operations per
+# element, grid_sample 4 per output element (PS-ViT's bilinear sampling), upsampling and
+# adaptive average pooling 1-4 per element.
+NOT_MACS = ("norm", "grid_sampler", "upsample", "adaptive_avg_pool")
 
 
 def _sdpa_macs(inputs, outputs) -> int:

@@ -5,7 +5,7 @@ number formatting shared by every table. Units are in the field names (``params`
 from __future__ import annotations
 
 from .cost import count
-from .layout import Layout
+from .layout import Layout, stem_text
 from .presets import PRESETS, list_presets, resolve
 
 MACS_NOTE = 'MACs = multiply-accumulates, what the seed papers, DeiT and fvcore call "FLOPs"; FLOPs = 2 x MACs'
@@ -20,10 +20,8 @@ def human(n: float, unit: str = "") -> str:
 
 
 def pool_text(stage) -> str:
-    """'mean/2 pqo' for a pooling stage, '-' otherwise."""
-    if not stage.pools:
-        return "-"
-    return f"{stage.pool}/{stage.stride}" + (" pqo" if stage.pqo else "")
+    """'mean/2 pqo' (or 'max/2 k3 newpos', 'mean2d/2') for a pooling stage, '-' otherwise."""
+    return stage.pool_label
 
 
 def layout_summary(x, num_classes: int = 1000) -> dict:
@@ -53,6 +51,7 @@ def layout_summary(x, num_classes: int = 1000) -> dict:
         "layout": str(layout),
         "image_size": layout.image_size,
         "patch_size": layout.patch_size,
+        "stem": stem_text(layout),
         "head": layout.head,
         "layers": layout.depth,
         "num_classes": num_classes,

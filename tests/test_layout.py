@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import funnelbench as fb
-from funnelbench.layout import Stage
+from funnelbench.layout import Stage, infer_stride, pooled_length, ps_feature_size
 from strategies import tiny_layouts
 
 # Every layout string of the Funnel-ViT seed's Tables 2, 3 and 4, verbatim, with the stages it
@@ -33,10 +33,16 @@ PAPER = {
 }
 
 
+FUNNEL_FIELDS = ("layers", "tokens", "hidden", "mlp", "heads", "pool", "stride", "pqo")
+
+
 @pytest.mark.parametrize("text", PAPER)
 def test_paper_layouts_parse_verbatim(text):
     layout = fb.parse_layout(text)
-    assert [tuple(vars(s).values()) for s in layout.stages] == PAPER[text]
+    assert [tuple(getattr(s, f) for f in FUNNEL_FIELDS) for s in layout.stages] == PAPER[text]
+    # the fields added for HVT, T2T-ViT and PS-ViT keep the Funnel-ViT defaults
+    assert all((s.kernel, s.newpos, s.qkv_bias) == (0, False, True) for s in layout.stages)
+    assert layout.stem == fb.layout.Stem() and layout.pos == "learned"
     assert (layout.image_size, layout.patch_size, layout.head) == (224, 16, "cls")
 
 
@@ -58,6 +64,46 @@ GOOD = {
     "B2(197)-2(50)-2(26)": ("B2(197)-2(50)-2(26)", lambda l: l.stages[2].stride == 2),  # 49 -> 25 (ceil mode)
     "B6(197)-6(197, h1024)": ("B6(197)-6(197, h1024)", lambda l: not l.stages[1].pools and l.stages[1].heads == 16),
     "B1(197), a1": ("B1(197), a1", lambda l: l.stages[0].heads == 1),
+    # HVT: max pool with window 3, stride 2, no padding (196 -> 97 -> 48 -> 23 -> 11), a new position embedding per pool
+    "B1(196)-11(97), pool=max, kernel=3, pqo=off, newpos=on, hidden=384, head=avg": (
+        "B1(196)-11(97), max, k3, nopqo, newpos, h384, avg",
+        lambda l: (l.stages[1].pool, l.stages[1].stride, l.stages[1].kernel, l.stages[1].pqo, l.stages[1].newpos)
+        == ("max", 2, 3, False, True) and l.num_prefix_tokens == 0),
+    "B1(196)-3(97)-3(48)-3(23)-2(11), h384, max, k3, nopqo, newpos, avg": (
+        "B1(196)-3(97)-3(48)-3(23)-2(11), max, k3, nopqo, newpos, h384, avg",
+        lambda l: [s.stride for s in l.stages] == [1, 2, 2, 2, 2] and l.depth == 12),
+    "B1(197)-1(195, max, k3)": ("B1(197)-1(195), max, k3", lambda l: l.stages[1].pools and l.stages[1].stride == 1),
+    # T2T-ViT: Tokens-to-Token stem, sinusoid position embedding by default, no qkv bias
+    "B14(197), h384, m1152, noqkvbias, t2t": (
+        "B14(197), h384, m1152, noqkvbias, t2t",
+        lambda l: (l.stem.kind, l.stem.token_dim, l.pos, l.grid, l.stages[0].qkv_bias) == ("t2t", 64, "sincos", 14, False)),
+    "B14(197), h384, m1152, qkvbias=off, stem=t2t_t, tok=32": (
+        "B14(197), h384, m1152, noqkvbias, t2t_t, tok32", lambda l: (l.stem.kind, l.stem.token_dim) == ("t2t_t", 32)),
+    "B12(197), t2t, pos=sincos": ("B12(197), t2t", lambda l: l.pos == "sincos"),
+    "B12(197), t2t, pos=learned": ("B12(197), t2t, pos=learned", lambda l: l.pos == "learned"),
+    "B5(17), t2t, img64, h64": ("B5(17), h64, img64, t2t", lambda l: l.grid == 4),
+    # PS-ViT: progressive sampling of n x n points on a conv feature map, no position embedding after the stem
+    "B10(197), h384, m1152, noqkvbias, ps14": (
+        "B10(197), h384, m1152, noqkvbias, ps14",
+        lambda l: (l.stem.points, l.stem.iters, l.stem.share, l.stem.fe_width, l.pos) == (14, 4, False, 256, "none")),
+    "B8(197), h192, m576, noqkvbias, ps=14, iters=2, share=on, fe=192": (
+        "B8(197), h192, m576, noqkvbias, ps14, iters2, share, fe192",
+        lambda l: (l.stem.iters, l.stem.share, l.stem.fe_width) == (2, True, 192)),
+    "B10(101), ps10, h384": ("B10(101), h384, ps10", lambda l: l.num_patches == 100),
+    "B12(197), ps14, pos=learned": ("B12(197), ps14, pos=learned", lambda l: l.pos == "learned"),
+    "B12(197), pos=sincos": ("B12(197), pos=sincos", lambda l: l.stem.kind == "patch" and l.pos == "sincos"),
+    # mixing parts: a T2T stem with funnel stages, progressive sampling with HVT pooling
+    "B7(197)-7(99), h384, m1152, t2t": (
+        "B7(197)-7(99), h384, m1152, t2t", lambda l: (l.stem.kind, l.stages[1].pool, l.stages[1].stride) == ("t2t", "mean", 2)),
+    "B2(196)-2(97, max, k3, nopqo, newpos), h384, ps14, avg": (
+        "B2(196)-2(97), max, k3, nopqo, newpos, h384, ps14, avg", lambda l: l.stages[1].newpos and l.stem.kind == "ps"),
+    # 2D pooling of the patch grid: 14x14 -> 7x7 -> 4x4 (ceil mode)
+    "B4(197)-4(50, mean2d)-4(17, max2d)": (
+        "B4(197)-4(50)-4(17, max2d), mean2d", lambda l: [s.stride for s in l.stages] == [1, 2, 2] and l.stages[2].pool2d),
+    "B4(197)-4(50, mean2d, k2)": ("B4(197)-4(50), mean2d, k2", lambda l: l.stages[1].kernel == 2),
+    "B4(197)-4(37, max2d, k3)": ("B4(197)-4(37), max2d, k3", lambda l: l.stages[1].stride == 2),  # (14 - 3) // 2 + 1 = 6
+    # per-stage qkv bias
+    "B12(197, noqkvbias)-1(197, h384)": ("B12(197, noqkvbias)-1(197, h384)", lambda l: [s.qkv_bias for s in l.stages] == [False, True]),
 }
 
 
@@ -104,6 +150,32 @@ BAD = {
     "B6(197, h99999999999)": (10, "too large"),
     "B6(197)\u00e9": (8, "unexpected"),
     "b6(197)": (1, "unexpected 'b6'"),
+    # stems
+    "B14(197), t2t, img200": (16, "multiple of 16", "img192"),
+    "B14(196), t2t": (5, "T2T stem", "197"),
+    "B1(5), t2t, img32, tok1": (20, "random features", "tok2"),
+    "B14(197), ps60": (11, "larger than the 56x56 feature map"),
+    "B1(197), ps14, img222": (16, "multiple of 4"),
+    "B10(196), ps14": (5, "14x14 points", "197"),
+    "B1(197), ps14, iters0": (21, "at least 1"),
+    "B1(197), t2t, patch8": (15, "patch stem"),
+    "B1(197), iters3": (10, "ps stem only"),
+    "B1(197), share": (10, "ps stem only"),
+    "B1(197), tok32": (10, "t2t stem only"),
+    "B1(197), t2t, ps14": (15, "second stem"),
+    "B1(197), stem=ps": (15, "patch, t2t, t2t_t"),
+    "B1(197, ps14)": (9, "whole model"),
+    "B1(197), pos=random": (14, "learned, sincos, none"),
+    # pools
+    "B1(196)-11(98), max, k3, h384, avg": (12, "cannot be reached", "in windows of 3", "97 (stride 2)"),
+    "B1(4)-1(2)-1(1), max, k3, img8, patch4, avg": (23, "leave no tokens"),
+    "B1(16)-1(7, k3)-1(3, k9), img32, patch8, avg": (22, "leave no tokens", "at most 7"),
+    "B1(197)-1(99, k0)": (16, "at least 1"),
+    "B1(197)-1(197, newpos)": (16, "does not pool"),
+    "B1(197)-1(197, k3)": (16, "does not pool"),
+    "B6(197)-6(99)-4(25, mean2d)": (21, "square grid"),
+    "B4(197)-4(51, mean2d)": (11, "cannot be reached", "50 (stride 2)", "17 (stride 4)"),
+    "B1(197)-1(99, qkvbias, qkvbias)": (24, "repeats"),
 }
 
 
@@ -128,6 +200,59 @@ def test_bad_layouts(text):
 def test_not_a_string():
     with pytest.raises(fb.LayoutError):
         fb.parse_layout(197)
+
+
+@pytest.mark.parametrize("name, size, tokens", [
+    ("hvt-s-1", 384, [576, 287]),  # (576 - 3) // 2 + 1
+    ("hvt-s-4", 160, [100, 49, 24, 11, 5]),
+    ("t2t-vit-14", 384, [577]),
+    ("ps-vit-b-14", 384, [197]),  # the same 14 x 14 points on a 96 x 96 feature map
+    ("test-pool2d", 64, [65, 17, 5]),  # 8x8 -> 4x4 -> 2x2 grids + class token
+])
+def test_at_image_size_for_every_stem_and_pool(name, size, tokens):
+    layout = fb.resolve(name)
+    big = layout.at_image_size(size)
+    assert [s.tokens for s in big.stages] == tokens
+    assert (big.stem, big.pos, big.head) == (layout.stem, layout.pos, layout.head)
+    assert [(s.pool, s.stride, s.kernel) for s in big.stages] == [(s.pool, s.stride, s.kernel) for s in layout.stages]
+    assert big.at_image_size(layout.image_size) == layout
+
+
+@pytest.mark.parametrize("name, size, words", [
+    ("t2t-vit-14", 200, "multiple of 16"),
+    ("ps-vit-b-14", 32, "larger than the 8x8 feature map"),
+    ("hvt-s-4", 64, "leaves no tokens"),  # 16 -> 7 -> 3 -> 1 -> nothing
+    ("vit-b16", 100, "not a multiple"),
+])
+def test_at_image_size_errors(name, size, words):
+    with pytest.raises(fb.LayoutError, match=words):
+        fb.resolve(name).at_image_size(size)
+
+
+def test_pooled_length_and_infer_stride_match_torch_pools():
+    """The arithmetic the parser uses is what torch's pools compute."""
+    import torch
+    import torch.nn.functional as F
+
+    for n in range(1, 40):
+        x = torch.zeros(1, 1, n)
+        for stride in range(1, n + 1):
+            assert pooled_length(n, stride) == F.max_pool1d(x, stride, stride, ceil_mode=True).shape[-1]
+            for k in (2, 3, 5):
+                if k <= n:
+                    new = F.max_pool1d(x, k, stride).shape[-1]
+                    assert pooled_length(n, stride, k) == new
+                    s = infer_stride(n, new, k)
+                    assert s is not None and s <= stride and pooled_length(n, s, k) == new
+                else:
+                    assert pooled_length(n, stride, k) == 0 and infer_stride(n, 1, k) is None
+
+
+def test_stem_grids_match_unfold_and_conv_arithmetic():
+    """T2T: 224 -> 56 -> 28 -> 14 per side; PS: a 56 x 56 feature map at 224 px."""
+    assert fb.resolve("t2t-vit-14").grid == 14 and fb.resolve("test-t2t").grid == 2
+    assert ps_feature_size(224) == 56 and ps_feature_size(32) == 8
+    assert fb.resolve("ps-vit-b-18").grid == 18
 
 
 def test_at_image_size_keeps_strides():

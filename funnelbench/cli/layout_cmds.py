@@ -32,7 +32,7 @@ def parse_cmd(
         ])
     console.print(f"[bold]{summary['layout']}[/bold]")
     console.print(
-        f"{summary['image_size']} px images, {summary['patch_size']} px patches, "
+        f"{summary['image_size']} px images, {summary['stem']}, "
         f"{'class-token' if summary['head'] == 'cls' else 'average-pool'} head, {summary['layers']} layers: "
         f"[bold]{human(summary['params'])}[/bold] params, [bold]{human(summary['macs'], 'MACs')}[/bold] "
         f"({human(summary['flops'], 'FLOPs')})"

@@ -4,6 +4,8 @@ layout; these modules take plain sizes. Parameter names follow timm's ``VisionTr
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,49 +85,61 @@ class Block(nn.Module):
 
 
 class TokenPool(nn.Module):
-    """1D pooling of the tokens after the first ``prefix`` (the class token is never pooled).
+    """Pooling of the tokens after the first ``prefix`` (the class token is never pooled).
 
-    Window = stride, ceil mode (a last, shorter window is pooled on its own), as in
-    Funnel-Transformer. ``mean`` or ``max``.
+    ``op``: ``mean`` or ``max`` over the sequence (1D), or ``mean2d``/``max2d`` over the patch
+    tokens laid out as a square grid (raster order). ``kernel`` 0: window = stride, ceil mode
+    (a last, shorter window is pooled on its own), as in Funnel-Transformer. ``kernel`` k:
+    windows of k (k x k) tokens, no padding, floor mode, as ``nn.MaxPool1d(k, stride)`` in HVT.
     """
 
-    def __init__(self, op: str, stride: int, prefix: int):
+    def __init__(self, op: str, stride: int, prefix: int, kernel: int = 0):
         super().__init__()
-        if op not in ("mean", "max"):
+        if op not in ("mean", "max", "mean2d", "max2d"):
             raise ValueError(f"unknown pooling operator {op!r}")
-        self.op, self.stride, self.prefix = op, stride, prefix
+        self.op, self.stride, self.prefix, self.kernel = op, stride, prefix, kernel
 
     def extra_repr(self) -> str:
-        return f"op={self.op}, stride={self.stride}, prefix={self.prefix}"
+        return f"op={self.op}, stride={self.stride}, kernel={self.kernel or self.stride}, prefix={self.prefix}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C) -> (B, prefix + ceil((N - prefix) / s), C)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C) -> (B, prefix + pooled, C)
         head, tokens = x[:, : self.prefix], x[:, self.prefix :]
         B, N, C = tokens.shape
-        s = self.stride
-        if N % s == 0:  # the common case: a reshape and a reduction, no transposes
+        s, k = self.stride, self.kernel or self.stride
+        mean = self.op.startswith("mean")
+        if self.op.endswith("2d"):
+            g = math.isqrt(N)
+            grid = tokens.transpose(1, 2).reshape(B, C, g, g)  # (B, C, g, g), raster order
+            pool = F.avg_pool2d if mean else F.max_pool2d
+            pooled = pool(grid, k, s, ceil_mode=not self.kernel).flatten(2).transpose(1, 2)  # (B, g'*g', C)
+        elif not self.kernel and N % s == 0:  # the common case: a reshape and a reduction, no transposes
             grouped = tokens.reshape(B, N // s, s, C)
-            pooled = grouped.mean(2) if self.op == "mean" else grouped.amax(2)
+            pooled = grouped.mean(2) if mean else grouped.amax(2)
         else:
-            t = tokens.transpose(1, 2)  # (B, C, N)
-            pool = F.avg_pool1d if self.op == "mean" else F.max_pool1d
-            pooled = pool(t, s, s, ceil_mode=True).transpose(1, 2)
+            pool = F.avg_pool1d if mean else F.max_pool1d
+            pooled = pool(tokens.transpose(1, 2), k, s, ceil_mode=not self.kernel).transpose(1, 2)  # (B, N', C)
         return torch.cat([head, pooled], dim=1) if self.prefix else pooled
 
 
 class Transition(nn.Module):
     """What happens between two stages: an optional projection to the new width (on the whole
-    sequence), then an optional pool. Returns the new sequence and, for pool-query-only
-    attention, the unpooled one for the next layer's keys and values."""
+    sequence), then an optional pool, then optionally a new learned position embedding of the
+    pooled sequence (HVT). Returns the new sequence and, for pool-query-only attention, the
+    unpooled one for the next layer's keys and values."""
 
-    def __init__(self, dim_in: int, dim_out: int, pool: TokenPool | None, pqo: bool):
+    def __init__(self, dim_in: int, dim_out: int, pool: TokenPool | None, pqo: bool, pos_tokens: int = 0):
         super().__init__()
         self.proj = nn.Linear(dim_in, dim_out) if dim_in != dim_out else None
         self.pool = pool
         self.pqo = pqo and pool is not None
+        self.pos_embed = nn.Parameter(torch.zeros(1, pos_tokens, dim_out)) if pos_tokens else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.proj is not None:
             x = self.proj(x)  # (B, N, C_out)
         if self.pool is None:
             return x, None
-        return self.pool(x), (x if self.pqo else None)  # (B, N', C_out), (B, N, C_out) | None
+        pooled = self.pool(x)  # (B, N', C_out)
+        if self.pos_embed is not None:
+            pooled = pooled + self.pos_embed
+        return pooled, (x if self.pqo else None)  # (B, N', C_out), (B, N, C_out) | None
