@@ -48,6 +48,7 @@ from .io import atomic_write, export_records
 from .layout import Layout
 from .models import build_model
 from .presets import resolve
+from .weights import load_vit_weights
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
@@ -235,12 +236,15 @@ class Trainer:
         resume_state = self._prepare_out(resume, overwrite)
 
         self.layout = proxy_layout(c.layout, c.image_size, c.patch_size)
+        init_state = None
+        if c.finetune_from:
+            # Check that the weights fit before spending time on the data.
+            init_state = read_checkpoint(c.finetune_from)
+            load_vit_weights(build_model(self.layout, num_classes=1), init_state)
         self.data = self._load_data(cache_dir)
         torch.manual_seed(c.seed)
         model = build_model(self.layout, num_classes=self.data.num_classes)
-        self.init_report = None
-        if c.finetune_from:
-            self.init_report = load_finetune_weights(model, c.finetune_from)
+        self.init_report = load_vit_weights(model, init_state) if init_state is not None else None
         self.model = model.to(self.device)
         self.ddp = self.model
         if self.world > 1:
@@ -580,7 +584,7 @@ class Trainer:
         what = "resuming" if self.epoch else ("fine-tuning" if c.finetune_from else "training")
         self.console.print(f"{what} [bold]{self.layout}[/bold] on [bold]{d.name}[/bold]: {d.num_classes} classes, "
                            f"{len(d.train)} train / {len(d.val)} val images at {d.image_size} px; "
-                           f"{c.epochs} epochs of {self.steps_per_epoch} steps, batch {c.batch_size}, "
+                           f"{c.epochs} epoch{'s' * (c.epochs != 1)} of {self.steps_per_epoch} steps, batch {c.batch_size}, "
                            f"{self.dtype} on {self.device}{world}")
         if d.kind == "builtin":
             self.console.print(f"[dim]{d.note}[/dim]")
@@ -604,9 +608,7 @@ class Trainer:
     def _log_end(self, record: dict) -> None:
         if not self.console:
             return
-        if record["status"] == "diverged":
-            self.console.print(f"[red]diverged:[/red] {record['error']}")
-        elif record["val_top1"] is not None:
+        if record["status"] != "diverged" and record["val_top1"] is not None:
             self.console.print(f"val top-1 [bold]{100 * record['val_top1']:.1f} %[/bold] (best {100 * record['best_val_top1']:.1f} % "
                                f"at epoch {record['best_epoch']}); {record['train_img_per_s']:.0f} img/s; "
                                f"record, history and checkpoint in {self.out}")
@@ -654,17 +656,6 @@ class _ProgressBar:
 # ----------------------------------------------------------------------------- fine-tuning
 
 
-def load_finetune_weights(model: torch.nn.Module, checkpoint: str | os.PathLike):
-    """Load a training checkpoint or a state dict (timm / torchvision / funnelbench names) into
-    ``model``: same-width ViT and Funnel-ViT layouts in either direction, the position embedding
-    interpolated in 2D (bicubic) to the model's patch grid, the class token's embedding kept, a
-    head for another number of classes re-initialised. Missing or unexpected keys are an error
-    (:class:`~funnelbench.weights.WeightsError`). Returns the :class:`~funnelbench.weights.LoadReport`."""
-    from .weights import load_vit_weights
-
-    return load_vit_weights(model, read_checkpoint(checkpoint))
-
-
 def checkpoint_layout(checkpoint: str | os.PathLike) -> str | None:
     """The layout a funnelbench checkpoint was trained with (None for a plain state dict)."""
     state = read_checkpoint(checkpoint)
@@ -695,7 +686,13 @@ def train(layout=None, *, out: str | os.PathLike, config: TrainConfig | None = N
 def finetune(checkpoint: str | os.PathLike, layout=None, *, out: str | os.PathLike, **options) -> dict:
     """Fine-tune from ``checkpoint`` (a run's ``checkpoint.pt`` or a ViT state dict) into
     ``layout`` (default: the checkpoint's own), typically at a new ``image_size``; the rest as
-    :func:`train`."""
+    :func:`train`.
+
+    The weights load with :func:`~funnelbench.weights.load_vit_weights`: same-width ViT and
+    Funnel-ViT layouts in either direction, the position embedding interpolated in 2D (bicubic)
+    to the new patch grid, the class token's embedding kept, a head for another number of
+    classes re-initialised; missing or unexpected keys are an error. The record's ``init_*``
+    fields say what was loaded, resized, new and re-initialised."""
     if layout is None:
         layout = checkpoint_layout(checkpoint)
         if layout is None:
@@ -703,5 +700,5 @@ def finetune(checkpoint: str | os.PathLike, layout=None, *, out: str | os.PathLi
     return train(layout, out=out, finetune_from=str(checkpoint), **options)
 
 
-__all__ = ["TrainConfig", "Trainer", "Diverged", "train", "finetune", "proxy_layout", "load_finetune_weights",
+__all__ = ["TrainConfig", "Trainer", "Diverged", "train", "finetune", "proxy_layout",
            "read_checkpoint", "checkpoint_layout", "lr_factor", "EPOCH_METRICS"]
