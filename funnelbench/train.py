@@ -28,7 +28,6 @@ import io as _io
 import math
 import os
 import random
-import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields

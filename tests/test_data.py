@@ -261,3 +261,10 @@ def test_augmentation_is_a_crop_of_the_padded_image_and_a_flip():
     assert not torch.equal(flipped, x)
     assert torch.equal(D.Augment(crop_pad=2, hflip=True, randaugment=2)(x, seeds),
                        D.Augment(crop_pad=2, hflip=True, randaugment=2)(x, seeds))
+
+
+def test_normalize_matches_the_formula():
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    mean = torch.tensor(D.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(D.IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(D.normalize(x), (x.float() / 255 - mean) / std, atol=1e-6)
