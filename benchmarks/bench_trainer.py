@@ -5,8 +5,8 @@ For each model and dtype, in one process and interleaved round by round:
 * trainer: ``Trainer.train_epoch`` on cached built-in data, i.e. everything a real run does per
   step (uint8 gather from the on-disk cache, random-crop augmentation, normalisation, autocast,
   label-smoothed loss, gradient clipping, AdamW, LR schedule, NaN check);
-* reference: the minimal train step on a batch already in memory (same model, AdamW, autocast,
-  batch size): zero_grad, forward, cross-entropy, backward, step.
+* reference: the minimal train step on a batch already in memory (same model, fused AdamW,
+  autocast, batch size): zero_grad, forward, cross-entropy, backward, step.
 
 The target is trainer / reference >= 0.9: the median over rounds of each round's ratio (the two
 halves of a round run back to back, so a burst of load from elsewhere hits both alike). The reference stands in for the
@@ -45,7 +45,7 @@ def reference_step_fn(layout, batch_size: int, dtype: str, num_classes: int):
     training throughput for the same (model, batch size, dtype) replaces this."""
     torch.manual_seed(0)
     model = fb.build_model(layout, num_classes=num_classes)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # the trainer's AdamW kernel
     size = layout.image_size
     x = torch.randn(batch_size, 3, size, size)
     y = torch.randint(0, num_classes, (batch_size,))
@@ -136,7 +136,7 @@ def main(argv=None):
                 f"Trainer and reference interleaved round by round in one process; img/s columns are medians over "
                 f"rounds, `ratio` is the median of the per-round ratios (min and max beside it). Trainer: "
                 f"`Trainer.train_epoch` on cached built-in data (gather, crop augmentation, normalise, label smoothing, "
-                f"clipping, AdamW, schedule). Reference: zero_grad/forward/loss/backward/AdamW step on an in-memory "
+                f"clipping, AdamW, schedule). Reference: zero_grad/forward/loss/backward/AdamW (fused, as the trainer's) step on an in-memory "
                 f"batch. Target: ratio >= 0.9.\n\n{table}\n")
         atomic_write(args.out, text)
         export_records(raw, os.path.splitext(args.out)[0] + "_rounds.csv")

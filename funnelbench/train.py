@@ -4,7 +4,7 @@
     record = fb.train("B2(17)-2(9), h96, a3, img32, patch8", out="runs/a", epochs=10)
     record = fb.finetune("runs/a/checkpoint.pt", image_size=48, out="runs/b", epochs=3)
 
-The recipe: AdamW (no weight decay on biases, norms, position embedding and class token),
+The recipe: AdamW (fused; no weight decay on biases, norms, position embedding and class token),
 linear warm-up then cosine decay per step, label smoothing, gradient clipping, optional
 RandAugment / MixUp / CutMix (torchvision), autocast in bf16 or fp16 (fp16 with a gradient
 scaler), fixed seeds. Every hyperparameter is a :class:`TrainConfig` field and every field
@@ -266,7 +266,9 @@ class Trainer:
         self.train_loader = make_loader(self.data.train, self.train_sampler, self.augment, workers=c.workers, pin_memory=pin)
         self.val_loader = make_loader(self.data.val, self.val_sampler, None, workers=c.workers, pin_memory=pin)
 
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr)
+        # The fused AdamW kernel (CPU and CUDA) is 3-4x faster than the per-tensor loop on small models.
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr,
+                                           fused=self.device.type in ("cpu", "cuda"))
         total = c.epochs * self.steps_per_epoch
         warmup = min(total, round(c.warmup_epochs * self.steps_per_epoch))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
