@@ -576,7 +576,7 @@ def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
 
 
 class ShardedBatchSampler(torch.utils.data.Sampler):
-    """Batches of ``(index, augmentation seed)`` for one rank.
+    """Batches ``(indices, augmentation seeds)`` (two arrays) for one rank.
 
     Like ``DistributedSampler`` it shuffles with ``seed + epoch`` and gives each rank a disjoint
     share, but it splits every *global* batch into consecutive per-rank slices (instead of
@@ -612,15 +612,15 @@ class ShardedBatchSampler(torch.utils.data.Sampler):
             if a < b:
                 yield a, b
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.n, generator=g).numpy()
         else:
             order = np.arange(self.n)
+        seeds = sample_seeds(self.seed, self.epoch, np.arange(self.n))
         for a, b in self.bounds():
-            positions = np.arange(a, b)
-            yield list(zip(order[a:b].tolist(), sample_seeds(self.seed, self.epoch, positions).tolist()))
+            yield order[a:b], seeds[a:b]
 
 
 @dataclass
@@ -674,11 +674,10 @@ class BatchSet(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.split)
 
-    def __getitems__(self, items):
-        index = np.fromiter((i for i, _ in items), dtype=np.int64, count=len(items))
+    def __getitems__(self, batch: tuple[np.ndarray, np.ndarray]):
+        index, seeds = batch
         x, y = self.split.take(index)
         if self.augment is not None and self.augment.active:
-            seeds = np.fromiter((s for _, s in items), dtype=np.uint64, count=len(items))
             x = self.augment(x, seeds)
         return x, y
 

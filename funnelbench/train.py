@@ -368,7 +368,6 @@ class Trainer:
         self.train_sampler.set_epoch(epoch)
         autocast = torch.autocast(device.type, dtype=resolve_dtype(self.dtype), enabled=self.dtype != "fp32")
         loss_sum = torch.zeros((), device=device)
-        max_norm = c.clip_grad if c.clip_grad > 0 else float("inf")
         params = [p for p in self.model.parameters() if p.requires_grad]
         images = 0
         _sync(device)
@@ -385,8 +384,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
             self._check_finite(loss, grad_norm, epoch, step)
+            if 0 < c.clip_grad < grad_norm:  # clip (a pass over the gradients) only when needed
+                torch.nn.utils.clip_grads_with_norm_(params, c.clip_grad, grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
