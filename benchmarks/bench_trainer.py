@@ -40,6 +40,36 @@ CASES = [
 ]
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages ('' where /proc/loadavg does not exist)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return ""
+
+
+def write_results(out, title: str, script: str, argv, load_before: str, summary: list[dict], rows: list[dict],
+                  rows_suffix: str, description: str) -> str:
+    """The summary as a markdown table; with ``out``, also a results file that says how it was
+    made (command, date, machine, load before and after) and a CSV of ``rows`` next to it."""
+    import pandas as pd
+
+    table = pd.DataFrame(summary).to_markdown(index=False)
+    if out:
+        env = environment(torch.device("cpu"), "")
+        command = f"python benchmarks/{os.path.basename(script)} " + " ".join(sys.argv[1:] if argv is None else argv)
+        text = (f"# {title}\n\n"
+                f"Command: `{command}`  \n"
+                f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  \n"
+                f"Machine: {env['device']}, torch {env['torch_version']}  \n"
+                f"Load average (1/5/15 min) before: {load_before}, after: {load_average()}\n\n"
+                f"{description}\n\n{table}\n")
+        atomic_write(out, text)
+        export_records(rows, os.path.splitext(out)[0] + rows_suffix + ".csv")
+    return table
+
+
 def reference_step_fn(layout, batch_size: int, dtype: str, num_classes: int):
     """A bare training step on an in-memory batch. When ``funnelbench.measure`` lands, its
     training throughput for the same (model, batch size, dtype) replaces this."""
@@ -108,7 +138,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="markdown file for the summary (a .csv of rounds goes next to it)")
     args = parser.parse_args(argv)
 
-    load_before = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None
+    load_before = load_average()
     summary, raw = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in args.cases:
@@ -119,27 +149,15 @@ def main(argv=None):
                                        os.path.join(tmp, "cache"), os.path.join(tmp, "runs"))
                 summary.append(row)
                 raw += [{"layout": row["layout"], "dtype": dtype, **r} for r in rounds]
-    load_after = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None
 
-    env = environment(torch.device("cpu"), "see rows")
-    import pandas as pd
-
-    table = pd.DataFrame(summary).to_markdown(index=False)
+    table = write_results(args.out, "Trainer vs bare train step (images/s, CPU)", __file__, argv, load_before, summary,
+                          raw, "_rounds",
+                          "Trainer and reference interleaved round by round in one process; img/s columns are medians "
+                          "over rounds, `ratio` is the median of the per-round ratios (min and max beside it). Trainer: "
+                          "`Trainer.train_epoch` on cached built-in data (gather, crop augmentation, normalise, label "
+                          "smoothing, clipping, AdamW, schedule). Reference: zero_grad/forward/loss/backward/AdamW (fused, "
+                          "as the trainer's) step on an in-memory batch. Target: ratio >= 0.9.")
     print(table)
-    if args.out:
-        command = "python benchmarks/bench_trainer.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        text = (f"# Trainer vs bare train step (images/s, CPU)\n\n"
-                f"Command: `{command}`  \n"
-                f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  \n"
-                f"Machine: {env['device']}, torch {env['torch_version']}  \n"
-                f"Load average (1/5/15 min) before: {' '.join(load_before or [])}, after: {' '.join(load_after or [])}\n\n"
-                f"Trainer and reference interleaved round by round in one process; img/s columns are medians over "
-                f"rounds, `ratio` is the median of the per-round ratios (min and max beside it). Trainer: "
-                f"`Trainer.train_epoch` on cached built-in data (gather, crop augmentation, normalise, label smoothing, "
-                f"clipping, AdamW, schedule). Reference: zero_grad/forward/loss/backward/AdamW (fused, as the trainer's) step on an in-memory "
-                f"batch. Target: ratio >= 0.9.\n\n{table}\n")
-        atomic_write(args.out, text)
-        export_records(raw, os.path.splitext(args.out)[0] + "_rounds.csv")
     return summary
 
 
