@@ -328,7 +328,10 @@ class Trainer:
             try:
                 data = load_data(c.data, image_size=self.layout.image_size, classes=c.classes,
                                  train_per_class=c.train_per_class, val_per_class=c.val_per_class,
-                                 subset_seed=c.subset_seed, cache_dir=cache_dir, workers=c.workers,
+                                 subset_seed=c.subset_seed, cache_dir=cache_dir,
+                                 # Decoding into the cache is a one-off whose result does not depend on
+                                 # the number of processes: use the cores.
+                                 workers=c.workers or min(8, os.cpu_count() or 1),
                                  progress=progress.update if progress else None)
             finally:
                 if progress:

@@ -220,6 +220,21 @@ def test_train_command_json_and_files(tmp_path):
     assert default.exit_code == 0 and "runs/train-" in default.stdout
 
 
+def test_train_on_an_imagefolder_tree_with_a_broken_image(tmp_path):
+    from test_data import _image_tree
+
+    root = _image_tree(tmp_path / "tree", classes=("cat", "dog"), per_class=8, val_per_class=4)
+    (root / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
+    result = cli("train", "test-vit", "--data", root, "--epochs", "1", "--batch-size", "8", "--out", tmp_path / "r",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["dataset"] == f"imagefolder:{root}" and record["num_classes"] == 2
+    assert record["train_images"] == 16 and record["skipped_images"] == 1
+    assert record["hflip"] is True and record["val_top5"] is None  # flips on for real data; top-5 needs > 5 classes
+    assert "warning: skipped 1 unreadable train image" in result.stderr
+
+
 def test_proxy_resolution_from_the_command_line(tmp_path):
     result = cli("train", "B1(17)-1(9), h32, a2, img32, patch8", "--image-size", "16", "--patch-size", "4",
                  "--epochs", "1", "--out", tmp_path / "r", "--json", *TINY_FLAGS)
