@@ -145,7 +145,8 @@ class _Source:
     that could be read)."""
 
     kind = ""
-    name = ""
+    name = ""  # in records: "synthetic-arrangement", "imagefolder:/data/imagenet", ...
+    slug = ""  # in cache folder names
     note = ""
     hflip_ok = True  # may training flip images horizontally without changing their class?
 
@@ -166,7 +167,7 @@ class _Source:
 
 class _Builtin(_Source):
     kind = "builtin"
-    name = BUILTIN
+    name = slug = BUILTIN
     note = BUILTIN_NOTE
     hflip_ok = False
 
@@ -199,7 +200,7 @@ class _ImageFolder(_Source):
 
     def __init__(self, root: Path):
         self.root = root
-        self.name = f"imagefolder:{root}"
+        self.name, self.slug = f"imagefolder:{root}", f"imagefolder-{root.name}"
         train, val = root / "train", root / "val"
         self.split_dirs = {"train": train, "val": val}
         names = {s: sorted(p.name for p in d.iterdir() if p.is_dir()) for s, d in self.split_dirs.items()}
@@ -261,7 +262,7 @@ class _Cifar(_Source):
             meta = {**base.meta, "md5": None}
 
         self.root, self.variant = root, variant
-        self.name = f"{variant}:{root}"
+        self.name, self.slug = f"{variant}:{root}", f"{variant}-{root.name}"
         self._sets = {}
         try:
             for split, train in (("train", True), ("val", False)):
@@ -527,7 +528,6 @@ def load_data(data: str | os.PathLike | None = None, *, image_size: int, classes
     remap = np.full(len(all_classes), -1, np.int64)
     remap[chosen] = np.arange(len(chosen))
     root = cache_root(cache_dir)
-    slug = source.name.split(":")[0] + ("-" + Path(source.name.split(":", 1)[1]).name if ":" in source.name else "")
     splits = {}
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
         labels = source.labels(split)
@@ -536,8 +536,8 @@ def load_data(data: str | os.PathLike | None = None, *, image_size: int, classes
             raise UsageError(f"--data {data}: the {split} split has no images of the chosen classes")
         key = {"format": CACHE_FORMAT, "split": split, "size": image_size, "classes": [all_classes[c] for c in chosen],
                **source.identity(split, items)}
-        entry = root / f"{slug}-{split}-{image_size}px-{_digest(key)[:10]}"
-        desc = f"caching {slug} {split} images at {image_size} px"
+        entry = root / f"{source.slug}-{split}-{image_size}px-{_digest(key)[:10]}"
+        desc = f"caching {source.slug} {split} images at {image_size} px"
         report = (lambda done, total: progress(desc, done, total)) if progress else None
 
         def read(start, items=items, split=split):
@@ -550,7 +550,7 @@ def load_data(data: str | os.PathLike | None = None, *, image_size: int, classes
         if len(result) == 0:
             raise UsageError(f"--data {data}: none of the {split} images could be read (e.g. {result.skipped[0]})")
         splits[split] = result
-    return ImageData(BUILTIN if source.kind == "builtin" else source.name, source.kind, source.note,
+    return ImageData(source.name, source.kind, source.note,
                      [all_classes[c] for c in chosen], splits["train"], splits["val"], image_size, source.hflip_ok)
 
 
