@@ -19,6 +19,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/funnelbench presets
 	$(BIN)/funnelbench parse "B6(197, m4096)-6(99)-2(50, m1536)"
+	$(BIN)/funnelbench train "B4(17), h96, a3, img32, patch8" --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q

@@ -7,10 +7,12 @@
 """
 
 from .cost import Cost, count
+from .data import load_data
 from .errors import FunnelbenchError, LayoutError, UsageError
 from .layout import Layout, Stage, Stem, format_layout, parse_layout
 from .models import build_model
 from .presets import PRESETS, get_preset, list_presets, resolve
+from .train import TrainConfig, finetune, train
 from .weights import load_vit_weights
 
 __version__ = "0.1.0"
@@ -18,4 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Cost", "count", "FunnelbenchError", "LayoutError", "UsageError", "Layout", "Stage", "Stem", "format_layout",
     "parse_layout", "build_model", "PRESETS", "get_preset", "list_presets", "resolve", "load_vit_weights",
+    "load_data", "TrainConfig", "train", "finetune",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from . import layout_cmds  # noqa: F401  (registers parse, presets)
+from . import train_cmds  # noqa: F401  (registers train, finetune)
 from ._common import app
 
 

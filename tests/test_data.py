@@ -1,0 +1,271 @@
+"""Datasets: the built-in synthetic data, ImageFolder and CIFAR folders, subsets, the uint8
+cache, and the batches the trainer reads (sharding and augmentation)."""
+
+import math
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import funnelbench as fb
+from funnelbench import data as D
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(D.CACHE_ENV, str(tmp_path / "cache"))
+
+
+# ----------------------------------------------------------------------------- built-in
+
+
+def test_builtin_is_deterministic_balanced_and_split():
+    x1, y1 = D.render_arrangement("train", 0, 300, 32)
+    x2, y2 = D.render_arrangement("train", 0, 300, 32)
+    assert x1.dtype == torch.uint8 and x1.shape == (300, 3, 32, 32)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert torch.equal(y1, torch.arange(300) % 8)
+    xv, _ = D.render_arrangement("val", 0, 300, 32)
+    assert not torch.equal(x1, xv)
+    # Any range renders the same pixels as the whole (chunks have their own seeds).
+    part, _ = D.render_arrangement("train", 250, 270, 32)
+    assert torch.equal(part, x1[250:270])
+
+
+def _centroid(mask):
+    ys, xs = np.nonzero(mask)
+    return xs.mean(), ys.mean()
+
+
+def test_builtin_class_is_the_direction_from_the_square_to_the_disc():
+    """Found independently from the pixels: red square, blue disc, angle between centroids."""
+    x, y = D.render_arrangement("val", 0, 200, 64)
+    img = x.permute(0, 2, 3, 1).numpy().astype(int)
+    for i in range(len(y)):
+        r, g, b = img[i, ..., 0], img[i, ..., 1], img[i, ..., 2]
+        red = (r > 200) & (g < 100) & (b < 100)
+        blue = (b > 200) & (r < 100) & (g < 180)
+        assert red.sum() > 10 and blue.sum() > 10
+        (ax, ay), (bx, by) = _centroid(red), _centroid(blue)
+        angle = math.degrees(math.atan2(-(by - ay), bx - ax)) % 360
+        assert round(angle / 45) % 8 == y[i], (i, angle)
+
+
+def test_builtin_subset_and_names():
+    data = fb.load_data(image_size=32, train_per_class=8, val_per_class=4)
+    assert data.name == "synthetic-arrangement" and "ImageNet" in data.note and not data.hflip_ok
+    assert data.classes == list(D.DIRECTIONS)
+    assert np.bincount(data.train.labels).tolist() == [8] * 8
+    assert np.bincount(data.val.labels).tolist() == [4] * 8
+    four = fb.load_data(image_size=32, train_per_class=8, val_per_class=4, classes=4, subset_seed=3)
+    assert four.num_classes == 4 and set(four.train.labels.tolist()) == {0, 1, 2, 3}
+    assert set(four.classes) < set(D.DIRECTIONS)
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+def test_second_load_reads_the_cache_not_the_source(tmp_path, monkeypatch):
+    first = fb.load_data(image_size=32, train_per_class=4, val_per_class=2)
+    monkeypatch.setattr(D, "render_arrangement", lambda *a, **k: pytest.fail("decoded again"))
+    second = fb.load_data(image_size=32, train_per_class=4, val_per_class=2)
+    assert second.train.cache_path == first.train.cache_path
+    assert np.array_equal(second.train.images, first.train.images)
+    assert second.train.images.dtype == np.uint8 and second.train.images.shape == (32, 3, 32, 32)
+    assert str(second.train.cache_path).startswith(str(tmp_path / "cache"))
+
+
+def test_cache_is_keyed_by_size_and_subset(tmp_path):
+    paths = {fb.load_data(image_size=s, train_per_class=n, val_per_class=2).train.cache_path
+             for s, n in ((32, 4), (40, 4), (32, 5))}
+    assert len(paths) == 3
+    other = fb.load_data(image_size=32, train_per_class=4, val_per_class=2, cache_dir=tmp_path / "elsewhere")
+    assert str(other.train.cache_path).startswith(str(tmp_path / "elsewhere"))
+
+
+def test_interrupted_cache_build_resumes_where_it_stopped(tmp_path, monkeypatch):
+    real_read = D._Builtin.read
+    starts = []
+
+    def read_then_die(self, split, items, size, workers):
+        starts.append(len(items))
+        for i, chunk in enumerate(real_read(self, split, items, size, workers)):
+            if split == "train" and i == 1 and len(starts) == 1:
+                raise KeyboardInterrupt
+            yield chunk
+
+    monkeypatch.setattr(D._Builtin, "read", read_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fb.load_data(image_size=16, train_per_class=40, val_per_class=2)  # 320 images: 2 chunks
+    resumed = fb.load_data(image_size=16, train_per_class=40, val_per_class=2)
+    assert starts[:2] == [320, 320 - D.CHUNK]  # the second build read only what was missing
+    fresh = fb.load_data(image_size=16, train_per_class=40, val_per_class=2, cache_dir=tmp_path / "fresh")
+    assert np.array_equal(resumed.train.images, fresh.train.images)
+    assert np.array_equal(resumed.train.labels, fresh.train.labels)
+
+
+# ----------------------------------------------------------------------------- ImageFolder
+
+
+def _image_tree(root, classes=("cat", "dog", "emu", "owl"), per_class=3, val_per_class=2, sizes=((40, 30), (24, 52))):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", val_per_class)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = sizes[i % len(sizes)]
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_imagefolder_resize_and_centre_crop_like_torchvision(tmp_path):
+    from torchvision import transforms as T
+
+    root = _image_tree(tmp_path / "tree")
+    data = fb.load_data(root, image_size=16)
+    assert data.kind == "imagefolder" and data.classes == ["cat", "dog", "emu", "owl"] and data.hflip_ok
+    assert len(data.train) == 12 and len(data.val) == 8
+    ref = T.Compose([T.Resize(16), T.CenterCrop(16), T.PILToTensor()])
+    for pos, path in ((0, "train/cat/0.png"), (4, "train/dog/1.png")):
+        x, label = data.train.take([pos])
+        assert torch.equal(x[0], ref(Image.open(root / path).convert("RGB")))
+        assert label.item() == ["cat", "dog"].index(path.split("/")[1])
+
+
+def test_imagefolder_subset_is_seeded(tmp_path):
+    root = _image_tree(tmp_path / "tree", per_class=4)
+    a = fb.load_data(root, image_size=16, classes=2, train_per_class=2, subset_seed=0)
+    b = fb.load_data(root, image_size=16, classes=2, train_per_class=2, subset_seed=0)
+    assert a.classes == b.classes and len(a.train) == 4 and len(a.val) == 4
+    assert np.array_equal(a.train.images, b.train.images)
+    picks = {tuple(fb.load_data(root, image_size=16, classes=2, train_per_class=2, subset_seed=s).classes) for s in range(6)}
+    assert len(picks) > 1
+
+
+def test_unreadable_image_is_skipped_and_counted(tmp_path):
+    root = _image_tree(tmp_path / "tree")
+    (root / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable train image"):
+        data = fb.load_data(root, image_size=16)
+    assert len(data.train) == 12 and data.skipped == 1 and "broken.jpg" in data.train.skipped[0]
+    with warnings.catch_warnings(record=True) as caught:  # from the cache: still counted
+        warnings.simplefilter("always")
+        again = fb.load_data(root, image_size=16)
+    assert again.skipped == 1 and caught
+
+
+@pytest.mark.parametrize("setup, words", [
+    (lambda r: None, ["no such file"]),
+    (lambda r: (r / "train" / "a").mkdir(parents=True) or (r / "val" / "a").mkdir(parents=True), ["no images"]),
+    (lambda r: _image_tree(r, classes=("a", "b")) and (r / "val" / "b").rename(r / "val" / "c"),
+     ["different classes", "only in train: b", "only in val: c"]),
+    (lambda r: (r / "x").mkdir(parents=True), ["not an ImageFolder tree"]),
+    (lambda r: r.parent.mkdir(exist_ok=True) or r.write_text("x"), ["is a file"]),
+])
+def test_bad_data_folders_are_one_line_errors(tmp_path, setup, words):
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(fb.UsageError) as err:
+        fb.load_data(root, image_size=16)
+    assert "\n" not in str(err.value)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_too_many_classes_is_an_error(tmp_path):
+    with pytest.raises(fb.UsageError, match="--classes 9"):
+        fb.load_data(image_size=16, classes=9, train_per_class=2, val_per_class=2)
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+
+def _fake_cifar10(root, per_batch=3):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3 * 32 * 32), dtype=np.uint8)
+        labels = rng.integers(0, 10, per_batch).tolist()
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+        written[name] = (data.reshape(-1, 3, 32, 32), labels)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": names}, f)
+    return written
+
+
+def test_cifar10_python_folder_through_torchvision(tmp_path):
+    written = _fake_cifar10(tmp_path / "c10")
+    for given in (tmp_path / "c10", tmp_path / "c10" / "cifar-10-batches-py"):
+        data = fb.load_data(given, image_size=32)
+        assert data.kind == "cifar" and data.name.startswith("cifar10:") and data.num_classes == 10
+        assert data.classes[0] == "airplane"
+        images, labels = written["test_batch"]
+        x, y = data.val.take(np.arange(3))
+        assert torch.equal(x, torch.from_numpy(images)) and y.tolist() == labels
+        assert len(data.train) == 15
+    small = fb.load_data(tmp_path / "c10", image_size=16)
+    assert small.train.images.shape == (15, 3, 16, 16)
+
+
+def test_broken_cifar_folder_is_a_usage_error(tmp_path):
+    (tmp_path / "c" / "cifar-10-batches-py").mkdir(parents=True)
+    with pytest.raises(fb.UsageError, match="cannot read cifar10"):
+        fb.load_data(tmp_path / "c", image_size=32)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def test_ranks_take_consecutive_slices_of_the_same_global_batches():
+    one = D.ShardedBatchSampler(70, 16, seed=5)
+    two = [D.ShardedBatchSampler(70, 16, rank=r, world=2, seed=5) for r in range(2)]
+    for s in [one, *two]:
+        s.set_epoch(3)
+    batches = list(one)
+    assert len(batches) == 70 // 16 and all(len(index) == len(seeds) == 16 for index, seeds in batches)
+    for k, (a, b) in enumerate(zip(*two)):
+        for part in range(2):  # same samples, same augmentation seeds
+            assert np.array_equal(np.concatenate([a[part], b[part]]), batches[k][part])
+    one.set_epoch(4)
+    assert not np.array_equal(next(iter(one))[0], batches[0][0])
+    with pytest.raises(fb.UsageError, match="not divisible"):
+        D.ShardedBatchSampler(70, 15, world=2)
+
+
+def test_evaluation_sees_every_sample_once():
+    shards = [D.ShardedBatchSampler(37, 8, rank=r, world=2, shuffle=False, drop_last=False) for r in range(2)]
+    seen = sorted(i for s in shards for index, _ in s for i in index.tolist())
+    assert seen == list(range(37))
+
+
+def test_augmentation_is_a_crop_of_the_padded_image_and_a_flip():
+    x = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    seeds = D.sample_seeds(0, 0, np.arange(6))
+    assert torch.equal(D.Augment()(x, seeds), x)
+    crop = D.Augment(crop_pad=2)(x, seeds)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    offsets = set()
+    for i in range(6):
+        hits = [(a, b) for a in range(5) for b in range(5) if torch.equal(crop[i], padded[i, :, a:a + 8, b:b + 8])]
+        assert hits
+        offsets.add(hits[0])
+    assert len(offsets) > 1
+    flipped = D.Augment(hflip=True)(x, seeds)
+    assert all(torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1)) for i in range(6))
+    assert not torch.equal(flipped, x)
+    assert torch.equal(D.Augment(crop_pad=2, hflip=True, randaugment=2)(x, seeds),
+                       D.Augment(crop_pad=2, hflip=True, randaugment=2)(x, seeds))
+
+
+def test_normalize_matches_the_formula():
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    mean = torch.tensor(D.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(D.IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(D.normalize(x), (x.float() / 255 - mean) / std, atol=1e-6)
