@@ -290,11 +290,11 @@ class OpRecorder(TorchDispatchMode):
 # aten operator -> the name we record. Fused kernels save (q, k, v, output, logsumexp) for
 # backward; the math path saves the (B, heads, N, M) attention matrix as well.
 ATTENTION_KERNELS = {
-    "_scaled_dot_product_flash_attention_for_cpu": "flash (cpu)",
+    "_scaled_dot_product_flash_attention_for_cpu": "cpu_flash",
     "_scaled_dot_product_flash_attention": "flash",
     "_scaled_dot_product_efficient_attention": "efficient",
     "_scaled_dot_product_cudnn_attention": "cudnn",
-    "_scaled_dot_product_fused_attention_overrideable": "fused (overrideable)",
+    "_scaled_dot_product_fused_attention_overrideable": "fused_overrideable",
 }
 
 

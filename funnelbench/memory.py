@@ -18,8 +18,8 @@ during the forward pass)::
     gradients         4 bytes per parameter, appearing as the backward pass runs while the
                       saved activations are freed
     temporaries       gradients flowing backward; the optimizer's scratch (AdamW on CPU loops
-                      over tensors: 2 x the largest parameter; on CUDA it updates all tensors
-                      at once: 1 x weights)
+                      over tensors: about 2 x the largest parameter; on CUDA it updates all
+                      tensors at once: 1 x weights)
 
 The peak is the largest of three moments: the end of the forward pass, the worst moment of
 the backward pass (simulated part by part, last part first) and the optimizer step.
@@ -301,7 +301,12 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
         a = F32 if (w.amp and w.device == "cpu") else e
         w.save_bytes("q_scaled", a * nd)
         w.save_bytes("k_scaled", a * md)
-        w.save_bytes("v", a * md)
+        if a == e and (B == 1 or h == 1):
+            # v (a strided view into the qkv or kv projection) folds into (B * h, M, d / h)
+            # without a copy, so the matmul keeps the whole projection output alive instead
+            w.save(qkv if qkv is not None else w.new("kv", e, 2 * B * m_tokens * d))
+        else:
+            w.save_bytes("v", a * md)
         w.save_bytes("attn_probs", a * B * h * n * m_tokens)
         out = w.new("attn_out", e, nd)
         w.save(out)
@@ -311,7 +316,8 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
 
     # MLP
     _, ln2 = w.layer_norm(x1, n)
-    w.save(w.linear_input(ln2))
+    fc1_in = w.linear_input(ln2)
+    w.save(fc1_in)
     w.save_bytes("fc1_out", e * B * n * m)
     w.save_bytes("gelu_out", e * B * n * m)
     w.weight_cast(2 * d * m)
@@ -341,6 +347,17 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
     # of fc2's weight are alive while everything the layer saved still is.
     # (autocast adds the 2-byte copy of the incoming gradient that fc2's backward multiplies).
     bwd_mlp = x2.bytes + (nd * e if amp and x2.elem != e else 0) + e * B * n * m + e * (d * m + d)
+    # Then attention: the MLP's saved tensors are gone and its gradients exist; the gradient of
+    # the residual, of the attention output and of q, k and v (separately, then joined) are
+    # alive (math: the gradients of the attention matrix before and after softmax instead).
+    mlp_freed = x1.bytes + fc1_in.bytes + 2 * e * B * n * m + 2 * F32 * B * n
+    mlp_grads = F32 * (2 * d * m + m + 3 * d)
+    if fused:
+        attn_grads = 2 * e * (nd + 2 * md)
+    else:
+        a = F32 if (amp and w.device == "cpu") else e
+        attn_grads = 2 * a * B * h * n * m_tokens + a * md
+    bwd_attn = x1.bytes + e * nd + attn_grads + mlp_grads - mlp_freed
     # Forward: fc2's output next to the new residual; the math kernel's attention scores (and,
     # on CPU under autocast, fp32 copies of q, k and v) are alive next to what it saves.
     fwd = nd * e + x2.bytes
@@ -350,7 +367,7 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
         upcast = a * (nd + 2 * md) + a * (nd + md) + e * scores + a * nd if a != e else 0  # fp32 q, k, v and results
         fwd = max(fwd, upcast + a * scores + nd * e)
     w.end_part(_Part(name, layer_params(d, m), fwd_transient=fwd,
-                     bwd_transient=bwd_mlp, infer_live=max(moments)))
+                     bwd_transient=max(bwd_mlp, bwd_attn), infer_live=max(moments)))
     return x2
 
 
@@ -411,11 +428,17 @@ def _head(w: _Walk, x: _T, layout: Layout, num_classes: int) -> None:
     w.save_bytes("log_softmax", log_probs)
     w.save_bytes("loss", 2 * F32)  # loss and nll's total weight
     params = 2 * d + d * C + C
+    # Inference: a class-token head keeps the normed sequence (it reads a view of it); the
+    # average head frees it once the mean is taken.
+    cast_and_weight = B * d * w.e + w.e * (d * C + C) if w.amp else 0
+    if layout.head == "cls":
+        infer_live = out.bytes + cast_and_weight + logits
+    else:
+        infer_live = max(out.bytes + pooled_bytes, pooled_bytes + cast_and_weight + logits)
     w.end_part(_Part("head", params, fwd_transient=logits + (F32 * B * C if w.amp else 0),
                      # the loss's and log-softmax's gradients; then (log-softmax freed) the
                      # gradient of the final LayerNorm's output and of its input
-                     bwd_transient=max(2 * log_probs, 2 * x.bytes - log_probs),
-                     infer_live=out.bytes + pooled_bytes + (B * d * w.e + w.e * (d * C + C) if w.amp else 0) + logits))
+                     bwd_transient=max(2 * log_probs, 2 * x.bytes - log_probs), infer_live=infer_live))
 
 
 # ----------------------------------------------------------------------------- the estimate
@@ -465,15 +488,17 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
     _head(w, x, layout, num_classes)
 
     cost = count(layout, num_classes=num_classes)
-    n_params = cost.params
-    n_tensors = _param_tensors(layout)
-    weights = F32 * n_params
+    sizes = _param_sizes(layout, num_classes)
+    if sum(sizes) != cost.params:  # the model grew a part this module does not know
+        raise UnmodelledLayout(f"the memory estimate's parameter list ({sum(sizes)}) differs from the analytic count "
+                               f"({cost.params}) for layout {str(layout)!r}; the model has parts it does not model")
+    weights = F32 * cost.params
     grads = weights
     if optimizer == "adamw":
-        opt_state = 2 * weights + (F32 * n_tensors if device == "cpu" else 0)
-        # torch's default AdamW: a loop over tensors on CPU (sqrt and divide: 2 temporaries of
-        # one tensor), all tensors at once on CUDA (one temporary per tensor).
-        opt_scratch = 2 * F32 * _largest_param(layout, num_classes) if device == "cpu" else weights
+        opt_state = 2 * weights + (F32 * len(sizes) if device == "cpu" else 0)
+        # torch's default AdamW: a loop over tensors on CPU, all tensors at once on CUDA (one
+        # temporary per tensor).
+        opt_scratch = F32 * _adamw_cpu_scratch(sizes) if device == "cpu" else weights
     else:
         opt_state, opt_scratch = weights, 0
     inputs = F32 * B * 3 * layout.image_size ** 2 + LABEL * B
@@ -515,29 +540,29 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
     )
 
 
-def _param_tensors(layout: Layout) -> int:
-    """Number of parameter tensors (AdamW keeps one step counter per tensor)."""
-    n = 2 + 1 + (1 if layout.num_prefix_tokens else 0)  # conv weight and bias, pos_embed, cls token
+def _param_sizes(layout: Layout, num_classes: int) -> list[int]:
+    """Elements of each parameter tensor, in ``model.parameters()`` order (class token and
+    position embedding, patch embedding, the blocks, the stage projections, final norm, head)."""
+    first = layout.stages[0].hidden
+    sizes = ([first] if layout.num_prefix_tokens else []) + [layout.stages[0].tokens * first]
+    sizes += [3 * layout.patch_size ** 2 * first, first]
+    projections = []
     prev = None
     for s in layout.stages:
-        if prev is not None and prev.hidden != s.hidden:
-            n += 2
-        n += 12 * s.layers  # 2 LayerNorms (2 each), qkv, proj, fc1, fc2 (weight and bias each)
+        d, m = s.hidden, s.mlp
+        sizes += [d, d, 3 * d * d, 3 * d, d * d, d, d, d, d * m, m, m * d, d] * s.layers
+        if prev is not None and prev.hidden != d:
+            projections += [prev.hidden * d, d]
         prev = s
-    return n + 4  # final LayerNorm, head
+    d = layout.stages[-1].hidden
+    return sizes + projections + [d, d, d * num_classes, num_classes]
 
 
-def _largest_param(layout: Layout, num_classes: int) -> int:
-    """Elements of the largest parameter tensor."""
-    sizes = [3 * layout.patch_size ** 2 * layout.stages[0].hidden, layout.stages[0].tokens * layout.stages[0].hidden,
-             layout.stages[-1].hidden * num_classes]
-    prev = None
-    for s in layout.stages:
-        sizes += [3 * s.hidden * s.hidden, s.hidden * s.mlp]
-        if prev is not None and prev.hidden != s.hidden:
-            sizes.append(prev.hidden * s.hidden)
-        prev = s
-    return max(sizes)
+def _adamw_cpu_scratch(sizes: list[int]) -> int:
+    """torch's CPU AdamW loops over tensors: ``denom = (exp_avg_sq.sqrt() / c).add_(eps)`` holds
+    two temporaries of the tensor being updated while the previous tensor's ``denom`` is still
+    referenced (elements)."""
+    return max(2 * n + (sizes[i - 1] if i else 0) for i, n in enumerate(sizes))
 
 
 def max_batch_size(x, budget_bytes: int, *, limit: int = 1 << 16, **kwargs) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from . import layout_cmds  # noqa: F401  (registers parse, presets)
+from . import layout_cmds, profile_cmds  # noqa: F401  (register parse, presets; profile, reproduce, memory)
 from ._common import app
 
 
