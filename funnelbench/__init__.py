@@ -4,13 +4,18 @@
     layout = fb.parse_layout("B6(197)-6(99)")
     fb.count(layout)              # Cost(params=..., macs=...), analytic, no tensors
     model = fb.build_model(layout)
+    fb.estimate_memory(layout, batch_size=64, device="cuda")   # analytic bytes of a training step
+    records = fb.profile([layout], baseline="vit-b16")        # measured on this machine
 """
 
 from .cost import Cost, count
 from .errors import FunnelbenchError, LayoutError, UsageError
 from .layout import Layout, Stage, format_layout, parse_layout
+from .memory import MemoryEstimate, estimate_memory
 from .models import build_model
 from .presets import PRESETS, get_preset, list_presets, resolve
+from .profiling import profile
+from .papers import reproduce
 from .weights import load_vit_weights
 
 __version__ = "0.1.0"
@@ -18,4 +23,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Cost", "count", "FunnelbenchError", "LayoutError", "UsageError", "Layout", "Stage", "format_layout",
     "parse_layout", "build_model", "PRESETS", "get_preset", "list_presets", "resolve", "load_vit_weights",
+    "MemoryEstimate", "estimate_memory", "profile", "reproduce",
 ]

@@ -50,9 +50,21 @@ def check_export_path(path: str | os.PathLike) -> Path:
         probe = probe.parent
     if not probe.is_dir():
         raise UsageError(f"cannot write {str(path)!r}: {str(probe)!r} is a file, not a folder; choose another path")
-    if not os.access(probe, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)) or path.is_dir():
+    if not _can_create_in(probe) or (path.exists() and not os.access(path, os.W_OK)) or path.is_dir():
         raise UsageError(f"cannot write {str(path)!r}: the folder is not writable; choose another path")
     return path
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried, not inferred from permission bits,
+    which say yes to root in read-only places such as /proc)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".funnelbench-probe.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(tmp)
+    return True
 
 
 def export_records(records: list[dict], path: str | os.PathLike, title: str | None = None) -> Path:

@@ -367,9 +367,18 @@ def _append_jsonl(path, record: dict) -> None:
     clean = {k: v for k, v in record.items() if k not in ("baseline",) and not k.endswith(("_speedup_x", "_saved_pct"))
              and k != "macs_ratio_x"}
     try:
+        torn = not _ends_with_newline(path)  # an interrupted write: start a fresh line
         with open(path, "a") as f:
-            f.write(json.dumps(clean, default=str) + "\n")
+            f.write(("\n" if torn else "") + json.dumps(clean, default=str) + "\n")
             f.flush()
             os.fsync(f.fileno())
     except OSError as err:
         raise UsageError(f"cannot append to {str(path)!r}: {err.strerror or err}; choose a writable path") from None
+
+
+def _ends_with_newline(path) -> bool:
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"

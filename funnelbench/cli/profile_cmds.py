@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import UsageError
@@ -20,6 +21,8 @@ HEADERS = {
     "paper_speedup_x": "paper speed-up", "train_speedup_x": "ours", "macs_ratio_x": "MACs ratio",
     "train_peak_mem_mib": "peak MiB", "train_steps_per_s": "steps/s", "error": "error",
 }
+# Progress and file messages go to stderr, so that --json output on stdout stays parseable.
+log = Console(stderr=True)
 TEXT_COLUMNS = {"model", "attention_kernel", "error", "row"}
 DEVICE_HELP = "auto (CUDA when present), cpu or cuda."
 DTYPE_HELP = "fp32, or bf16/fp16 autocast (weights stay fp32)."
@@ -39,12 +42,12 @@ def _export(path: str | None, full: list[dict], compact: list[dict], title: str)
     if path:
         chosen = compact if Path(path).suffix.lower() in (".md", ".tex") else full
         export_records(chosen, path, title=title if Path(path).suffix.lower() == ".md" else None)
-        console.print(f"[dim]wrote {path}[/dim]")
+        log.print(f"[dim]wrote {path}[/dim]")
 
 
 def _progress():
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True, disable=not console.is_terminal)
+                    console=log, transient=True, disable=not log.is_terminal)
 
 
 def _progress_callback(bar: Progress):
@@ -52,8 +55,8 @@ def _progress_callback(bar: Progress):
 
     def update(done: int, total: int, label: str) -> None:
         bar.update(task, completed=done, total=total, description=f"profiling {label}")
-        if not console.is_terminal and label != "done":  # keep a log in pipes and files
-            console.print(f"[{done + 1}/{total}] {label}", highlight=False)
+        if not log.is_terminal and label != "done":  # no bar in pipes and files: one line per layout
+            log.print(f"[{done + 1}/{total}] {label}", highlight=False)
 
     return update
 
@@ -177,7 +180,7 @@ def reproduce_cmd(
     The paper's numbers ship with funnelbench. Ratios are against each table's baseline row
     (B12(197) for Tables 2 and 4), measured in the same run on this machine.
     """
-    from ..reproduce import reproduce
+    from ..papers import reproduce
 
     if not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", tables or ""):
         raise UsageError(f"--tables {tables!r}: give table numbers separated by commas, e.g. 2,4")
