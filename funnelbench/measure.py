@@ -105,6 +105,22 @@ def time_steps(step: Callable[[], object], device: torch.device, *, warmup: int 
     return Timing(tuple(per_step), steps, warmup)
 
 
+def time_interleaved(steps: dict[str, Callable[[], object]], device: torch.device, *, warmup: int = 2,
+                     repeats: int = 5, min_repeat_s: float = 0.05) -> dict[str, Timing]:
+    """Time several steps side by side: each is warmed up, then the timed repeats go round
+    robin (A B C A B C ...), so that a machine that slows down mid-run slows all of them alike
+    and their ratios stay fair. Returns one :class:`Timing` per name."""
+    counts = {}
+    for name, step in steps.items():
+        warm = time_steps(step, device, warmup=warmup, repeats=1, steps=1)
+        counts[name] = max(1, min(1000, int(min_repeat_s / max(warm.median_s, 1e-9)) + 1))
+    per_step: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            per_step[name].append(time_steps(step, device, warmup=0, repeats=1, steps=counts[name]).median_s)
+    return {name: Timing(tuple(v), counts[name], warmup) for name, v in per_step.items()}
+
+
 # ----------------------------------------------------------------------------- the steps
 
 

@@ -352,12 +352,12 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
     # alive (math: the gradients of the attention matrix before and after softmax instead).
     mlp_freed = x1.bytes + fc1_in.bytes + 2 * e * B * n * m + 2 * F32 * B * n
     mlp_grads = F32 * (2 * d * m + m + 3 * d)
-    if fused:
-        attn_grads = 2 * e * (nd + 2 * md)
-    else:
+    if fused:  # the output's gradient, then dq, dk, dv and their concatenation
+        attn_grads = e * nd + 2 * e * (nd + 2 * md)
+    else:  # at softmax's backward: the gradients of v and of the attention matrix before and after
         a = F32 if (amp and w.device == "cpu") else e
-        attn_grads = 2 * a * B * h * n * m_tokens + a * md
-    bwd_attn = x1.bytes + e * nd + attn_grads + mlp_grads - mlp_freed
+        attn_grads = a * md + 2 * a * B * h * n * m_tokens
+    bwd_attn = x1.bytes + attn_grads + mlp_grads - mlp_freed
     # Forward: fc2's output next to the new residual; the math kernel's attention scores (and,
     # on CPU under autocast, fp32 copies of q, k and v) are alive next to what it saves.
     fwd = nd * e + x2.bytes

@@ -99,7 +99,7 @@ COLUMNS = [
     "mem_est_saved_pct", "macs_saved_pct", "macs_ratio_x",
     "attention_kernel", "compile", "optimizer", "warmup", "repeats", "train_steps_per_repeat",
     "infer_steps_per_repeat", "metrics",
-    "device", "dtype", "torch_version", "cuda_version", "tf32", "threads",
+    "device", "dtype", "torch_version", "cuda_version", "tf32", "threads", "load_1m",
     "error",
 ]
 # The columns that identify a measurement (a resumed run skips records that match them).
@@ -161,6 +161,14 @@ def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "a
     return records
 
 
+def _load() -> float | None:
+    """The 1-minute load average when the measurement starts (a busy machine gives noisy timings)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def _name(x) -> str:
     return x.strip() if isinstance(x, str) else str(x)
 
@@ -184,6 +192,7 @@ def measure_layout(layout: Layout, settings: Settings, device: torch.device, env
                   requested_batch_size=settings.batch_size, image_size=layout.image_size,
                   num_classes=settings.num_classes, compile=settings.compile or "none", optimizer=settings.optimizer,
                   warmup=settings.warmup, repeats=settings.repeats, metrics=settings.metrics, **env)
+    record["load_1m"] = _load()
     batch = settings.batch_size
     while True:
         try:

@@ -14,18 +14,12 @@ import funnelbench as fb
 from funnelbench.counters import torch_flop_count
 from funnelbench.errors import UsageError
 from funnelbench.measure import (InferStep, MemoryTracker, TrainStep, attention_kernel, is_oom, make_optimizer,
-                                 peak_memory, smaller_batch, time_steps)
+                                 peak_memory, smaller_batch, time_interleaved, time_steps)
 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Helpers share two cores: one thread keeps these tests fast when the machine is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_mlp():
@@ -170,3 +164,11 @@ def test_flop_counter_mode_equals_analytic_macs_with_math_attention(name):
             prev = s
     assert fused.macs == ref.macs - attention
     assert fused.skipped["aten::_scaled_dot_product_flash_attention_for_cpu"] == layout.depth
+
+
+def test_time_interleaved_alternates_the_steps():
+    order = []
+    steps = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    timings = time_interleaved(steps, CPU, warmup=1, repeats=3, min_repeat_s=0)
+    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3  # warm-up (+ one sizing step) each, then round robin
+    assert set(timings) == {"a", "b"} and all(len(t.per_step_s) == 3 and t.steps == 1 for t in timings.values())

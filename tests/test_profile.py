@@ -16,12 +16,7 @@ from funnelbench.profiling import COLUMNS, add_baseline_ratios
 FAST = dict(batch_size=2, warmup=0, repeats=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

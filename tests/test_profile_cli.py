@@ -20,12 +20,7 @@ runner = CliRunner()
 FAST = ["--batch-size", "2", "--warmup", "0", "--repeats", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(*args):

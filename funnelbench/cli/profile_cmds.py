@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 
 import typer
@@ -22,10 +24,14 @@ HEADERS = {
     "train_peak_mem_mib": "peak MiB", "train_steps_per_s": "steps/s", "error": "error",
 }
 # Progress and file messages go to stderr, so that --json output on stdout stays parseable.
-log = Console(stderr=True)
+log = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 TEXT_COLUMNS = {"model", "attention_kernel", "error", "row"}
-DEVICE_HELP = "auto (CUDA when present), cpu or cuda."
 DTYPE_HELP = "fp32, or bf16/fp16 autocast (weights stay fp32)."
+# Options profile and reproduce share.
+DEVICE = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
+DTYPE = typer.Option("fp32", "--dtype", help=DTYPE_HELP)
+RESUME = typer.Option(None, "--resume", help="JSON-lines run file: finished rows are appended at once and skipped when run again.")
+EXPORT = typer.Option(None, "--export", help="Write .csv/.json (every field) or .md/.tex (the table).")
 
 
 def _print_rows(rows: list[dict], title: str | None = None) -> None:
@@ -67,6 +73,14 @@ def _header(records: list[dict]) -> str:
     attention = f", attention {kernels.pop()}" if len(kernels) == 1 else ""
     return (f"{r['device']}, {r['dtype']}{attention}, torch {r['torch_version']}, {r['optimizer']}, "
             f"warm-up {r['warmup']} + {r['repeats']} timed repeats" + (f", compile={r['compile']}" if r["compile"] != "none" else ""))
+
+
+def _warn_if_busy(records: list[dict]) -> None:
+    loads = [r["load_1m"] for r in records if r.get("load_1m") is not None]
+    cores = os.cpu_count() or 1
+    if loads and max(loads) > 0.75 * cores and records[0]["device"].startswith("cpu"):
+        log.print(f"[yellow]note: the machine was busy (1-minute load up to {max(loads):.1f} on {cores} cores); "
+                  "timings are noisy, see the ± column[/yellow]")
 
 
 def _with_spread(value, spread) -> str | None:
@@ -113,8 +127,8 @@ def _terminal_profile(records: list[dict], compact: list[dict]) -> None:
 def profile_cmd(
     layouts: list[str] = typer.Argument(..., help='Layouts or preset names, e.g. "B6(197)-6(99)" deit-s.'),
     baseline: str = typer.Option(None, "--baseline", "-b", help="Preset or layout every row is compared with (measured in the same run)."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     batch_size: int = typer.Option(8, "--batch-size", help="Images per step (lowered automatically on out-of-memory)."),
     image_size: int = typer.Option(None, "--image-size", help="Rebuild every layout at this resolution (token counts follow)."),
     warmup: int = typer.Option(2, "--warmup", help="Untimed steps before timing."),
@@ -126,9 +140,9 @@ def profile_cmd(
     compile_mode: str = typer.Option(None, "--compile", help="torch.compile mode: default, reduce-overhead or max-autotune."),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or sgd (momentum 0.9)."),
     num_classes: int = typer.Option(1000, "--num-classes", help="Classes of the head."),
-    resume: str = typer.Option(None, "--resume", help="JSON-lines run file: finished rows are appended at once and skipped when run again."),
+    resume: str = RESUME,
     json_out: bool = typer.Option(False, "--json", help="Print the records as JSON on stdout."),
-    export: str = typer.Option(None, "--export", help="Write .csv/.json (every field) or .md/.tex (the table)."),
+    export: str = EXPORT,
 ):
     """Measure params, MACs, training and inference throughput and peak memory of layouts.
 
@@ -158,6 +172,7 @@ def profile_cmd(
             if r.get("mem_est_note"):
                 notes.append(f"{r['name']}: {r['mem_est_note']}")
         console.print("[dim]" + "\n".join(notes) + "[/dim]")
+        _warn_if_busy(records)
     _export(export, records, compact, "funnelbench profile")
 
 
@@ -165,15 +180,15 @@ def profile_cmd(
 def reproduce_cmd(
     paper: str = typer.Argument("funnel-vit", help="The paper whose tables to reproduce (funnel-vit)."),
     tables: str = typer.Option("2,4", "--tables", help="Comma-separated table numbers (funnel-vit: 2, 3, 4)."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     batch_size: int = typer.Option(8, "--batch-size", help="Images per step (ViT-B at 224 px: a few seconds per step on a 2-core CPU)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed steps before timing."),
     repeats: int = typer.Option(3, "--repeats", help="Timed repeats (the median is reported)."),
     infer: bool = typer.Option(False, "--infer/--no-infer", help="Also measure inference (the paper reports training only)."),
-    resume: str = typer.Option(None, "--resume", help="JSON-lines run file: finished rows are appended at once and skipped when run again."),
+    resume: str = RESUME,
     json_out: bool = typer.Option(False, "--json", help="Print the rows as JSON on stdout."),
-    export: str = typer.Option(None, "--export", help="Write .csv/.json (every field) or .md/.tex (the table)."),
+    export: str = EXPORT,
 ):
     """Profile the layouts of a seed paper's tables and print its memory and speed ratios next to ours.
 
