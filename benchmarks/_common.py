@@ -23,6 +23,10 @@ def machine() -> str:
     return f"{device_name(dev)}, torch {torch.__version__}, 1-min load {os.getloadavg()[0]:.2f}"
 
 
+def load_1m() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def wait_for_quiet(limit: float = 1.5, timeout_s: float = 900, poll_s: float = 30) -> float:
     """Wait (up to ``timeout_s``) for the 1-minute load average to fall below ``limit``; return it."""
     start = time.time()
@@ -70,3 +74,9 @@ def timing_arguments(doc: str, repeats: int, warmup: int, quick: str):
 
 def load_note(load: float | None) -> str:
     return f"1-min load before the run: {load:.2f}" if load is not None else "Smoke run (--quick or --no-wait)."
+
+
+def before_measuring(args) -> float:
+    """Before each measured group: wait again for a quiet machine (unless a smoke run) and
+    return the load, which the row records next to the load after it."""
+    return load_1m() if (args.quick or args.no_wait) else round(wait_for_quiet(), 2)

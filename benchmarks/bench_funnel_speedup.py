@@ -14,7 +14,7 @@ import torch
 
 import funnelbench as fb
 from funnelbench.measure import InferStep, TrainStep, make_optimizer, time_interleaved
-from _common import load_note, machine, timing_arguments, write_result
+from _common import before_measuring, load_1m, load_note, machine, timing_arguments, write_result
 
 CPU = torch.device("cpu")
 LAYOUTS = ["B12(197)", "B6(197)-6(99)", "B4(197)-4(99)-4(50)"]
@@ -36,8 +36,10 @@ def main():
             train[layout] = TrainStep(model, x, y, make_optimizer(model), CPU, "fp32")
             infer_model = fb.build_model(layout).eval()
             infer[layout] = InferStep(infer_model, x, CPU, "fp32")
+        load_before = before_measuring(args)
         t_train = time_interleaved(train, CPU, warmup=args.warmup, repeats=args.repeats)
         t_infer = time_interleaved(infer, CPU, warmup=args.warmup, repeats=args.repeats)
+        load_after = load_1m()
         base = layouts[0]
         for layout in layouts:
             macs_ratio = fb.count(base).macs / fb.count(layout).macs
@@ -50,6 +52,7 @@ def main():
                 "speedup_over_macs_ratio": round(speedup / macs_ratio, 3),
                 "infer_speedup_x": round(t_infer[base].median_s / t_infer[layout].median_s, 3),
                 "train_range_pct": round(100 * (t_train[layout].max_s - t_train[layout].min_s) / t_train[layout].median_s, 1),
+                "load_before": load_before, "load_after": load_after,
             })
             print(rows[-1], flush=True)
     funnels = [r for r in rows if r["macs_ratio_x"] > 1]

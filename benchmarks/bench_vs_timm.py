@@ -17,7 +17,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 import funnelbench as fb
 from funnelbench.measure import InferStep, TrainStep, make_optimizer, time_interleaved
-from _common import load_note, machine, timing_arguments, write_result
+from _common import before_measuring, load_1m, load_note, machine, timing_arguments, write_result
 
 CPU = torch.device("cpu")
 CONFIGS = [
@@ -57,6 +57,7 @@ def main():
                     else:
                         model.eval()
                         steps[who] = InferStep(model, x, CPU, dtype)
+                load_before = before_measuring(args)
                 timings = time_interleaved(steps, CPU, warmup=args.warmup, repeats=args.repeats)
                 o, t = (batch / timings[k].median_s for k in ("ours", "timm"))
                 rows.append({
@@ -65,6 +66,7 @@ def main():
                     "ours_range_pct": round(100 * (timings["ours"].max_s - timings["ours"].min_s) / timings["ours"].median_s, 1),
                     "timm_range_pct": round(100 * (timings["timm"].max_s - timings["timm"].min_s) / timings["timm"].median_s, 1),
                     "max_abs_logit_diff": float(f"{diff:.2e}"),
+                    "load_before": load_before, "load_after": load_1m(),
                 })
                 print(rows[-1], flush=True)
     worst = min(r["ours_over_timm"] for r in rows)

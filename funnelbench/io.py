@@ -24,6 +24,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     except OSError as err:
         raise UsageError(f"cannot write {str(path)!r}: {err.strerror or err}; choose a writable path") from None
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
@@ -36,6 +37,12 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def check_export_path(path: str | os.PathLike) -> Path:

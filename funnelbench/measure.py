@@ -107,16 +107,18 @@ def time_steps(step: Callable[[], object], device: torch.device, *, warmup: int 
 
 def time_interleaved(steps: dict[str, Callable[[], object]], device: torch.device, *, warmup: int = 2,
                      repeats: int = 5, min_repeat_s: float = 0.05) -> dict[str, Timing]:
-    """Time several steps side by side: each is warmed up, then the timed repeats go round
-    robin (A B C A B C ...), so that a machine that slows down mid-run slows all of them alike
-    and their ratios stay fair. Returns one :class:`Timing` per name."""
+    """Time several steps side by side: each is warmed up, then the timed repeats alternate
+    (A B C, C B A, A B C, ...), so that a machine that slows down mid-run slows all of them
+    alike, no step always runs first, and their ratios stay fair. One :class:`Timing` per name."""
     counts = {}
     for name, step in steps.items():
         warm = time_steps(step, device, warmup=warmup, repeats=1, steps=1)
         counts[name] = max(1, min(1000, int(min_repeat_s / max(warm.median_s, 1e-9)) + 1))
     per_step: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
+    names = list(steps)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:  # A B, B A, A B, ...: no side always goes first
+            step = steps[name]
             per_step[name].append(time_steps(step, device, warmup=0, repeats=1, steps=counts[name]).median_s)
     return {name: Timing(tuple(v), counts[name], warmup) for name, v in per_step.items()}
 

@@ -170,5 +170,5 @@ def test_time_interleaved_alternates_the_steps():
     order = []
     steps = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
     timings = time_interleaved(steps, CPU, warmup=1, repeats=3, min_repeat_s=0)
-    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3  # warm-up (+ one sizing step) each, then round robin
+    assert order == ["a", "a", "b", "b"] + ["a", "b", "b", "a", "a", "b"]  # warm-up (+ one sizing step) each, then alternating
     assert set(timings) == {"a", "b"} and all(len(t.per_step_s) == 3 and t.steps == 1 for t in timings.values())

@@ -173,7 +173,7 @@ def profile_cmd(
                 notes.append(f"{r['name']}: {r['mem_est_note']}")
         console.print("[dim]" + "\n".join(notes) + "[/dim]")
         _warn_if_busy(records)
-    _export(export, records, compact, "funnelbench profile")
+    _export(export, records, compact, f"funnelbench profile\n\n{_header(records)}")
 
 
 @command("reproduce")
@@ -218,7 +218,9 @@ def reproduce_cmd(
                       "est. saved % @ paper mem: the analytic estimate (fp32, CUDA) at the batch where the baseline "
                       f"needs the paper's memory ({rows[0].get('est_batch_at_paper_mem')} images for the first table).\n"
                       + MEMORY_NOTE + ".[/dim]")
-    _export(export, rows, compact, f"funnelbench reproduce {paper}")
+    r = rows[0]
+    _export(export, rows, compact, f"funnelbench reproduce {paper}\n\nbatch {r['batch_size']}, {r['device']}, {r['dtype']}, "
+                                   f"attention {r['attention_kernel']}, torch {r['torch_version']}, {r['repeats']} timed repeats")
 
 
 def parse_bytes(text: str) -> int:
