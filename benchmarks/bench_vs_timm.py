@@ -72,7 +72,7 @@ def main():
     worst = min(r["ours_over_timm"] for r in rows)
     notes = [
         f"Target: ours / timm >= 1.0 in every row; worst ratio {worst:.3f}.",
-        f"{args.repeats} timed repeats after {args.warmup} warm-up steps, interleaved ours/timm (A B A B ...); "
+        f"{args.repeats} timed repeats after {args.warmup} warm-up steps, interleaved ours/timm (A B, B A, A B, ...); "
         "img/s from the median repeat; range = (slowest - fastest) / median.",
         "Same weights in both models (max_abs_logit_diff: fp32 logits of 2 images); train = AdamW step.",
         load_note(load),

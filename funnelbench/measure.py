@@ -61,7 +61,7 @@ class Timing:
 
     per_step_s: tuple[float, ...]
     steps: int
-    warmup: int
+    warmup: int  # untimed calls that ran before (including the settling ones)
 
     @property
     def median_s(self) -> float:
@@ -77,23 +77,34 @@ class Timing:
 
 
 def time_steps(step: Callable[[], object], device: torch.device, *, warmup: int = 2, repeats: int = 5,
-               steps: int | None = None, min_repeat_s: float = 0.05) -> Timing:
+               steps: int | None = None, min_repeat_s: float = 0.2, settle: int = 8) -> Timing:
     """Time ``step()``: ``warmup`` untimed calls, then ``repeats`` timed repeats.
 
-    ``steps`` calls per repeat; ``None`` picks enough for a repeat to last ``min_repeat_s``
-    (from the last warm-up call), so that tiny models are not timed at the clock's resolution.
+    After the ``warmup`` calls, up to ``settle`` more untimed calls run until the step is
+    steady: the last call within 10 % of the one before and of the fastest so far (the first
+    model of a process warms the allocator and the kernel caches for several steps). ``steps``
+    calls per repeat; ``None`` picks enough for a repeat to last ``min_repeat_s`` (from the
+    fastest warm-up call), so that short steps are averaged over a few calls and are not timed
+    at the clock's resolution.
     """
     if repeats < 1:
         raise UsageError(f"repeats must be at least 1, got {repeats}")
-    last = None
-    for _ in range(max(0, warmup)):
+
+    def once() -> float:
         synchronize(device)
         t0 = time.perf_counter()
         step()
         synchronize(device)
-        last = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    warm = [once() for _ in range(max(0, warmup))]
+    def steady() -> bool:
+        return len(warm) >= 2 and warm[-1] <= 1.1 * min(warm) and abs(warm[-1] - warm[-2]) <= 0.1 * warm[-2]
+
+    while warm and len(warm) < warmup + settle and not steady():
+        warm.append(once())
     if steps is None:
-        steps = 1 if not last else max(1, min(1000, int(min_repeat_s / max(last, 1e-9)) + 1))
+        steps = 1 if not warm else max(1, min(1000, int(min_repeat_s / max(min(warm), 1e-9))))
     per_step = []
     for _ in range(repeats):
         synchronize(device)
@@ -102,25 +113,26 @@ def time_steps(step: Callable[[], object], device: torch.device, *, warmup: int 
             step()
         synchronize(device)
         per_step.append((time.perf_counter() - t0) / steps)
-    return Timing(tuple(per_step), steps, warmup)
+    return Timing(tuple(per_step), steps, len(warm))
 
 
 def time_interleaved(steps: dict[str, Callable[[], object]], device: torch.device, *, warmup: int = 2,
-                     repeats: int = 5, min_repeat_s: float = 0.05) -> dict[str, Timing]:
+                     repeats: int = 5, min_repeat_s: float = 0.2, settle: int = 8) -> dict[str, Timing]:
     """Time several steps side by side: each is warmed up, then the timed repeats alternate
     (A B C, C B A, A B C, ...), so that a machine that slows down mid-run slows all of them
     alike, no step always runs first, and their ratios stay fair. One :class:`Timing` per name."""
-    counts = {}
+    counts, warmups = {}, {}
     for name, step in steps.items():
-        warm = time_steps(step, device, warmup=warmup, repeats=1, steps=1)
-        counts[name] = max(1, min(1000, int(min_repeat_s / max(warm.median_s, 1e-9)) + 1))
+        warm = time_steps(step, device, warmup=warmup, repeats=1, steps=1, settle=settle)
+        counts[name] = max(1, min(1000, int(min_repeat_s / max(warm.median_s, 1e-9))))
+        warmups[name] = warm.warmup
     per_step: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:  # A B, B A, A B, ...: no side always goes first
             step = steps[name]
             per_step[name].append(time_steps(step, device, warmup=0, repeats=1, steps=counts[name]).median_s)
-    return {name: Timing(tuple(v), counts[name], warmup) for name, v in per_step.items()}
+    return {name: Timing(tuple(v), counts[name], warmups[name]) for name, v in per_step.items()}
 
 
 # ----------------------------------------------------------------------------- the steps

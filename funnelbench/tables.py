@@ -86,8 +86,8 @@ def presets_summary(pattern: str = "*") -> list[dict]:
 # ----------------------------------------------------------------------------- profile records
 
 MIB = 2 ** 20
-MEMORY_NOTE = ("peak memory = weights + gradients + optimizer state + input batch + activations and temporaries, "
-               "at the worst moment of one step (CPU: live tensor bytes; CUDA: max_memory_allocated)")
+MEMORY_NOTE = ("peak memory = weights + gradients + optimizer state + batch + activations and temporaries at the "
+               "worst moment of a step (CPU: live tensor bytes; CUDA: max_memory_allocated)")
 TIMING_NOTE = "img/s and steps/s: median of the timed repeats after warm-up; ± = (slowest - fastest) / median"
 
 

@@ -2,6 +2,7 @@
 out-of-memory handling, the attention kernel and torch's FlopCounterMode cross-check."""
 
 import contextlib
+import time
 
 import pytest
 import torch
@@ -91,14 +92,21 @@ def test_inference_peak_is_weights_input_and_largest_live_activations():
 
 def test_time_steps_runs_warmup_then_repeats():
     calls = []
-    timing = time_steps(lambda: calls.append(1), CPU, warmup=3, repeats=4, steps=2)
+    timing = time_steps(lambda: calls.append(1), CPU, warmup=3, repeats=4, steps=2, settle=0)
     assert len(calls) == 3 + 4 * 2
     assert len(timing.per_step_s) == 4 and timing.steps == 2 and timing.warmup == 3
     assert timing.min_s <= timing.median_s <= timing.max_s
-    auto = time_steps(lambda: None, CPU, warmup=1, repeats=2, min_repeat_s=0.001)
+    auto = time_steps(lambda: None, CPU, warmup=1, repeats=2, min_repeat_s=0.001, settle=0)
     assert auto.steps > 1  # a no-op is repeated until a repeat lasts long enough to time
     with pytest.raises(UsageError):
         time_steps(lambda: None, CPU, repeats=0)
+
+
+def test_warmup_goes_on_while_the_step_is_still_getting_faster():
+    durations = iter([0.08, 0.05, 0.03, 0.02] + [0.02] * 20)
+    timing = time_steps(lambda: time.sleep(next(durations)), CPU, warmup=1, repeats=2, steps=1)
+    assert timing.warmup == 5  # 0.08 -> 0.05 -> 0.03 -> 0.02 got faster each time; 0.02 -> 0.02 did not
+    assert timing.median_s == pytest.approx(0.02, abs=0.005)
 
 
 def test_smaller_batch_is_timms_decay():
@@ -169,6 +177,6 @@ def test_flop_counter_mode_equals_analytic_macs_with_math_attention(name):
 def test_time_interleaved_alternates_the_steps():
     order = []
     steps = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
-    timings = time_interleaved(steps, CPU, warmup=1, repeats=3, min_repeat_s=0)
+    timings = time_interleaved(steps, CPU, warmup=1, repeats=3, min_repeat_s=0, settle=0)
     assert order == ["a", "a", "b", "b"] + ["a", "b", "b", "a", "a", "b"]  # warm-up (+ one sizing step) each, then alternating
     assert set(timings) == {"a", "b"} and all(len(t.per_step_s) == 3 and t.steps == 1 for t in timings.values())

@@ -165,7 +165,7 @@ def profile_cmd(
     else:
         console.print(f"[dim]{_header(records)}[/dim]")
         _terminal_profile(records, compact)
-        notes = [MACS_NOTE + ".", MEMORY_NOTE + "; est. = analytic estimate.", TIMING_NOTE + "."]
+        notes = [MACS_NOTE + ".", MEMORY_NOTE + ".", "est. = analytic estimate (funnelbench.memory). " + TIMING_NOTE + "."]
         if baseline:
             notes.append(f"speed-up = training steps/s over {records[0]['baseline']}; saved % = 1 - ours / baseline.")
         for r in records:
