@@ -352,8 +352,8 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
     # alive (math: the gradients of the attention matrix before and after softmax instead).
     mlp_freed = x1.bytes + fc1_in.bytes + 2 * e * B * n * m + 2 * F32 * B * n
     mlp_grads = F32 * (2 * d * m + m + 3 * d)
-    if fused:  # the output's gradient, then dq, dk, dv and their concatenation
-        attn_grads = e * nd + 2 * e * (nd + 2 * md)
+    if fused:  # at the kernel's backward: the output's gradient and dq, dk, dv
+        attn_grads = e * nd + e * (nd + 2 * md)
     else:  # at softmax's backward: the gradients of v and of the attention matrix before and after
         a = F32 if (amp and w.device == "cpu") else e
         attn_grads = a * md + 2 * a * B * h * n * m_tokens
@@ -364,8 +364,12 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
     if not fused:
         a = F32 if (amp and w.device == "cpu") else e
         scores = B * h * n * m_tokens
-        upcast = a * (nd + 2 * md) + a * (nd + md) + e * scores + a * nd if a != e else 0  # fp32 q, k, v and results
-        fwd = max(fwd, upcast + a * scores + nd * e)
+        if a == e:
+            fwd = max(fwd, a * scores + nd * e)
+        else:  # fp32 copies of q, k, v and the scaled q, k; then the scores, or the 2-byte
+            # probabilities with the fp32 output and its 2-byte cast
+            upcast = a * (nd + 2 * md) + a * (nd + md)
+            fwd = max(fwd, upcast + max(a * scores, e * scores + a * nd + e * nd))
     w.end_part(_Part(name, layer_params(d, m), fwd_transient=fwd,
                      bwd_transient=max(bwd_mlp, bwd_attn), infer_live=max(moments)))
     return x2

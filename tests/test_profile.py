@@ -102,7 +102,31 @@ def test_baseline_already_listed_is_not_measured_twice():
     assert records[0]["metrics"] == "train"
 
 
-def test_out_of_memory_retries_with_a_smaller_batch(monkeypatch):
+@pytest.fixture
+def no_process_warm_up(monkeypatch):
+    """Tests that count calls of ``_measure`` leave out the untimed process warm-up."""
+    monkeypatch.setattr(profiling, "_warm_up_process", lambda *args: None)
+
+
+def test_the_first_measured_layout_is_run_once_untimed_first(monkeypatch, tmp_path):
+    calls = []
+    real = profiling._measure
+
+    def spy(layout, settings, device, batch):
+        calls.append((str(layout), settings.repeats, settings.memory))
+        return real(layout, settings, device, batch)
+
+    monkeypatch.setattr(profiling, "_measure", spy)
+    run_file = tmp_path / "run.jsonl"
+    fb.profile(["test-vit", "test-funnel"], resume=run_file, **FAST)
+    vit, funnel = str(fb.resolve("test-vit")), str(fb.resolve("test-funnel"))
+    assert calls == [(vit, 1, False), (vit, 2, True), (funnel, 2, True)]
+    calls.clear()
+    fb.profile(["test-vit", "test-funnel"], resume=run_file, **FAST)
+    assert calls == []  # everything came from the run file: nothing to warm up for
+
+
+def test_out_of_memory_retries_with_a_smaller_batch(monkeypatch, no_process_warm_up):
     real = profiling._measure
     tried = []
 
@@ -120,7 +144,7 @@ def test_out_of_memory_retries_with_a_smaller_batch(monkeypatch):
     assert r["train_mem_est_bytes"] == fb.estimate_memory("test-vit", 3).train_peak_bytes  # at the batch used
 
 
-def test_failures_become_error_fields_and_the_run_goes_on(monkeypatch):
+def test_failures_become_error_fields_and_the_run_goes_on(monkeypatch, no_process_warm_up):
     real = profiling._measure
 
     def fake(layout, settings, device, batch):
@@ -139,7 +163,7 @@ def test_failures_become_error_fields_and_the_run_goes_on(monkeypatch):
     assert broken["params"] == fb.count("test-funnel").params  # analytic columns are still there
 
 
-def test_resume_skips_finished_rows_and_loses_nothing(tmp_path, monkeypatch):
+def test_resume_skips_finished_rows_and_loses_nothing(tmp_path, monkeypatch, no_process_warm_up):
     run_file = tmp_path / "run.jsonl"
     first = fb.profile(["test-vit"], resume=run_file, infer=False, **FAST)
     assert len(run_file.read_text().splitlines()) == 1
