@@ -138,7 +138,7 @@ def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "a
     env = environment(dev, dtype)
     env["threads"] = torch.get_num_threads() if dev.type == "cpu" else None
 
-    done = _load_resume(resume) if resume else {}
+    done = _load_resume(resume) if resume else {}  # also creates the file: an unwritable path fails now
     warmed = False
     records = []
     for i, (name, layout) in enumerate(jobs):
@@ -375,7 +375,10 @@ def _load_resume(path) -> dict:
         raise UsageError(f"--resume {str(path)!r} is a folder; give a file such as profile-run.jsonl")
     records = {}
     if not path.exists():
+        atomic_write(path, "")
         return records
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"cannot append to {str(path)!r}: the file is not writable; choose another run file")
     with open(path) as f:
         for line in f:
             try:
@@ -391,8 +394,6 @@ def _load_resume(path) -> dict:
 def _append_jsonl(path, record: dict) -> None:
     """Append one record as a line, flushed to disk before the next measurement starts."""
     path = Path(path)
-    if not path.exists():
-        atomic_write(path, "")
     clean = {k: v for k, v in record.items() if k not in ("baseline",) and not k.endswith(("_speedup_x", "_saved_pct"))
              and k != "macs_ratio_x"}
     try:

@@ -80,6 +80,7 @@ def test_resume_through_the_cli(tmp_path):
     (["profile", "test-vit", "--export", "out.xlsx"], ["unknown suffix", ".csv"]),
     (["profile", "test-vit", "--export", "/proc/nope/out.csv"], ["cannot write"]),
     (["profile", "test-vit", "--resume", "."], ["is a folder"]),
+    (["profile", "test-vit", "--resume", "/proc/nope/run.jsonl"], ["cannot write"]),
     (["reproduce", "other-paper"], ["unknown paper", "funnel-vit"]),
     (["reproduce", "--tables", "9"], ["no table 9"]),
     (["reproduce", "--tables", "two"], ["table numbers"]),
