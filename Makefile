@@ -20,6 +20,8 @@ demo: $(STAMP)
 	$(BIN)/funnelbench presets
 	$(BIN)/funnelbench parse "B6(197, m4096)-6(99)-2(50, m1536)"
 	$(BIN)/funnelbench train "B4(17), h96, a3, img32, patch8" --out runs/demo --overwrite
+	$(BIN)/funnelbench memory vit-b16 funnel-b6-6 funnel-b4-4-4-max --batch-size 64 --budget 16GiB
+	$(BIN)/funnelbench profile deit-ti "B6(197)-6(99), h192" --baseline deit-ti --batch-size 8
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q

@@ -4,6 +4,8 @@
     layout = fb.parse_layout("B6(197)-6(99)")
     fb.count(layout)              # Cost(params=..., macs=...), analytic, no tensors
     model = fb.build_model(layout)
+    fb.estimate_memory(layout, batch_size=64, device="cuda")   # analytic bytes of a training step
+    records = fb.profile([layout], baseline="vit-b16")        # measured on this machine
 """
 
 from .cost import Cost, count
@@ -12,6 +14,9 @@ from .errors import FunnelbenchError, LayoutError, UsageError
 from .layout import Layout, Stage, Stem, format_layout, parse_layout
 from .models import build_model
 from .presets import PRESETS, get_preset, list_presets, resolve
+from .memory import MemoryEstimate, estimate_memory
+from .papers import reproduce
+from .profiling import profile
 from .train import TrainConfig, finetune, train
 from .weights import load_vit_weights
 
@@ -21,4 +26,5 @@ __all__ = [
     "Cost", "count", "FunnelbenchError", "LayoutError", "UsageError", "Layout", "Stage", "Stem", "format_layout",
     "parse_layout", "build_model", "PRESETS", "get_preset", "list_presets", "resolve", "load_vit_weights",
     "load_data", "TrainConfig", "train", "finetune",
+    "MemoryEstimate", "estimate_memory", "profile", "reproduce",
 ]

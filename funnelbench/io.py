@@ -24,6 +24,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     except OSError as err:
         raise UsageError(f"cannot write {str(path)!r}: {err.strerror or err}; choose a writable path") from None
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
@@ -38,6 +39,12 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_export_path(path: str | os.PathLike) -> Path:
     """Fail early (before any long measurement) on an unknown suffix or an unwritable folder."""
     path = Path(path)
@@ -50,9 +57,21 @@ def check_export_path(path: str | os.PathLike) -> Path:
         probe = probe.parent
     if not probe.is_dir():
         raise UsageError(f"cannot write {str(path)!r}: {str(probe)!r} is a file, not a folder; choose another path")
-    if not os.access(probe, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)) or path.is_dir():
+    if not _can_create_in(probe) or (path.exists() and not os.access(path, os.W_OK)) or path.is_dir():
         raise UsageError(f"cannot write {str(path)!r}: the folder is not writable; choose another path")
     return path
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried, not inferred from permission bits,
+    which say yes to root in read-only places such as /proc)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".funnelbench-probe.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(tmp)
+    return True
 
 
 def export_records(records: list[dict], path: str | os.PathLike, title: str | None = None) -> Path:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import typer
 
-from . import layout_cmds  # noqa: F401  (registers parse, presets)
-from . import train_cmds  # noqa: F401  (registers train, finetune)
+# Importing a module registers its commands.
+from . import layout_cmds  # noqa: F401  parse, presets
+from . import profile_cmds  # noqa: F401  profile, reproduce, memory
+from . import train_cmds  # noqa: F401  train, finetune
 from ._common import app
 
 

@@ -1,0 +1,82 @@
+"""What the benchmark scripts share: the machine description, waiting for a quiet machine,
+and writing a result file with the command that made it."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from funnelbench.env import device_name
+from funnelbench.io import atomic_write, export_records
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def machine() -> str:
+    """'cpu (Intel(R) Xeon(R) Processor, 2 threads), torch 2.14.1+cu130, load 0.42'."""
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return f"{device_name(dev)}, torch {torch.__version__}, 1-min load {os.getloadavg()[0]:.2f}"
+
+
+def load_1m() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def wait_for_quiet(limit: float = 1.5, timeout_s: float = 900, poll_s: float = 30) -> float:
+    """Wait (up to ``timeout_s``) for the 1-minute load average to fall below ``limit``; return it."""
+    start = time.time()
+    load = os.getloadavg()[0]
+    while load >= limit and time.time() - start < timeout_s:
+        print(f"waiting for a quiet machine: 1-min load {load:.2f} >= {limit}", file=sys.stderr, flush=True)
+        time.sleep(poll_s)
+        load = os.getloadavg()[0]
+    return load
+
+
+def write_result(name: str, records: list[dict], title: str, notes: list[str]) -> Path:
+    """``results/<name>.md`` (the table, the command, the machine, notes) and ``.csv``."""
+    RESULTS.mkdir(exist_ok=True)
+    export_records(records, RESULTS / f"{name}.csv")
+    import pandas as pd
+
+    command = "PYTHONPATH=. python " + " ".join([os.path.relpath(sys.argv[0], RESULTS.parent), *sys.argv[1:]])
+    text = (f"# {title}\n\n"
+            f"Command: `{command}`  \n"
+            f"Machine: {machine()}  \n"
+            f"Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}\n\n"
+            + pd.DataFrame.from_records(records).to_markdown(index=False) + "\n\n"
+            + "\n".join(f"- {n}" for n in notes) + "\n")
+    return atomic_write(RESULTS / f"{name}.md", text)
+
+
+def timing_arguments(doc: str, repeats: int, warmup: int, quick: str):
+    """The options of a timing benchmark: --repeats, --warmup, --quick (a smoke run with one or
+    two repeats, no waiting) and --no-wait. Returns the parsed arguments and the 1-minute load
+    at the start (None when the run did not wait for a quiet machine)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for the machine to be quiet")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.warmup = min(args.repeats, 2), 1
+    load = None if (args.quick or args.no_wait) else wait_for_quiet()
+    return args, load
+
+
+def load_note(load: float | None) -> str:
+    return f"1-min load before the run: {load:.2f}" if load is not None else "Smoke run (--quick or --no-wait)."
+
+
+def before_measuring(args) -> float:
+    """Before each measured group: wait again for a quiet machine (unless a smoke run) and
+    return the load, which the row records next to the load after it."""
+    return load_1m() if (args.quick or args.no_wait) else round(wait_for_quiet(), 2)

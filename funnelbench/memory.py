@@ -1,0 +1,584 @@
+"""Analytic memory of a training step and of inference, from a layout and a batch size alone.
+
+No model is built: the estimate walks the layout part by part (patch stem, each transformer
+layer, the transitions between stages, the head and the loss) and adds up the tensors each
+operator keeps for backward, in bytes. That is what lets a user size a batch for a GPU they
+do not have. ``tests/test_memory.py`` checks the activations saved at the end of the forward
+pass byte for byte against :class:`funnelbench.measure.MemoryTracker`, and the peaks within a
+few percent.
+
+What a training step holds (``zero_grad(set_to_none=True)`` first, so no gradients exist
+during the forward pass)::
+
+    weights           4 bytes per parameter (fp32 master weights, also under autocast)
+    optimizer state   AdamW: 2 x weights (+ one 4-byte step counter per tensor on CPU);
+                      SGD with momentum: 1 x weights
+    input batch       B x 3 x H x W x 4 bytes of images, B x 8 bytes of labels
+    saved activations what autograd keeps from the forward pass for the backward pass
+    gradients         4 bytes per parameter, appearing as the backward pass runs while the
+                      saved activations are freed
+    temporaries       gradients flowing backward; the optimizer's scratch (AdamW on CPU loops
+                      over tensors: about 2 x the largest parameter; on CUDA it updates all
+                      tensors at once: 1 x weights)
+
+The peak is the largest of three moments: the end of the forward pass, the worst moment of
+the backward pass (simulated part by part, last part first) and the optimizer step.
+
+Saved per transformer layer with N query tokens, M key/value tokens (M = N except in a
+pool-query-only layer), width d, MLP width m, h heads, in elements (fp32: x 4 bytes)::
+
+    layer input x, LayerNorm-1 output        2 N d       (+ 2 M d: the unpooled keys/values
+                                                          and their LayerNorm, pool-query-only)
+    q, k, v                                   N d + 2 M d (one qkv tensor when M = N)
+    attention output                          N d
+    fused kernels (flash, efficient, cudnn):  + h N logsumexp (fp32)
+    math kernel: the h N M attention matrix instead, and copies of q, k, v and the output
+    residual after attention, LayerNorm-2     2 N d
+    MLP hidden before and after GELU          2 N m
+    LayerNorm statistics                      2 x 2 N (fp32) per LayerNorm
+
+Under autocast (bf16/fp16) matmul outputs are 2 bytes, each linear layer keeps a 2-byte copy
+of its weight and of any fp32 input, and the residual stream stays fp32 until a projection
+(whose output is 2 bytes) carries it on in 2 bytes. CPU and CUDA differ in three places
+that the estimate follows (``device``): AdamW's implementation (above), LayerNorm under
+autocast (fp32 on CUDA, the input's dtype on CPU) and the CPU math kernel, which computes a
+bf16/fp16 attention in fp32.
+
+Not modelled: kernel scratch memory that is not a tensor (e.g. inside flash attention), the
+CUDA context and allocator rounding (512 B per block), cuBLAS workspaces. Layouts with parts
+this module does not know (stems other than the patch stem, other poolings or heads) raise
+:class:`UnmodelledLayout` naming the part, rather than giving a wrong number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .cost import count, layer_params
+from .errors import UsageError
+from .layout import Layout, Stage
+
+F32 = 4
+LABEL = 8  # int64 class labels
+
+
+class UnmodelledLayout(UsageError):
+    """The layout has a part the memory estimate does not model."""
+
+
+# What the estimate models. Any other field with a non-default value, any other head or pool
+# operator, or a cost part with another name (a new stem, say) is reported, not guessed.
+_LAYOUT_FIELDS = {"stages", "image_size", "patch_size", "head"}
+_STAGE_FIELDS = {"layers", "tokens", "hidden", "mlp", "heads", "pool", "stride", "pqo"}
+_HEADS = {"cls", "avg"}
+_POOLS = {"none", "mean", "max"}
+
+
+def unmodelled_parts(layout: Layout) -> list[str]:
+    """What in ``layout`` the estimate does not model (empty when everything is modelled)."""
+    problems = []
+    for f in dataclasses.fields(layout):
+        if f.name not in _LAYOUT_FIELDS and _differs_from_default(layout, f):
+            problems.append(f"{f.name}={getattr(layout, f.name)!r}")
+    if layout.head not in _HEADS:
+        problems.append(f"head={layout.head!r}")
+    for i, stage in enumerate(layout.stages):
+        for f in dataclasses.fields(stage):
+            if f.name not in _STAGE_FIELDS and _differs_from_default(stage, f):
+                problems.append(f"stage {i + 1} {f.name}={getattr(stage, f.name)!r}")
+        if stage.pool not in _POOLS:
+            problems.append(f"stage {i + 1} pool={stage.pool!r}")
+    known = {"embed", "head"} | {f"stage{i + 1}" for i in range(len(layout.stages))}
+    try:
+        names = [p.name for p in count(layout).parts]
+    except Exception:  # noqa: BLE001 - a layout the counter cannot handle is unmodelled too
+        names = ["(the analytic count failed)"]
+    problems += [f"part {name!r}" for name in names if name not in known]
+    return problems
+
+
+def _differs_from_default(obj, f: dataclasses.Field) -> bool:
+    value = getattr(obj, f.name)
+    if f.default is not dataclasses.MISSING:
+        return value != f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return value != f.default_factory()  # type: ignore[misc]
+    return True
+
+
+def check_modelled(layout: Layout) -> None:
+    problems = unmodelled_parts(layout)
+    if problems:
+        raise UnmodelledLayout(
+            f"the memory estimate does not model {', '.join(problems)} in layout {str(layout)!r}; it models "
+            "patch stems, class-token and average heads, mean/max token pooling, pool-query-only attention "
+            "and width projections (the measured figures do not depend on it)")
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class PartMemory:
+    """One part's share: activations it saves for backward and its parameters' bytes."""
+
+    name: str
+    saved_bytes: int
+    params_bytes: int
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of one training step and one inference pass (see the module docstring)."""
+
+    layout: str
+    batch_size: int
+    dtype: str
+    device: str
+    attention: str  # "fused" or "math"
+    optimizer: str
+    weights_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    inputs_bytes: int
+    activations_bytes: int  # saved for backward, at the end of the forward pass
+    forward_peak_bytes: int
+    backward_peak_bytes: int
+    optimizer_peak_bytes: int
+    infer_peak_bytes: int
+    parts: tuple[PartMemory, ...] = field(default=(), repr=False)
+
+    @property
+    def train_peak_bytes(self) -> int:
+        return max(self.forward_peak_bytes, self.backward_peak_bytes, self.optimizer_peak_bytes)
+
+    @property
+    def train_peak_phase(self) -> str:
+        peaks = {"forward": self.forward_peak_bytes, "backward": self.backward_peak_bytes,
+                 "optimizer": self.optimizer_peak_bytes}
+        return max(peaks, key=peaks.get)
+
+    def record(self) -> dict:
+        """Flat columns for a profile record."""
+        return {
+            "train_mem_est_bytes": self.train_peak_bytes,
+            "train_mem_est_phase": self.train_peak_phase,
+            "infer_mem_est_bytes": self.infer_peak_bytes,
+            "est_weights_bytes": self.weights_bytes,
+            "est_optimizer_bytes": self.optimizer_bytes,
+            "est_activations_bytes": self.activations_bytes,
+        }
+
+
+# ----------------------------------------------------------------------------- the walk
+
+
+@dataclass
+class _T:
+    """A tensor of the forward pass: a name (tensors saved by several operators count once),
+    its bytes per element, its size in elements, and whether its memory is (B, C, N)-ordered."""
+
+    name: str
+    elem: int
+    numel: int
+    transposed: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return self.elem * self.numel
+
+
+@dataclass
+class _Part:
+    name: str
+    params: int  # parameter count
+    fwd_transient: int = 0  # bytes on top of everything saved so far, at its worst forward moment
+    bwd_transient: int = 0  # bytes of gradients in flight at its worst backward moment
+    infer_live: int = 0  # bytes of activations alive at its worst inference moment
+
+
+class _Walk:
+    """Collects saved tensors (by name) and parts, in forward order."""
+
+    def __init__(self, batch: int, amp_elem: int, device: str, attention: str):
+        self.B = batch
+        self.e = amp_elem  # bytes of a matmul output (4 without autocast)
+        self.amp = amp_elem != F32
+        self.device = device
+        self.attention = attention
+        self.saved: dict[str, list[int]] = {}  # name -> [bytes, index of the first part saving it]
+        self.parts: list[_Part] = []
+        self._n = 0
+
+    def new(self, prefix: str, elem: int, numel: int, transposed: bool = False) -> _T:
+        self._n += 1
+        return _T(f"{prefix}#{self._n}", elem, numel, transposed)
+
+    def save(self, t: _T) -> None:
+        if t.name not in self.saved:
+            self.saved[t.name] = [t.bytes, len(self.parts)]
+
+    def save_bytes(self, prefix: str, nbytes: int) -> None:
+        self.save(self.new(prefix, 1, nbytes))
+
+    def end_part(self, part: _Part) -> None:
+        self.parts.append(part)
+
+    # -- operators shared by the parts
+    def linear_input(self, x: _T) -> _T:
+        """The tensor a linear layer saves: its input, or the 2-byte copy autocast makes."""
+        if self.amp and x.elem != self.e:
+            return self.new("cast", self.e, x.numel)
+        if x.transposed:  # a (B, C, N)-ordered input is copied to fold it into a matrix
+            return self.new("contig", x.elem, x.numel)
+        return x
+
+    def weight_cast(self, numel: int) -> None:
+        """Under autocast each linear/conv weight is cast once and kept for backward."""
+        if self.amp:
+            self.save_bytes("wcast", self.e * numel)
+
+    def layer_norm(self, x: _T, tokens: int) -> tuple[_T, _T]:
+        """Save what LayerNorm keeps; return (its saved input, its output)."""
+        if self.amp and self.device == "cuda" and x.elem != F32:  # CUDA autocast runs LayerNorm in fp32
+            x = self.new("ln_in", F32, x.numel)
+        self.save(x)
+        self.save_bytes("ln_stats", 2 * F32 * self.B * tokens)
+        return x, self.new("ln", x.elem, x.numel)
+
+
+def _embed(w: _Walk, layout: Layout) -> _T:
+    B, d = w.B, layout.stages[0].hidden
+    p, P = layout.patch_size, layout.num_patches
+    tokens = layout.stages[0].tokens
+    if w.amp:  # the conv keeps a 2-byte copy of the image and of its weight
+        w.save_bytes("img_cast", w.e * B * 3 * layout.image_size ** 2)
+        w.weight_cast(3 * p * p * d)
+    params = 3 * p * p * d + d + layout.num_prefix_tokens * d + tokens * d
+    # Without a class token the (B, C, P) conv output is only transposed, so the residual
+    # stream keeps a (B, C, N) memory order until something copies it.
+    out = w.new("embed", F32, B * tokens * d, transposed=layout.num_prefix_tokens == 0)
+    conv = w.e * B * P * d
+    w.end_part(_Part("embed", params, fwd_transient=conv + out.bytes, bwd_transient=out.bytes + conv,
+                     infer_live=conv + out.bytes + (B * 3 * layout.image_size ** 2 * w.e if w.amp else 0)))
+    return out
+
+
+def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_tokens: int) -> _T:
+    """One pre-norm transformer layer on ``n`` tokens (keys/values from ``kv`` if given)."""
+    B, d, m, h, e = w.B, stage.hidden, stage.mlp, stage.heads, w.e
+    nd, md = B * n * d, B * m_tokens * d
+    fused = w.attention == "fused"
+
+    # attention
+    x_saved, ln1 = w.layer_norm(x, n)
+    q_in = w.linear_input(ln1)
+    w.save(q_in)
+    if kv is None:
+        qkv = w.new("qkv", e, 3 * nd)
+        q_bytes, kv_bytes = nd * e, 2 * nd * e
+    else:
+        _, ln_kv = w.layer_norm(kv, m_tokens)
+        kv_in = w.linear_input(ln_kv)
+        w.save(kv_in)
+        q_bytes, kv_bytes = nd * e, 2 * md * e
+        qkv = None
+    w.weight_cast(4 * d * d)
+    if fused:
+        if qkv is not None:
+            w.save(qkv)
+        else:
+            w.save_bytes("q", q_bytes)
+            w.save_bytes("kv", kv_bytes)
+        out = w.new("attn_out", e, nd)
+        w.save(out)
+        w.save_bytes("lse", F32 * B * h * n)
+        attn_scratch = 0
+    else:
+        # math: q and k scaled, v made contiguous, the attention matrix after softmax, and the
+        # output copied back to (B, N, C) order. The CPU kernel computes 2-byte attention in fp32.
+        a = F32 if (w.amp and w.device == "cpu") else e
+        w.save_bytes("q_scaled", a * nd)
+        w.save_bytes("k_scaled", a * md)
+        if a == e and (B == 1 or h == 1):
+            # v (a strided view into the qkv or kv projection) folds into (B * h, M, d / h)
+            # without a copy, so the matmul keeps the whole projection output alive instead
+            w.save(qkv if qkv is not None else w.new("kv", e, 2 * B * m_tokens * d))
+        else:
+            w.save_bytes("v", a * md)
+        w.save_bytes("attn_probs", a * B * h * n * m_tokens)
+        out = w.new("attn_out", e, nd)
+        w.save(out)
+        attn_scratch = a * (nd + 2 * md) + 2 * a * B * h * n * m_tokens  # q, k, v copies, scores, probabilities
+    r = F32 if x.elem == F32 else e  # residual dtype: fp32 stays fp32, 2-byte stays 2-byte
+    x1 = w.new("res", r, nd, transposed=x.transposed)
+
+    # MLP
+    _, ln2 = w.layer_norm(x1, n)
+    fc1_in = w.linear_input(ln2)
+    w.save(fc1_in)
+    w.save_bytes("fc1_out", e * B * n * m)
+    w.save_bytes("gelu_out", e * B * n * m)
+    w.weight_cast(2 * d * m)
+    x2 = w.new("res", r, nd, transposed=x.transposed)
+
+    # Inference keeps nothing for backward; the caller holds x while the layer runs. The worst
+    # moments: the qkv projection, the attention kernel and the output projection (x,
+    # LayerNorm-1, q/k/v, the output, its projection), or the MLP (x, x1, LayerNorm-2 and the
+    # hidden tensors). Under autocast each linear casts its weight and its fp32 input on the fly.
+    amp = w.amp
+    kv_live = 0 if kv is None else kv.bytes + (md * kv.elem) + (md * e if amp and kv.elem != e else 0)
+    ln1_cast = nd * e if amp and ln1.elem != e else 0
+    base = x.bytes + ln1.bytes + kv_live
+    moments = [
+        base + ln1_cast + (e * 3 * d * d if amp else 0) + q_bytes + kv_bytes,
+        base + q_bytes + kv_bytes + nd * e + attn_scratch,
+        base + q_bytes + kv_bytes + nd * e + (0 if fused else nd * e) + (e * d * d if amp else 0) + nd * e,
+    ]
+    ln2_cast = nd * e if amp and ln2.elem != e else 0
+    mlp = x.bytes + x1.bytes + ln2.bytes
+    moments += [
+        mlp + ln2_cast + (e * d * m if amp else 0) + e * B * n * m,  # fc1
+        mlp + 2 * e * B * n * m,  # GELU: its input and output
+        mlp + e * B * n * m + (e * d * m if amp else 0) + nd * e,  # fc2
+    ]
+    # Backward starts with the MLP: the gradient of the layer output, of the GELU output and
+    # of fc2's weight are alive while everything the layer saved still is.
+    # (autocast adds the 2-byte copy of the incoming gradient that fc2's backward multiplies).
+    bwd_mlp = x2.bytes + (nd * e if amp and x2.elem != e else 0) + e * B * n * m + e * (d * m + d)
+    # Then attention: the MLP's saved tensors are gone and its gradients exist; the gradient of
+    # the residual, of the attention output and of q, k and v (separately, then joined) are
+    # alive (math: the gradients of the attention matrix before and after softmax instead).
+    mlp_freed = x1.bytes + fc1_in.bytes + 2 * e * B * n * m + 2 * F32 * B * n
+    mlp_grads = F32 * (2 * d * m + m + 3 * d)
+    if fused:  # at the kernel's backward: the output's gradient and dq, dk, dv
+        attn_grads = e * nd + e * (nd + 2 * md)
+    else:  # at softmax's backward: the gradients of v and of the attention matrix before and after
+        a = F32 if (amp and w.device == "cpu") else e
+        attn_grads = a * md + 2 * a * B * h * n * m_tokens
+    bwd_attn = x1.bytes + attn_grads + mlp_grads - mlp_freed
+    # Forward: fc2's output next to the new residual; the math kernel's attention scores (and,
+    # on CPU under autocast, fp32 copies of q, k and v) are alive next to what it saves.
+    fwd = nd * e + x2.bytes
+    if not fused:
+        a = F32 if (amp and w.device == "cpu") else e
+        scores = B * h * n * m_tokens
+        if a == e:
+            fwd = max(fwd, a * scores + nd * e)
+        else:  # fp32 copies of q, k, v and the scaled q, k; then the scores, or the 2-byte
+            # probabilities with the fp32 output and its 2-byte cast
+            upcast = a * (nd + 2 * md) + a * (nd + md)
+            fwd = max(fwd, upcast + max(a * scores, e * scores + a * nd + e * nd))
+    w.end_part(_Part(name, layer_params(d, m), fwd_transient=fwd,
+                     bwd_transient=max(bwd_mlp, bwd_attn), infer_live=max(moments)))
+    return x2
+
+
+def _transition(w: _Walk, name: str, y: _T, prev: Stage, stage: Stage, prefix: int) -> tuple[_T, _T | None]:
+    """Projection to the new width (on the whole sequence), then the pool. Returns the pooled
+    sequence and, for pool-query-only attention, the unpooled one."""
+    B = w.B
+    params = 0
+    z = y
+    fwd = 0
+    if prev.hidden != stage.hidden:
+        w.save(w.linear_input(y))
+        w.weight_cast(prev.hidden * stage.hidden)
+        z = w.new("proj", w.e, B * prev.tokens * stage.hidden)
+        params += prev.hidden * stage.hidden + stage.hidden
+        fwd += z.bytes
+    x = z
+    if stage.pools:
+        d, n_in, n_out = stage.hidden, prev.tokens - prefix, stage.tokens - prefix
+        out_numel = B * n_out * d
+        divisible = n_in % stage.stride == 0
+        if stage.pool == "max":
+            w.save(z)  # amax / max_pool keep their input
+            if divisible:
+                pooled = w.new("amax", z.elem, out_numel)
+                w.save(pooled)  # amax keeps its output too
+            else:
+                w.save_bytes("max_idx", 8 * out_numel)  # max_pool1d keeps int64 indices
+                pooled = w.new("maxpool", z.elem, out_numel, transposed=True)
+        else:
+            if not divisible:
+                w.save(z)  # avg_pool1d keeps its input
+            pooled = w.new("meanpool", z.elem, out_numel, transposed=not divisible)
+        x = w.new("cat", z.elem, B * stage.tokens * d) if prefix else pooled
+        fwd += pooled.bytes + (x.bytes if prefix else 0)
+    kv = z if (stage.pools and stage.pqo) else None
+    w.end_part(_Part(name, params, fwd_transient=fwd, bwd_transient=z.bytes + (x.bytes if x is not z else 0),
+                     infer_live=y.bytes + fwd))
+    return x, kv
+
+
+def _head(w: _Walk, x: _T, layout: Layout, num_classes: int) -> None:
+    B, d, C = w.B, layout.stages[-1].hidden, num_classes
+    n = layout.stages[-1].tokens
+    _, out = w.layer_norm(x, n)
+    if layout.head == "cls":
+        # the head reads out[:, 0], a view: without autocast it keeps the whole normed sequence
+        feat = w.new("cast", w.e, B * d) if (w.amp and out.elem != w.e) else out
+        pooled_bytes = 0
+    else:
+        pooled = w.new("mean", out.elem, B * d)
+        feat = w.linear_input(pooled)
+        pooled_bytes = pooled.bytes
+    w.save(feat)
+    w.weight_cast(d * C)
+    logits = w.e * B * C
+    log_probs = F32 * B * C
+    w.save_bytes("log_softmax", log_probs)
+    w.save_bytes("loss", 2 * F32)  # loss and nll's total weight
+    params = 2 * d + d * C + C
+    # Inference: a class-token head keeps the normed sequence (it reads a view of it); the
+    # average head frees it once the mean is taken.
+    cast_and_weight = B * d * w.e + w.e * (d * C + C) if w.amp else 0
+    if layout.head == "cls":
+        infer_live = out.bytes + cast_and_weight + logits
+    else:
+        infer_live = max(out.bytes + pooled_bytes, pooled_bytes + cast_and_weight + logits)
+    w.end_part(_Part("head", params, fwd_transient=logits + (F32 * B * C if w.amp else 0),
+                     # the loss's and log-softmax's gradients; then (log-softmax freed) the
+                     # gradient of the final LayerNorm's output and of its input
+                     bwd_transient=max(2 * log_probs, 2 * x.bytes - log_probs), infer_live=infer_live))
+
+
+# ----------------------------------------------------------------------------- the estimate
+
+
+def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "cpu", attention: str = "fused",
+                    optimizer: str = "adamw", num_classes: int = 1000) -> MemoryEstimate:
+    """Estimate the memory of one training step and one inference pass of a layout.
+
+    ``dtype``: ``fp32``, or ``bf16``/``fp16`` autocast (weights stay fp32). ``device``:
+    ``cpu`` or ``cuda`` (the implementation details that differ; see the module docstring).
+    ``attention``: ``fused`` (flash, memory-efficient, cuDNN or the CPU flash kernel: what
+    runs by default) or ``math``. Raises :class:`UnmodelledLayout` for layouts with parts this
+    model does not know.
+    """
+    from .presets import resolve
+
+    layout: Layout = resolve(x)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
+    if dtype not in ("fp32", "bf16", "fp16"):
+        raise UsageError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
+    device = "cuda" if str(device).startswith("cuda") else str(device)
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}; use cpu or cuda")
+    if attention not in ("fused", "math"):
+        raise UsageError(f"unknown attention kernel class {attention!r}; use fused or math")
+    if optimizer not in ("adamw", "sgd"):
+        raise UsageError(f"unknown optimizer {optimizer!r}; use adamw or sgd")
+    check_modelled(layout)
+
+    B = batch_size
+    w = _Walk(B, F32 if dtype == "fp32" else 2, device, attention)
+    prefix = layout.num_prefix_tokens
+    x = _embed(w, layout)
+    prev = None
+    layer = 0
+    for i, stage in enumerate(layout.stages):
+        kv = None
+        if prev is not None and (stage.pools or stage.hidden != prev.hidden):
+            x, kv = _transition(w, f"stage{i + 1}.transition", x, prev, stage, prefix)
+        for j in range(stage.layers):
+            x = _layer(w, f"stage{i + 1}.layer{j + 1}", x, stage.tokens, stage,
+                       kv if j == 0 else None, prev.tokens if (j == 0 and kv is not None) else stage.tokens)
+            layer += 1
+        prev = stage
+    _head(w, x, layout, num_classes)
+
+    cost = count(layout, num_classes=num_classes)
+    sizes = _param_sizes(layout, num_classes)
+    if sum(sizes) != cost.params:  # the model grew a part this module does not know
+        raise UnmodelledLayout(f"the memory estimate's parameter list ({sum(sizes)}) differs from the analytic count "
+                               f"({cost.params}) for layout {str(layout)!r}; the model has parts it does not model")
+    weights = F32 * cost.params
+    grads = weights
+    if optimizer == "adamw":
+        opt_state = 2 * weights + (F32 * len(sizes) if device == "cpu" else 0)
+        # torch's default AdamW: a loop over tensors on CPU, all tensors at once on CUDA (one
+        # temporary per tensor).
+        opt_scratch = F32 * _adamw_cpu_scratch(sizes) if device == "cpu" else weights
+    else:
+        opt_state, opt_scratch = weights, 0
+    inputs = F32 * B * 3 * layout.image_size ** 2 + LABEL * B
+    base = weights + opt_state + inputs
+
+    # Forward: everything saved so far plus the part's own transient.
+    by_part = [0] * len(w.parts)
+    for nbytes, first in w.saved.values():
+        by_part[first] += nbytes
+    fwd_peak, running = base, base
+    for part, saved in zip(w.parts, by_part):
+        running += saved
+        fwd_peak = max(fwd_peak, running + part.fwd_transient)
+    activations = sum(by_part)
+
+    # Backward: last part first; a saved tensor is freed once the earliest part that saved it
+    # is done, and each part's gradients appear as it finishes.
+    free_after = [0] * len(w.parts)
+    for nbytes, first in w.saved.values():
+        free_after[first] += nbytes
+    alive, grads_so_far = activations, 0
+    bwd_peak = base
+    for i in range(len(w.parts) - 1, -1, -1):
+        part = w.parts[i]
+        bwd_peak = max(bwd_peak, base + alive + grads_so_far + part.bwd_transient)
+        grads_so_far += F32 * part.params
+        alive -= free_after[i]
+    bwd_peak = max(bwd_peak, base + grads_so_far)
+
+    opt_peak = base + grads + opt_scratch
+    infer_peak = weights + F32 * B * 3 * layout.image_size ** 2 + max(p.infer_live for p in w.parts)
+
+    parts = tuple(PartMemory(p.name, s, F32 * p.params) for p, s in zip(w.parts, by_part))
+    return MemoryEstimate(
+        layout=str(layout), batch_size=B, dtype=dtype, device=device, attention=attention, optimizer=optimizer,
+        weights_bytes=weights, grads_bytes=grads, optimizer_bytes=opt_state, inputs_bytes=inputs,
+        activations_bytes=activations, forward_peak_bytes=fwd_peak, backward_peak_bytes=bwd_peak,
+        optimizer_peak_bytes=opt_peak, infer_peak_bytes=infer_peak, parts=parts,
+    )
+
+
+def _param_sizes(layout: Layout, num_classes: int) -> list[int]:
+    """Elements of each parameter tensor, in ``model.parameters()`` order (class token and
+    position embedding, patch embedding, the blocks, the stage projections, final norm, head)."""
+    first = layout.stages[0].hidden
+    sizes = ([first] if layout.num_prefix_tokens else []) + [layout.stages[0].tokens * first]
+    sizes += [3 * layout.patch_size ** 2 * first, first]
+    projections = []
+    prev = None
+    for s in layout.stages:
+        d, m = s.hidden, s.mlp
+        sizes += [d, d, 3 * d * d, 3 * d, d * d, d, d, d, d * m, m, m * d, d] * s.layers
+        if prev is not None and prev.hidden != d:
+            projections += [prev.hidden * d, d]
+        prev = s
+    d = layout.stages[-1].hidden
+    return sizes + projections + [d, d, d * num_classes, num_classes]
+
+
+def _adamw_cpu_scratch(sizes: list[int]) -> int:
+    """torch's CPU AdamW loops over tensors: ``denom = (exp_avg_sq.sqrt() / c).add_(eps)`` holds
+    two temporaries of the tensor being updated while the previous tensor's ``denom`` is still
+    referenced (elements)."""
+    return max(2 * n + (sizes[i - 1] if i else 0) for i, n in enumerate(sizes))
+
+
+def max_batch_size(x, budget_bytes: int, *, limit: int = 1 << 16, **kwargs) -> int:
+    """The largest batch whose estimated training peak fits in ``budget_bytes`` (0 if none)."""
+    lo, hi = 0, 1
+    while hi <= limit and estimate_memory(x, hi, **kwargs).train_peak_bytes <= budget_bytes:
+        lo, hi = hi, hi * 2
+    hi = min(hi, limit + 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if estimate_memory(x, mid, **kwargs).train_peak_bytes <= budget_bytes:
+            lo = mid
+        else:
+            hi = mid
+    return lo

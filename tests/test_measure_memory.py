@@ -1,0 +1,168 @@
+"""The analytic memory estimate against the CPU tracker: saved activations byte for byte,
+peaks within a percent, for random tiny layouts, fp32 and bf16 autocast, fused and math
+attention; and what it refuses to guess."""
+
+import contextlib
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import funnelbench as fb
+from funnelbench.errors import UsageError
+from funnelbench.layout import Layout
+from funnelbench.measure import (InferStep, MemoryTracker, TrainStep, autocast, make_optimizer, peak_memory)
+from funnelbench.memory import UnmodelledLayout, estimate_memory, max_batch_size, unmodelled_parts
+from strategies import tiny_layouts
+
+CPU = torch.device("cpu")
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def backend(attention):
+    return sdpa_kernel(SDPBackend.MATH) if attention == "math" else contextlib.nullcontext()
+
+
+def measured(layout, batch, dtype, attention, optimizer="adamw"):
+    """(activations saved at the end of the forward pass, training peak, inference peak)."""
+    torch.manual_seed(0)
+    model = fb.build_model(layout)
+    x = torch.randn(batch, 3, layout.image_size, layout.image_size)
+    y = torch.randint(0, 1000, (batch,))
+    with backend(attention):
+        tracker = MemoryTracker()
+        with tracker:
+            tracker.register(list(model.parameters()), "weights")
+            tracker.register((x, y), "inputs")
+            with autocast(CPU, dtype):
+                loss = F.cross_entropy(model(x), y)
+            saved = tracker.current["activations"]
+        del loss
+        model.eval()
+        infer, _ = peak_memory(InferStep(model, x, CPU, dtype), CPU, model, (x,))
+        model.train()
+        opt = make_optimizer(model, optimizer)
+        step = TrainStep(model, x, y, opt, CPU, dtype)
+        step()
+        train, _ = peak_memory(step, CPU, model, (x, y), opt)
+    return saved, train, infer
+
+
+@given(tiny_layouts(), st.integers(1, 6), st.sampled_from(["fp32", "bf16"]), st.sampled_from(["fused", "math"]))
+@settings(max_examples=25, deadline=None)
+def test_estimate_matches_the_tracker_on_random_layouts(text, batch, dtype, attention):
+    """Saved activations are exact; the peaks depend on which gradient is in flight at the worst
+    moment, which the estimate models for the layer's MLP and attention: within a few percent
+    even for odd layouts like an MLP of width 1 (300 random layouts: fused -3.0 % to 0 %,
+    math -2.3 % to +2.6 %, with rare cases near +5 %)."""
+    layout = fb.parse_layout(text)
+    saved, train, infer = measured(layout, batch, dtype, attention)
+    est = estimate_memory(layout, batch, dtype=dtype, attention=attention)
+    assert est.activations_bytes == saved, (est.activations_bytes, saved)
+    # the math kernel's backward is modelled more roughly (which gradient buffers of the
+    # attention matrix coexist depends on the kernel): within 8 % instead of 5 %
+    tolerance = 0.05 if attention == "fused" else 0.08
+    assert abs(est.train_peak_bytes - train.bytes) <= tolerance * train.bytes, (est, train)
+    assert est.weights_bytes == 4 * fb.count(layout).params
+    if attention == "fused":  # the math kernel's scratch is invisible to the tracker in inference mode
+        assert abs(est.infer_peak_bytes - infer.bytes) <= 0.02 * infer.bytes, (est.infer_peak_bytes, infer)
+    else:
+        assert est.infer_peak_bytes >= 0.99 * infer.bytes, (est.infer_peak_bytes, infer)
+
+
+@pytest.mark.parametrize("name, batch, dtype, optimizer", [
+    ("test-funnel-proj", 48, "fp32", "adamw"),  # the peak is in the backward pass
+    ("test-funnel", 48, "bf16", "sgd"),
+    ("test-vit", 2, "fp32", "adamw"),  # the peak is in the optimizer step
+])
+def test_estimated_peak_and_phase_equal_the_measured_ones(name, batch, dtype, optimizer):
+    layout = fb.resolve(name)
+    _, train, infer = measured(layout, batch, dtype, "fused", optimizer)
+    est = estimate_memory(layout, batch, dtype=dtype, optimizer=optimizer)
+    assert est.train_peak_phase == train.phase
+    assert abs(est.train_peak_bytes - train.bytes) <= 16  # a few scalar tensors of the loss
+    assert est.infer_peak_bytes == infer.bytes
+    assert est.optimizer_bytes == train.by_category["optimizer_state"]
+
+
+def test_deit_ti_estimate_within_a_percent():
+    _, train, _ = measured(fb.resolve("deit-ti"), 2, "fp32", "fused")
+    assert abs(estimate_memory("deit-ti", 2).train_peak_bytes / train.bytes - 1) < 0.01
+
+
+def test_parts_add_up_and_follow_the_layout():
+    est = estimate_memory("funnel-b4-4-4-max", 16)
+    names = [p.name for p in est.parts]
+    assert names[0] == "embed" and names[-1] == "head"
+    assert "stage2.transition" in names and "stage3.layer4" in names and len(names) == 1 + 12 + 2 + 1
+    assert sum(p.saved_bytes for p in est.parts) == est.activations_bytes
+    assert sum(p.params_bytes for p in est.parts) == est.weights_bytes
+    # activations follow the token-layers: (4 x 197 + 4 x 99 + 4 x 50) / (12 x 197) = 0.585, plus
+    # what max pooling and pool-query-only attention keep of the unpooled sequences
+    ratio = est.activations_bytes / estimate_memory("vit-b16", 16).activations_bytes
+    assert 0.585 < ratio < 0.63
+
+
+def test_per_layer_saved_activations_follow_the_formula():
+    """A ViT-B layer at fp32 keeps (8 d + 2 m) N floats, 2 x 2 N LayerNorm statistics and the
+    h N logsumexp of fused attention (the module docstring's table)."""
+    B, N, d, m, h = 4, 197, 768, 3072, 12
+    est = estimate_memory("vit-b16", B)
+    layer = next(p for p in est.parts if p.name == "stage1.layer2")
+    assert layer.saved_bytes == 4 * B * N * (8 * d + 2 * m + 4 + h)
+    math = next(p for p in estimate_memory("vit-b16", B, attention="math").parts if p.name == "stage1.layer2")
+    # math keeps the h N N attention matrix and scaled copies of q, k, v (3 N d, as qkv);
+    # fused keeps qkv and the h N logsumexp
+    assert math.saved_bytes - layer.saved_bytes == 4 * B * (h * N * N - h * N)
+
+
+def test_optimizer_and_device_rules():
+    cpu = estimate_memory("deit-s", 1, device="cpu")
+    cuda = estimate_memory("deit-s", 1, device="cuda")
+    sgd = estimate_memory("deit-s", 1, optimizer="sgd")
+    assert cuda.optimizer_bytes == 2 * cuda.weights_bytes  # no CPU step counters on the GPU
+    assert cpu.optimizer_bytes > cuda.optimizer_bytes and sgd.optimizer_bytes == sgd.weights_bytes
+    # foreach AdamW on CUDA: one temporary per parameter; CPU: 2 x the largest tensor
+    assert cuda.optimizer_peak_bytes - cuda.inputs_bytes == 5 * cuda.weights_bytes
+    assert cpu.optimizer_peak_bytes < cuda.optimizer_peak_bytes
+    assert estimate_memory("deit-s", 64, dtype="bf16").activations_bytes < estimate_memory("deit-s", 64).activations_bytes
+
+
+def test_max_batch_size_is_the_largest_that_fits():
+    budget = 16 * 2 ** 30
+    b = max_batch_size("vit-b16", budget, device="cuda")
+    assert estimate_memory("vit-b16", b, device="cuda").train_peak_bytes <= budget
+    assert estimate_memory("vit-b16", b + 1, device="cuda").train_peak_bytes > budget
+    assert max_batch_size("vit-b16", 10 * 2 ** 20) == 0  # not even the weights fit
+
+
+@dataclasses.dataclass(frozen=True)
+class LayoutWithStem(Layout):
+    stem: str = "patch"
+
+
+def test_unmodelled_parts_are_reported_not_guessed():
+    base = fb.resolve("test-vit")
+    same = LayoutWithStem(base.stages, base.image_size, base.patch_size, base.head)
+    assert unmodelled_parts(same) == []  # a new field at its default changes nothing
+    t2t = dataclasses.replace(same, stem="t2t")
+    assert unmodelled_parts(t2t) == ["stem='t2t'"]
+    with pytest.raises(UnmodelledLayout, match="does not model stem='t2t'"):
+        estimate_memory(t2t, 2)
+    odd = dataclasses.replace(base, stages=(dataclasses.replace(base.stages[0], pool="median"),))
+    assert unmodelled_parts(odd) == ["stage 1 pool='median'"]
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"batch_size": 0}, {"dtype": "fp8"}, {"device": "tpu"}, {"attention": "flash"}, {"optimizer": "lamb"},
+])
+def test_bad_arguments(kwargs):
+    args = {"batch_size": 2, **kwargs}
+    with pytest.raises(UsageError):
+        estimate_memory("test-vit", args.pop("batch_size"), **args)
