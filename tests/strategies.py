@@ -11,9 +11,12 @@ from funnelbench.layout import pooled_length
 
 
 @st.composite
-def tiny_layouts(draw) -> str:
-    """A random valid layout string with every option written out explicitly."""
-    stem = draw(st.sampled_from(["patch", "t2t", "t2t_t", "ps"]))
+def tiny_layouts(draw, funnel_only: bool = False) -> str:
+    """A random valid layout string with every option written out explicitly.
+
+    ``funnel_only`` keeps to the ViT / Funnel-ViT parts (patch stem, learned position
+    embedding, qkv bias, mean/max pools with window = stride), e.g. for models of only those."""
+    stem = "patch" if funnel_only else draw(st.sampled_from(["patch", "t2t", "t2t_t", "ps"]))
     if stem == "patch":
         patch = draw(st.sampled_from([4, 8]))
         grid = draw(st.integers(2, 5))
@@ -26,7 +29,7 @@ def tiny_layouts(draw) -> str:
         grid = draw(st.integers(1, min(4, image // 4)))
         glob = [f"img{image}", f"ps{grid}", f"iters{draw(st.integers(1, 3))}", draw(st.sampled_from(["share", "noshare"])),
                 f"fe{draw(st.sampled_from([4, 8, 16]))}"]
-    glob.append(f"pos={draw(st.sampled_from(['learned', 'sincos', 'none']))}")
+    glob.append(f"pos={draw(st.sampled_from(['learned'] if funnel_only else ['learned', 'sincos', 'none']))}")
     head = draw(st.sampled_from(["cls", "avg"]))
     glob.append(head)
     prefix = 1 if head == "cls" else 0
@@ -35,16 +38,16 @@ def tiny_layouts(draw) -> str:
     for i in range(draw(st.integers(1, 3))):
         heads = draw(st.sampled_from([1, 2, 4]))
         hidden = heads * draw(st.sampled_from([4, 8, 12]))
-        opts = [f"h{hidden}", f"a{heads}", f"m{draw(st.integers(1, 40))}", draw(st.sampled_from(["qkvbias", "noqkvbias"]))]
+        opts = [f"h{hidden}", f"a{heads}", f"m{draw(st.integers(1, 40))}", draw(st.sampled_from(["qkvbias"] if funnel_only else ["qkvbias", "noqkvbias"]))]
         if i:
-            op = draw(st.sampled_from(["mean", "max"] + (["mean2d", "max2d"] if side else [])))
+            op = draw(st.sampled_from(["mean", "max"] + (["mean2d", "max2d"] if side and not funnel_only else [])))
             n = side if op.endswith("2d") else patches
-            kernel = draw(st.sampled_from([0, 2, 3]))
+            kernel = draw(st.sampled_from([0] if funnel_only else [0, 2, 3]))
             kernel = kernel if kernel <= n else 0
             new = pooled_length(n, draw(st.integers(1, n)), kernel)
             new_patches = new * new if op.endswith("2d") else new
             if new_patches < patches:  # the stage pools
-                opts += [op, draw(st.sampled_from(["pqo", "nopqo"])), draw(st.sampled_from(["newpos", "nonewpos"]))]
+                opts += [op, draw(st.sampled_from(["pqo", "nopqo"])), draw(st.sampled_from(["nonewpos"] if funnel_only else ["newpos", "nonewpos"]))]
                 opts += [f"k{kernel}"] if kernel else []
                 patches, side = new_patches, (new if op.endswith("2d") else None)
         stages.append(f"{draw(st.integers(1, 2))}({patches + prefix}, {', '.join(opts)})")
