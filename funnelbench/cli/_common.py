@@ -14,11 +14,12 @@ from ..errors import FunnelbenchError
 
 app = typer.Typer(
     name="funnelbench",
-    help="Design, count, profile and search token-pooling Vision Transformers (Funnel-ViT, HVT, T2T-ViT, PS-ViT).\n\n"
+    help="Design, count, profile and train token-pooling Vision Transformers (Funnel-ViT, HVT, T2T-ViT, PS-ViT).\n\n"
     'MACs = multiply-accumulates: what the seed papers, DeiT and fvcore call "FLOPs". FLOPs = 2 x MACs.',
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow instead of keeping their line breaks
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 # On a terminal rich fits the tables to its width; into a pipe or a file it would wrap them
