@@ -61,15 +61,23 @@ that the estimate follows (``device``): AdamW's implementation (above), LayerNor
 autocast (fp32 on CUDA, the input's dtype on CPU) and the CPU math kernel, which computes a
 bf16/fp16 attention in fp32.
 
-Modelled: the patch stem; class-token and average heads; learned, fixed (sincos) or no
-position embedding; qkv bias or none; mean/max pools, 1D or 2D, with window = stride or an
-explicit window (HVT); pool-query-only attention; new position embeddings after a pool;
-width projections.
+Tokens-to-Token stem (the Transformer kind, ``t2t_t``): each soft split (unfold) saves
+nothing; its (B, C, N)-ordered output is what the next T2T layer's LayerNorm keeps (the
+last one's is copied by the final Linear). A T2T layer is a transformer layer from C-wide
+input tokens to t-wide ones (one head, MLP width t) whose residual is v, so its residual
+stream is a matmul output (2 bytes under autocast).
+
+Modelled: the patch stem and the Transformer-kind T2T stem (fp32 only: under autocast the
+T2T layers' backward is not modelled and the estimate refuses); class-token and average
+heads; learned, fixed (sincos) or no position embedding; qkv bias or none; mean/max pools,
+1D or 2D, with window = stride or an explicit window (HVT); pool-query-only attention; new
+position embeddings after a pool; width projections.
 
 Not modelled: kernel scratch memory that is not a tensor (e.g. inside flash attention), the
 CUDA context and allocator rounding (512 B per block), cuBLAS workspaces. Layouts with parts
-this module does not know (the Tokens-to-Token and progressive-sampling stems, other poolings
-or heads) raise :class:`UnmodelledLayout` naming the part, rather than giving a wrong number.
+this module does not know (the Performer-kind Tokens-to-Token stem ``t2t``, the
+progressive-sampling stem ``ps``, other poolings or heads) raise :class:`UnmodelledLayout`
+naming the part, rather than giving a wrong number.
 """
 
 from __future__ import annotations
@@ -77,7 +85,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .cost import count, layer_params
+from .cost import count, layer_params, t2t_layer_params, t2t_sides
 from .errors import UsageError
 from .layout import Layout, Stage
 
@@ -91,11 +99,12 @@ class UnmodelledLayout(UsageError):
 
 # What the estimate models. Any other field with a non-default value, any other head or pool
 # operator, or a cost part with another name (a new stem, say) is reported, not guessed.
-_LAYOUT_FIELDS = {"stages", "image_size", "patch_size", "head", "pos"}
+_LAYOUT_FIELDS = {"stages", "image_size", "patch_size", "head", "pos", "stem"}
 _STAGE_FIELDS = {"layers", "tokens", "hidden", "mlp", "heads", "pool", "stride", "pqo", "kernel", "newpos", "qkv_bias"}
 _HEADS = {"cls", "avg"}
 _POOLS = {"none", "mean", "max", "mean2d", "max2d"}
 _POS = {"learned", "sincos", "none"}
+_STEMS = {"patch", "t2t_t"}
 
 
 def unmodelled_parts(layout: Layout) -> list[str]:
@@ -108,6 +117,8 @@ def unmodelled_parts(layout: Layout) -> list[str]:
         problems.append(f"head={layout.head!r}")
     if layout.pos not in _POS:
         problems.append(f"pos={layout.pos!r}")
+    if layout.stem.kind not in _STEMS:
+        problems.append(f"stem={layout.stem!r}")
     for i, stage in enumerate(layout.stages):
         for f in dataclasses.fields(stage):
             if f.name not in _STAGE_FIELDS and _differs_from_default(stage, f):
@@ -137,7 +148,7 @@ def check_modelled(layout: Layout) -> None:
     if problems:
         raise UnmodelledLayout(
             f"the memory estimate does not model {', '.join(problems)} in layout {str(layout)!r}; it models "
-            "patch stems, class-token and average heads, learned/sincos/no position embeddings, 1D and 2D "
+            "patch stems and Transformer-kind T2T stems (t2t_t, fp32), class-token and average heads, learned/sincos/no position embeddings, 1D and 2D "
             "mean/max token pooling (also with a window), pool-query-only attention, new position embeddings "
             "and width projections (the measured figures do not depend on it)")
 
@@ -322,10 +333,45 @@ def _embed(w: _Walk, layout: Layout) -> _T:
     return chain[-1]
 
 
-def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_tokens: int) -> _T:
-    """One pre-norm transformer layer on ``n`` tokens (keys/values from ``kv`` if given)."""
+def _t2t_embed(w: _Walk, layout: Layout) -> _T:
+    """Tokens-to-Token (the Transformer kind): soft splits (unfold, which saves nothing), each
+    but the last followed by a T2T layer on the unfolded patches and the tokens seen as an
+    image again (a view); then a Linear to the first stage's width."""
+    B, t, d = w.B, layout.stem.token_dim, layout.stages[0].hidden
+    sides = t2t_sides(layout.image_size)
+    widths = (3 * 7 * 7, t * 3 * 3, t * 3 * 3)  # channels x window of each soft split
+    x = None  # the image
+    for i, (side, c) in enumerate(zip(sides, widths)):
+        # unfold's (B, c, L) output, transposed: (B, C, N)-ordered tokens, in the input's dtype
+        split = w.new("unfold", F32 if x is None else x.elem, B * side * side * c, transposed=True)
+        inp = 0 if x is None else x.bytes
+        w.end_part(_Part(f"embed.split{i + 1}", 0, fwd_transient=inp + split.bytes, bwd_transient=inp + split.bytes,
+                         infer_live=inp + split.bytes))
+        x = split
+        if i < 2:
+            as_stage = Stage(1, side * side, t, t, 1, qkv_bias=False)
+            x = _layer(w, f"embed.t2t{i + 1}", x, side * side, as_stage, None, side * side, d_in=c)
+    w.save(w.linear_input(x))
+    w.weight_cast(widths[2] * d)
+    out = w.new("project", w.e, B * layout.num_patches * d)
+    chain, params, buffers = _prefix_and_pos(w, layout, out)
+    casts = w.e * (x.numel + widths[2] * d + d) if w.amp else x.elem * x.numel  # the input cast or copy
+    peak = max(x.bytes + casts + out.bytes, _chain_peak(chain))
+    w.end_part(_Part("embed", widths[2] * d + d + params, fwd_transient=peak, bwd_transient=peak,
+                     infer_live=peak, buffer_bytes=buffers))
+    return chain[-1]
+
+
+def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_tokens: int,
+           d_in: int | None = None) -> _T:
+    """One pre-norm transformer layer on ``n`` tokens (keys/values from ``kv`` if given).
+
+    With ``d_in`` it is T2T-ViT's Transformer layer: ``d_in``-wide input tokens, and ``v``
+    (the qkv projection's, ``stage.hidden`` wide) instead of the input as the residual."""
     B, d, m, h, e = w.B, stage.hidden, stage.mlp, stage.heads, w.e
     nd, md = B * n * d, B * m_tokens * d
+    t2t = d_in is not None
+    d_in = d_in or d
     fused = w.attention == "fused"
 
     # attention
@@ -341,7 +387,7 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
         w.save(kv_in)
         q_bytes, kv_bytes = nd * e, 2 * md * e
         qkv = None
-    w.weight_cast(4 * d * d)
+    w.weight_cast(3 * d_in * d + d * d)
     if fused:
         if qkv is not None:
             w.save(qkv)
@@ -368,8 +414,11 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
         out = w.new("attn_out", e, nd)
         w.save(out)
         attn_scratch = a * (nd + 2 * md) + 2 * a * B * h * n * m_tokens  # q, k, v copies, scores, probabilities
-    r = F32 if x.elem == F32 else e  # residual dtype: fp32 stays fp32, 2-byte stays 2-byte
-    x1 = w.new("res", r, nd, transposed=x.transposed)
+    if t2t:  # v + the projection: a matmul output's dtype, (B, N, C)-ordered
+        r, transposed = e, False
+    else:  # residual dtype: fp32 stays fp32, 2-byte stays 2-byte
+        r, transposed = (F32 if x.elem == F32 else e), x.transposed
+    x1 = w.new("res", r, nd, transposed=transposed)
 
     # MLP
     _, ln2 = w.layer_norm(x1, n)
@@ -378,28 +427,32 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
     w.save_bytes("fc1_out", e * B * n * m)
     w.save_bytes("gelu_out", e * B * n * m)
     w.weight_cast(2 * d * m)
-    x2 = w.new("res", r, nd, transposed=x.transposed)
+    x2 = w.new("res", r, nd, transposed=transposed)
 
     # Inference keeps nothing for backward; the caller holds x while the layer runs. The worst
     # moments: the qkv projection, the attention kernel and the output projection (x,
     # LayerNorm-1, q/k/v, the output, its projection), or the MLP (x, x1, LayerNorm-2 and the
     # hidden tensors). Under autocast each linear casts its weight and its fp32 input on the fly.
+    # A T2T layer drops LayerNorm-1 after the qkv projection but holds q, k, v and the
+    # attention output to its end (they are its locals, and v is the residual).
     amp = w.amp
     kv_live = 0 if kv is None else kv.bytes + (md * kv.elem) + (md * e if amp and kv.elem != e else 0)
-    ln1_cast = nd * e if amp and ln1.elem != e else 0
+    ln1_cast = B * n * d_in * e if amp and ln1.elem != e else 0
     base = x.bytes + ln1.bytes + kv_live
     wc = e if amp else 0  # bytes per element of a weight's cast
     if kv is None:  # one qkv projection
-        qkv_moment = base + ln1_cast + wc * 3 * d * d + q_bytes + kv_bytes
+        qkv_moment = base + ln1_cast + wc * 3 * d_in * d + q_bytes + kv_bytes
     else:  # the q projection, then the kv projection (each casts its slice of the weight)
         qkv_moment = base + max(ln1_cast + wc * d * d + q_bytes, q_bytes + wc * 2 * d * d + kv_bytes)
-    moments = [
-        qkv_moment,
-        base + q_bytes + kv_bytes + nd * e + attn_scratch,
-        base + q_bytes + kv_bytes + nd * e + (0 if fused else nd * e) + (e * d * d if amp else 0) + nd * e,
-    ]
+    if t2t:
+        base = x.bytes
+    proj = base + q_bytes + kv_bytes + nd * e + (0 if fused else nd * e) + wc * d * d + nd * e
+    moments = [qkv_moment, base + q_bytes + kv_bytes + nd * e + attn_scratch, proj]
     ln2_cast = nd * e if amp and ln2.elem != e else 0
     mlp = x.bytes + x1.bytes + ln2.bytes
+    if t2t:
+        moments.append(proj - wc * d * d + x1.bytes)  # the residual add
+        mlp += q_bytes + kv_bytes + nd * e
     moments += [
         mlp + ln2_cast + (e * d * m if amp else 0) + e * B * n * m,  # fc1
         mlp + 2 * e * B * n * m,  # GELU: its input and output
@@ -420,6 +473,11 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
         a = F32 if (amp and w.device == "cpu") else e
         attn_grads = a * md + 2 * a * B * h * n * m_tokens
     bwd_attn = x1.bytes + attn_grads + mlp_grads - mlp_freed
+    # Then the qkv projection's backward: the attention's saved tensors make way for the
+    # gradient of LayerNorm-1's output (d_in wide) next to the attention's weight gradients.
+    # It dominates when the input is much wider than the layer (T2T layers).
+    in_grad = B * n * d_in * e
+    bwd_qkv = x1.bytes + in_grad + F32 * (3 * d_in * d + d * d + d) + mlp_grads - mlp_freed - nd * e
     # Forward: fc2's output next to the new residual; the math kernel's attention scores (and,
     # on CPU under autocast, fp32 copies of q, k and v) are alive next to what it saves.
     fwd = nd * e + x2.bytes
@@ -432,8 +490,9 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
             # probabilities with the fp32 output and its 2-byte cast
             upcast = a * (nd + 2 * md) + a * (nd + md)
             fwd = max(fwd, upcast + max(a * scores, e * scores + a * nd + e * nd))
-    w.end_part(_Part(name, layer_params(d, m, stage.qkv_bias), fwd_transient=fwd,
-                     bwd_transient=max(bwd_mlp, bwd_attn), infer_live=max(moments)))
+    params = t2t_layer_params(d_in, d, performer=False) if t2t else layer_params(d, m, stage.qkv_bias)
+    w.end_part(_Part(name, params, fwd_transient=fwd,
+                     bwd_transient=max(bwd_mlp, bwd_attn, bwd_qkv), infer_live=max(moments)))
     return x2
 
 
@@ -546,11 +605,16 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
     if optimizer not in ("adamw", "sgd"):
         raise UsageError(f"unknown optimizer {optimizer!r}; use adamw or sgd")
     check_modelled(layout)
+    if layout.stem.is_t2t and dtype != "fp32":
+        # What the T2T layers save is modelled under autocast too, but not which of their
+        # mixed-dtype gradients coexist in the backward pass (the measured peak differs by 15 %).
+        raise UnmodelledLayout(f"the memory estimate does not model the Tokens-to-Token stem's backward pass under "
+                               f"{dtype} autocast in layout {str(layout)!r}; it models it in fp32")
 
     B = batch_size
     w = _Walk(B, F32 if dtype == "fp32" else 2, device, attention)
     prefix = layout.num_prefix_tokens
-    x = _embed(w, layout)
+    x = _t2t_embed(w, layout) if layout.stem.kind == "t2t_t" else _embed(w, layout)
     prev = None
     layer = 0
     for i, stage in enumerate(layout.stages):
@@ -625,7 +689,13 @@ def _param_sizes(layout: Layout, num_classes: int) -> list[int]:
     first = layout.stages[0]
     sizes = [first.hidden] if layout.num_prefix_tokens else []
     sizes += [first.tokens * first.hidden] if layout.pos == "learned" else []
-    sizes += [3 * layout.patch_size ** 2 * first.hidden, first.hidden]
+    if layout.stem.kind == "t2t_t":
+        t, c1 = layout.stem.token_dim, 9 * layout.stem.token_dim
+        for c in (3 * 7 * 7, c1):  # norm1, qkv (no bias), proj, norm2, MLP t -> t -> t
+            sizes += [c, c, 3 * t * c, t * t, t, t, t, t * t, t, t * t, t]
+        sizes += [c1 * first.hidden, first.hidden]
+    else:
+        sizes += [3 * layout.patch_size ** 2 * first.hidden, first.hidden]
     transitions = []
     prev = None
     for s in layout.stages:

@@ -54,7 +54,7 @@ def measured(layout, batch, dtype, attention, optimizer="adamw"):
 
 
 # The stems the estimate models; the backbone's parts are all modelled.
-MODELLED_STEMS = ("patch",)
+MODELLED_STEMS = ("patch", "t2t_t")
 
 
 @given(tiny_layouts(stems=MODELLED_STEMS), st.integers(1, 6), st.sampled_from(["fp32", "bf16"]),
@@ -63,9 +63,13 @@ MODELLED_STEMS = ("patch",)
 def test_estimate_matches_the_tracker_on_random_layouts(text, batch, dtype, attention):
     """Saved activations are exact; the peaks depend on which gradient is in flight at the worst
     moment, which the estimate models for the layer's MLP and attention: within a few percent
-    even for odd layouts like an MLP of width 1 (300 random layouts: fused -3.1 % to 0 %,
-    math -2.9 % to +3.4 %)."""
+    even for odd layouts like an MLP of width 1 (250 random layouts with patch and T2T stems:
+    -2.3 % to +3.4 %)."""
     layout = fb.parse_layout(text)
+    if layout.stem.is_t2t and dtype != "fp32":  # the T2T layers' backward under autocast is not modelled
+        with pytest.raises(UnmodelledLayout, match="autocast"):
+            estimate_memory(layout, batch, dtype=dtype, attention=attention)
+        return
     model = fb.build_model(layout)
     saved, train, infer = measured(layout, batch, dtype, attention)
     est = estimate_memory(layout, batch, dtype=dtype, attention=attention)
@@ -90,6 +94,7 @@ def test_estimate_matches_the_tracker_on_random_layouts(text, batch, dtype, atte
     ("test-vit", 2, "fp32", "adamw"),  # the peak is in the optimizer step
     ("test-hvt", 48, "fp32", "adamw"),  # kernel-window max pools, new position embeddings, no class token
     ("test-pool2d", 48, "bf16", "sgd"),
+    ("test-t2t_t", 32, "fp32", "adamw"),  # Tokens-to-Token stem (Transformer layers)
 ])
 def test_estimated_peak_and_phase_equal_the_measured_ones(name, batch, dtype, optimizer):
     layout = fb.resolve(name)
