@@ -7,16 +7,17 @@ embeddings, qkv bias, per-stage widths and both heads."""
 
 from hypothesis import strategies as st
 
-from funnelbench.layout import pooled_length
+from funnelbench.layout import STEMS, pooled_length
 
 
 @st.composite
-def tiny_layouts(draw, funnel_only: bool = False) -> str:
+def tiny_layouts(draw, funnel_only: bool = False, stems: tuple[str, ...] = STEMS) -> str:
     """A random valid layout string with every option written out explicitly.
 
     ``funnel_only`` keeps to the ViT / Funnel-ViT parts (patch stem, learned position
-    embedding, qkv bias, mean/max pools with window = stride), e.g. for models of only those."""
-    stem = "patch" if funnel_only else draw(st.sampled_from(["patch", "t2t", "t2t_t", "ps"]))
+    embedding, qkv bias, mean/max pools with window = stride), e.g. for models of only those;
+    ``stems`` draws the stem from these kinds only."""
+    stem = "patch" if funnel_only else draw(st.sampled_from(stems))
     if stem == "patch":
         patch = draw(st.sampled_from([4, 8]))
         grid = draw(st.integers(2, 5))
