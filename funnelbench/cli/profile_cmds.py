@@ -252,13 +252,20 @@ def memory_cmd(
     Weights, gradients, optimizer state, input batch and saved activations, with the peak of a
     training step (end of forward, worst moment of backward, or optimizer step).
     """
-    from ..memory import estimate_memory, max_batch_size
+    from ..memory import UnmodelledLayout, estimate_memory, max_batch_size
+    from ..presets import resolve
 
     budget_bytes = parse_bytes(budget) if budget else None
     kw = dict(dtype=dtype, device=device, attention=attention, optimizer=optimizer, num_classes=num_classes)
-    rows = []
+    rows, refused = [], []
     for name in layouts:
-        est = estimate_memory(name, batch_size, **kw)
+        try:
+            est = estimate_memory(name, batch_size, **kw)
+        except UnmodelledLayout as err:  # a limit of the estimate, not bad input: the other rows go on
+            refused.append(err)
+            rows.append({"model": name, "layout": str(resolve(name)), "batch_size": batch_size, **kw,
+                         "error": str(err)})
+            continue
         row = {
             "model": name, "layout": est.layout, "batch_size": batch_size,
             "weights_bytes": est.weights_bytes, "optimizer_bytes": est.optimizer_bytes,
@@ -270,6 +277,8 @@ def memory_cmd(
             row["budget_bytes"] = budget_bytes
             row["max_batch_size"] = max_batch_size(name, budget_bytes, **kw)
         rows.append(row)
+    if len(refused) == len(rows):
+        raise refused[0]
     if json_out:
         print_json(rows)
         return
@@ -278,6 +287,9 @@ def memory_cmd(
         cols.append(f"max batch in {budget}")
     table_rows = []
     for r in rows:
+        if "error" in r:
+            table_rows.append([r["model"]] + ["not modelled"] + ["-"] * (len(cols) - 2))
+            continue
         row = [r["model"]] + [f"{r[k] / 2 ** 20:.1f}" for k in ("weights_bytes", "optimizer_bytes", "activations_bytes",
                                                                 "train_peak_bytes")]
         row += [r["train_peak_phase"], f"{r['infer_peak_bytes'] / 2 ** 20:.1f}"]
@@ -288,3 +300,6 @@ def memory_cmd(
     console.print(make_table(None, cols, table_rows, right=set(cols) - {"model", "peak in"}))
     console.print("[dim]Analytic estimate (funnelbench.memory): activations = saved for backward at the end of the "
                   "forward pass; not counted: the CUDA context, allocator rounding, kernel scratch.[/dim]")
+    for r in rows:
+        if "error" in r:
+            console.print(f"[yellow]{r['model']}: {r['error']}[/yellow]")
