@@ -148,7 +148,9 @@ def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "a
                     "optimizer": optimizer, "warmup": warmup, "repeats": repeats, "metrics": settings.metrics,
                     "num_classes": num_classes})
         record = done.get(key)
-        if record is None:
+        if record is not None:  # named as this run names it (presets may share a layout: vit-b16, deit-b)
+            record = {**record, "name": name}
+        else:
             if not warmed:
                 _warm_up_process(layout, settings, dev)
                 warmed = True

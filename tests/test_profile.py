@@ -184,6 +184,10 @@ def test_resume_skips_finished_rows_and_loses_nothing(tmp_path, monkeypatch, no_
     assert again[1]["train_speedup_x"] == pytest.approx(again[1]["train_steps_per_s"] / first[0]["train_steps_per_s"])
     lines = run_file.read_text().splitlines()
     assert json.loads(lines[-1])["name"] == "test-funnel"
+    # a resumed row is named as this run names it (presets and layout strings may share a layout)
+    [same] = fb.profile([str(fb.resolve("test-vit"))], resume=run_file, infer=False, **FAST)
+    assert len(measured) == 1 and same["name"] == str(fb.resolve("test-vit"))
+    assert same["train_steps_per_s"] == first[0]["train_steps_per_s"]
     # other settings are another measurement
     fb.profile(["test-vit"], resume=run_file, infer=False, batch_size=3, warmup=0, repeats=2)
     assert measured[-1] == str(fb.resolve("test-vit"))
