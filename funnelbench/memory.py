@@ -104,7 +104,7 @@ _STAGE_FIELDS = {"layers", "tokens", "hidden", "mlp", "heads", "pool", "stride",
 _HEADS = {"cls", "avg"}
 _POOLS = {"none", "mean", "max", "mean2d", "max2d"}
 _POS = {"learned", "sincos", "none"}
-_STEMS = {"patch", "t2t_t"}
+_STEMS = {"patch", "t2t_t", "t2t"}
 
 
 def unmodelled_parts(layout: Layout) -> list[str]:
@@ -334,10 +334,11 @@ def _embed(w: _Walk, layout: Layout) -> _T:
 
 
 def _t2t_embed(w: _Walk, layout: Layout) -> _T:
-    """Tokens-to-Token (the Transformer kind): soft splits (unfold, which saves nothing), each
-    but the last followed by a T2T layer on the unfolded patches and the tokens seen as an
-    image again (a view); then a Linear to the first stage's width."""
+    """Tokens-to-Token: soft splits (unfold, which saves nothing), each but the last followed
+    by a T2T layer (Transformer or Performer kind) on the unfolded patches and the tokens seen
+    as an image again (a view); then a Linear to the first stage's width."""
     B, t, d = w.B, layout.stem.token_dim, layout.stages[0].hidden
+    performer = layout.stem.kind == "t2t"
     sides = t2t_sides(layout.image_size)
     widths = (3 * 7 * 7, t * 3 * 3, t * 3 * 3)  # channels x window of each soft split
     x = None  # the image
@@ -345,12 +346,21 @@ def _t2t_embed(w: _Walk, layout: Layout) -> _T:
         # unfold's (B, c, L) output, transposed: (B, C, N)-ordered tokens, in the input's dtype
         split = w.new("unfold", F32 if x is None else x.elem, B * side * side * c, transposed=True)
         inp = 0 if x is None else x.bytes
-        w.end_part(_Part(f"embed.split{i + 1}", 0, fwd_transient=inp + split.bytes, bwd_transient=inp + split.bytes,
+        # Backward: the split's gradient folded back by col2im, whose output keeps a storage as
+        # large as the columns it folds; none flows into the image.
+        fold = 0 if x is None else split.bytes + max(split.bytes, inp)
+        w.end_part(_Part(f"embed.split{i + 1}", 0, fwd_transient=inp + split.bytes, bwd_transient=fold,
                          infer_live=inp + split.bytes))
         x = split
         if i < 2:
-            as_stage = Stage(1, side * side, t, t, 1, qkv_bias=False)
-            x = _layer(w, f"embed.t2t{i + 1}", x, side * side, as_stage, None, side * side, d_in=c)
+            n = side * side
+            # the gradient the next split's col2im hands back to this layer's output
+            out_grad = w.e * max(B * sides[i + 1] ** 2 * widths[i + 1], B * n * t)
+            if performer:
+                x = _performer_layer(w, f"embed.t2t{i + 1}", x, n, c, t, out_grad)
+            else:
+                as_stage = Stage(1, n, t, t, 1, qkv_bias=False)
+                x = _layer(w, f"embed.t2t{i + 1}", x, n, as_stage, None, n, d_in=c, out_grad=out_grad)
     w.save(w.linear_input(x))
     w.weight_cast(widths[2] * d)
     out = w.new("project", w.e, B * layout.num_patches * d)
@@ -362,12 +372,71 @@ def _t2t_embed(w: _Walk, layout: Layout) -> _T:
     return chain[-1]
 
 
+def _performer_layer(w: _Walk, name: str, x: _T, n: int, c: int, t: int, out_grad: int) -> _T:
+    """T2T-ViT's Performer layer on ``n`` tokens from ``c`` to ``t`` channels, in fp32 (the
+    estimate refuses T2T stems under autocast); ``out_grad``: bytes of the gradient arriving
+    at its output, (B, C, N)-ordered (col2im's).
+
+    Its attention is plain tensor algebra on r = t / 2 random features, so autograd keeps,
+    besides the kqv projection: exp and its scaled output for the features of k and of q (mul
+    keeps k and q: the kqv tensor), the sum of k's features over the tokens, phi(k)^T v, the
+    numerator and normaliser of the division and its output (the projection's input). The
+    random directions are a buffer. The residual stream is v plus the projection: contiguous."""
+    B = w.B
+    r = t // 2
+    nc, nt, nr, bn = B * n * c, B * n * t, B * n * r, B * n
+    w.layer_norm(x, n)
+    w.save_bytes("ln1", F32 * nc)  # the kqv projection's input
+    w.save_bytes("kqv", F32 * 3 * nt)
+    for feature in ("k", "q"):
+        w.save_bytes(f"exp_{feature}", F32 * nr)
+        w.save_bytes(f"phi_{feature}", F32 * nr)
+    w.save_bytes("phi_k_sum", F32 * B * r)
+    w.save_bytes("kptv", F32 * B * t * r)
+    w.save_bytes("numerator", F32 * nt)
+    w.save_bytes("normaliser", F32 * bn)
+    w.save_bytes("y", F32 * nt)
+    x1 = w.new("res", F32, nt)
+    w.layer_norm(x1, n)
+    w.save_bytes("ln2", F32 * nt)
+    w.save_bytes("fc1_out", F32 * nt)
+    w.save_bytes("gelu_out", F32 * nt)
+    x2 = w.new("res", F32, nt)
+
+    # Forward: fc2's output next to the layer's output, and the normaliser before its epsilon
+    # (a local of the forward) alive throughout.
+    fwd = F32 * (2 * nt + bn)
+    # Inference: the input (held by the caller) and the layer's locals (the kqv tensor, the
+    # features phi(k) and phi(q), the normaliser, phi(k)^T v, the projection's input, the
+    # residual) alive together. The worst moments: LayerNorm-1 next to the kqv projection;
+    # q's features (exp of a matmul minus the halved squared norm of q, whose elementwise
+    # square is alive while it is summed) next to phi(k); the MLP's LayerNorm and hidden tensors.
+    locals_ = x.bytes + F32 * (3 * nt + 2 * nr + bn + B * t * r + 2 * nt)
+    infer = max(x.bytes + F32 * (nc + 3 * nt), x.bytes + F32 * (3 * nt + 2 * nr + nt + bn), locals_ + F32 * 3 * nt)
+    # Backward, from the layer's output: its gradient (and the contiguous copy fc2's backward
+    # makes of it) next to the gradient of GELU's output and fc2's weight gradient.
+    grads_mlp = 2 * t * t + 2 * t
+    bwd_mlp = out_grad + F32 * (nt + nt + t * t + t)
+    # At the division's backward the MLP's saved tensors and y are gone; the gradient of the
+    # residual (v's, held until k's and q's arrive), of y, of the numerator and the three
+    # temporaries of the normaliser's gradient are alive.
+    bwd_div = F32 * (6 * nt + grads_mlp + t * t + t + 2 * t - (5 * nt + 2 * bn))
+    # At the kqv projection's backward only the layer input, LayerNorm-1's statistics and
+    # output remain; the gradients of kqv and of LayerNorm-1's output (c wide) are alive.
+    freed = 9 * nt + 4 * nr + B * r + B * t * r + 3 * bn
+    bwd_qkv = F32 * (3 * nt + nc + 3 * t * c + 3 * t + grads_mlp + t * t + t + 2 * t - freed)
+    w.end_part(_Part(name, t2t_layer_params(c, t, performer=True), fwd_transient=fwd,
+                     bwd_transient=max(bwd_mlp, bwd_div, bwd_qkv), infer_live=infer, buffer_bytes=F32 * r * t))
+    return x2
+
+
 def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_tokens: int,
-           d_in: int | None = None) -> _T:
+           d_in: int | None = None, out_grad: int | None = None) -> _T:
     """One pre-norm transformer layer on ``n`` tokens (keys/values from ``kv`` if given).
 
     With ``d_in`` it is T2T-ViT's Transformer layer: ``d_in``-wide input tokens, and ``v``
-    (the qkv projection's, ``stage.hidden`` wide) instead of the input as the residual."""
+    (the qkv projection's, ``stage.hidden`` wide) instead of the input as the residual;
+    ``out_grad`` is then the bytes of the (B, C, N)-ordered gradient arriving at its output."""
     B, d, m, h, e = w.B, stage.hidden, stage.mlp, stage.heads, w.e
     nd, md = B * n * d, B * m_tokens * d
     t2t = d_in is not None
@@ -461,7 +530,9 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
     # Backward starts with the MLP: the gradient of the layer output, of the GELU output and
     # of fc2's weight are alive while everything the layer saved still is.
     # (autocast adds the 2-byte copy of the incoming gradient that fc2's backward multiplies).
-    bwd_mlp = x2.bytes + (nd * e if amp and x2.elem != e else 0) + e * B * n * m + e * (d * m + d)
+    # A T2T layer's output gradient is col2im's (B, C, N)-ordered one, which fc2's backward copies.
+    g_out = x2.bytes if out_grad is None else out_grad + nd * e
+    bwd_mlp = g_out + (nd * e if amp and x2.elem != e else 0) + e * B * n * m + e * (d * m + d)
     # Then attention: the MLP's saved tensors are gone and its gradients exist; the gradient of
     # the residual, of the attention output and of q, k and v (separately, then joined) are
     # alive (math: the gradients of the attention matrix before and after softmax instead).
@@ -614,7 +685,7 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
     B = batch_size
     w = _Walk(B, F32 if dtype == "fp32" else 2, device, attention)
     prefix = layout.num_prefix_tokens
-    x = _t2t_embed(w, layout) if layout.stem.kind == "t2t_t" else _embed(w, layout)
+    x = _t2t_embed(w, layout) if layout.stem.is_t2t else _embed(w, layout)
     prev = None
     layer = 0
     for i, stage in enumerate(layout.stages):
@@ -689,10 +760,12 @@ def _param_sizes(layout: Layout, num_classes: int) -> list[int]:
     first = layout.stages[0]
     sizes = [first.hidden] if layout.num_prefix_tokens else []
     sizes += [first.tokens * first.hidden] if layout.pos == "learned" else []
-    if layout.stem.kind == "t2t_t":
+    if layout.stem.is_t2t:
         t, c1 = layout.stem.token_dim, 9 * layout.stem.token_dim
-        for c in (3 * 7 * 7, c1):  # norm1, qkv (no bias), proj, norm2, MLP t -> t -> t
-            sizes += [c, c, 3 * t * c, t * t, t, t, t, t * t, t, t * t, t]
+        # the Performer's kqv projection has a bias, the Transformer's qkv none
+        qkv = [3 * t] if layout.stem.kind == "t2t" else []
+        for c in (3 * 7 * 7, c1):  # norm1, qkv, proj, norm2, MLP t -> t -> t
+            sizes += [c, c, 3 * t * c] + qkv + [t * t, t, t, t, t * t, t, t * t, t]
         sizes += [c1 * first.hidden, first.hidden]
     else:
         sizes += [3 * layout.patch_size ** 2 * first.hidden, first.hidden]

@@ -37,7 +37,8 @@ def measured(layout, batch, dtype, attention, optimizer="adamw"):
     with backend(attention):
         tracker = MemoryTracker()
         with tracker:
-            tracker.register(list(model.parameters()), "weights")
+            # buffers too: a view of one (the Performer's random features) is not an activation
+            tracker.register(list(model.parameters()) + list(model.buffers()), "weights")
             tracker.register((x, y), "inputs")
             with autocast(CPU, dtype):
                 loss = F.cross_entropy(model(x), y)
@@ -54,7 +55,7 @@ def measured(layout, batch, dtype, attention, optimizer="adamw"):
 
 
 # The stems the estimate models; the backbone's parts are all modelled.
-MODELLED_STEMS = ("patch", "t2t_t")
+MODELLED_STEMS = ("patch", "t2t_t", "t2t")
 
 
 @given(tiny_layouts(stems=MODELLED_STEMS), st.integers(1, 6), st.sampled_from(["fp32", "bf16"]),
@@ -95,6 +96,7 @@ def test_estimate_matches_the_tracker_on_random_layouts(text, batch, dtype, atte
     ("test-hvt", 48, "fp32", "adamw"),  # kernel-window max pools, new position embeddings, no class token
     ("test-pool2d", 48, "bf16", "sgd"),
     ("test-t2t_t", 32, "fp32", "adamw"),  # Tokens-to-Token stem (Transformer layers)
+    ("test-t2t", 32, "fp32", "adamw"),  # Tokens-to-Token stem (Performer layers): the peak is in its backward
 ])
 def test_estimated_peak_and_phase_equal_the_measured_ones(name, batch, dtype, optimizer):
     layout = fb.resolve(name)
@@ -157,7 +159,7 @@ def test_max_batch_size_is_the_largest_that_fits():
     assert max_batch_size("vit-b16", 10 * 2 ** 20) == 0  # not even the weights fit
 
 
-@pytest.mark.parametrize("name, part", [("test-t2t", "stem=Stem(kind='t2t'"), ("test-ps", "part 'sampling'")])
+@pytest.mark.parametrize("name, part", [("test-ps", "stem=Stem(kind='ps'")])
 def test_unmodelled_parts_are_reported_not_guessed(name, part):
     layout = fb.resolve(name)
     assert any(p.startswith(part) for p in unmodelled_parts(layout)), unmodelled_parts(layout)
