@@ -87,7 +87,7 @@ from dataclasses import dataclass, field
 
 from .cost import count, layer_params, t2t_layer_params, t2t_sides
 from .errors import UsageError
-from .layout import Layout, Stage
+from .layout import Layout, Stage, ps_feature_size, unfold_length
 
 F32 = 4
 LABEL = 8  # int64 class labels
@@ -104,7 +104,9 @@ _STAGE_FIELDS = {"layers", "tokens", "hidden", "mlp", "heads", "pool", "stride",
 _HEADS = {"cls", "avg"}
 _POOLS = {"none", "mean", "max", "mean2d", "max2d"}
 _POS = {"learned", "sincos", "none"}
-_STEMS = {"patch", "t2t_t", "t2t"}
+_STEMS = {"patch", "t2t_t", "t2t", "ps"}
+_STEM_NAMES = {"t2t": "Performer-kind Tokens-to-Token stem", "t2t_t": "Transformer-kind Tokens-to-Token stem",
+               "ps": "progressive-sampling stem"}  # modelled in fp32 only
 
 
 def unmodelled_parts(layout: Layout) -> list[str]:
@@ -125,7 +127,7 @@ def unmodelled_parts(layout: Layout) -> list[str]:
                 problems.append(f"stage {i + 1} {f.name}={getattr(stage, f.name)!r}")
         if stage.pool not in _POOLS:
             problems.append(f"stage {i + 1} pool={stage.pool!r}")
-    known = {"embed", "head"} | {f"stage{i + 1}" for i in range(len(layout.stages))}
+    known = {"embed", "sampling", "head"} | {f"stage{i + 1}" for i in range(len(layout.stages))}
     try:
         names = [p.name for p in count(layout).parts]
     except Exception:  # noqa: BLE001 - a layout the counter cannot handle is unmodelled too
@@ -372,6 +374,151 @@ def _t2t_embed(w: _Walk, layout: Layout) -> _T:
     return chain[-1]
 
 
+def _ps_embed(w: _Walk, layout: Layout) -> _T:
+    """PS-ViT's stem: the ResNet feature extractor, then ``iters`` sampling iterations (grid
+    samples of the feature map at the current points, the points' embedding and the previous
+    tokens added, a transformer layer, the offsets predicted from its output), then the class
+    token and position embedding."""
+    B, stem, first = w.B, layout.stem, layout.stages[0]
+    d, P = first.hidden, stem.points ** 2
+    hw1 = unfold_length(layout.image_size, 7, 2, 3) ** 2  # conv 7x7/2
+    hw = ps_feature_size(layout.image_size) ** 2  # after the max pool 3x3/2
+    feat = _ps_conv(w, hw1, hw)
+    feat = _bottleneck(w, "embed.layer1", feat, 64, 64, stem.fe_width, hw)
+    feat = _bottleneck(w, "embed.layer2", feat, stem.fe_width, 64, d, hw)
+    as_stage = Stage(1, P, d, first.mlp, first.heads, qkv_bias=first.qkv_bias)
+    nd, coords, feat_grad = F32 * B * P * d, F32 * B * P * 2, F32 * B * d * hw
+    last = stem.iters - 1
+    tokens = None
+    for t in range(stem.iters):
+        # grid_sample keeps the feature map and the grid; once the points move (t > 0), the
+        # product of the points with the 2-element pixel scale keeps that scale (a tensor made
+        # in the forward pass); the points' embedding keeps its (B, P, 2) input.
+        w.save(feat)
+        w.save_bytes("grid", coords)
+        if t:
+            w.save_bytes("scale", 2 * F32)
+        w.save_bytes("pos_in", coords)
+        # The samples come (B, C, P)-ordered and the sums with them (h: the samples, the
+        # points' embedding and the previous tokens) keep that order. The samples stay alive
+        # to the next iteration, and so do the previous tokens (unsaved when the offsets'
+        # Linear keeps a copy of them).
+        sampled = w.new("sampled", F32, B * P * d, transposed=True)
+        h = w.new("h", F32, B * P * d, transposed=True)
+        prev = 0 if tokens is None else tokens.bytes
+        prev_unsaved = prev if tokens is not None and tokens.transposed else 0
+        # Backward: the feature-map gradients of the iterations are summed into one, alive
+        # from the last iteration's sample to the feature extractor.
+        later_feat_grad = 0 if t == last else feat_grad
+        # The gradient of h next to this sample's gradient of the feature map (zero-filled)
+        # and of the grid, and the points' embedding's weight gradient; then (h's gradient,
+        # the grid and the embedding's input gone) the sum of the feature-map gradients, made
+        # out of place next to both.
+        bwd = max(nd + later_feat_grad + feat_grad + (coords if t else 0) + F32 * 3 * d,
+                  2 * later_feat_grad + feat_grad - 2 * coords if later_feat_grad else 0)
+        # Inference: before h is replaced, the previous h, the samples, the embedding and h.
+        infer = feat.bytes + prev + (4 * nd if t else 3 * nd)
+        w.end_part(_Part(f"sampling.sample{t + 1}", 3 * d if t == last else 0,
+                         fwd_transient=sampled.bytes + 2 * nd + prev_unsaved, bwd_transient=bwd, infer_live=infer,
+                         buffer_bytes=0 if t else F32 * P * 2))  # the initial points
+        tokens = _layer(w, f"sampling.layer{t + 1}", h, P, as_stage, None, P,
+                        held=sampled.bytes + prev_unsaved, infer_held=feat.bytes + sampled.bytes + prev,
+                        grad_held=later_feat_grad, shared_weights=stem.share and t < last)
+        if t < last:
+            # The offsets' Linear keeps its input (a contiguous copy of (B, C, N)-ordered
+            # tokens). Backward: the offsets' gradient and the tokens' next to the gradient of
+            # the next h (the tokens' other gradient) and of the feature map.
+            w.save(w.linear_input(tokens))
+            unsaved = sampled.bytes + (tokens.bytes if tokens.transposed else 0)
+            shared = stem.share and t < last - 1
+            w.end_part(_Part(f"sampling.offset{t + 1}", 0 if shared else 2 * d + 2, fwd_transient=unsaved + coords,
+                             bwd_transient=feat_grad + 2 * nd + coords + F32 * (2 * d + 2),
+                             infer_live=feat.bytes + sampled.bytes + 2 * nd + coords))
+    chain, params, buffers = _prefix_and_pos(w, layout, tokens)
+    peak = _chain_peak(chain)
+    w.end_part(_Part("embed", params, fwd_transient=peak, bwd_transient=peak, infer_live=peak, buffer_bytes=buffers))
+    return chain[-1]
+
+
+def _ps_conv(w: _Walk, hw1: int, hw: int) -> _T:
+    """ResNet's stem: conv 7x7/2 (64 channels, no bias), BatchNorm, ReLU (in place, so it keeps
+    BatchNorm's output) and max pool 3x3/2 (which keeps that too, and int64 indices)."""
+    B = w.B
+    c1, idx = F32 * B * 64 * hw1, 8 * B * 64 * hw
+    w.save_bytes("bn_in", c1)
+    w.save_bytes("bn_stats", F32 * 2 * 64)
+    w.save_bytes("relu", c1)
+    w.save_bytes("maxpool_idx", idx)
+    out = w.new("maxpool", F32, B * 64 * hw)
+    # Backward: max pool's zero-filled input gradient next to the incoming one; ReLU's and
+    # BatchNorm's gradients; no gradient flows into the image.
+    bwd = max(out.bytes + c1, 2 * c1 - idx, 2 * c1 - idx - c1 + F32 * 2 * 64)
+    w.end_part(_Part("embed.conv", 3 * 49 * 64 + 2 * 64, fwd_transient=out.bytes, bwd_transient=bwd,
+                     infer_live=max(2 * c1, c1 + out.bytes), buffer_bytes=_bn_buffers(64)))
+    return out
+
+
+def _bn_buffers(c: int) -> int:
+    """A BatchNorm's running mean and variance, and its int64 batch counter."""
+    return F32 * 2 * c + 8
+
+
+def _bottleneck(w: _Walk, name: str, x: _T, c_in: int, mid: int, c_out: int, hw: int) -> _T:
+    """A ResNet bottleneck on ``hw`` pixels: convs 1x1, 3x3, 1x1 (no bias) each followed by
+    BatchNorm (which keeps its input and two C-wide statistics), ReLU in place after the first
+    two BatchNorms and after the sum with the identity (a 1x1 conv + BatchNorm when the width
+    changes); each ReLU keeps its output, which the next conv reads."""
+    B = w.B
+    ds = c_in != c_out
+    M, O, X = F32 * B * mid * hw, F32 * B * c_out * hw, x.bytes
+    w.save(x)  # the first conv's (and the shortcut conv's) input
+    if ds:
+        w.save_bytes("bn_in", O)
+        w.save_bytes("bn_stats", F32 * 2 * c_out)
+    for _ in range(2):
+        w.save_bytes("bn_in", M)
+        w.save_bytes("bn_stats", F32 * 2 * mid)
+        w.save_bytes("relu", M)
+    w.save_bytes("bn_in", O)
+    w.save_bytes("bn_stats", F32 * 2 * c_out)
+    out = w.new("relu", F32, B * c_out * hw)
+    w.save(out)
+    params = c_in * mid + 9 * mid * mid + mid * c_out + 2 * (2 * mid + c_out) + (c_in * c_out + 2 * c_out if ds else 0)
+    buffers = 2 * _bn_buffers(mid) + _bn_buffers(c_out) * (2 if ds else 1)
+
+    # Backward, op by op: ``cur`` is what is alive beyond everything saved (the gradients in
+    # flight and the weight gradients made so far, minus the saved tensors already freed).
+    # The sum's gradient is also the shortcut's, which runs last (it was made first).
+    moments = []
+    cur = O  # the gradient of the output
+    for new, freed in (
+        (O, O + O),  # ReLU: the sum's gradient; the incoming gradient and ReLU's output go
+        (O + F32 * 2 * c_out, O + F32 * 2 * c_out),  # BatchNorm-3: its input and statistics go
+        (M + F32 * mid * c_out, O),  # conv3: its input's gradient and its weight's
+        (M, M + M),  # ReLU-2
+        (M + F32 * 2 * mid, M + M + F32 * 2 * mid),  # BatchNorm-2
+        (M + F32 * 9 * mid * mid, M),  # conv2
+        (M, M + M),  # ReLU-1
+        (M + F32 * 2 * mid, M + M + F32 * 2 * mid),  # BatchNorm-1
+        (X + F32 * c_in * mid, M),  # conv1: the input's gradient
+    ):
+        cur += new
+        moments.append(cur)
+        cur -= freed
+    if ds:
+        cur += O + F32 * 2 * c_out  # the shortcut's BatchNorm
+        moments.append(cur)
+        cur -= O + O + O + F32 * 2 * c_out  # the sum's gradient, its input and statistics
+        moments.append(cur + X + F32 * c_in * c_out)  # the shortcut conv; its gradient is added in place
+    # Inference: the input (held by the caller), the shortcut, and at most three of the
+    # block's tensors at a time.
+    ident = O if ds else 0
+    infer = X + max(2 * O if ds else 0, ident + 3 * M, ident + M + 2 * O)
+    w.end_part(_Part(name, params, fwd_transient=ident + O, bwd_transient=max(moments), infer_live=infer,
+                     buffer_bytes=buffers))
+    return out
+
+
 def _performer_layer(w: _Walk, name: str, x: _T, n: int, c: int, t: int, out_grad: int) -> _T:
     """T2T-ViT's Performer layer on ``n`` tokens from ``c`` to ``t`` channels, in fp32 (the
     estimate refuses T2T stems under autocast); ``out_grad``: bytes of the gradient arriving
@@ -431,12 +578,21 @@ def _performer_layer(w: _Walk, name: str, x: _T, n: int, c: int, t: int, out_gra
 
 
 def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_tokens: int,
-           d_in: int | None = None, out_grad: int | None = None) -> _T:
+           d_in: int | None = None, out_grad: int | None = None, held: int = 0, infer_held: int = 0,
+           grad_held: int = 0, shared_weights: bool = False) -> _T:
     """One pre-norm transformer layer on ``n`` tokens (keys/values from ``kv`` if given).
 
     With ``d_in`` it is T2T-ViT's Transformer layer: ``d_in``-wide input tokens, and ``v``
     (the qkv projection's, ``stage.hidden`` wide) instead of the input as the residual;
-    ``out_grad`` is then the bytes of the (B, C, N)-ordered gradient arriving at its output."""
+    ``out_grad`` is then the bytes of the (B, C, N)-ordered gradient arriving at its output.
+
+    ``held``: bytes the caller keeps alive, unsaved, while the layer runs forward (PS-ViT's
+    samples and previous tokens), ``infer_held`` the same in inference, where nothing is
+    saved (also the feature map); ``grad_held``: bytes of gradients alive outside the layer
+    during its backward (PS-ViT's feature-map gradient). ``shared_weights``: the weights'
+    gradients exist already when its backward runs (a PS-ViT iteration sharing the layer of a
+    later one, whose part counts the parameters): autograd sums each new weight gradient
+    with them out of place (in the weight's input buffer), so both are alive next to the sum."""
     B, d, m, h, e = w.B, stage.hidden, stage.mlp, stage.heads, w.e
     nd, md = B * n * d, B * m_tokens * d
     t2t = d_in is not None
@@ -533,11 +689,14 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
     # A T2T layer's output gradient is col2im's (B, C, N)-ordered one, which fc2's backward copies.
     g_out = x2.bytes if out_grad is None else out_grad + nd * e
     bwd_mlp = g_out + (nd * e if amp and x2.elem != e else 0) + e * B * n * m + e * (d * m + d)
+    if shared_weights:  # fc2's saved input is released before its weight gradient is summed
+        bwd_mlp = max(bwd_mlp, bwd_mlp + F32 * (d * m + d) - e * B * n * m)
     # Then attention: the MLP's saved tensors are gone and its gradients exist; the gradient of
     # the residual, of the attention output and of q, k and v (separately, then joined) are
     # alive (math: the gradients of the attention matrix before and after softmax instead).
     mlp_freed = x1.bytes + fc1_in.bytes + 2 * e * B * n * m + 2 * F32 * B * n
-    mlp_grads = F32 * (2 * d * m + m + 3 * d)
+    mlp_grads = 0 if shared_weights else F32 * (2 * d * m + m + 3 * d)
+    proj_grads = 0 if shared_weights else F32 * (d * d + d)
     if fused:  # at the kernel's backward: the output's gradient and dq, dk, dv
         attn_grads = e * nd + e * (nd + 2 * md)
     else:  # at softmax's backward: the gradients of v and of the attention matrix before and after
@@ -548,7 +707,9 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
     # gradient of LayerNorm-1's output (d_in wide) next to the attention's weight gradients.
     # It dominates when the input is much wider than the layer (T2T layers).
     in_grad = B * n * d_in * e
-    bwd_qkv = x1.bytes + in_grad + F32 * (3 * d_in * d + d * d + d) + mlp_grads - mlp_freed - nd * e
+    bwd_qkv = x1.bytes + in_grad + F32 * 3 * d_in * d + proj_grads + mlp_grads - mlp_freed - nd * e
+    if shared_weights:  # the projection's saved input is released before the sum
+        bwd_qkv = max(bwd_qkv, bwd_qkv + F32 * 3 * d_in * d - q_in.bytes)
     # Forward: fc2's output next to the new residual; the math kernel's attention scores (and,
     # on CPU under autocast, fp32 copies of q, k and v) are alive next to what it saves.
     fwd = nd * e + x2.bytes
@@ -562,8 +723,8 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
             upcast = a * (nd + 2 * md) + a * (nd + md)
             fwd = max(fwd, upcast + max(a * scores, e * scores + a * nd + e * nd))
     params = t2t_layer_params(d_in, d, performer=False) if t2t else layer_params(d, m, stage.qkv_bias)
-    w.end_part(_Part(name, params, fwd_transient=fwd,
-                     bwd_transient=max(bwd_mlp, bwd_attn, bwd_qkv), infer_live=max(moments)))
+    w.end_part(_Part(name, 0 if shared_weights else params, fwd_transient=held + fwd,
+                     bwd_transient=grad_held + max(bwd_mlp, bwd_attn, bwd_qkv), infer_live=infer_held + max(moments)))
     return x2
 
 
@@ -676,16 +837,23 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
     if optimizer not in ("adamw", "sgd"):
         raise UsageError(f"unknown optimizer {optimizer!r}; use adamw or sgd")
     check_modelled(layout)
-    if layout.stem.is_t2t and dtype != "fp32":
-        # What the T2T layers save is modelled under autocast too, but not which of their
-        # mixed-dtype gradients coexist in the backward pass (the measured peak differs by 15 %).
-        raise UnmodelledLayout(f"the memory estimate does not model the Tokens-to-Token stem's backward pass under "
-                               f"{dtype} autocast in layout {str(layout)!r}; it models it in fp32")
+    if layout.stem.kind != "patch" and dtype != "fp32":
+        # The Transformer T2T layers' saved tensors are modelled under autocast too, but not
+        # which of their mixed-dtype gradients coexist in the backward pass (the measured peak
+        # differs by 15 %); the Performer's fp32 features, the PS stem's convolutions,
+        # BatchNorms and grid samples under autocast are not modelled at all.
+        raise UnmodelledLayout(f"the memory estimate does not model the {_STEM_NAMES[layout.stem.kind]} under {dtype} "
+                               f"autocast in layout {str(layout)!r}; it models it in fp32")
 
     B = batch_size
     w = _Walk(B, F32 if dtype == "fp32" else 2, device, attention)
     prefix = layout.num_prefix_tokens
-    x = _t2t_embed(w, layout) if layout.stem.is_t2t else _embed(w, layout)
+    if layout.stem.is_t2t:
+        x = _t2t_embed(w, layout)
+    elif layout.stem.kind == "ps":
+        x = _ps_embed(w, layout)
+    else:
+        x = _embed(w, layout)
     prev = None
     layer = 0
     for i, stage in enumerate(layout.stages):
@@ -767,6 +935,17 @@ def _param_sizes(layout: Layout, num_classes: int) -> list[int]:
         for c in (3 * 7 * 7, c1):  # norm1, qkv, proj, norm2, MLP t -> t -> t
             sizes += [c, c, 3 * t * c] + qkv + [t * t, t, t, t, t * t, t, t * t, t]
         sizes += [c1 * first.hidden, first.hidden]
+    elif layout.stem.kind == "ps":
+        stem, d, fe = layout.stem, first.hidden, layout.stem.fe_width
+        sizes += [3 * 49 * 64, 64, 64]  # conv1, bn1
+        for c_in, c_out in ((64, fe), (fe, d)):  # bottlenecks of inner width 64
+            sizes += [c_in * 64, 64, 64, 9 * 64 * 64, 64, 64, 64 * c_out, c_out, c_out]
+            sizes += [c_in * c_out, c_out, c_out] if c_in != c_out else []
+        sizes += [2 * d, d]  # the points' embedding
+        qkv = [3 * d * d, 3 * d] if first.qkv_bias else [3 * d * d]
+        m = first.mlp
+        sizes += ([d, d] + qkv + [d * d, d, d, d, d * m, m, m * d, d]) * (1 if stem.share else stem.iters)
+        sizes += [2 * d, 2] * (0 if stem.iters == 1 else (1 if stem.share else stem.iters - 1))
     else:
         sizes += [3 * layout.patch_size ** 2 * first.hidden, first.hidden]
     transitions = []
