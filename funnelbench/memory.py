@@ -61,23 +61,38 @@ that the estimate follows (``device``): AdamW's implementation (above), LayerNor
 autocast (fp32 on CUDA, the input's dtype on CPU) and the CPU math kernel, which computes a
 bf16/fp16 attention in fp32.
 
-Tokens-to-Token stem (the Transformer kind, ``t2t_t``): each soft split (unfold) saves
-nothing; its (B, C, N)-ordered output is what the next T2T layer's LayerNorm keeps (the
-last one's is copied by the final Linear). A T2T layer is a transformer layer from C-wide
-input tokens to t-wide ones (one head, MLP width t) whose residual is v, so its residual
-stream is a matmul output (2 bytes under autocast).
+Tokens-to-Token stem (``t2t_t``: Transformer layers, ``t2t``: Performer layers): each soft
+split (unfold) saves nothing; its (B, C, N)-ordered output is what the next T2T layer's
+LayerNorm keeps (the last one's is copied by the final Linear). In the backward pass col2im
+folds the split's gradient into a tensor whose storage is as large as the columns, and that
+is the gradient arriving at the previous T2T layer. A T2T layer is a transformer layer from
+C-wide input tokens to t-wide ones (one head, MLP width t) whose residual is v, so its
+residual stream is a matmul output (2 bytes under autocast). The Performer's attention is
+plain tensor algebra on r = t / 2 random features (a buffer), so it keeps, on top of the
+kqv tensor: exp and the features of k and of q (4 N r), the features of k summed over the
+tokens, phi(k)^T v (t r), the numerator (N t) and normaliser (N) of the division and its
+output (N t).
 
-Modelled: the patch stem and the Transformer-kind T2T stem (fp32 only: under autocast the
-T2T layers' backward is not modelled and the estimate refuses); class-token and average
-heads; learned, fixed (sincos) or no position embedding; qkv bias or none; mean/max pools,
-1D or 2D, with window = stride or an explicit window (HVT); pool-query-only attention; new
-position embeddings after a pool; width projections.
+Progressive-sampling stem (``ps``, PS-ViT): the ResNet feature extractor keeps each
+BatchNorm's input and two per-channel statistics, each in-place ReLU's output and the max
+pool's int64 indices; each iteration's grid sample keeps the feature map and the (B, 1, P, 2)
+grid, the points' embedding its (B, P, 2) input, and once the points move the product with
+the pixel scale keeps that 2-element tensor; the samples are (B, C, P)-ordered, and so is the
+residual stream of the iterations' layers and of what follows. In the backward pass the
+feature-map gradients of the iterations are summed (out of place) into one that stays alive
+until the feature extractor's backward, and a layer shared by the iterations (``share``)
+sums each weight gradient out of place with the existing one.
 
-Not modelled: kernel scratch memory that is not a tensor (e.g. inside flash attention), the
-CUDA context and allocator rounding (512 B per block), cuBLAS workspaces. Layouts with parts
-this module does not know (the Performer-kind Tokens-to-Token stem ``t2t``, the
-progressive-sampling stem ``ps``, other poolings or heads) raise :class:`UnmodelledLayout`
-naming the part, rather than giving a wrong number.
+Modelled: the patch stem, the Transformer- and Performer-kind T2T stems and the
+progressive-sampling stem (those three in fp32 only: under autocast the estimate refuses);
+class-token and average heads; learned, fixed (sincos) or no position embedding; qkv bias or
+none; mean/max pools, 1D or 2D, with window = stride or an explicit window (HVT);
+pool-query-only attention; new position embeddings after a pool; width projections.
+
+Not modelled: kernel scratch memory that is not a tensor (e.g. inside flash attention or a
+convolution), the CUDA context and allocator rounding (512 B per block), cuBLAS and cuDNN
+workspaces. Layouts with parts this module does not know (other stems, poolings or heads)
+raise :class:`UnmodelledLayout` naming the part, rather than giving a wrong number.
 """
 
 from __future__ import annotations
@@ -150,7 +165,8 @@ def check_modelled(layout: Layout) -> None:
     if problems:
         raise UnmodelledLayout(
             f"the memory estimate does not model {', '.join(problems)} in layout {str(layout)!r}; it models "
-            "patch stems and Transformer-kind T2T stems (t2t_t, fp32), class-token and average heads, learned/sincos/no position embeddings, 1D and 2D "
+            "patch stems, Tokens-to-Token stems (t2t, t2t_t) and progressive-sampling stems (ps) (those in fp32), "
+            "class-token and average heads, learned/sincos/no position embeddings, 1D and 2D "
             "mean/max token pooling (also with a window), pool-query-only attention, new position embeddings "
             "and width projections (the measured figures do not depend on it)")
 
@@ -418,6 +434,8 @@ def _ps_embed(w: _Walk, layout: Layout) -> _T:
                   2 * later_feat_grad + feat_grad - 2 * coords if later_feat_grad else 0)
         # Inference: before h is replaced, the previous h, the samples, the embedding and h.
         infer = feat.bytes + prev + (4 * nd if t else 3 * nd)
+        # Forward: the samples, the embedding (or the sum before the previous tokens are added)
+        # and h.
         w.end_part(_Part(f"sampling.sample{t + 1}", 3 * d if t == last else 0,
                          fwd_transient=sampled.bytes + 2 * nd + prev_unsaved, bwd_transient=bwd, infer_live=infer,
                          buffer_bytes=0 if t else F32 * P * 2))  # the initial points
@@ -450,9 +468,10 @@ def _ps_conv(w: _Walk, hw1: int, hw: int) -> _T:
     w.save_bytes("relu", c1)
     w.save_bytes("maxpool_idx", idx)
     out = w.new("maxpool", F32, B * 64 * hw)
-    # Backward: max pool's zero-filled input gradient next to the incoming one; ReLU's and
-    # BatchNorm's gradients; no gradient flows into the image.
-    bwd = max(out.bytes + c1, 2 * c1 - idx, 2 * c1 - idx - c1 + F32 * 2 * 64)
+    # Backward: max pool's zero-filled input gradient next to the incoming one; then (the
+    # indices gone) ReLU's gradient next to it; BatchNorm's comes after ReLU's output is
+    # freed, and no gradient flows into the image.
+    bwd = max(out.bytes + c1, 2 * c1 - idx)
     w.end_part(_Part("embed.conv", 3 * 49 * 64 + 2 * 64, fwd_transient=out.bytes, bwd_transient=bwd,
                      infer_live=max(2 * c1, c1 + out.bytes), buffer_bytes=_bn_buffers(64)))
     return out
@@ -562,16 +581,16 @@ def _performer_layer(w: _Walk, name: str, x: _T, n: int, c: int, t: int, out_gra
     infer = max(x.bytes + F32 * (nc + 3 * nt), x.bytes + F32 * (3 * nt + 2 * nr + nt + bn), locals_ + F32 * 3 * nt)
     # Backward, from the layer's output: its gradient (and the contiguous copy fc2's backward
     # makes of it) next to the gradient of GELU's output and fc2's weight gradient.
-    grads_mlp = 2 * t * t + 2 * t
     bwd_mlp = out_grad + F32 * (nt + nt + t * t + t)
+    mlp_grads, proj_grads = 2 * (t * t + t) + 2 * t, t * t + t  # fc1, fc2, LayerNorm-2; the projection
     # At the division's backward the MLP's saved tensors and y are gone; the gradient of the
     # residual (v's, held until k's and q's arrive), of y, of the numerator and the three
     # temporaries of the normaliser's gradient are alive.
-    bwd_div = F32 * (6 * nt + grads_mlp + t * t + t + 2 * t - (5 * nt + 2 * bn))
+    bwd_div = F32 * (6 * nt + mlp_grads + proj_grads - (5 * nt + 2 * bn))
     # At the kqv projection's backward only the layer input, LayerNorm-1's statistics and
     # output remain; the gradients of kqv and of LayerNorm-1's output (c wide) are alive.
     freed = 9 * nt + 4 * nr + B * r + B * t * r + 3 * bn
-    bwd_qkv = F32 * (3 * nt + nc + 3 * t * c + 3 * t + grads_mlp + t * t + t + 2 * t - freed)
+    bwd_qkv = F32 * (3 * nt + nc + 3 * t * c + 3 * t + mlp_grads + proj_grads - freed)
     w.end_part(_Part(name, t2t_layer_params(c, t, performer=True), fwd_transient=fwd,
                      bwd_transient=max(bwd_mlp, bwd_div, bwd_qkv), infer_live=infer, buffer_bytes=F32 * r * t))
     return x2
