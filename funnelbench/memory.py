@@ -61,23 +61,38 @@ that the estimate follows (``device``): AdamW's implementation (above), LayerNor
 autocast (fp32 on CUDA, the input's dtype on CPU) and the CPU math kernel, which computes a
 bf16/fp16 attention in fp32.
 
-Tokens-to-Token stem (the Transformer kind, ``t2t_t``): each soft split (unfold) saves
-nothing; its (B, C, N)-ordered output is what the next T2T layer's LayerNorm keeps (the
-last one's is copied by the final Linear). A T2T layer is a transformer layer from C-wide
-input tokens to t-wide ones (one head, MLP width t) whose residual is v, so its residual
-stream is a matmul output (2 bytes under autocast).
+Tokens-to-Token stem (``t2t_t``: Transformer layers, ``t2t``: Performer layers): each soft
+split (unfold) saves nothing; its (B, C, N)-ordered output is what the next T2T layer's
+LayerNorm keeps (the last one's is copied by the final Linear). In the backward pass col2im
+folds the split's gradient into a tensor whose storage is as large as the columns, and that
+is the gradient arriving at the previous T2T layer. A T2T layer is a transformer layer from
+C-wide input tokens to t-wide ones (one head, MLP width t) whose residual is v, so its
+residual stream is a matmul output (2 bytes under autocast). The Performer's attention is
+plain tensor algebra on r = t / 2 random features (a buffer), so it keeps, on top of the
+kqv tensor: exp and the features of k and of q (4 N r), the features of k summed over the
+tokens, phi(k)^T v (t r), the numerator (N t) and normaliser (N) of the division and its
+output (N t).
 
-Modelled: the patch stem and the Transformer-kind T2T stem (fp32 only: under autocast the
-T2T layers' backward is not modelled and the estimate refuses); class-token and average
-heads; learned, fixed (sincos) or no position embedding; qkv bias or none; mean/max pools,
-1D or 2D, with window = stride or an explicit window (HVT); pool-query-only attention; new
-position embeddings after a pool; width projections.
+Progressive-sampling stem (``ps``, PS-ViT): the ResNet feature extractor keeps each
+BatchNorm's input and two per-channel statistics, each in-place ReLU's output and the max
+pool's int64 indices; each iteration's grid sample keeps the feature map and the (B, 1, P, 2)
+grid, the points' embedding its (B, P, 2) input, and once the points move the product with
+the pixel scale keeps that 2-element tensor; the samples are (B, C, P)-ordered, and so is the
+residual stream of the iterations' layers and of what follows. In the backward pass the
+feature-map gradients of the iterations are summed (out of place) into one that stays alive
+until the feature extractor's backward, and a layer shared by the iterations (``share``)
+sums each weight gradient out of place with the existing one.
 
-Not modelled: kernel scratch memory that is not a tensor (e.g. inside flash attention), the
-CUDA context and allocator rounding (512 B per block), cuBLAS workspaces. Layouts with parts
-this module does not know (the Performer-kind Tokens-to-Token stem ``t2t``, the
-progressive-sampling stem ``ps``, other poolings or heads) raise :class:`UnmodelledLayout`
-naming the part, rather than giving a wrong number.
+Modelled: the patch stem, the Transformer- and Performer-kind T2T stems and the
+progressive-sampling stem (those three in fp32 only: under autocast the estimate refuses);
+class-token and average heads; learned, fixed (sincos) or no position embedding; qkv bias or
+none; mean/max pools, 1D or 2D, with window = stride or an explicit window (HVT);
+pool-query-only attention; new position embeddings after a pool; width projections.
+
+Not modelled: kernel scratch memory that is not a tensor (e.g. inside flash attention or a
+convolution), the CUDA context and allocator rounding (512 B per block), cuBLAS and cuDNN
+workspaces. Layouts with parts this module does not know (other stems, poolings or heads)
+raise :class:`UnmodelledLayout` naming the part, rather than giving a wrong number.
 """
 
 from __future__ import annotations
@@ -87,7 +102,7 @@ from dataclasses import dataclass, field
 
 from .cost import count, layer_params, t2t_layer_params, t2t_sides
 from .errors import UsageError
-from .layout import Layout, Stage
+from .layout import Layout, Stage, ps_feature_size, unfold_length
 
 F32 = 4
 LABEL = 8  # int64 class labels
@@ -104,7 +119,9 @@ _STAGE_FIELDS = {"layers", "tokens", "hidden", "mlp", "heads", "pool", "stride",
 _HEADS = {"cls", "avg"}
 _POOLS = {"none", "mean", "max", "mean2d", "max2d"}
 _POS = {"learned", "sincos", "none"}
-_STEMS = {"patch", "t2t_t"}
+_STEMS = {"patch", "t2t_t", "t2t", "ps"}
+_STEM_NAMES = {"t2t": "Performer-kind Tokens-to-Token stem", "t2t_t": "Transformer-kind Tokens-to-Token stem",
+               "ps": "progressive-sampling stem"}  # modelled in fp32 only
 
 
 def unmodelled_parts(layout: Layout) -> list[str]:
@@ -125,7 +142,7 @@ def unmodelled_parts(layout: Layout) -> list[str]:
                 problems.append(f"stage {i + 1} {f.name}={getattr(stage, f.name)!r}")
         if stage.pool not in _POOLS:
             problems.append(f"stage {i + 1} pool={stage.pool!r}")
-    known = {"embed", "head"} | {f"stage{i + 1}" for i in range(len(layout.stages))}
+    known = {"embed", "sampling", "head"} | {f"stage{i + 1}" for i in range(len(layout.stages))}
     try:
         names = [p.name for p in count(layout).parts]
     except Exception:  # noqa: BLE001 - a layout the counter cannot handle is unmodelled too
@@ -148,7 +165,8 @@ def check_modelled(layout: Layout) -> None:
     if problems:
         raise UnmodelledLayout(
             f"the memory estimate does not model {', '.join(problems)} in layout {str(layout)!r}; it models "
-            "patch stems and Transformer-kind T2T stems (t2t_t, fp32), class-token and average heads, learned/sincos/no position embeddings, 1D and 2D "
+            "patch stems, Tokens-to-Token stems (t2t, t2t_t) and progressive-sampling stems (ps) (those in fp32), "
+            "class-token and average heads, learned/sincos/no position embeddings, 1D and 2D "
             "mean/max token pooling (also with a window), pool-query-only attention, new position embeddings "
             "and width projections (the measured figures do not depend on it)")
 
@@ -334,10 +352,11 @@ def _embed(w: _Walk, layout: Layout) -> _T:
 
 
 def _t2t_embed(w: _Walk, layout: Layout) -> _T:
-    """Tokens-to-Token (the Transformer kind): soft splits (unfold, which saves nothing), each
-    but the last followed by a T2T layer on the unfolded patches and the tokens seen as an
-    image again (a view); then a Linear to the first stage's width."""
+    """Tokens-to-Token: soft splits (unfold, which saves nothing), each but the last followed
+    by a T2T layer (Transformer or Performer kind) on the unfolded patches and the tokens seen
+    as an image again (a view); then a Linear to the first stage's width."""
     B, t, d = w.B, layout.stem.token_dim, layout.stages[0].hidden
+    performer = layout.stem.kind == "t2t"
     sides = t2t_sides(layout.image_size)
     widths = (3 * 7 * 7, t * 3 * 3, t * 3 * 3)  # channels x window of each soft split
     x = None  # the image
@@ -345,12 +364,21 @@ def _t2t_embed(w: _Walk, layout: Layout) -> _T:
         # unfold's (B, c, L) output, transposed: (B, C, N)-ordered tokens, in the input's dtype
         split = w.new("unfold", F32 if x is None else x.elem, B * side * side * c, transposed=True)
         inp = 0 if x is None else x.bytes
-        w.end_part(_Part(f"embed.split{i + 1}", 0, fwd_transient=inp + split.bytes, bwd_transient=inp + split.bytes,
+        # Backward: the split's gradient folded back by col2im, whose output keeps a storage as
+        # large as the columns it folds; none flows into the image.
+        fold = 0 if x is None else split.bytes + max(split.bytes, inp)
+        w.end_part(_Part(f"embed.split{i + 1}", 0, fwd_transient=inp + split.bytes, bwd_transient=fold,
                          infer_live=inp + split.bytes))
         x = split
         if i < 2:
-            as_stage = Stage(1, side * side, t, t, 1, qkv_bias=False)
-            x = _layer(w, f"embed.t2t{i + 1}", x, side * side, as_stage, None, side * side, d_in=c)
+            n = side * side
+            # the gradient the next split's col2im hands back to this layer's output
+            out_grad = w.e * max(B * sides[i + 1] ** 2 * widths[i + 1], B * n * t)
+            if performer:
+                x = _performer_layer(w, f"embed.t2t{i + 1}", x, n, c, t, out_grad)
+            else:
+                as_stage = Stage(1, n, t, t, 1, qkv_bias=False)
+                x = _layer(w, f"embed.t2t{i + 1}", x, n, as_stage, None, n, d_in=c, out_grad=out_grad)
     w.save(w.linear_input(x))
     w.weight_cast(widths[2] * d)
     out = w.new("project", w.e, B * layout.num_patches * d)
@@ -362,12 +390,228 @@ def _t2t_embed(w: _Walk, layout: Layout) -> _T:
     return chain[-1]
 
 
+def _ps_embed(w: _Walk, layout: Layout) -> _T:
+    """PS-ViT's stem: the ResNet feature extractor, then ``iters`` sampling iterations (grid
+    samples of the feature map at the current points, the points' embedding and the previous
+    tokens added, a transformer layer, the offsets predicted from its output), then the class
+    token and position embedding."""
+    B, stem, first = w.B, layout.stem, layout.stages[0]
+    d, P = first.hidden, stem.points ** 2
+    hw1 = unfold_length(layout.image_size, 7, 2, 3) ** 2  # conv 7x7/2
+    hw = ps_feature_size(layout.image_size) ** 2  # after the max pool 3x3/2
+    feat = _ps_conv(w, hw1, hw)
+    feat = _bottleneck(w, "embed.layer1", feat, 64, 64, stem.fe_width, hw)
+    feat = _bottleneck(w, "embed.layer2", feat, stem.fe_width, 64, d, hw)
+    as_stage = Stage(1, P, d, first.mlp, first.heads, qkv_bias=first.qkv_bias)
+    nd, coords, feat_grad = F32 * B * P * d, F32 * B * P * 2, F32 * B * d * hw
+    last = stem.iters - 1
+    tokens = None
+    for t in range(stem.iters):
+        # grid_sample keeps the feature map and the grid; once the points move (t > 0), the
+        # product of the points with the 2-element pixel scale keeps that scale (a tensor made
+        # in the forward pass); the points' embedding keeps its (B, P, 2) input.
+        w.save(feat)
+        w.save_bytes("grid", coords)
+        if t:
+            w.save_bytes("scale", 2 * F32)
+        w.save_bytes("pos_in", coords)
+        # The samples come (B, C, P)-ordered and the sums with them (h: the samples, the
+        # points' embedding and the previous tokens) keep that order. The samples stay alive
+        # to the next iteration, and so do the previous tokens (unsaved when the offsets'
+        # Linear keeps a copy of them).
+        sampled = w.new("sampled", F32, B * P * d, transposed=True)
+        h = w.new("h", F32, B * P * d, transposed=True)
+        prev = 0 if tokens is None else tokens.bytes
+        prev_unsaved = prev if tokens is not None and tokens.transposed else 0
+        # Backward: the feature-map gradients of the iterations are summed into one, alive
+        # from the last iteration's sample to the feature extractor.
+        later_feat_grad = 0 if t == last else feat_grad
+        # The gradient of h next to this sample's gradient of the feature map (zero-filled)
+        # and of the grid, and the points' embedding's weight gradient; then (h's gradient,
+        # the grid and the embedding's input gone) the sum of the feature-map gradients, made
+        # out of place next to both.
+        bwd = max(nd + later_feat_grad + feat_grad + (coords if t else 0) + F32 * 3 * d,
+                  2 * later_feat_grad + feat_grad - 2 * coords if later_feat_grad else 0)
+        # Inference: before h is replaced, the previous h, the samples, the embedding and h.
+        infer = feat.bytes + prev + (4 * nd if t else 3 * nd)
+        # Forward: the samples, the embedding (or the sum before the previous tokens are added)
+        # and h.
+        w.end_part(_Part(f"sampling.sample{t + 1}", 3 * d if t == last else 0,
+                         fwd_transient=sampled.bytes + 2 * nd + prev_unsaved, bwd_transient=bwd, infer_live=infer,
+                         buffer_bytes=0 if t else F32 * P * 2))  # the initial points
+        tokens = _layer(w, f"sampling.layer{t + 1}", h, P, as_stage, None, P,
+                        held=sampled.bytes + prev_unsaved, infer_held=feat.bytes + sampled.bytes + prev,
+                        grad_held=later_feat_grad, shared_weights=stem.share and t < last)
+        if t < last:
+            # The offsets' Linear keeps its input (a contiguous copy of (B, C, N)-ordered
+            # tokens). Backward: the offsets' gradient and the tokens' next to the gradient of
+            # the next h (the tokens' other gradient) and of the feature map.
+            w.save(w.linear_input(tokens))
+            unsaved = sampled.bytes + (tokens.bytes if tokens.transposed else 0)
+            shared = stem.share and t < last - 1
+            w.end_part(_Part(f"sampling.offset{t + 1}", 0 if shared else 2 * d + 2, fwd_transient=unsaved + coords,
+                             bwd_transient=feat_grad + 2 * nd + coords + F32 * (2 * d + 2),
+                             infer_live=feat.bytes + sampled.bytes + 2 * nd + coords))
+    chain, params, buffers = _prefix_and_pos(w, layout, tokens)
+    peak = _chain_peak(chain)
+    w.end_part(_Part("embed", params, fwd_transient=peak, bwd_transient=peak, infer_live=peak, buffer_bytes=buffers))
+    return chain[-1]
+
+
+def _ps_conv(w: _Walk, hw1: int, hw: int) -> _T:
+    """ResNet's stem: conv 7x7/2 (64 channels, no bias), BatchNorm, ReLU (in place, so it keeps
+    BatchNorm's output) and max pool 3x3/2 (which keeps that too, and int64 indices)."""
+    B = w.B
+    c1, idx = F32 * B * 64 * hw1, 8 * B * 64 * hw
+    w.save_bytes("bn_in", c1)
+    w.save_bytes("bn_stats", F32 * 2 * 64)
+    w.save_bytes("relu", c1)
+    w.save_bytes("maxpool_idx", idx)
+    out = w.new("maxpool", F32, B * 64 * hw)
+    # Backward: max pool's zero-filled input gradient next to the incoming one; then (the
+    # indices gone) ReLU's gradient next to it; BatchNorm's comes after ReLU's output is
+    # freed, and no gradient flows into the image.
+    bwd = max(out.bytes + c1, 2 * c1 - idx)
+    w.end_part(_Part("embed.conv", 3 * 49 * 64 + 2 * 64, fwd_transient=out.bytes, bwd_transient=bwd,
+                     infer_live=max(2 * c1, c1 + out.bytes), buffer_bytes=_bn_buffers(64)))
+    return out
+
+
+def _bn_buffers(c: int) -> int:
+    """A BatchNorm's running mean and variance, and its int64 batch counter."""
+    return F32 * 2 * c + 8
+
+
+def _bottleneck(w: _Walk, name: str, x: _T, c_in: int, mid: int, c_out: int, hw: int) -> _T:
+    """A ResNet bottleneck on ``hw`` pixels: convs 1x1, 3x3, 1x1 (no bias) each followed by
+    BatchNorm (which keeps its input and two C-wide statistics), ReLU in place after the first
+    two BatchNorms and after the sum with the identity (a 1x1 conv + BatchNorm when the width
+    changes); each ReLU keeps its output, which the next conv reads."""
+    B = w.B
+    ds = c_in != c_out
+    M, O, X = F32 * B * mid * hw, F32 * B * c_out * hw, x.bytes
+    w.save(x)  # the first conv's (and the shortcut conv's) input
+    if ds:
+        w.save_bytes("bn_in", O)
+        w.save_bytes("bn_stats", F32 * 2 * c_out)
+    for _ in range(2):
+        w.save_bytes("bn_in", M)
+        w.save_bytes("bn_stats", F32 * 2 * mid)
+        w.save_bytes("relu", M)
+    w.save_bytes("bn_in", O)
+    w.save_bytes("bn_stats", F32 * 2 * c_out)
+    out = w.new("relu", F32, B * c_out * hw)
+    w.save(out)
+    params = c_in * mid + 9 * mid * mid + mid * c_out + 2 * (2 * mid + c_out) + (c_in * c_out + 2 * c_out if ds else 0)
+    buffers = 2 * _bn_buffers(mid) + _bn_buffers(c_out) * (2 if ds else 1)
+
+    # Backward, op by op: ``cur`` is what is alive beyond everything saved (the gradients in
+    # flight and the weight gradients made so far, minus the saved tensors already freed).
+    # The sum's gradient is also the shortcut's, which runs last (it was made first).
+    moments = []
+    cur = O  # the gradient of the output
+    for new, freed in (
+        (O, O + O),  # ReLU: the sum's gradient; the incoming gradient and ReLU's output go
+        (O + F32 * 2 * c_out, O + F32 * 2 * c_out),  # BatchNorm-3: its input and statistics go
+        (M + F32 * mid * c_out, O),  # conv3: its input's gradient and its weight's
+        (M, M + M),  # ReLU-2
+        (M + F32 * 2 * mid, M + M + F32 * 2 * mid),  # BatchNorm-2
+        (M + F32 * 9 * mid * mid, M),  # conv2
+        (M, M + M),  # ReLU-1
+        (M + F32 * 2 * mid, M + M + F32 * 2 * mid),  # BatchNorm-1
+        (X + F32 * c_in * mid, M),  # conv1: the input's gradient
+    ):
+        cur += new
+        moments.append(cur)
+        cur -= freed
+    if ds:
+        cur += O + F32 * 2 * c_out  # the shortcut's BatchNorm
+        moments.append(cur)
+        cur -= O + O + O + F32 * 2 * c_out  # the sum's gradient, its input and statistics
+        moments.append(cur + X + F32 * c_in * c_out)  # the shortcut conv; its gradient is added in place
+    # Inference: the input (held by the caller), the shortcut, and at most three of the
+    # block's tensors at a time.
+    ident = O if ds else 0
+    infer = X + max(2 * O if ds else 0, ident + 3 * M, ident + M + 2 * O)
+    w.end_part(_Part(name, params, fwd_transient=ident + O, bwd_transient=max(moments), infer_live=infer,
+                     buffer_bytes=buffers))
+    return out
+
+
+def _performer_layer(w: _Walk, name: str, x: _T, n: int, c: int, t: int, out_grad: int) -> _T:
+    """T2T-ViT's Performer layer on ``n`` tokens from ``c`` to ``t`` channels, in fp32 (the
+    estimate refuses T2T stems under autocast); ``out_grad``: bytes of the gradient arriving
+    at its output, (B, C, N)-ordered (col2im's).
+
+    Its attention is plain tensor algebra on r = t / 2 random features, so autograd keeps,
+    besides the kqv projection: exp and its scaled output for the features of k and of q (mul
+    keeps k and q: the kqv tensor), the sum of k's features over the tokens, phi(k)^T v, the
+    numerator and normaliser of the division and its output (the projection's input). The
+    random directions are a buffer. The residual stream is v plus the projection: contiguous."""
+    B = w.B
+    r = t // 2
+    nc, nt, nr, bn = B * n * c, B * n * t, B * n * r, B * n
+    w.layer_norm(x, n)
+    w.save_bytes("ln1", F32 * nc)  # the kqv projection's input
+    w.save_bytes("kqv", F32 * 3 * nt)
+    for feature in ("k", "q"):
+        w.save_bytes(f"exp_{feature}", F32 * nr)
+        w.save_bytes(f"phi_{feature}", F32 * nr)
+    w.save_bytes("phi_k_sum", F32 * B * r)
+    w.save_bytes("kptv", F32 * B * t * r)
+    w.save_bytes("numerator", F32 * nt)
+    w.save_bytes("normaliser", F32 * bn)
+    w.save_bytes("y", F32 * nt)
+    x1 = w.new("res", F32, nt)
+    w.layer_norm(x1, n)
+    w.save_bytes("ln2", F32 * nt)
+    w.save_bytes("fc1_out", F32 * nt)
+    w.save_bytes("gelu_out", F32 * nt)
+    x2 = w.new("res", F32, nt)
+
+    # Forward: fc2's output next to the layer's output, and the normaliser before its epsilon
+    # (a local of the forward) alive throughout.
+    fwd = F32 * (2 * nt + bn)
+    # Inference: the input (held by the caller) and the layer's locals (the kqv tensor, the
+    # features phi(k) and phi(q), the normaliser, phi(k)^T v, the projection's input, the
+    # residual) alive together. The worst moments: LayerNorm-1 next to the kqv projection;
+    # q's features (exp of a matmul minus the halved squared norm of q, whose elementwise
+    # square is alive while it is summed) next to phi(k); the MLP's LayerNorm and hidden tensors.
+    locals_ = x.bytes + F32 * (3 * nt + 2 * nr + bn + B * t * r + 2 * nt)
+    infer = max(x.bytes + F32 * (nc + 3 * nt), x.bytes + F32 * (3 * nt + 2 * nr + nt + bn), locals_ + F32 * 3 * nt)
+    # Backward, from the layer's output: its gradient (and the contiguous copy fc2's backward
+    # makes of it) next to the gradient of GELU's output and fc2's weight gradient.
+    bwd_mlp = out_grad + F32 * (nt + nt + t * t + t)
+    mlp_grads, proj_grads = 2 * (t * t + t) + 2 * t, t * t + t  # fc1, fc2, LayerNorm-2; the projection
+    # At the division's backward the MLP's saved tensors and y are gone; the gradient of the
+    # residual (v's, held until k's and q's arrive), of y, of the numerator and the three
+    # temporaries of the normaliser's gradient are alive.
+    bwd_div = F32 * (6 * nt + mlp_grads + proj_grads - (5 * nt + 2 * bn))
+    # At the kqv projection's backward only the layer input, LayerNorm-1's statistics and
+    # output remain; the gradients of kqv and of LayerNorm-1's output (c wide) are alive.
+    freed = 9 * nt + 4 * nr + B * r + B * t * r + 3 * bn
+    bwd_qkv = F32 * (3 * nt + nc + 3 * t * c + 3 * t + mlp_grads + proj_grads - freed)
+    w.end_part(_Part(name, t2t_layer_params(c, t, performer=True), fwd_transient=fwd,
+                     bwd_transient=max(bwd_mlp, bwd_div, bwd_qkv), infer_live=infer, buffer_bytes=F32 * r * t))
+    return x2
+
+
 def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_tokens: int,
-           d_in: int | None = None) -> _T:
+           d_in: int | None = None, out_grad: int | None = None, held: int = 0, infer_held: int = 0,
+           grad_held: int = 0, shared_weights: bool = False) -> _T:
     """One pre-norm transformer layer on ``n`` tokens (keys/values from ``kv`` if given).
 
     With ``d_in`` it is T2T-ViT's Transformer layer: ``d_in``-wide input tokens, and ``v``
-    (the qkv projection's, ``stage.hidden`` wide) instead of the input as the residual."""
+    (the qkv projection's, ``stage.hidden`` wide) instead of the input as the residual;
+    ``out_grad`` is then the bytes of the (B, C, N)-ordered gradient arriving at its output.
+
+    ``held``: bytes the caller keeps alive, unsaved, while the layer runs forward (PS-ViT's
+    samples and previous tokens), ``infer_held`` the same in inference, where nothing is
+    saved (also the feature map); ``grad_held``: bytes of gradients alive outside the layer
+    during its backward (PS-ViT's feature-map gradient). ``shared_weights``: the weights'
+    gradients exist already when its backward runs (a PS-ViT iteration sharing the layer of a
+    later one, whose part counts the parameters): autograd sums each new weight gradient
+    with them out of place (in the weight's input buffer), so both are alive next to the sum."""
     B, d, m, h, e = w.B, stage.hidden, stage.mlp, stage.heads, w.e
     nd, md = B * n * d, B * m_tokens * d
     t2t = d_in is not None
@@ -461,12 +705,17 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
     # Backward starts with the MLP: the gradient of the layer output, of the GELU output and
     # of fc2's weight are alive while everything the layer saved still is.
     # (autocast adds the 2-byte copy of the incoming gradient that fc2's backward multiplies).
-    bwd_mlp = x2.bytes + (nd * e if amp and x2.elem != e else 0) + e * B * n * m + e * (d * m + d)
+    # A T2T layer's output gradient is col2im's (B, C, N)-ordered one, which fc2's backward copies.
+    g_out = x2.bytes if out_grad is None else out_grad + nd * e
+    bwd_mlp = g_out + (nd * e if amp and x2.elem != e else 0) + e * B * n * m + e * (d * m + d)
+    if shared_weights:  # fc2's saved input is released before its weight gradient is summed
+        bwd_mlp = max(bwd_mlp, bwd_mlp + F32 * (d * m + d) - e * B * n * m)
     # Then attention: the MLP's saved tensors are gone and its gradients exist; the gradient of
     # the residual, of the attention output and of q, k and v (separately, then joined) are
     # alive (math: the gradients of the attention matrix before and after softmax instead).
     mlp_freed = x1.bytes + fc1_in.bytes + 2 * e * B * n * m + 2 * F32 * B * n
-    mlp_grads = F32 * (2 * d * m + m + 3 * d)
+    mlp_grads = 0 if shared_weights else F32 * (2 * d * m + m + 3 * d)
+    proj_grads = 0 if shared_weights else F32 * (d * d + d)
     if fused:  # at the kernel's backward: the output's gradient and dq, dk, dv
         attn_grads = e * nd + e * (nd + 2 * md)
     else:  # at softmax's backward: the gradients of v and of the attention matrix before and after
@@ -477,7 +726,9 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
     # gradient of LayerNorm-1's output (d_in wide) next to the attention's weight gradients.
     # It dominates when the input is much wider than the layer (T2T layers).
     in_grad = B * n * d_in * e
-    bwd_qkv = x1.bytes + in_grad + F32 * (3 * d_in * d + d * d + d) + mlp_grads - mlp_freed - nd * e
+    bwd_qkv = x1.bytes + in_grad + F32 * 3 * d_in * d + proj_grads + mlp_grads - mlp_freed - nd * e
+    if shared_weights:  # the projection's saved input is released before the sum
+        bwd_qkv = max(bwd_qkv, bwd_qkv + F32 * 3 * d_in * d - q_in.bytes)
     # Forward: fc2's output next to the new residual; the math kernel's attention scores (and,
     # on CPU under autocast, fp32 copies of q, k and v) are alive next to what it saves.
     fwd = nd * e + x2.bytes
@@ -491,8 +742,8 @@ def _layer(w: _Walk, name: str, x: _T, n: int, stage: Stage, kv: _T | None, m_to
             upcast = a * (nd + 2 * md) + a * (nd + md)
             fwd = max(fwd, upcast + max(a * scores, e * scores + a * nd + e * nd))
     params = t2t_layer_params(d_in, d, performer=False) if t2t else layer_params(d, m, stage.qkv_bias)
-    w.end_part(_Part(name, params, fwd_transient=fwd,
-                     bwd_transient=max(bwd_mlp, bwd_attn, bwd_qkv), infer_live=max(moments)))
+    w.end_part(_Part(name, 0 if shared_weights else params, fwd_transient=held + fwd,
+                     bwd_transient=grad_held + max(bwd_mlp, bwd_attn, bwd_qkv), infer_live=infer_held + max(moments)))
     return x2
 
 
@@ -605,16 +856,23 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
     if optimizer not in ("adamw", "sgd"):
         raise UsageError(f"unknown optimizer {optimizer!r}; use adamw or sgd")
     check_modelled(layout)
-    if layout.stem.is_t2t and dtype != "fp32":
-        # What the T2T layers save is modelled under autocast too, but not which of their
-        # mixed-dtype gradients coexist in the backward pass (the measured peak differs by 15 %).
-        raise UnmodelledLayout(f"the memory estimate does not model the Tokens-to-Token stem's backward pass under "
-                               f"{dtype} autocast in layout {str(layout)!r}; it models it in fp32")
+    if layout.stem.kind != "patch" and dtype != "fp32":
+        # The Transformer T2T layers' saved tensors are modelled under autocast too, but not
+        # which of their mixed-dtype gradients coexist in the backward pass (the measured peak
+        # differs by 15 %); the Performer's fp32 features, the PS stem's convolutions,
+        # BatchNorms and grid samples under autocast are not modelled at all.
+        raise UnmodelledLayout(f"the memory estimate does not model the {_STEM_NAMES[layout.stem.kind]} under {dtype} "
+                               f"autocast in layout {str(layout)!r}; it models it in fp32")
 
     B = batch_size
     w = _Walk(B, F32 if dtype == "fp32" else 2, device, attention)
     prefix = layout.num_prefix_tokens
-    x = _t2t_embed(w, layout) if layout.stem.kind == "t2t_t" else _embed(w, layout)
+    if layout.stem.is_t2t:
+        x = _t2t_embed(w, layout)
+    elif layout.stem.kind == "ps":
+        x = _ps_embed(w, layout)
+    else:
+        x = _embed(w, layout)
     prev = None
     layer = 0
     for i, stage in enumerate(layout.stages):
@@ -689,11 +947,24 @@ def _param_sizes(layout: Layout, num_classes: int) -> list[int]:
     first = layout.stages[0]
     sizes = [first.hidden] if layout.num_prefix_tokens else []
     sizes += [first.tokens * first.hidden] if layout.pos == "learned" else []
-    if layout.stem.kind == "t2t_t":
+    if layout.stem.is_t2t:
         t, c1 = layout.stem.token_dim, 9 * layout.stem.token_dim
-        for c in (3 * 7 * 7, c1):  # norm1, qkv (no bias), proj, norm2, MLP t -> t -> t
-            sizes += [c, c, 3 * t * c, t * t, t, t, t, t * t, t, t * t, t]
+        # the Performer's kqv projection has a bias, the Transformer's qkv none
+        qkv = [3 * t] if layout.stem.kind == "t2t" else []
+        for c in (3 * 7 * 7, c1):  # norm1, qkv, proj, norm2, MLP t -> t -> t
+            sizes += [c, c, 3 * t * c] + qkv + [t * t, t, t, t, t * t, t, t * t, t]
         sizes += [c1 * first.hidden, first.hidden]
+    elif layout.stem.kind == "ps":
+        stem, d, fe = layout.stem, first.hidden, layout.stem.fe_width
+        sizes += [3 * 49 * 64, 64, 64]  # conv1, bn1
+        for c_in, c_out in ((64, fe), (fe, d)):  # bottlenecks of inner width 64
+            sizes += [c_in * 64, 64, 64, 9 * 64 * 64, 64, 64, 64 * c_out, c_out, c_out]
+            sizes += [c_in * c_out, c_out, c_out] if c_in != c_out else []
+        sizes += [2 * d, d]  # the points' embedding
+        qkv = [3 * d * d, 3 * d] if first.qkv_bias else [3 * d * d]
+        m = first.mlp
+        sizes += ([d, d] + qkv + [d * d, d, d, d, d * m, m, m * d, d]) * (1 if stem.share else stem.iters)
+        sizes += [2 * d, 2] * (0 if stem.iters == 1 else (1 if stem.share else stem.iters - 1))
     else:
         sizes += [3 * layout.patch_size ** 2 * first.hidden, first.hidden]
     transitions = []
