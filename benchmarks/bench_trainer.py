@@ -157,7 +157,7 @@ def main(argv=None):
 
     table = write_results(args.out, "Trainer vs the profiler's train step (images/s, CPU)", __file__, argv, load_before, summary,
                           raw, "_rounds",
-                          "Trainer and reference interleaved round by round in one process; img/s columns are medians "
+                          "Trainer, profiler step and bare step interleaved round by round in one process; img/s columns are medians "
                           "over rounds, `ratio` is the median of the per-round ratios (min and max beside it). Trainer: "
                           "`Trainer.train_epoch` on cached built-in data (gather, crop augmentation, normalise, label "
                           "smoothing, clipping, fused AdamW, schedule). Profiler: the step `funnelbench profile` times "
