@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import funnelbench as fb
 import funnelbench.papers as papers
 from funnelbench.cli import app
-from funnelbench.cli.profile_cmds import parse_bytes
+from funnelbench.units import parse_bytes
 from funnelbench.errors import UsageError
 from funnelbench.papers import paper_rows
 
@@ -84,7 +84,7 @@ def test_resume_through_the_cli(tmp_path):
     (["reproduce", "other-paper"], ["unknown paper", "funnel-vit"]),
     (["reproduce", "--tables", "9"], ["no table 9"]),
     (["reproduce", "--tables", "two"], ["table numbers"]),
-    (["memory", "test-vit", "--budget", "lots"], ["cannot read memory size"]),
+    (["memory", "test-vit", "--budget", "lots"], ["--budget", "cannot read", "16GiB"]),
     (["memory", "test-vit", "--batch-size", "0"], ["batch size"]),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, words, tmp_path):

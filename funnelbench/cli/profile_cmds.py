@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import UsageError
 from ..io import check_export_path, export_records
+from ..units import parse_bytes
 from ..tables import MACS_NOTE, MEMORY_NOTE, TIMING_NOTE, human, profile_table, reproduce_table
 from ._common import command, console, make_table, print_json
 
@@ -223,18 +224,6 @@ def reproduce_cmd(
                                    f"attention {r['attention_kernel']}, torch {r['torch_version']}, {r['repeats']} timed repeats")
 
 
-def parse_bytes(text: str) -> int:
-    """'16GiB', '24 GB', '512MiB', '1e9' -> bytes."""
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?i?b?)\s*", (text or "").lower())
-    if not m:
-        raise UsageError(f"cannot read memory size {text!r}; write it like 16GiB, 24GB or 512MiB")
-    value, unit = float(m.group(1)), m.group(2).rstrip("b")
-    scale = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2 ** 10, "mi": 2 ** 20, "gi": 2 ** 30, "ti": 2 ** 40}
-    if unit not in scale:
-        raise UsageError(f"cannot read memory size {text!r}; write it like 16GiB, 24GB or 512MiB")
-    return int(value * scale[unit])
-
-
 @command("memory")
 def memory_cmd(
     layouts: list[str] = typer.Argument(..., help="Layouts or preset names."),
@@ -255,7 +244,7 @@ def memory_cmd(
     from ..memory import UnmodelledLayout, estimate_memory, max_batch_size
     from ..presets import resolve
 
-    budget_bytes = parse_bytes(budget) if budget else None
+    budget_bytes = parse_bytes(budget, "--budget") if budget else None
     kw = dict(dtype=dtype, device=device, attention=attention, optimizer=optimizer, num_classes=num_classes)
     rows, refused = [], []
     for name in layouts:
