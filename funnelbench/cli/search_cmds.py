@@ -179,7 +179,7 @@ def print_summary(out, info: dict) -> None:
     c = info["counts"]
     objectives = info["settings"].get("objectives", ["top1"])
     out.print(f"{c['trained']} trained ({c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed), "
-              f"{c['rejected']} rejected by the budget, {c["repeats"]} repeat(s) of a finished layout")
+              f"{c['rejected']} rejected by the budget, {c['repeats']} repeat(s) of a finished layout")
     rows = info["best"]
     title = "best trial" if len(objectives) == 1 else f"Pareto front ({', '.join(objectives)})"
     if rows:
