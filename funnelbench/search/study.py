@@ -286,6 +286,13 @@ class Context:
     on_event: Callable[[str, dict], None] | None = None
     console: object = None
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    finished: dict = field(default_factory=dict)  # target layout -> number of the trial that trained it
+
+    def __post_init__(self):
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            a = t.user_attrs
+            if a.get("status") in ("completed", "pruned") and a.get("duplicate_of") is None:
+                self.finished.setdefault(a.get("target_layout"), t.number)
 
     def emit(self, kind: str, **info) -> None:
         if self.on_event:
@@ -327,9 +334,9 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
         ctx.emit("rejected", number=trial.number, layout=str(layout), over=over)
         return "rejected", _worst_values(s, attrs), TrialState.COMPLETE
 
-    earlier = None if attrs["baseline"] else _finished_same_layout(ctx.study, str(layout), trial.number)
+    earlier = None if attrs["baseline"] else ctx.finished.get(str(layout))
     if earlier is not None:
-        return _repeat(ctx, trial, attrs, earlier)
+        return _repeat(ctx, trial, attrs, ctx.study.trials[earlier])
 
     ctx.emit("trial_start", number=trial.number, layout=str(layout), baseline=attrs["baseline"])
     _set_attrs(trial, attrs)  # a RUNNING trial says what it is while it runs
@@ -353,6 +360,8 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
         attrs["error"] = _one_line(err)
     attrs.update(status=status, wall_s=time.time() - started)
     _set_attrs(trial, attrs)
+    if status in ("completed", "pruned") and not attrs["baseline"]:
+        ctx.finished.setdefault(str(layout), trial.number)
     values = _values(s, attrs) if state == TrialState.COMPLETE else None
     ctx.emit("trial_end", number=trial.number, status=status, attrs=attrs, values=values)
     return status, values, state
@@ -433,15 +442,6 @@ def _worst_values(s: Settings, attrs: dict) -> list[float]:
     rest (it is infeasible, so no sampler, best trial or front uses them as results)."""
     return [float(attrs[OBJECTIVE_ATTR[o]]) if o in ("macs", "params") or (o == "train_mem" and attrs["train_mem_est_bytes"])
             else _worst(o) for o in s.objectives]
-
-
-def _finished_same_layout(study: optuna.Study, layout: str, number: int):
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        a = t.user_attrs
-        if t.number != number and a.get("target_layout") == layout and a.get("status") in ("completed", "pruned") \
-                and a.get("duplicate_of") is None:
-            return t
-    return None
 
 
 def _repeat(ctx: Context, trial: optuna.Trial, attrs: dict, earlier) -> tuple[str, list | None, TrialState]:
@@ -654,10 +654,10 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
 def run_loop(ctx: Context, trials: int) -> None:
     """Ask, run, tell until ``trials`` trials are trained (or the space has nothing new)."""
     study = ctx.study
-    trained = counts(study)["trained"]
+    c = counts(study)  # kept up to date here: reading every trial back each time is slow
     idle = 0  # trials in a row that trained nothing (rejected, repeats)
     limit = max(200, 20 * trials)
-    while trained < trials:
+    while c["trained"] < trials:
         trial = study.ask()
         try:
             status, values, state = run_trial(ctx, trial)
@@ -668,14 +668,18 @@ def run_loop(ctx: Context, trials: int) -> None:
             study.tell(trial, values)
         else:
             study.tell(trial, state=state)
-        counted = status in TRAINED and trial.user_attrs.get("duplicate_of") is None and \
-            study._storage.get_trial_user_attrs(trial._trial_id).get("duplicate_of") is None
-        if counted:
-            trained += 1
+        if trial.user_attrs.get("duplicate_of") is not None:
+            c["repeats"] += 1
+        elif status in ("completed", "pruned", "rejected"):
+            c[status] += 1
+        else:
+            c["failed"] += 1
+        if status in TRAINED and trial.user_attrs.get("duplicate_of") is None:
+            c["trained"] += 1
             idle = 0
         else:
             idle += 1
-        ctx.emit("progress", counts=counts(study), trials=trials)
+        ctx.emit("progress", counts=dict(c), trials=trials)
         if idle >= limit:
             ctx.emit("stalled", idle=idle)
             break
