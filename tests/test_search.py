@@ -200,14 +200,15 @@ def test_same_seed_gives_the_same_candidates():
 
 
 def test_a_pruner_prunes_a_hopeless_trial(monkeypatch):
-    """Six trainings learn well; the seventh starts at 1 % and is pruned after its first epoch."""
+    """Six trainings learn well; the seventh stays at 1 % and is pruned after its second epoch
+    (the first, the warm-up, is never judged)."""
     calls = fake_trainer(monkeypatch, lambda i, epoch: 0.01 if i == 6 else 0.5 + 0.1 * epoch)
     study = fb.search("tiny", trials=7, objectives=("top1",), pruner="median", **{**PROXY, "epochs": 3})
     assert len(calls) == 7
     trained = [t for t in study.trials if t.user_attrs["run_dir"] and t.user_attrs["duplicate_of"] is None]
     t = trained[6]
     assert t.state == TrialState.PRUNED and t.user_attrs["status"] == "pruned"
-    assert t.user_attrs["epochs_done"] == 1 and t.intermediate_values == {1: pytest.approx(1.0)}
+    assert t.user_attrs["epochs_done"] == 2 and t.intermediate_values == {1: pytest.approx(1.0), 2: pytest.approx(1.0)}
     assert all(x.state == TrialState.COMPLETE for x in trained[:6])
     assert study.trials[0].intermediate_values == {1: pytest.approx(60.0), 2: pytest.approx(70.0), 3: pytest.approx(80.0)}
     assert study_mod.counts(study)["pruned"] == 1 and study_mod.counts(study)["trained"] == 7

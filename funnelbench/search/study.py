@@ -184,10 +184,14 @@ def make_sampler(name: str, seed: int, n_objectives: int):
 
 
 def make_pruner(name: str, epochs: int):
+    """Steps are epochs (1, 2, ...). No trial is judged on its first epoch: it is the default
+    learning-rate warm-up, and at its end every proxy is near chance (a pruner would be reading
+    noise)."""
+    first = min(2, max(1, epochs))
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0, interval_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=first, interval_steps=1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=max(first, epochs), reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
