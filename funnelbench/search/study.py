@@ -31,7 +31,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -620,9 +620,12 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
     unknown = sorted(set(train_options) - known)
     if unknown:
         raise UsageError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    TrainConfig(layout=str(space.stats().cheapest_macs[0]), **train_options)  # checks the values now, not in a trial
-    proxy = {**{k: v for k, v in train_options.items() if v is not None}, "width_scale": float(width_scale)}
-    proxy.setdefault("epochs", TrainConfig.epochs)
+    # Every training option, defaults included (so the CLI and the API store the same settings),
+    # checked now rather than in the first trial.
+    config = TrainConfig(layout=str(space.stats().cheapest_macs[0]),
+                         **{k: v for k, v in train_options.items() if v is not None})
+    proxy = {k: v for k, v in asdict(config).items() if k not in ("layout", "finetune_from")}
+    proxy["width_scale"] = float(width_scale)
     extra = []
     for b in baselines:
         text = str(resolve(b))
