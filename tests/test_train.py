@@ -38,7 +38,8 @@ def numbers(history):
 
 def read_history(out):
     with open(out / "history.csv") as f:
-        return [{k: (None if v == "" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: (v if k == "status" else None if v == "" else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def weights(out):
@@ -103,13 +104,13 @@ def test_same_seed_same_metrics_and_weights(tmp_path):
 
 
 def test_resume_after_a_kill_gives_the_straight_run(tmp_path):
-    """Kill -9 a CLI-equivalent run after epoch 1's checkpoint, resume it, compare with a run
+    """Kill -9 a CLI-equivalent run after epoch 1's checkpoint (in epoch 2's callback), resume it, compare with a run
     that was never interrupted: same metrics, same weights."""
     killed = tmp_path / "killed"
     script = textwrap.dedent(f"""
         import time, funnelbench as fb
         fb.train("test-funnel", out={str(killed)!r}, epochs=3, **{TINY!r},
-                 callback=lambda m: time.sleep(600) if m["epoch"] == 1 else None)
+                 callback=lambda m: time.sleep(600) if m["epoch"] == 2 else None)
     """)
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
