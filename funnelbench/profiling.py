@@ -39,6 +39,7 @@ from .measure import (InferStep, autocast, OpRecorder, TrainStep, attention_kern
                       is_oom, make_optimizer, peak_memory, smaller_batch, time_steps)
 from .memory import UnmodelledLayout, estimate_memory
 from .presets import resolve
+from .rng import keeps_global_state
 
 OPTIMIZERS = ("adamw", "sgd")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -102,11 +103,15 @@ COLUMNS = [
     "device", "dtype", "torch_version", "cuda_version", "tf32", "threads", "load_1m",
     "error",
 ]
+# Devices whose process warm-up has run (see _warm_up_process).
+_WARMED: set[str] = set()
+
 # The columns that identify a measurement (a resumed run skips records that match them).
 RESUME_KEY = ("layout", "requested_batch_size", "device", "dtype", "compile", "optimizer", "warmup", "repeats",
               "metrics", "num_classes")
 
 
+@keeps_global_state  # _measure seeds the global generators: the caller's come back
 def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "auto", dtype: str = "fp32",
             batch_size: int = 8, image_size: int | None = None, warmup: int = 2, repeats: int = 5,
             train: bool = True, infer: bool = True, memory: bool = True, counters: bool = False,
@@ -139,7 +144,6 @@ def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "a
     env["threads"] = torch.get_num_threads() if dev.type == "cpu" else None
 
     done = _load_resume(resume) if resume else {}  # also creates the file: an unwritable path fails now
-    warmed = False
     records = []
     for i, (name, layout) in enumerate(jobs):
         if progress:
@@ -151,9 +155,9 @@ def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "a
         if record is not None:  # named as this run names it (presets may share a layout: vit-b16, deit-b)
             record = {**record, "name": name}
         else:
-            if not warmed:
+            if str(dev) not in _WARMED:  # once per process, not per call (a search profiles per trial)
                 _warm_up_process(layout, settings, dev)
-                warmed = True
+                _WARMED.add(str(dev))
             record = measure_layout(layout, settings, dev, env, name=name)
             if resume:
                 _append_jsonl(resume, record)

@@ -7,6 +7,7 @@ after the call as before it."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 
 import numpy as np
@@ -58,4 +59,15 @@ def kept_global_state():
         saved.restore()
 
 
-__all__ = ["rng_states", "set_rng_states", "GlobalState", "kept_global_state"]
+def keeps_global_state(fn):
+    """Decorator: ``fn`` runs under :func:`kept_global_state`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with kept_global_state():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+__all__ = ["rng_states", "set_rng_states", "GlobalState", "kept_global_state", "keeps_global_state"]

@@ -35,7 +35,6 @@ prints, checkpoints and writes records; its decision is broadcast to every rank.
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import tempfile
@@ -378,7 +377,8 @@ class RunFolder:
         self._mkdir()
         fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", suffix=".tmp", dir=self.path)
         try:
-            with os.fdopen(fd, "wb") as f:
+            os.close(fd)
+            with open(tmp, "wb") as f:
                 torch.save(state, f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -616,7 +616,8 @@ class Trainer:
     def _release(self) -> None:
         self.model = self.ddp = self.optimizer = self.scheduler = self.scaler = None
         self.train_loader = self.val_loader = self.mixer = self.criterion = None
-        gc.collect()
+        # Reference counting frees them here (the trainer holds no cycles; a test checks it): no
+        # gc.collect(), which costs ~0.3 s per run in a process that imported torch and pandas.
         if getattr(self, "device", None) is not None and self.device.type == "cuda":
             torch.cuda.empty_cache()
 

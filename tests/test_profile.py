@@ -117,6 +117,7 @@ def test_the_first_measured_layout_is_run_once_untimed_first(monkeypatch, tmp_pa
         return real(layout, settings, device, batch)
 
     monkeypatch.setattr(profiling, "_measure", spy)
+    monkeypatch.setattr(profiling, "_WARMED", set())  # a fresh process
     run_file = tmp_path / "run.jsonl"
     fb.profile(["test-vit", "test-funnel"], resume=run_file, **FAST)
     vit, funnel = str(fb.resolve("test-vit")), str(fb.resolve("test-funnel"))
