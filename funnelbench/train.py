@@ -98,7 +98,7 @@ class TrainConfig:
     is checked here, so a bad value fails before anything is loaded or written."""
 
     layout: str  # the target layout (full size); the proxy that trains is proxy_layout(...)
-    data: str | None = _opt(None, _DATA, "ImageFolder tree (train/CLASS/*, val/CLASS/*), CIFAR-10/100 python folder, or "
+    data: str | None = _opt(None, _DATA, "ImageFolder tree (`train/<class>/*`, `val/<class>/*`), CIFAR-10/100 python folder, or "
                                         "'builtin': the built-in synthetic dataset (the default; it says nothing about ImageNet).")
     classes: int | None = _opt(None, _DATA, "Keep K classes, chosen with --subset-seed (an ImageNet-100-style subset).")
     train_per_class: int | None = _opt(None, _DATA, "Training images per class (chosen with --subset-seed). Built-in data: 1000.")

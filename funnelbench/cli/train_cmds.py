@@ -27,7 +27,7 @@ from ._common import command, console, fail, print_json
 _RUN = "Run"
 _RUN_OPTIONS = [
     ("out", Path | None, typer.Option(None, "--out", help="Folder for checkpoint.pt, history.csv and record.json. "
-                                      "Default: runs/<command>-<hash of the options>.", rich_help_panel=_RUN)),
+                                      "Default: `runs/<command>-<hash of the options>`.", rich_help_panel=_RUN)),
     ("resume", bool, typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint "
                                   "(same results as an uninterrupted run).", rich_help_panel=_RUN)),
     ("overwrite", bool, typer.Option(False, "--overwrite", help="Start again in an --out that holds a run.",
