@@ -27,10 +27,11 @@ epoch callback (returns :data:`CONTINUE`, :data:`PRUNE` or :data:`STOP`).
 
 Many processes: under ``torchrun --nproc_per_node N`` the model is wrapped in
 ``DistributedDataParallel`` (NCCL on CUDA, gloo on CPU); ``batch_size`` is the global batch,
-each rank takes a consecutive slice of every global batch (:class:`ShardedBatchSampler`), so N
-processes take the same steps as one (exceptions: MixUp / CutMix pair images within a rank's
-slice, and a PS-ViT stem's BatchNorm sees a rank's slice). Only rank 0 calls the callback,
-prints, checkpoints and writes records; its decision is broadcast to every rank.
+each rank takes a consecutive slice of every global batch (:class:`ShardedBatchSampler`), and
+MixUp / CutMix mix the gathered global batch, so N processes take the same steps as one. The
+exception: a PS-ViT stem's BatchNorm is synchronised over the ranks on CUDA (SyncBatchNorm) but
+sees only a rank's slice on CPU. Only rank 0 calls the callback, prints, checkpoints and writes
+records; its decision is broadcast to every rank.
 """
 
 from __future__ import annotations
@@ -567,6 +568,10 @@ class Trainer:
             r = self.init_report
             self.init_fields = dict(init_loaded=len(r.loaded), init_resized=",".join(r.resized),
                                     init_new=",".join(r.new), init_skipped=",".join(r.skipped))
+        if self.world > 1 and self.device.type == "cuda":
+            # BatchNorm (PS-ViT's stem) over the global batch; SyncBatchNorm needs a GPU, so gloo
+            # ranks on CPU keep per-rank statistics.
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = self.ddp = model.to(self.device)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -659,9 +664,7 @@ class Trainer:
             x = normalize(x.to(device, non_blocking=True))
             y = y.to(device, non_blocking=True)
             if self.mixer is not None:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(int(sample_seeds(c.seed, epoch, np.array([step]))[0] >> np.uint64(1)) + self.rank)
-                    x, y = self.mixer(x, y)
+                x, y = self._mix(x, y, epoch, step)
             with autocast:
                 loss = self.criterion(self.ddp(x), y)
             self.optimizer.zero_grad(set_to_none=True)
@@ -693,6 +696,22 @@ class Trainer:
         totals = self._all_sum(torch.stack([loss_sum, torch.tensor(float(images), device=device)]))
         return {"train_loss": float(totals[0]) / (steps * self.world), "lr": self.optimizer.param_groups[0]["lr"],
                 "train_img_per_s": float(totals[1]) / seconds, "epoch_s": seconds}
+
+    def _mix(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """MixUp / CutMix over the global batch with a seed of (seed, epoch, step) alone: every
+        rank gathers the batch, mixes it as one process would, and keeps its own slice."""
+        if self.world > 1:
+            xs, ys = [torch.empty_like(x) for _ in range(self.world)], [torch.empty_like(y) for _ in range(self.world)]
+            dist.all_gather(xs, x)
+            dist.all_gather(ys, y)
+            x, y = torch.cat(xs), torch.cat(ys)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(sample_seeds(self.config.seed, epoch, np.array([step]))[0] >> np.uint64(1)))
+            x, y = self.mixer(x, y)
+        if self.world > 1:
+            n = x.shape[0] // self.world
+            x, y = x[self.rank * n:(self.rank + 1) * n], y[self.rank * n:(self.rank + 1) * n]
+        return x, y
 
     def _raise_if_diverged(self, first_bad: torch.Tensor, bad_values: torch.Tensor, epoch: int) -> None:
         """Read the on-device flag (a host sync); agreed over the ranks (the earliest bad step),

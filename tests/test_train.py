@@ -250,10 +250,12 @@ def test_proxy_resolution_from_the_command_line(tmp_path):
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
-    """torchrun with 2 CPU processes (gloo), the per-rank batch halved: the same steps as one
-    process, so the same metrics up to floating-point summation order; rank 0 alone logs and
+    """torchrun with 2 CPU processes (gloo), the per-rank batch halved, MixUp and CutMix on (they
+    mix the gathered global batch): the same steps as one process, so the same metrics up to
+    floating-point summation order; rank 0 alone logs and
     prints its record (--json: stdout is one JSON document)."""
-    args = ["train", "test-vit", "--epochs", "2", "--device", "cpu", "--json", *TINY_FLAGS]
+    args = ["train", "test-vit", "--epochs", "2", "--device", "cpu", "--json", "--mixup", "0.8", "--cutmix", "1.0",
+            *TINY_FLAGS]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "funnelbench", *args, "--out", str(tmp_path / "ddp")],
@@ -261,7 +263,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     assert ddp.stderr.count("epoch   1/2") == 1 and ddp.stderr.count("epoch   2/2") == 1
     printed = json.loads(ddp.stdout)  # one JSON document: rank 0's record alone
-    single = fb.train("test-vit", out=tmp_path / "one", epochs=2, device="cpu", **TINY)
+    single = fb.train("test-vit", out=tmp_path / "one", epochs=2, device="cpu", mixup=0.8, cutmix=1.0, **TINY)
     record = json.loads((tmp_path / "ddp" / "record.json").read_text())[0]
     assert printed["train_img_per_s"] == record["train_img_per_s"]
     assert record["world_size"] == 2 and single["world_size"] == 1
