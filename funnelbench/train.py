@@ -452,6 +452,9 @@ class Trainer:
         self.train_loader = self.val_loader = self.mixer = None
         self.history: list[dict] = []
         self.epoch = 0  # epochs completed
+        # Called in order with each finished epoch's row (metrics and status), after the
+        # callback's decision; append your own to watch a run.
+        self.epoch_hooks: list[Callable[[dict], None]] = [self._append_history, self._checkpoint, self._log_epoch]
         try:
             if c.threads:
                 torch.set_num_threads(c.threads)
@@ -824,12 +827,19 @@ class Trainer:
         return {"epoch": epoch + 1, **{name: metrics[name] for name in EPOCH_METRICS}}
 
     def _end_epoch(self, row: dict, status: str) -> None:
-        """The epoch callbacks of the run itself: history, checkpoint (by policy), console."""
-        self.history.append({**row, "status": status})
-        if self.config.checkpoint == "every-epoch" or (status != "running" and self.config.checkpoint == "last"):
+        """Run the epoch hooks on the finished epoch's row (with its ``status``)."""
+        row = {**row, "status": status}
+        for hook in self.epoch_hooks:
+            hook(row)
+
+    def _append_history(self, row: dict) -> None:
+        self.history.append(row)
+
+    def _checkpoint(self, row: dict) -> None:
+        policy = self.config.checkpoint
+        if policy == "every-epoch" or (policy == "last" and row["status"] != "running"):
             self.run.save_checkpoint(self._state())
         self.run.save_history(self.history)
-        self._log_epoch(row)
 
     def _decide(self, row: dict) -> str:
         """Rank 0 asks the callback; every rank gets its decision (one broadcast), so no rank

@@ -2,6 +2,7 @@
 the recipe's schedule, error paths, the CLI, and DDP with two gloo processes."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -178,6 +179,32 @@ def test_nan_loss_stops_with_a_record(tmp_path):
     assert err.startswith("error: the loss became nan") and "\n" not in err and "record.json" in err
 
 
+def test_the_first_bad_step_is_named_without_a_read_per_step(tmp_path, monkeypatch):
+    """The loss turns NaN at step 2 of 4; the on-device flag is read once, at the epoch's end,
+    and still names step 2."""
+    reads = []
+    real_read = Trainer._raise_if_diverged
+
+    def counted(self, *args):
+        reads.append(self.epoch)
+        return real_read(self, *args)
+
+    monkeypatch.setattr(Trainer, "_raise_if_diverged", counted)
+    with Trainer(TrainConfig(layout="test-vit", epochs=1, **TINY), out=tmp_path / "r") as trainer:
+        assert trainer.steps_per_epoch == 4 < trainer.check_every
+        real_loss, calls = trainer.criterion, []
+
+        def nan_at_step_2(logits, y):
+            calls.append(1)
+            loss = real_loss(logits, y)
+            return loss * float("nan") if len(calls) == 2 else loss
+
+        trainer.criterion = nan_at_step_2
+        record = trainer.fit()
+    assert record["status"] == "diverged" and "loss became nan at epoch 1, step 2 " in record["error"]
+    assert len(calls) == 4 and reads == [0]  # every step ran; one read
+
+
 @pytest.mark.parametrize("args, words", [
     (["--data", "/no/such/folder"], ["--data /no/such/folder", "no such file"]),
     (["--image-size", "30"], ["not a multiple of --patch-size 8"]),
@@ -207,6 +234,22 @@ def test_an_existing_run_is_not_overwritten_or_resumed_with_other_options(tmp_pa
 
 
 # ----------------------------------------------------------------------------- the command
+
+
+@pytest.mark.parametrize("command", ["train", "finetune"])
+def test_every_config_field_is_an_option(command):
+    """The options are made from TrainConfig's fields: a new field cannot miss the CLI."""
+    import typer.main
+
+    from funnelbench.train import TrainConfig as Config
+
+    group = typer.main.get_command(app)
+    options = {opt for p in group.commands[command].params if p.param_type_name == "option" for opt in p.opts}
+    for f in dataclasses.fields(Config):
+        if f.name in ("layout", "finetune_from"):  # the commands' own arguments
+            continue
+        assert "--" + f.name.replace("_", "-") in options, f.name
+        assert f.metadata["help"] and f.metadata["panel"] in ("Data", "Recipe", "Augmentation", "Run")
 
 
 def test_train_command_json_and_files(tmp_path):
