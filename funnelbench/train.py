@@ -59,6 +59,7 @@ from .layout import Layout, format_layout, parse_layout
 from .measure import is_oom
 from .models import build_model
 from .presets import resolve
+from .progress import ProgressBar
 from .rng import GlobalState, rng_states, set_rng_states
 from .weights import load_vit_weights
 
@@ -522,7 +523,7 @@ class Trainer:
 
     def _load_data(self, cache_dir) -> ImageData:
         c = self.config
-        progress = _ProgressBar.maybe(self.console)
+        progress = ProgressBar.maybe(self.console)
         if self.world > 1 and self.rank != 0:
             dist.barrier()  # rank 0 builds the cache first
         with warnings.catch_warnings(record=True) as caught:
@@ -643,7 +644,7 @@ class Trainer:
         self._caller.restore()
 
     # -- one epoch
-    def train_epoch(self, epoch: int, progress: "_ProgressBar | None" = None) -> dict:
+    def train_epoch(self, epoch: int, progress: "ProgressBar | None" = None) -> dict:
         """Train one epoch (0-based ``epoch``); returns its train metrics. Raises
         :class:`Diverged` on a NaN or infinite loss (or gradient norm), naming the first such
         step. No step waits for the device: the clipping is tensor-only and the non-finite
@@ -814,7 +815,7 @@ class Trainer:
 
     def _one_epoch(self) -> dict:
         epoch = self.epoch
-        bar = _ProgressBar.maybe(self.console)
+        bar = ProgressBar.maybe(self.console)
         try:
             if bar:
                 bar.start(f"epoch {epoch + 1}/{self.config.epochs}", self.steps_per_epoch)
@@ -981,40 +982,6 @@ class Trainer:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class _ProgressBar:
-    """A rich progress bar for epochs and cache building (rank 0, on a terminal)."""
-
-    @classmethod
-    def maybe(cls, console) -> "_ProgressBar | None":
-        return cls(console) if console is not None and console.is_terminal else None
-
-    def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                                 console=console, transient=True)
-        self.task = None
-        self.steps = 0
-
-    def start(self, description: str, total: int) -> None:
-        self.progress.start()
-        self.task = self.progress.add_task(description, total=total, info="")
-
-    def advance(self, loss: torch.Tensor) -> None:
-        self.steps += 1
-        info = f"loss {loss.item():.4f}" if self.steps % 10 == 1 else None
-        self.progress.update(self.task, advance=1, **({"info": info} if info else {}))
-
-    def update(self, description: str, done: int, total: int) -> None:
-        if self.task is None:
-            self.start(description, total)
-        self.progress.update(self.task, description=description, completed=done, total=total)
-
-    def close(self) -> None:
-        self.progress.stop()
 
 
 # ----------------------------------------------------------------------------- fine-tuning

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import UsageError
 from ..io import check_export_path, export_records
+from ..progress import ProgressBar
 from ..units import parse_bytes
 from ..tables import MACS_NOTE, MEMORY_NOTE, TIMING_NOTE, human, profile_table, reproduce_table
 from ._common import command, console, make_table, print_json
@@ -52,17 +52,10 @@ def _export(path: str | None, full: list[dict], compact: list[dict], title: str)
         log.print(f"[dim]wrote {path}[/dim]")
 
 
-def _progress():
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=log, transient=True, disable=not log.is_terminal)
-
-
-def _progress_callback(bar: Progress):
-    task = bar.add_task("profiling", total=None)
-
+def _progress_callback(bar: ProgressBar):
     def update(done: int, total: int, label: str) -> None:
-        bar.update(task, completed=done, total=total, description=f"profiling {label}")
-        if not log.is_terminal and label != "done":  # no bar in pipes and files: one line per layout
+        bar.update(f"profiling {label}", done, total)
+        if not bar.active and label != "done":  # no bar in pipes and files: one line per layout
             log.print(f"[{done + 1}/{total}] {label}", highlight=False)
 
     return update
@@ -155,7 +148,7 @@ def profile_cmd(
 
     if export:
         check_export_path(export)
-    with _progress() as bar:
+    with ProgressBar(log) as bar:
         records = profile(layouts, baseline=baseline, device=device, dtype=dtype, batch_size=batch_size,
                           image_size=image_size, warmup=warmup, repeats=repeats, train=train, infer=infer,
                           memory=memory, counters=counters, compile=compile_mode, optimizer=optimizer,
@@ -202,7 +195,7 @@ def reproduce_cmd(
         raise UsageError(f"--tables {tables!r}: give table numbers separated by commas, e.g. 2,4")
     if export:
         check_export_path(export)
-    with _progress() as bar:
+    with ProgressBar(log) as bar:
         rows = reproduce(paper, [int(t) for t in tables.split(",")], device=device, dtype=dtype, batch_size=batch_size,
                          warmup=warmup, repeats=repeats, infer=infer, resume=resume,
                          progress=_progress_callback(bar))
