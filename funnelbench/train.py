@@ -377,6 +377,8 @@ class RunFolder:
         if self.rank != 0:
             return
         self._mkdir()
+        for stale in self.path.glob(f".{CHECKPOINT}.*.tmp"):  # left by a save that was killed
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", suffix=".tmp", dir=self.path)
         try:
             os.close(fd)

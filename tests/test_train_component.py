@@ -170,6 +170,8 @@ def test_the_checkpoint_is_saved_straight_into_a_temporary_file(tmp_path, data, 
         return real(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", spy)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # from a killed save
     fb.train("test-vit", data=data, out=tmp_path / "r", epochs=1, **TINY)
     assert len(targets) == 1 and not isinstance(targets[0], io.BytesIO)
     name = os.path.basename(targets[0].name)
