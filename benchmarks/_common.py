@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from funnelbench.env import device_name
-from funnelbench.io import atomic_write, export_records
+from funnelbench.exports import atomic_write, export_records
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 

@@ -31,7 +31,7 @@ import torch
 
 import funnelbench as fb
 from funnelbench.env import environment
-from funnelbench.io import atomic_write, export_records
+from funnelbench.exports import atomic_write, export_records
 from funnelbench.measure import TrainStep, make_optimizer
 from funnelbench.train import TrainConfig, Trainer, proxy_layout
 

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from filelock import FileLock, Timeout
 
 from .errors import UsageError
-from .io import atomic_write
+from .exports import atomic_write
 
 BUILTIN = "synthetic-arrangement"
 BUILTIN_ALIASES = ("builtin", BUILTIN)

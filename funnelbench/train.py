@@ -43,7 +43,7 @@ from .cost import count
 from .data import Augment, ImageData, ShardedBatchSampler, load_data, make_loader, normalize, sample_seeds
 from .env import environment, resolve_device, resolve_dtype
 from .errors import FunnelbenchError, UsageError
-from .io import atomic_write, export_records
+from .exports import atomic_write, export_records
 from .layout import Layout
 from .models import build_model
 from .presets import resolve

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import UsageError
-from ..io import check_export_path, export_records
+from ..exports import check_export_path, export_records
 from ..units import parse_bytes
 from ..tables import MACS_NOTE, MEMORY_NOTE, TIMING_NOTE, human, profile_table, reproduce_table
 from ._common import command, console, make_table, print_json
