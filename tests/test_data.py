@@ -193,6 +193,35 @@ def test_two_processes_building_the_same_entry_get_what_one_process_builds(tmp_p
     assert not [p for p in cache.iterdir() if ".partial" in p.name or ".trash" in p.name]
 
 
+def test_a_killed_build_leaves_no_lock_and_resumes(tmp_path, monkeypatch):
+    """A process killed (SIGKILL) while it builds: the operating system drops its lock, and the
+    next build reads only the images it had not written."""
+    child = ("import time\nimport funnelbench as fb\nfrom funnelbench import data as D\n"
+             "real = D._Builtin.read\n"
+             "def slow(self, *args):\n"
+             "    for chunk in real(self, *args):\n"
+             "        yield chunk\n"
+             "        time.sleep(60)\n"
+             "D._Builtin.read = slow\n"
+             "fb.load_data(image_size=16, train_per_class=40, val_per_class=2)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(fb.__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", child], env=env)
+    cache = Path(os.environ[D.CACHE_ENV])
+    deadline = time.time() + 120
+    while not any(json.loads(p.read_text() or "{}").get("done") == D.CHUNK for p in cache.glob(".*.partial/partial.json")):
+        assert proc.poll() is None and time.time() < deadline, "the builder never wrote its first chunk"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    real_read, starts = D._Builtin.read, []
+    monkeypatch.setattr(D._Builtin, "read", lambda self, split, items, *a: starts.append(len(items)) or real_read(
+        self, split, items, *a))
+    resumed = fb.load_data(image_size=16, train_per_class=40, val_per_class=2)
+    assert starts == [320 - D.CHUNK, 16]  # train: the rest only; val: all of it
+    fresh = fb.load_data(image_size=16, train_per_class=40, val_per_class=2, cache_dir=tmp_path / "fresh")
+    assert np.array_equal(resumed.train.images, fresh.train.images)
+
+
 # ----------------------------------------------------------------------------- ImageFolder
 
 
