@@ -33,7 +33,7 @@ import torch
 from .cost import count
 from .env import environment, resolve_device, resolve_dtype
 from .errors import UsageError
-from .io import atomic_write
+from .exports import atomic_write
 from .layout import Layout
 from .measure import (InferStep, autocast, OpRecorder, TrainStep, attention_kernel, free_memory, is_fused_kernel,
                       is_oom, make_optimizer, peak_memory, smaller_batch, time_steps)

@@ -54,7 +54,7 @@ from .cost import count
 from .data import Augment, ImageData, ShardedBatchSampler, load_data, make_loader, normalize, sample_seeds
 from .env import environment, resolve_device, resolve_dtype
 from .errors import FunnelbenchError, UsageError
-from .io import export_records
+from .exports import export_records
 from .layout import Layout, format_layout, parse_layout
 from .measure import is_oom
 from .models import build_model

@@ -10,7 +10,7 @@ import torch
 import funnelbench as fb
 import funnelbench.profiling as profiling
 from funnelbench.errors import LayoutError, UsageError
-from funnelbench.io import export_records
+from funnelbench.exports import export_records
 from funnelbench.profiling import COLUMNS, add_baseline_ratios
 
 FAST = dict(batch_size=2, warmup=0, repeats=2)

@@ -49,6 +49,35 @@ def test_profile_json_matches_the_library_and_exports(tmp_path):
     assert frame["train_peak_mem_bytes"].tolist() == [record["train_peak_mem_bytes"]]
 
 
+def test_profile_compile_times_the_compiled_model(monkeypatch):
+    """``--compile MODE``: the mode reaches torch.compile, the compiled module is the one timed
+    (dynamo captures its graphs), and the record says so and says why peak memory is not
+    measured on CPU. Inductor's code generation takes a minute for even the smallest model on a
+    busy 2-core machine, so the compiler runs with the aot_eager backend here (dynamo and AOT
+    autograd, no code generation); `funnelbench profile test-vit --compile default` runs the real
+    one."""
+    import torch._dynamo
+
+    modes, real_compile = [], torch.compile
+
+    def compile_without_codegen(model, mode=None, **kwargs):
+        modes.append(mode)
+        return real_compile(model, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", compile_without_codegen)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    result = run("profile", "test-vit", *FAST, "--compile", "max-autotune", "--json")
+    assert result.exit_code == 0, result.output
+    [record] = json.loads(result.stdout)
+    assert modes and set(modes) == {"max-autotune"} and record["compile"] == "max-autotune"  # (and its warm-up)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # forward (inference) and training
+    assert record["train_img_per_s"] > 0 and record["infer_img_per_s"] > 0
+    assert record["train_peak_mem_bytes"] is None and record["infer_peak_mem_bytes"] is None
+    assert record["mem_method"] == "not measured: compiled code on CPU bypasses the tracker"
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("suffix", [".md", ".tex"])
 def test_markdown_and_latex_exports_hold_the_table(tmp_path, suffix):
     path = tmp_path / f"t{suffix}"

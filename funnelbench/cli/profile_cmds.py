@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from ..errors import UsageError
-from ..io import check_export_path, export_records
+from ..exports import check_export_path, export_records
 from ..progress import ProgressBar
 from ..units import parse_bytes
 from ..tables import MACS_NOTE, MEMORY_NOTE, TIMING_NOTE, human, profile_table, reproduce_table
