@@ -101,8 +101,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .cost import count, layer_params, t2t_layer_params, t2t_sides
-from .errors import UsageError
-from .layout import Layout, Stage, ps_feature_size, unfold_length
+from .errors import LayoutError, UsageError
+from .layout import Layout, Stage, ps_feature_size, unfold_length, validate_layout
 
 F32 = 4
 LABEL = 8  # int64 class labels
@@ -145,6 +145,8 @@ def unmodelled_parts(layout: Layout) -> list[str]:
     known = {"embed", "sampling", "head"} | {f"stage{i + 1}" for i in range(len(layout.stages))}
     try:
         names = [p.name for p in count(layout).parts]
+    except LayoutError:  # not a valid layout at all: estimate_memory's validate_layout says why
+        names = []
     except Exception:  # noqa: BLE001 - a layout the counter cannot handle is unmodelled too
         names = ["(the analytic count failed)"]
     problems += [f"part {name!r}" for name in names if name not in known]
@@ -163,8 +165,12 @@ def _differs_from_default(obj, f: dataclasses.Field) -> bool:
 def check_modelled(layout: Layout) -> None:
     problems = unmodelled_parts(layout)
     if problems:
+        try:
+            text = str(layout)
+        except Exception:  # noqa: BLE001 - a part format_layout does not know either
+            text = repr(layout)
         raise UnmodelledLayout(
-            f"the memory estimate does not model {', '.join(problems)} in layout {str(layout)!r}; it models "
+            f"the memory estimate does not model {', '.join(problems)} in layout {text!r}; it models "
             "patch stems, Tokens-to-Token stems (t2t, t2t_t) and progressive-sampling stems (ps) (those in fp32), "
             "class-token and average heads, learned/sincos/no position embeddings, 1D and 2D "
             "mean/max token pooling (also with a window), pool-query-only attention, new position embeddings "
@@ -855,7 +861,8 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
         raise UsageError(f"unknown attention kernel class {attention!r}; use fused or math")
     if optimizer not in ("adamw", "sgd"):
         raise UsageError(f"unknown optimizer {optimizer!r}; use adamw or sgd")
-    check_modelled(layout)
+    check_modelled(layout)  # first: a part the estimate does not know is named as such
+    validate_layout(layout)
     if layout.stem.kind != "patch" and dtype != "fp32":
         # The Transformer T2T layers' saved tensors are modelled under autocast too, but not
         # which of their mixed-dtype gradients coexist in the backward pass (the measured peak

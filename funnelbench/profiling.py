@@ -34,7 +34,7 @@ from .cost import count
 from .env import environment, resolve_device, resolve_dtype
 from .errors import UsageError
 from .io import atomic_write
-from .layout import Layout
+from .layout import Layout, validate_layout
 from .measure import (InferStep, autocast, OpRecorder, TrainStep, attention_kernel, free_memory, is_fused_kernel,
                       is_oom, make_optimizer, peak_memory, smaller_batch, time_steps)
 from .memory import UnmodelledLayout, estimate_memory
@@ -126,12 +126,12 @@ def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "a
     dev = settings.validate()
     if isinstance(layouts, (str, Layout)):
         layouts = [layouts]
-    jobs = [(_name(x), _at_size(resolve(x), image_size)) for x in layouts]
+    jobs = [(_name(x), _at_size(validate_layout(resolve(x)), image_size)) for x in layouts]
     if not jobs:
         raise UsageError("no layouts to profile; give at least one layout or preset name")
     base_key = None
     if baseline is not None:
-        base_layout = _at_size(resolve(baseline), image_size)
+        base_layout = _at_size(validate_layout(resolve(baseline)), image_size)
         base_key = str(base_layout)
         if all(str(layout) != base_key for _, layout in jobs):
             jobs.insert(0, (_name(baseline), base_layout))
