@@ -97,7 +97,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from .errors import LayoutError
+from .errors import LayoutError, UsageError
 
 DEFAULT_HIDDEN = 768
 DEFAULT_MLP_RATIO = 4
@@ -422,12 +422,22 @@ def layout_problem(layout) -> LayoutProblem | None:
     return None
 
 
-def _int_problem(value, what: str, minimum: int = 1) -> str | None:
+def _int_problem(value, what: str, minimum: int = 1, maximum: int = MAX_INT) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool):
         return f"{what} must be an int, got {value!r}"
-    if not minimum <= value <= MAX_INT:
-        return f"{what} must be from {minimum} to {MAX_INT}, got {value}"
+    if not minimum <= value <= maximum:
+        return f"{what} must be from {minimum} to {maximum}, got {value}"
     return None
+
+
+def check_int(value, what: str, minimum: int = 1, maximum: int = MAX_INT) -> int:
+    """``value`` if it is an int from ``minimum`` to ``maximum``, else :class:`UsageError`
+    naming ``what``: the library's check of counts such as a batch size or a number of
+    classes (larger than a million is a typo, as in a layout)."""
+    problem = _int_problem(value, what, minimum, maximum)
+    if problem:
+        raise UsageError(problem)
+    return value
 
 
 def _model_problem(stem: Stem, image: int, patch: int, head: str, pos: str) -> LayoutProblem | None:

@@ -102,10 +102,11 @@ from dataclasses import dataclass, field
 
 from .cost import count, layer_params, t2t_layer_params, t2t_sides
 from .errors import LayoutError, UsageError
-from .layout import Layout, Stage, ps_feature_size, unfold_length, validate_layout
+from .layout import Layout, Stage, check_int, ps_feature_size, unfold_length, validate_layout
 
 F32 = 4
 LABEL = 8  # int64 class labels
+MAX_BUDGET_BYTES = 2 ** 50  # 1 PiB: a larger device memory is a typo
 
 
 class UnmodelledLayout(UsageError):
@@ -850,8 +851,8 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
     from .presets import resolve
 
     layout: Layout = resolve(x)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
+    check_int(batch_size, "batch size")
+    check_int(num_classes, "num_classes")
     if dtype not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
     device = "cuda" if str(device).startswith("cuda") else str(device)
@@ -997,7 +998,11 @@ def _adamw_cpu_scratch(sizes: list[int]) -> int:
 
 
 def max_batch_size(x, budget_bytes: int, *, limit: int = 1 << 16, **kwargs) -> int:
-    """The largest batch whose estimated training peak fits in ``budget_bytes`` (0 if none)."""
+    """The largest batch whose estimated training peak fits in ``budget_bytes`` (0 if none;
+    ``limit`` if that fits)."""
+    if not isinstance(budget_bytes, int) or isinstance(budget_bytes, bool) or not 0 < budget_bytes <= MAX_BUDGET_BYTES:
+        raise UsageError(f"a memory budget is a whole number of bytes from 1 to 1 PiB (2**50), got {budget_bytes!r}")
+    check_int(limit, "batch size limit")
     lo, hi = 0, 1
     while hi <= limit and estimate_memory(x, hi, **kwargs).train_peak_bytes <= budget_bytes:
         lo, hi = hi, hi * 2

@@ -34,7 +34,7 @@ from .cost import count
 from .env import environment, resolve_device, resolve_dtype
 from .errors import UsageError
 from .io import atomic_write
-from .layout import Layout, validate_layout
+from .layout import Layout, check_int, validate_layout
 from .measure import (InferStep, autocast, OpRecorder, TrainStep, attention_kernel, free_memory, is_fused_kernel,
                       is_oom, make_optimizer, peak_memory, smaller_batch, time_steps)
 from .memory import UnmodelledLayout, estimate_memory
@@ -63,18 +63,14 @@ class Settings:
     oom_retry: bool = True
 
     def validate(self) -> torch.device:
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise UsageError(f"batch size must be a positive integer, got {self.batch_size!r}")
-        if self.repeats < 1:
-            raise UsageError(f"repeats must be at least 1, got {self.repeats}")
-        if self.warmup < 0:
-            raise UsageError(f"warm-up steps cannot be negative, got {self.warmup}")
+        check_int(self.batch_size, "batch size")
+        check_int(self.repeats, "repeats")
+        check_int(self.warmup, "warm-up steps", minimum=0)
+        check_int(self.num_classes, "num_classes")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
         if self.compile is not None and self.compile not in COMPILE_MODES:
             raise UsageError(f"unknown compile mode {self.compile!r}; use {', '.join(COMPILE_MODES)}")
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise UsageError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         if not (self.train or self.infer or self.counters):
             raise UsageError("nothing to measure: enable training, inference or the counters")
         resolve_dtype(self.dtype)
@@ -182,8 +178,7 @@ def _name(x) -> str:
 def _at_size(layout: Layout, image_size: int | None) -> Layout:
     if image_size is None or image_size == layout.image_size:
         return layout
-    if not isinstance(image_size, int) or image_size < 1:
-        raise UsageError(f"image size must be a positive integer, got {image_size!r}")
+    check_int(image_size, "image size")
     return layout.at_image_size(image_size)
 
 

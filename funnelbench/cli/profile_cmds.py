@@ -244,7 +244,7 @@ def memory_cmd(
     from ..memory import UnmodelledLayout, estimate_memory, max_batch_size
     from ..presets import resolve
 
-    budget_bytes = parse_bytes(budget, "--budget") if budget else None
+    budget_bytes = parse_bytes(budget, "--budget") if budget is not None else None
     kw = dict(dtype=dtype, device=device, attention=attention, optimizer=optimizer, num_classes=num_classes)
     rows, refused = [], []
     for name in layouts:
