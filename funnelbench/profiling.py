@@ -9,8 +9,10 @@ fastest and slowest repeat), the measured peak memory of a training step and of 
 (what it includes: :mod:`funnelbench.measure`), the analytic estimate next to it
 (:mod:`funnelbench.memory`), the attention kernel that ran, and the environment. With a
 baseline, every record also has its ratios to the baseline measured in the same run:
-``train_speedup_x``, ``infer_speedup_x``, ``mem_saved_pct``, ``infer_mem_saved_pct``,
-``macs_saved_pct`` and ``macs_ratio_x`` (the speed-up the MACs alone predict).
+``train_speedup_x``, ``infer_speedup_x`` (images/s over the baseline's), ``mem_saved_pct``,
+``infer_mem_saved_pct``, ``macs_saved_pct`` and ``macs_ratio_x`` (the speed-up the MACs alone
+predict); memory is compared only between records measured at the same batch
+(``ratio_note`` says when an out-of-memory retry left them at different ones).
 
 A measurement that fails becomes an ``error`` field, not an exception; out of memory is
 retried with a smaller batch (``batch_size`` is the batch used, ``requested_batch_size`` the
@@ -92,7 +94,7 @@ COLUMNS = [
     "mem_method", "cuda_reserved_peak_bytes",
     "fvcore_macs", "fvcore_skipped", "torch_macs", "torch_skipped",
     "baseline", "train_speedup_x", "infer_speedup_x", "mem_saved_pct", "infer_mem_saved_pct",
-    "mem_est_saved_pct", "macs_saved_pct", "macs_ratio_x",
+    "mem_est_saved_pct", "macs_saved_pct", "macs_ratio_x", "ratio_note",
     "attention_kernel", "compile", "optimizer", "warmup", "repeats", "train_steps_per_repeat",
     "infer_steps_per_repeat", "metrics",
     "device", "dtype", "torch_version", "cuda_version", "tf32", "threads", "load_1m",
@@ -335,7 +337,12 @@ def _estimate(layout: Layout, settings: Settings, device: torch.device, record: 
 
 def add_baseline_ratios(records: list[dict], baseline: str) -> list[dict]:
     """Fill the ratio columns of every record against the record whose layout is ``baseline``
-    (canonical string); None where either side was not measured."""
+    (canonical string); None where either side was not measured.
+
+    Speed-ups compare images/s (at the same batch that is the ratio of steps/s too), so they
+    stay fair when an out-of-memory retry left a record and the baseline at different batches;
+    the memory ratios would compare peaks of different batches, so they are left empty then,
+    and ``ratio_note`` says why."""
     base = next((r for r in records if r["layout"] == baseline), None)
     if base is None:
         raise UsageError(f"baseline {baseline!r} is not among the records")
@@ -348,11 +355,16 @@ def add_baseline_ratios(records: list[dict], baseline: str) -> list[dict]:
 
     for r in records:
         r["baseline"] = baseline
-        r["train_speedup_x"] = ratio(r.get("train_steps_per_s"), base.get("train_steps_per_s"))
+        r["train_speedup_x"] = ratio(r.get("train_img_per_s"), base.get("train_img_per_s"))
         r["infer_speedup_x"] = ratio(r.get("infer_img_per_s"), base.get("infer_img_per_s"))
-        r["mem_saved_pct"] = saved(r.get("train_peak_mem_bytes"), base.get("train_peak_mem_bytes"))
-        r["infer_mem_saved_pct"] = saved(r.get("infer_peak_mem_bytes"), base.get("infer_peak_mem_bytes"))
-        r["mem_est_saved_pct"] = saved(r.get("train_mem_est_bytes"), base.get("train_mem_est_bytes"))
+        same_batch = r.get("batch_size") == base.get("batch_size")
+        for col, measured in (("mem_saved_pct", "train_peak_mem_bytes"), ("infer_mem_saved_pct", "infer_peak_mem_bytes"),
+                              ("mem_est_saved_pct", "train_mem_est_bytes")):
+            r[col] = saved(r.get(measured), base.get(measured)) if same_batch else None
+        r["ratio_note"] = None
+        if not same_batch and not r.get("error") and not base.get("error"):
+            r["ratio_note"] = (f"batch {r['batch_size']}, the baseline's {base['batch_size']} (out of memory at a larger "
+                               "batch): speed-ups compare images/s; memory is not compared")
         r["macs_saved_pct"] = saved(r["macs"], base["macs"])
         r["macs_ratio_x"] = ratio(base["macs"], r["macs"])
     return records
@@ -391,8 +403,8 @@ def _load_resume(path) -> dict:
 def _append_jsonl(path, record: dict) -> None:
     """Append one record as a line, flushed to disk before the next measurement starts."""
     path = Path(path)
-    clean = {k: v for k, v in record.items() if k not in ("baseline",) and not k.endswith(("_speedup_x", "_saved_pct"))
-             and k != "macs_ratio_x"}
+    clean = {k: v for k, v in record.items() if k not in ("baseline", "macs_ratio_x", "ratio_note")
+             and not k.endswith(("_speedup_x", "_saved_pct"))}
     try:
         torn = not _ends_with_newline(path)  # an interrupted write: start a fresh line
         with open(path, "a") as f:

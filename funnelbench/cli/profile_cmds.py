@@ -168,10 +168,12 @@ def profile_cmd(
         _terminal_profile(records, compact)
         notes = [MACS_NOTE + ".", MEMORY_NOTE + ".", "est. = analytic estimate (funnelbench.memory). " + TIMING_NOTE + "."]
         if baseline:
-            notes.append(f"speed-up = training steps/s over {records[0]['baseline']}; saved % = 1 - ours / baseline.")
+            notes.append(f"speed-up = training img/s over {records[0]['baseline']} (= steps/s at the same batch); "
+                         "saved % = 1 - ours / baseline.")
         for r in records:
-            if r.get("mem_est_note"):
-                notes.append(f"{r['name']}: {r['mem_est_note']}")
+            for note in ("ratio_note", "mem_est_note"):
+                if r.get(note):
+                    notes.append(f"{r['name']}: {r[note]}")
         console.print("[dim]" + "\n".join(notes) + "[/dim]")
         _warn_if_busy(records)
     _export(export, records, compact, f"funnelbench profile\n\n{_header(records)}")
@@ -214,7 +216,8 @@ def reproduce_cmd(
         console.print(f"[dim]{paper}: batch {r['batch_size']}, {r['device']}, {r['dtype']}, torch {r['torch_version']}, "
                       f"{r['repeats']} timed repeats[/dim]")
         _print_rows(compact)
-        console.print("[dim]saved % = 1 - memory / the table's baseline; speed-up = training steps/s over the baseline; "
+        console.print("[dim]saved % = 1 - memory / the table's baseline; speed-up = training img/s over the baseline "
+                      "(= steps/s at the same batch); "
                       "MACs ratio = baseline MACs / ours (the speed-up MACs alone predict).\n"
                       "est. saved % @ paper mem: the analytic estimate (fp32, CUDA) at the batch where the baseline "
                       f"needs the paper's memory ({rows[0].get('est_batch_at_paper_mem')} images for the first table).\n"
