@@ -5,7 +5,9 @@ position embedding, each transformer layer, the transitions between stages, the 
 loss) and adds up the tensors each operator keeps for backward, in bytes. That is what lets a
 user size a batch for a GPU they do not have. ``tests/test_measure_memory.py`` checks the
 activations saved at the end of the forward pass byte for byte against
-:class:`funnelbench.measure.MemoryTracker`, and the peaks within a few percent.
+:class:`funnelbench.measure.MemoryTracker`, and the peaks within a few percent, on CPU. The
+CUDA rules (below) are derived from torch's CUDA code and those CPU measurements; only
+``tests/test_cuda.py`` (``pytest -m cuda``, on a GPU) compares them with measured CUDA peaks.
 
 What a training step holds (``zero_grad(set_to_none=True)`` first, so no gradients exist
 during the forward pass)::
@@ -844,6 +846,9 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
 
     ``dtype``: ``fp32``, or ``bf16``/``fp16`` autocast (weights stay fp32). ``device``:
     ``cpu`` or ``cuda`` (the implementation details that differ; see the module docstring).
+    The default, as ``funnelbench memory``'s, is ``cpu``: the rules checked against measured
+    peaks; the ``cuda`` rules follow torch's CUDA code but are checked on a GPU only by
+    ``pytest -m cuda`` (``tests/test_cuda.py``).
     ``attention``: ``fused`` (flash, memory-efficient, cuDNN or the CPU flash kernel: what
     runs by default) or ``math``. Raises :class:`UnmodelledLayout` for layouts with parts this
     model does not know.
