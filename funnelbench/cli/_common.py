@@ -61,6 +61,8 @@ app = typer.Typer(
 # On a terminal rich fits the tables to its width; into a pipe or a file it would wrap them
 # at 80 columns, so give it room instead.
 console = Console(width=None if sys.stdout.isatty() else 200)
+# Progress, epoch lines and file messages: stderr, so that --json output on stdout stays parseable.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def fail(message: str, code: int = 2):

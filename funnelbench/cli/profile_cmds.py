@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import UsageError
 from ..io import check_export_path, export_records
 from ..units import parse_bytes
 from ..tables import MACS_NOTE, MEMORY_NOTE, TIMING_NOTE, human, profile_table, reproduce_table
-from ._common import command, console, make_table, print_json
+from ._common import command, console, err_console, make_table, print_json
 
 # Rich table headers of the reproduce columns (the export keeps the column names, with units).
 HEADERS = {
@@ -24,8 +22,6 @@ HEADERS = {
     "paper_speedup_x": "paper speed-up", "train_speedup_x": "ours", "macs_ratio_x": "MACs ratio",
     "train_peak_mem_mib": "peak MiB", "train_steps_per_s": "steps/s", "error": "error",
 }
-# Progress and file messages go to stderr, so that --json output on stdout stays parseable.
-log = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 TEXT_COLUMNS = {"model", "attention_kernel", "error", "row"}
 DTYPE_HELP = "fp32, or bf16/fp16 autocast (weights stay fp32)."
 # Options profile and reproduce share.
@@ -49,12 +45,12 @@ def _export(path: str | None, full: list[dict], compact: list[dict], title: str)
     if path:
         chosen = compact if Path(path).suffix.lower() in (".md", ".tex") else full
         export_records(chosen, path, title=title if Path(path).suffix.lower() == ".md" else None)
-        log.print(f"[dim]wrote {path}[/dim]")
+        err_console.print(f"[dim]wrote {path}[/dim]")
 
 
 def _progress():
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=log, transient=True, disable=not log.is_terminal)
+                    console=err_console, transient=True, disable=not err_console.is_terminal)
 
 
 def _progress_callback(bar: Progress):
@@ -62,8 +58,8 @@ def _progress_callback(bar: Progress):
 
     def update(done: int, total: int, label: str) -> None:
         bar.update(task, completed=done, total=total, description=f"profiling {label}")
-        if not log.is_terminal and label != "done":  # no bar in pipes and files: one line per layout
-            log.print(f"[{done + 1}/{total}] {label}", highlight=False)
+        if not err_console.is_terminal and label != "done":  # no bar in pipes and files: one line per layout
+            err_console.print(f"[{done + 1}/{total}] {label}", highlight=False)
 
     return update
 
@@ -80,7 +76,7 @@ def _warn_if_busy(records: list[dict]) -> None:
     loads = [r["load_1m"] for r in records if r.get("load_1m") is not None]
     cores = os.cpu_count() or 1
     if loads and max(loads) > 0.75 * cores and records[0]["device"].startswith("cpu"):
-        log.print(f"[yellow]note: the machine was busy (1-minute load up to {max(loads):.1f} on {cores} cores); "
+        err_console.print(f"[yellow]note: the machine was busy (1-minute load up to {max(loads):.1f} on {cores} cores); "
                   "timings are noisy, see the ± column[/yellow]")
 
 
