@@ -411,6 +411,25 @@ def test_layouts_built_in_code_are_checked_as_text_is(case):
             assert word in message, message
 
 
+# Good layouts built in code: (text to start from, the edit, the text of the layout it makes).
+GOOD_BUILT = [
+    (FUNNEL, lambda l: _stage(l, 1, pool="max"), "B6(197)-6(99), max"),
+    ("B12(197)", lambda l: _stage(l, 0, hidden=384, mlp=1536, heads=6), "B12(197), h384"),
+    ("B1(196)-11(98), avg", lambda l: _stage(l, 1, pool="max", kernel=3, tokens=97, newpos=True, pqo=False),
+     "B1(196)-11(97, max, k3, nopqo, newpos), avg"),
+    ("B4(197)-4(99)", lambda l: _stage(l, 1, pool="mean2d", tokens=50, stride=2), "B4(197)-4(50, mean2d)"),
+    ("B2(197)-2(197)", lambda l: _stage(l, 1, tokens=50, pool="mean", stride=4, pqo=True), "B2(197)-2(50)"),
+    ("B14(197), t2t", lambda l: dataclasses.replace(l, stem=fb.Stem("t2t_t", token_dim=32)), "B14(197), t2t_t, tok32"),
+]
+
+
+@pytest.mark.parametrize("start, edit, text", GOOD_BUILT, ids=[t for _, _, t in GOOD_BUILT])
+def test_good_layouts_built_in_code_pass_and_equal_their_text(start, edit, text):
+    layout = edit(fb.parse_layout(start))
+    assert validate_layout(layout) is layout and layout == fb.parse_layout(text)
+    assert fb.count(layout) == fb.count(text)
+
+
 @pytest.mark.parametrize("name", fb.list_presets())
 def test_every_preset_is_valid_and_validate_returns_it(name):
     layout = fb.resolve(name)
