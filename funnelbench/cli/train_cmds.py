@@ -10,17 +10,15 @@ import hashlib
 import inspect
 import json
 import os
-import sys
 import typing
 from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from ..train import FREE_ON_RESUME, TrainConfig, finetune_layout
 from ..train import train as run_training
-from ._common import command, console, fail, print_json
+from ._common import command, console, err_console, fail, print_json
 
 # Every TrainConfig field with help metadata is an option (layout and finetune_from are the
 # commands' own arguments); the run options below are not part of the config.
@@ -86,7 +84,7 @@ def _run(command_name: str, layout: str, options: dict, finetune_from: str | Non
     config = TrainConfig(layout=layout, finetune_from=finetune_from, **options)
     out = run["out"] or Path("runs") / f"{command_name}-{_options_digest(config)}"
     # --json keeps stdout for the record: progress and epoch lines go to stderr.
-    out_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200) if run["json_out"] else console
+    out_console = err_console if run["json_out"] else console
     record = run_training(config=config, out=out, resume=run["resume"], overwrite=run["overwrite"],
                           console=out_console, cache_dir=run["cache_dir"])
     if run["json_out"] and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: one record, rank 0's
