@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .layout import Layout, Stage, ps_feature_size, unfold_length
+from .layout import Layout, Stage, check_int, ps_feature_size, unfold_length, validate_layout
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,8 @@ def count(x, num_classes: int = 1000) -> Cost:
     """
     from .presets import resolve
 
-    layout: Layout = resolve(x)
+    layout: Layout = validate_layout(x) if isinstance(x, Layout) else resolve(x)  # text is checked as it is parsed
+    check_int(num_classes, "num_classes")
     in_chans = 3
     first = layout.stages[0]
     d0 = first.hidden
