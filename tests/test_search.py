@@ -40,23 +40,23 @@ def finished(study):
 
 
 def fake_trainer(monkeypatch, curve):
-    """Replace the trainer the adapter calls (today's API: the callback's True stops the run):
-    ``curve(i, epoch)`` is the val top-1 (0-1) of that epoch of the i-th training (0-based)."""
+    """Replace the trainer the adapter calls (contract A: ``train(config=..., data=...,
+    callback=...)``, the callback returning PRUNE prunes): ``curve(i, epoch)`` is the val top-1
+    (0-1) of that epoch of the i-th training (0-based)."""
     import importlib
 
     trainer = importlib.import_module("funnelbench.train")
     calls = []
 
-    def train(layout, *, out, overwrite, callback, console, **options):
-        calls.append(str(layout))
-        epochs = options["epochs"]
-        for epoch in range(1, epochs + 1):
+    def train(layout=None, *, out, config, data=None, overwrite=False, callback=None, console=None):
+        calls.append(config.layout)
+        for epoch in range(1, config.epochs + 1):
             top1 = curve(len(calls) - 1, epoch)
             metrics = {"epoch": epoch, "train_loss": 1.0, "val_loss": 2.0 - top1, "val_top1": top1,
                        "val_top5": min(1.0, top1 + 0.2), "lr": 1e-3, "train_img_per_s": 100.0, "epoch_s": 0.0, "eval_s": 0.0}
-            if callback(metrics):
-                return {"status": "stopped", "epochs_done": epoch, "train_img_per_s": 100.0}
-        return {"status": "completed", "epochs_done": epochs, "train_img_per_s": 100.0}
+            if callback(metrics) == trainer.PRUNE:
+                return {"status": "pruned", "epochs_done": epoch, "train_img_per_s": 100.0}
+        return {"status": "completed", "epochs_done": config.epochs, "train_img_per_s": 100.0}
 
     monkeypatch.setattr(trainer, "train", train)
     return calls

@@ -200,34 +200,17 @@ def make_pruner(name: str, epochs: int):
 
 def train_trial(layout: Layout, *, out: Path, proxy: dict, data=None, callback: Callable[[dict], bool] | None = None,
                 console=None) -> dict:
-    """The one place the search calls the trainer: train the proxy of ``layout`` (full size)
-    into ``out``; ``callback(metrics)`` after every epoch returns True to prune. Returns the
-    trainer's record with ``status`` ``completed``, ``pruned``, ``diverged`` (or raises).
-
-    Contract A (``data=``, ``width_scale=``, callback returning PRUNE) when the trainer has it;
-    today's trainer otherwise: it loads the (cached) data itself, a callback returning True
-    stops it, and the width scale is applied here by :func:`scaled_layout`."""
-    train_mod = _trainer()
-
-    options = {k: v for k, v in proxy.items() if k != "width_scale"}
-    width_scale = proxy.get("width_scale", 1.0)
-    pruned = []
+    """The one place the search calls the trainer (contract A): train the proxy of ``layout``
+    (full size; ``proxy`` holds the training options and ``width_scale``) into ``out`` on the
+    already loaded ``data``; ``callback(metrics)`` after every epoch returns True to prune.
+    Returns the trainer's record (``status`` ``completed``, ``pruned``, ``diverged``, ...)."""
+    trainer = _trainer()
+    config = trainer.make_config(layout, **proxy)
 
     def on_epoch(metrics):
-        prune = bool(callback(metrics)) if callback else False
-        if prune:
-            pruned.append(metrics.get("epoch"))
-        return (getattr(train_mod, "PRUNE", True) if prune else None)
+        return trainer.PRUNE if callback is not None and callback(metrics) else trainer.CONTINUE
 
-    if _trainer_has_contract_a():
-        record = train_mod.train(layout, out=out, data=data, width_scale=width_scale, overwrite=True,
-                                 callback=on_epoch, console=console, **options)
-    else:
-        record = train_mod.train(scaled_layout(layout, width_scale), out=out, overwrite=True, callback=on_epoch,
-                                 console=console, **options)
-    if pruned and record.get("status") in ("stopped", "pruned"):
-        record["status"] = "pruned"
-    return record
+    return trainer.train(config=config, out=out, data=data, overwrite=True, callback=on_epoch, console=console)
 
 
 def _trainer():
@@ -237,38 +220,11 @@ def _trainer():
     return importlib.import_module("funnelbench.train")
 
 
-def _trainer_has_contract_a() -> bool:
-    train_mod = _trainer()
-
-    return hasattr(train_mod, "PRUNE") and "width_scale" in {f for f in getattr(train_mod.TrainConfig, "__dataclass_fields__", {})}
-
-
 def proxy_of(layout: Layout, proxy: dict) -> Layout:
-    """The layout that trains for ``layout``: widths scaled, then at the proxy resolution."""
-    train_mod = _trainer()
-
-    if _trainer_has_contract_a():
-        return train_mod.proxy_layout(layout, proxy.get("image_size"), proxy.get("patch_size"),
-                                      width_scale=proxy.get("width_scale", 1.0))
-    return train_mod.proxy_layout(scaled_layout(layout, proxy.get("width_scale", 1.0)), proxy.get("image_size"),
-                                  proxy.get("patch_size"))
-
-
-def scaled_layout(layout: Layout, scale: float) -> Layout:
-    """Stand-in for the trainer's width scaling until contract A lands (the same rule): every
-    stage's hidden and MLP widths times ``scale``, its heads kept (the hidden width rounded to a
-    multiple of them: ``h768, a12`` at 0.25 is ``h192, a12``); the stem keeps its own widths."""
-    from dataclasses import replace
-
-    from .space import checked_layout
-
-    if not 0 < scale <= 1:
-        raise UsageError(f"--width-scale {scale}: must be in (0, 1]; 0.25 trains a proxy a quarter as wide")
-    if scale == 1.0:
-        return layout
-    stages = tuple(replace(s, hidden=max(1, round(s.hidden * scale / s.heads)) * s.heads, mlp=max(1, round(s.mlp * scale)))
-                   for s in layout.stages)
-    return checked_layout(replace(layout, stages=stages))
+    """The layout that trains for ``layout``: the trainer's rule (widths scaled, heads kept, then
+    the proxy resolution)."""
+    return _trainer().proxy_layout(layout, proxy.get("image_size"), proxy.get("patch_size"),
+                                   width_scale=proxy.get("width_scale", 1.0))
 
 
 # ----------------------------------------------------------------------------- one trial
@@ -642,7 +598,7 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     opt_study, created = open_study(settings, study_name=study_name, storage=storage, out=out)
     stale = recover_stale(opt_study)
-    data = _load_data_once(settings) if settings.needs_training and _trainer_has_contract_a() else None
+    data = _load_data_once(settings) if settings.needs_training else None
     ctx = Context(settings, opt_study, out, data=data, on_event=on_event)
     c = counts(opt_study)
     ctx.emit("start", study=study_name, out=str(out), storage=storage or f"sqlite:///{out / 'study.db'}",
@@ -710,12 +666,14 @@ def _check_proxy(space: Space, settings: Settings) -> None:
 
 
 def _load_data_once(settings: Settings):
+    """The proxy's data, loaded once per process (every trial trains at the same resolution)."""
     from ..data import load_data
 
     p = settings.proxy
     image = p.get("image_size") or settings.space.shared.get("image_size", 224)
     return load_data(p.get("data"), image_size=image, classes=p.get("classes"), train_per_class=p.get("train_per_class"),
-                     val_per_class=p.get("val_per_class"), subset_seed=p.get("subset_seed", 0))
+                     val_per_class=p.get("val_per_class"), subset_seed=p.get("subset_seed", 0),
+                     workers=p.get("workers") or min(8, os.cpu_count() or 1))  # decoding into the cache: use the cores
 
 
 # ----------------------------------------------------------------------------- summaries
