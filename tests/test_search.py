@@ -238,6 +238,24 @@ def test_every_trial_has_every_attribute_and_the_study_its_settings(monkeypatch)
             assert a["top1"] == pytest.approx(40.0) and a["run_dir"] == f"trial-{t.number}"
 
 
+def test_ctrl_c_records_the_trial_interrupted_and_the_next_run_retries_it(monkeypatch):
+    def curve(i, epoch):
+        if i == 2:
+            raise KeyboardInterrupt
+        return 0.5
+
+    fake_trainer(monkeypatch, curve)
+    with pytest.raises(KeyboardInterrupt):
+        fb.search("tiny", trials=4, **PROXY)
+    fake_trainer(monkeypatch, lambda i, epoch: 0.5)
+    study = fb.search("tiny", trials=4, **PROXY)
+    stopped = [t for t in study.trials if t.user_attrs.get("status") == "interrupted"]
+    assert len(stopped) == 1 and stopped[0].state == TrialState.FAIL and "interrupted" in stopped[0].user_attrs["error"]
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == stopped[0].number]
+    assert len(retry) == 1 and retry[0].user_attrs["target_layout"] == stopped[0].user_attrs["target_layout"]
+    assert study_mod.counts(study)["trained"] == 4
+
+
 def test_a_killed_study_continues_to_exactly_n_trained_trials_and_repeats_none(tmp_path):
     """SIGKILL while the third trial trains; the same command then finishes the study."""
     args = [sys.executable, "-m", "funnelbench", "search", "--space", "tiny", "--trials", "4", "--study", "k",

@@ -530,12 +530,17 @@ def recover_stale(study: optuna.Study) -> list[int]:
         storage.set_trial_user_attr(trial_id, "status", "interrupted")
         storage.set_trial_user_attr(trial_id, "error", f"its process ({worker}) ended before the trial finished")
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        attrs = {"retry_of": t.number}
-        if t.user_attrs.get("baseline_layout") is not None:
-            attrs["baseline_layout"] = t.user_attrs["baseline_layout"]
-        study.enqueue_trial(t.params, user_attrs=attrs)
+        requeue(study, t.number, t.params, t.user_attrs)
         stale.append(t.number)
     return stale
+
+
+def requeue(study: optuna.Study, number: int, params: dict, user_attrs: dict) -> None:
+    """Queue an interrupted trial's candidate again (first in line), marked ``retry_of``."""
+    attrs = {"retry_of": number}
+    if user_attrs.get("baseline_layout") is not None:
+        attrs["baseline_layout"] = user_attrs["baseline_layout"]
+    study.enqueue_trial(params, user_attrs=attrs)
 
 
 def _alive(pid: int) -> bool:
@@ -619,8 +624,9 @@ def run_loop(ctx: Context, trials: int) -> None:
         trial = study.ask()
         try:
             status, values, state = run_trial(ctx, trial)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM turned into one: the trial runs again next time
             study.tell(trial, state=TrialState.FAIL)
+            requeue(study, trial.number, trial.params, trial.user_attrs)
             raise
         if state == TrialState.COMPLETE:
             study.tell(trial, values)
