@@ -547,7 +547,7 @@ def resolve_space(space) -> tuple[dict, str | None, str, dict]:
 def load_space(space) -> Space:
     """A validated :class:`Space` from a shipped space's name, a ``.yaml`` path or a dict."""
     spec, path, name, lines = resolve_space(space)
-    where = lines.get("__where__", f"space {name}")
+    where = lines.get("__where__", name)
 
     def fail(key: str, message: str):
         line = lines.get(key)
