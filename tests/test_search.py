@@ -290,3 +290,23 @@ def test_a_killed_study_continues_to_exactly_n_trained_trials_and_repeats_none(t
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["status"] == "interrupted"
     retry = [t for t in trials if t.user_attrs.get("retry_of") == 2]
     assert len(retry) == 1 and retry[0].user_attrs["target_layout"] == interrupted.user_attrs["target_layout"]
+
+
+def test_memory_budget_and_measured_inference_speed_without_training(monkeypatch, one_thread):
+    fake_trainer(monkeypatch, lambda i, epoch: 1 / 0)  # nothing may train
+    budget = 12 * 2 ** 20  # the cheapest tiny layout needs 9.1 MiB at batch 64 (CPU rules), the ViT baseline 13.0
+    study = fb.search("tiny", trials=3, objectives=("train_mem", "infer_img_per_s"), budget_memory=budget,
+                      memory_batch=64, memory_device="cpu", study="mem")
+    assert study.user_attrs["settings"]["directions"] == ["minimize", "maximize"]
+    for t in finished(study):
+        a = t.user_attrs
+        est = fb.estimate_memory(a["target_layout"], 64, device="cpu").train_peak_bytes
+        assert a["train_mem_est_bytes"] == est
+        assert t.constraints["memory"] == pytest.approx((est - budget) / budget)
+        if a["status"] == "completed" and a["duplicate_of"] is None:
+            assert a["infer_img_per_s"] > 0 and t.values == [est, a["infer_img_per_s"]]
+        elif a["status"] == "rejected":  # over the memory budget, or outside the space's depth range
+            assert (est > budget) == ("memory" in a["over_budget"]) and a["infer_img_per_s"] is None
+    assert any("memory" in t.user_attrs["over_budget"] for t in finished(study) if t.user_attrs["status"] == "rejected")
+    vit = finished(study)[0]  # the baseline over the memory budget: measured anyway, never the best
+    assert vit.user_attrs["baseline"] and vit.constraints["memory"] > 0 and vit.number not in {t.number for t in study.best_trials}
