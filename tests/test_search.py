@@ -154,6 +154,11 @@ def test_multi_objective_with_a_pruner_is_refused(tmp_path):
     assert result.exit_code == 2 and "--pruner hyperband with 2 objectives" in result.stderr
     result = run("search", "--objective", "accuracy")
     assert result.exit_code == 2 and "--objective accuracy: unknown" in result.stderr
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is None:  # Optuna's GP sampler needs it; it is not a dependency
+        result = run("search", "--sampler", "gp", "--objective", "macs")
+        assert result.exit_code == 2 and "GPSampler needs scipy" in result.stderr
     assert not (tmp_path / "runs").exists()
 
 

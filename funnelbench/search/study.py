@@ -101,6 +101,12 @@ class Settings:
             raise UsageError(f"--objective given twice: {', '.join(self.objectives)}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler {self.sampler}: unknown; choose from {', '.join(SAMPLERS)}")
+        if self.sampler == "gp":
+            import importlib.util
+
+            if importlib.util.find_spec("scipy") is None:
+                raise UsageError("--sampler gp: Optuna's GPSampler needs scipy, which is not installed; "
+                                 "`pip install scipy`, or use --sampler tpe")
         if self.pruner is None:
             self.pruner = "median" if len(self.objectives) == 1 and self.needs_training else "none"
         if self.pruner not in PRUNERS:
