@@ -263,6 +263,7 @@ class Context:
 def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, TrialState]:
     """Run one asked trial to its end; returns (status, values, state) for ``study.tell``."""
     s = ctx.settings
+    trial.set_user_attr("worker", ctx.worker)  # first: a trial whose process dies is recognised as stale
     attrs = dict.fromkeys(TRIAL_KEYS)
     attrs.update(status="running", baseline=False, over_budget={}, worker=ctx.worker,
                  retry_of=trial.user_attrs.get("retry_of"))
