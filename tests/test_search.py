@@ -278,7 +278,7 @@ def test_a_killed_study_continues_to_exactly_n_trained_trials_and_repeats_none(t
     killed = optuna.load_study(study_name="k", storage=storage)
     running = [t.number for t in killed.trials if t.state == TrialState.RUNNING]
     assert len(running) == 1  # the third training, killed within 50 ms of its folder appearing
-    number = running[0]
+    killed_number = running[0]
     before = {t.number: t.user_attrs["target_layout"] for t in finished(killed)}
 
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -293,9 +293,9 @@ def test_a_killed_study_continues_to_exactly_n_trained_trials_and_repeats_none(t
     assert len(set(layouts)) == 4  # no layout trained twice
     for number, layout in before.items():  # what finished before the kill was kept, not run again
         assert study.trials[number].user_attrs["target_layout"] == layout
-    interrupted = study.trials[number]
+    interrupted = study.trials[killed_number]
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["status"] == "interrupted"
-    retry = [t for t in trials if t.user_attrs.get("retry_of") == number]
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == killed_number]
     assert len(retry) == 1 and retry[0].user_attrs["target_layout"] == interrupted.user_attrs["target_layout"]
 
 
