@@ -264,7 +264,7 @@ def test_ctrl_c_records_the_trial_interrupted_and_the_next_run_retries_it(monkey
 def test_a_killed_study_continues_to_exactly_n_trained_trials_and_repeats_none(tmp_path):
     """SIGKILL while the third trial trains; the same command then finishes the study."""
     args = [sys.executable, "-m", "funnelbench", "search", "--space", "tiny", "--trials", "4", "--study", "k",
-            *PROXY_ARGS, "--epochs", "2"]
+            *PROXY_ARGS, "--epochs", "3"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     folder = tmp_path / "runs/search/k"
