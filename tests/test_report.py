@@ -90,6 +90,8 @@ def build_study(storage, name, objectives=("top1",), n=24, seed=0):
     number = 0
     for layout, (params, top1) in BASELINES.items():
         layout = str(fb.parse_layout(layout))
+        if "top1" not in objectives:  # a cost-only search trains nothing
+            top1 = None
         a = attrs(layout, "completed", top1=top1, epochs=3, baseline=True, number=number)
         study.add_trial(optuna.trial.create_trial(
             values=values(top1, a["macs"]), params=params, distributions={k: DISTRIBUTIONS[k] for k in params},
@@ -107,7 +109,7 @@ def build_study(storage, name, objectives=("top1",), n=24, seed=0):
             a = attrs(layout, "rejected", number=number)
             trial = optuna.trial.create_trial(values=values(99.0, macs), user_attrs=a,
                                               constraints={"macs": (macs - BUDGET) / BUDGET}, **common)
-        elif i % 7 == 3:
+        elif i % 7 == 3 and "top1" in objectives:
             a = attrs(layout, "pruned", top1=fake_top1(p) - 20, epochs=1, number=number)
             trial = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs=a,
                                               intermediate_values={0: a["top1"]}, **common)
@@ -115,7 +117,9 @@ def build_study(storage, name, objectives=("top1",), n=24, seed=0):
             a = attrs(layout, "oom", number=number, error="out of memory at batch 64")
             trial = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=a, **common)
         else:
-            a = attrs(layout, "completed", top1=fake_top1(p), epochs=3, number=number)
+            trained = "top1" in objectives  # a cost-only search trains nothing
+            a = attrs(layout, "completed", top1=fake_top1(p) if trained else None, epochs=3 if trained else None,
+                      number=number)
             trial = optuna.trial.create_trial(values=values(a["top1"], macs), user_attrs=a,
                                               constraints={"macs": (macs - BUDGET) / BUDGET}, **common)
         study.add_trial(trial)
@@ -289,6 +293,17 @@ def test_plots_are_written(templates, tmp_path, name):
         assert 900 <= width <= 1150 and 400 <= height <= 900  # ~3.5 in at 300 dpi
         assert 20_000 < path.stat().st_size < 1_000_000
     assert sorted(p.name for p in plot.parent.iterdir()) == ["history.png", "plot.png"]  # no temporary left
+
+
+def test_a_cost_only_study_plots_its_objective():
+    build_study(sqlite_url("cost"), "cost", objectives=("macs",), n=8)
+    rep = rp.build_report(rp.open_study("cost"))
+    assert rp.plot_axes(rep) == ("params", "macs")
+    trained = [r for r in rep["trials"] if r["status"] == "completed" and r["feasible"]]
+    assert rep["front"][0]["macs"] == min(r["macs"] for r in trained)  # minimised
+    result = run("--study", "cost", "--plot", "cost.png", "--history", "history.png")
+    assert result.exit_code == 0, result.output
+    assert png_size(Path("cost.png"))[0] > 900 and png_size(Path("history.png"))[0] > 900
 
 
 def test_study_attributes_are_json_readable_through_optuna_alone(finished):

@@ -60,9 +60,10 @@ def _header(rep: dict) -> str:
     proxy = s.get("proxy") or {}
     proxy_text = ", ".join(f"{k} {v}" for k, v in proxy.items() if k in ("epochs", "image_size", "patch_size", "width_scale")
                            and v is not None)
-    return (f"study {rep['study']} ({rep['storage']}): space {s.get('space')}, objectives {objectives}, "
-            f"budget {_budget_text(s.get('budgets') or {})}, sampler {s.get('sampler')} seed {s.get('seed')}, "
-            f"pruner {s.get('pruner')}" + (f", proxy {proxy_text}" if proxy_text else ""))
+    return (f"study {rep['study']} in {rep['storage']}\n"
+            f"space {s.get('space')}, objectives {objectives}, budget {_budget_text(s.get('budgets') or {})}\n"
+            f"sampler {s.get('sampler')} seed {s.get('seed')}, pruner {s.get('pruner')}"
+            + (f", proxy {proxy_text}" if proxy_text else ""))
 
 
 @command("report")
@@ -111,17 +112,17 @@ def report_cmd(
         else:
             console.print("no trial within budget has been trained to the end yet")
         for f in rep["counts"]["failures"]:
-            console.print(f"[yellow]{f['trials']} x {f['status']}: {f['error'] or '(no message)'}[/yellow]")
+            console.print(f"[yellow]failed: {f['trials']} x {f['status']}: {f['error'] or '(no message)'}[/yellow]")
         if rep["importances"]:
-            console.print(make_table("which decisions mattered (PED-ANOVA importance, trained trials)",
+            console.print(make_table("which decisions mattered (PED-ANOVA)",
                                      ["objective", "parameter", "importance"],
                                      [[r["objective"], r["param"], f"{r['importance']:.3f}"] for r in rep["importances"]],
                                      right={"importance"}))
         elif rep["importances_note"]:
             console.print(f"[dim]importances: {rep['importances_note']}[/dim]")
-        console.print(f"[dim]{MACS_NOTE}. top-1/top-5: best proxy validation accuracy over the epochs run, in %. "
-                      f"Within budget = every constraint <= 0; baselines over budget are trained but never best.\n"
-                      f"Browse it: optuna-dashboard {url}[/dim]")
+        console.print(f"[dim]{MACS_NOTE}.\ntop-1/top-5: best proxy validation accuracy over the epochs run, in %. "
+                      "Within budget: every constraint <= 0 (a baseline over budget is trained, never best).\n"
+                      f"Importances: over the trials trained to the end. Browse the study: optuna-dashboard {url}[/dim]")
     _export(export, rep["trials"], f"funnelbench report --study {study}\n\n{counts_line(rep['counts'])}")
     _export(front, rep["front"], f"funnelbench report --study {study}: "
                                  + ("best trial" if len(rep["objectives"]) == 1 else "Pareto front"))

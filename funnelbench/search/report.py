@@ -14,10 +14,10 @@ SQLite files are opened read-only, so a report can run while workers are still w
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from collections import Counter
+from io import BytesIO
 from pathlib import Path
 
 from ..errors import UsageError
@@ -105,7 +105,7 @@ def open_study(study_name: str, storage: str | None = None, out_dir: str | Path 
             held = ", ".join(repr(n) for n in names[:10]) or "no study"
             raise UsageError(f"no study {study_name!r} in {url}: it holds {held}; pass one of those with --study")
         study = optuna.load_study(study_name=study_name, storage=opened)
-    except (sqlalchemy.exc.SQLAlchemyError, OSError, ValueError) as err:
+    except (sqlalchemy.exc.SQLAlchemyError, OSError, ValueError, ImportError) as err:
         if isinstance(err, UsageError):
             raise
         raise UsageError(f"cannot read the storage {url}: {str(err).splitlines()[0]}") from None
@@ -346,6 +346,7 @@ AXIS_LABELS = {
     "train_img_per_s": "train img/s", "infer_img_per_s": "inference img/s",
 }
 AXIS_SCALES = {"macs": 1e-9, "params": 1e-6, "train_mem": 2 ** -30}
+AXIS_UNITS = {"macs": "GMACs", "params": "M params", "train_mem": "GiB"}
 MAXIMIZED = ("top1", "top5", "train_img_per_s", "infer_img_per_s")
 BUDGET_OF_AXIS = {"macs": ("macs", "min_macs"), "params": ("params",), "train_mem": ("memory_bytes",)}
 PAPER_STYLE = {"font.size": 7, "axes.labelsize": 7, "axes.titlesize": 7, "xtick.labelsize": 6.5,
@@ -362,7 +363,9 @@ def plot_axes(rep: dict) -> tuple[str, str]:
         first, second = objectives
         return (first, second) if first in COSTS and second not in COSTS else (second, first)
     y = objectives[0] if objectives and objectives[0] not in COSTS else "top1"
-    return "macs", y
+    if y == "top1" and objectives and not any(r["top1"] is not None for r in rep["trials"] if r["status"] == "completed"):
+        y = objectives[0]  # a cost-only search trains nothing: its objective against MACs (or params)
+    return ("params" if y == "macs" else "macs"), y
 
 
 def _value(record: dict, name: str):
@@ -395,7 +398,7 @@ def check_figure_path(path: str | Path) -> Path:
 
 def _save(fig, path: str | Path) -> Path:
     path = check_figure_path(path)
-    buf = io.BytesIO()
+    buf = BytesIO()
     fig.savefig(buf, format=path.suffix.lower()[1:], bbox_inches="tight", pad_inches=0.02)
     return atomic_write(path, buf.getvalue())
 
@@ -407,8 +410,8 @@ def _short_layout(layout: str) -> str:
 
 
 def plot_tradeoff(rep: dict, path: str | Path) -> Path:
-    """Trade-off plot at a paper's column width: every trained trial a point (feasible in colour,
-    over budget grey), pruned trials grey crosses, baselines as labelled diamonds, the front of
+    """Trade-off plot at a paper's column width: every trained trial a point (within budget in
+    colour, over budget grey), pruned trials grey crosses (their partial top-1), baselines as labelled diamonds, the front of
     the feasible trials as a step line, the budget as a dashed line."""
     import matplotlib
     from matplotlib.figure import Figure
@@ -440,7 +443,7 @@ def plot_tradeoff(rep: dict, path: str | Path) -> Path:
                        color=grey, label="over budget", zorder=2)
         searched = [r for r in feasible if not r["baseline"]]
         ax.scatter([_value(r, x_name) for r in searched], [_value(r, y_name) for r in searched], s=10,
-                   color="#1f77b4", alpha=0.8, linewidths=0, label="trained", zorder=3)
+                   color="#1f77b4", alpha=0.8, linewidths=0, label="within budget", zorder=3)
         if front:
             xs, ys = [_value(r, x_name) for r in front], [_value(r, y_name) for r in front]
             ax.step(xs, ys, where="post", color="#d62728", lw=0.9, zorder=4, label="Pareto front")
@@ -453,11 +456,12 @@ def plot_tradeoff(rep: dict, path: str | Path) -> Path:
                            color="black" if feasible_group else grey, edgecolors="black", linewidths=0.5, zorder=6,
                            label=label)
         budgets = rep["settings"].get("budgets") or {}
-        for key in BUDGET_OF_AXIS.get(x_name, ()):
-            if budgets.get(key):
-                limit = budgets[key] * AXIS_SCALES.get(x_name, 1.0)
-                ax.axvline(limit, color="#555555", ls="--", lw=0.7, zorder=0,
-                           label=f"{'budget' if key != 'min_macs' else 'budget floor'} {limit:.3g}")
+        for axis, line in ((x_name, ax.axvline), (y_name, ax.axhline)):
+            for key in BUDGET_OF_AXIS.get(axis, ()):
+                if budgets.get(key):
+                    limit = budgets[key] * AXIS_SCALES.get(axis, 1.0)
+                    line(limit, color="#555555", ls="--", lw=0.7, zorder=1,
+                         label=f"{'budget' if key != 'min_macs' else 'budget floor'} {limit:.3g} {AXIS_UNITS[axis]}")
         ax.margins(x=0.08, y=0.08)
         ax.set_xlabel(AXIS_LABELS[x_name])
         ax.set_ylabel(AXIS_LABELS[y_name])
@@ -533,7 +537,7 @@ def plot_history(rep: dict, path: str | Path) -> Path:
         ax = fig.add_subplot()
         grey = "#b0b0b0"
         for group, style in (([r for r in trained if r["feasible"] and not r["baseline"]],
-                              dict(color="#1f77b4", s=9, label="trained")),
+                              dict(color="#1f77b4", s=9, label="within budget")),
                              ([r for r in trained if not r["feasible"] and not r["baseline"]],
                               dict(color=grey, s=9, label="over budget")),
                              ([r for r in trained if r["baseline"] and r["feasible"]],
