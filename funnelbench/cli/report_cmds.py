@@ -70,8 +70,8 @@ def _header(rep: dict) -> str:
 def report_cmd(
     study: str = typer.Option(..., "--study", help="The study's name (as given to funnelbench search)."),
     storage: str = typer.Option(None, "--storage", help="Optuna storage URL (sqlite:///..., postgresql://...) or the "
-                                "path of a study.db or journal.log. Default: found in --out-dir/<study>/."),
-    out_dir: str = typer.Option(DEFAULT_OUT_DIR, "--out-dir", help="Folder of the studies (each in <out-dir>/<study>/)."),
+                                "path of a study.db or journal.log. Default: OUT_DIR/STUDY/study.db or journal.log."),
+    out_dir: str = typer.Option(DEFAULT_OUT_DIR, "--out-dir", help="Folder of the studies, each in OUT_DIR/STUDY/."),
     top: int = typer.Option(20, "--top", min=0, help="Show the K best trials (0 = all). Exports hold every trial."),
     export: str = typer.Option(None, "--export", help="Write every trial: .csv/.json (every field) or .md/.tex (the table)."),
     front: str = typer.Option(None, "--front", help="Write the best trial or the Pareto front alone (.csv/.json/.md/.tex)."),
