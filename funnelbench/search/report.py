@@ -1,8 +1,8 @@
 """Reading a search study: its trials as flat records, the best trial or the Pareto front, counts
 by state, parameter importances, and two plots (the trade-off and the best so far).
 
-A study written by ``funnelbench search`` describes itself in Optuna's own user attributes (the
-contract is in the README's "Search" section): the study holds ``funnelbench`` (the format
+A study written by ``funnelbench search`` describes itself in Optuna's own user attributes
+(tests/test_report.py lists and checks every documented one): the study holds ``funnelbench`` (the format
 marker), ``settings`` (space, budgets, objectives, proxy options, baselines) and ``out``; every
 trial holds its target layout, counts, metrics and ``status``. Everything here only reads:
 SQLite files are opened read-only, so a report can run while workers are still writing.
@@ -44,7 +44,7 @@ TRIAL_COLUMNS = ("target_layout", "params", "macs", "flops", "top1", "top5", "va
                  "train_img_per_s", "infer_img_per_s", "train_mem_est_bytes", "wall_s")
 EXTRA_COLUMNS = ("proxy_layout", "proxy_params", "proxy_macs", "run_dir")
 PARAM_PREFIX = "param_"  # search-space decisions: param_stage0_layers, ... (``params`` is the count)
-MIN_IMPORTANCE_TRIALS = 10  # PED-ANOVA compares the best 10 % with the rest: fewer trials say nothing
+MIN_IMPORTANCE_TRIALS = 10  # PED-ANOVA compares the best 10 % of the trials with all: below 10, one trial with a handful
 
 
 # ----------------------------------------------------------------------------- opening a study
