@@ -1,0 +1,132 @@
+"""``funnelbench report``: a thin layer over :mod:`funnelbench.search.report`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ..errors import UsageError
+from ..exports import check_export_path, export_records
+from ..search.report import (DEFAULT_OUT_DIR, build_report, check_figure_path, counts_line, default_storage,
+                             open_study, plot_history, plot_tradeoff, trial_table)
+from ..tables import MACS_NOTE, human
+from ._common import command, console, make_table, print_json
+
+# Messages about files go to stderr, so that --json output on stdout stays parseable.
+log = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+TEXT_COLUMNS = {"target_layout", "baseline", "status", "over_budget", "error"}
+# Terminal headers of the compact columns (the exports keep the column names, with units).
+HEADERS = {"trial": "#", "target_layout": "target layout", "baseline": "baseline", "params_m": "params M",
+           "gmacs": "GMACs", "top1": "top-1 %", "top5": "top-5 %", "val_loss": "val loss",
+           "train_img_per_s": "train img/s", "train_mem_est_mib": "train mem est. MiB", "epochs_done": "epochs",
+           "status": "status", "over_budget": "over budget", "error": "error"}
+
+
+def _print_table(title: str, rows: list[dict]) -> None:
+    cols = list(rows[0])
+    console.print(make_table(title, [HEADERS.get(c, c) for c in cols], [[r[c] for c in cols] for r in rows],
+                             right={HEADERS.get(c, c) for c in cols if c not in TEXT_COLUMNS}))
+
+
+def _export(path: str | None, records: list[dict], title: str) -> None:
+    """``.csv``/``.json`` get every field of every record, ``.md``/``.tex`` the table as printed."""
+    if path:
+        compact = Path(path).suffix.lower() in (".md", ".tex")
+        export_records(trial_table(records) if compact else records, path,
+                       title=title if Path(path).suffix.lower() == ".md" else None)
+        log.print(f"[dim]wrote {path}[/dim]")
+
+
+def _budget_text(budgets: dict) -> str:
+    parts = []
+    if budgets.get("macs"):
+        parts.append(f"{budgets['macs'] / 1e9:.2f} GMACs (= {2 * budgets['macs'] / 1e9:.2f} GFLOPs as 2 x MACs)")
+    if budgets.get("min_macs"):
+        parts.append(f"at least {budgets['min_macs'] / 1e9:.2f} GMACs")
+    if budgets.get("params"):
+        parts.append(f"{human(budgets['params'])} params")
+    if budgets.get("memory_bytes"):
+        parts.append(f"{budgets['memory_bytes'] / 2 ** 30:.1f} GiB training memory at batch {budgets.get('memory_batch')} "
+                     f"({budgets.get('memory_device')}, {budgets.get('memory_dtype')})")
+    return "; ".join(parts) or "none"
+
+
+def _header(rep: dict) -> str:
+    s = rep["settings"]
+    objectives = ", ".join(f"{o} ({d})" for o, d in zip(rep["objectives"], rep["directions"]))
+    proxy = s.get("proxy") or {}
+    proxy_text = ", ".join(f"{k} {v}" for k, v in proxy.items() if k in ("epochs", "image_size", "patch_size", "width_scale")
+                           and v is not None)
+    return (f"study {rep['study']} in {rep['storage']}\n"
+            f"space {s.get('space')}, objectives {objectives}, budget {_budget_text(s.get('budgets') or {})}\n"
+            f"sampler {s.get('sampler')} seed {s.get('seed')}, pruner {s.get('pruner')}"
+            + (f", proxy {proxy_text}" if proxy_text else ""))
+
+
+@command("report")
+def report_cmd(
+    study: str = typer.Option(..., "--study", help="The study's name (as given to funnelbench search)."),
+    storage: str = typer.Option(None, "--storage", help="Optuna storage URL (sqlite:///..., postgresql://...) or the "
+                                "path of a study.db or journal.log. Default: OUT_DIR/STUDY/study.db or journal.log."),
+    out_dir: str = typer.Option(DEFAULT_OUT_DIR, "--out-dir", help="Folder of the studies, each in OUT_DIR/STUDY/."),
+    top: int = typer.Option(20, "--top", min=0, help="Show the K best trials (0 = all). Exports hold every trial."),
+    export: str = typer.Option(None, "--export", help="Write every trial: .csv/.json (every field) or .md/.tex (the table)."),
+    front: str = typer.Option(None, "--front", help="Write the best trial or the Pareto front alone (.csv/.json/.md/.tex)."),
+    plot: str = typer.Option(None, "--plot", help="Trade-off plot (.png/.pdf/.svg): top-1 against MACs, or the "
+                             "study's two objectives; pruned and over-budget trials grey, baselines labelled, "
+                             "the front and the budget drawn."),
+    history: str = typer.Option(None, "--history", help="Best so far against trial number (.png/.pdf/.svg)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+):
+    """Trials, the best trial or Pareto front, counts by state and parameter importances of a search study.
+
+    Sorted by the first objective; only reads the storage, so it works while workers are still
+    writing (running trials show as running). MACs = multiply-accumulates, what the seed papers
+    call "FLOPs"; FLOPs = 2 x MACs. top-1 and top-5 are the proxy's validation accuracy in %.
+    """
+    for path in (export, front):
+        if path:
+            check_export_path(path)
+    for path in (plot, history):
+        if path:
+            check_figure_path(path)
+    url = storage or default_storage(study, out_dir)
+    rep = build_report(open_study(study, url), storage=url)
+    if (plot or history) and not any(r["status"] == "completed" for r in rep["trials"]):
+        raise UsageError(f"cannot plot: no trial of study {study!r} has been trained yet; leave out --plot and --history")
+    shown = rep["trials"][:top] if top else rep["trials"]
+    if json_out:
+        print_json({**rep, "trials": shown})
+    else:
+        console.print(f"[dim]{_header(rep)}[/dim]")
+        console.print(counts_line(rep["counts"]))
+        title = f"trials, best first by {rep['objectives'][0]}" + (f" (top {len(shown)} of {len(rep['trials'])})"
+                                                                   if len(shown) < len(rep["trials"]) else "")
+        _print_table(title, trial_table(shown))
+        if rep["front"]:
+            _print_table("best trial (within budget)" if len(rep["objectives"]) == 1 else
+                         "Pareto front (within budget)", trial_table(rep["front"]))
+        else:
+            console.print("no trial within budget has been trained to the end yet")
+        for f in rep["counts"]["failures"]:
+            console.print(f"[yellow]failed: {f['trials']} x {f['status']}: {f['error'] or '(no message)'}[/yellow]")
+        if rep["importances"]:
+            console.print(make_table("which decisions mattered (PED-ANOVA)",
+                                     ["objective", "parameter", "importance"],
+                                     [[r["objective"], r["param"], f"{r['importance']:.3f}"] for r in rep["importances"]],
+                                     right={"importance"}))
+        elif rep["importances_note"]:
+            console.print(f"[dim]importances: {rep['importances_note']}[/dim]")
+        console.print(f"[dim]{MACS_NOTE}.\ntop-1/top-5: best proxy validation accuracy over the epochs run, in %. "
+                      "Within budget: every constraint <= 0 (a baseline over budget is trained, never best).\n"
+                      f"Importances: over the trials trained to the end. Browse the study: optuna-dashboard {url}[/dim]")
+    _export(export, rep["trials"], f"funnelbench report --study {study}\n\n{counts_line(rep['counts'])}")
+    _export(front, rep["front"], f"funnelbench report --study {study}: "
+                                 + ("best trial" if len(rep["objectives"]) == 1 else "Pareto front"))
+    for path, draw in ((plot, plot_tradeoff), (history, plot_history)):
+        if path:
+            draw(rep, path)
+            log.print(f"[dim]wrote {path}[/dim]")
