@@ -8,6 +8,7 @@ import typer
 # Importing a module registers its commands.
 from . import layout_cmds  # noqa: F401  parse, presets
 from . import profile_cmds  # noqa: F401  profile, reproduce, memory
+from . import search_cmds  # noqa: F401  spaces, search
 from . import train_cmds  # noqa: F401  train, finetune
 from ._common import app
 
