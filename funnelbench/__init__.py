@@ -6,6 +6,7 @@
     model = fb.build_model(layout)
     fb.estimate_memory(layout, batch_size=64, device="cuda")   # analytic bytes of a training step
     records = fb.profile([layout], baseline="vit-b16")        # measured on this machine
+    study = fb.search("tiny", budget_macs=2e6, trials=10, epochs=2)   # an Optuna study
 """
 
 from .cost import Cost, count
@@ -17,6 +18,8 @@ from .presets import PRESETS, get_preset, list_presets, resolve
 from .memory import MemoryEstimate, estimate_memory
 from .papers import reproduce
 from .profiling import profile
+from .search.space import load_space
+from .search.study import search
 from .train import TrainConfig, finetune, train
 from .weights import load_vit_weights
 
@@ -26,5 +29,5 @@ __all__ = [
     "Cost", "count", "FunnelbenchError", "LayoutError", "UsageError", "Layout", "Stage", "Stem", "format_layout",
     "parse_layout", "build_model", "PRESETS", "get_preset", "list_presets", "resolve", "load_vit_weights",
     "load_data", "TrainConfig", "train", "finetune",
-    "MemoryEstimate", "estimate_memory", "profile", "reproduce",
+    "MemoryEstimate", "estimate_memory", "profile", "reproduce", "load_space", "search",
 ]

@@ -53,3 +53,228 @@ def spaces_cmd(
     if space.baselines:
         console.print("baselines: " + "; ".join(str(b) for b in space.baselines))
     console.print(f"[dim]{MACS_NOTE}; full-size layouts, one image.[/dim]")
+
+
+# ----------------------------------------------------------------------------- search
+
+_BUDGET = "Budget (judges the full-size layout, before anything is built)"
+_SEARCH = "Search"
+
+
+def _with_proxy_options(fn):
+    """Add every `funnelbench train` data and recipe option (the proxy training of each trial)."""
+    import functools
+    import inspect
+    import typing
+
+    from .train_cmds import _RUN_OPTIONS, _recipe_parameters
+
+    run_names = {name for name, _, _ in _RUN_OPTIONS}
+    hints = typing.get_type_hints(fn)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in inspect.signature(fn).parameters.values() if p.name != "options"]
+    extra = [p for p in _recipe_parameters({}) if p.name not in run_names]
+    names = [p.name for p in extra]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        options = {name: kwargs.pop(name) for name in names}
+        return fn(*args, **kwargs, options=options)
+
+    wrapper.__signature__ = inspect.Signature(own + extra)
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    return wrapper
+
+
+@command("search")
+@_with_proxy_options
+def search_cmd(
+    space: str = typer.Option("tiny", "--space", help="A shipped space (`funnelbench spaces` lists them) or a .yaml file.",
+                              rich_help_panel=_SEARCH),
+    trials: int = typer.Option(20, "--trials", help="Trained trials in total (baselines included; rejected candidates "
+                               "and repeats are counted separately). Re-running the command continues the study to this "
+                               "total.", rich_help_panel=_SEARCH),
+    budget_flops: str = typer.Option(None, "--budget-flops", "--budget-macs",
+                                     help="Most MACs per image, as the papers count FLOPs (one multiply-accumulate = 1; "
+                                     "DeiT-S is 4.6G): 4.6G is 4.60 GMACs, i.e. 9.20 GFLOPs as 2 x MACs. Suffixes K, M, G, T.",
+                                     rich_help_panel=_BUDGET),
+    min_flops: str = typer.Option(None, "--min-flops", "--min-macs", help="Fewest MACs per image (a floor: re-invest the "
+                                  "budget rather than shrink), same convention.", rich_help_panel=_BUDGET),
+    budget_params: str = typer.Option(None, "--budget-params", help="Most parameters, e.g. 22M.", rich_help_panel=_BUDGET),
+    budget_memory: str = typer.Option(None, "--budget-memory", help="Most estimated training memory at --memory-batch, "
+                                      "e.g. 16GiB (analytic: a GPU budget checked without the GPU).", rich_help_panel=_BUDGET),
+    memory_batch: int = typer.Option(64, "--memory-batch", help="Batch size the memory budget is judged at.",
+                                     rich_help_panel=_BUDGET),
+    memory_device: str = typer.Option("cuda", "--memory-device", help="cpu or cuda: whose memory the estimate models.",
+                                      rich_help_panel=_BUDGET),
+    memory_dtype: str = typer.Option("fp32", "--memory-dtype", help="fp32, bf16 or fp16 autocast, for the estimate.",
+                                     rich_help_panel=_BUDGET),
+    objective: list[str] = typer.Option(["top1"], "--objective", help="Repeatable: top1 (best proxy val top-1, the default), "
+                                        "top5, val_loss, macs, params, train_mem (the estimate), train_img_per_s (proxy "
+                                        "training), infer_img_per_s (the full-size layout, measured here with the "
+                                        "profiler's cheap settings). Only macs/params/train_mem/infer_img_per_s: a "
+                                        "cost-only search, nothing trained.", rich_help_panel=_SEARCH),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe (multivariate, constant liar), nsga2, random or gp; seeded "
+                                "with --seed (also the proxy training's seed): the same space, budget and seed give the "
+                                "same candidates.",
+                                rich_help_panel=_SEARCH),
+    pruner: str = typer.Option(None, "--pruner", help="median, hyperband or none. Default: median for one objective, "
+                               "none for several (Optuna cannot prune multi-objective studies).", rich_help_panel=_SEARCH),
+    baseline: list[str] = typer.Option([], "--baseline", help="Repeatable: a layout or preset trained first (after the "
+                                       "space's own baselines), even over the budget; never the best trial.",
+                                       rich_help_panel=_SEARCH),
+    width_scale: float = typer.Option(1.0, "--width-scale", help="Proxy: every hidden and MLP width times F (heads keep "
+                                      "their width where they can), e.g. 0.25 to explore ViT-B widths on a CPU.",
+                                      rich_help_panel=_SEARCH),
+    study: str = typer.Option(None, "--study", help="Study name. Default: from the space, budgets and objectives.",
+                              rich_help_panel=_SEARCH),
+    storage: str = typer.Option(None, "--storage", help="Any Optuna storage URL. Default: SQLite in "
+                                "runs/search/STUDY/study.db.", rich_help_panel=_SEARCH),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON (progress goes to stderr).",
+                                  rich_help_panel=_SEARCH),
+    options: dict = None,
+):
+    """Search a space of layouts under a compute budget, with short proxy training as the objective.
+
+    Every candidate's full-size layout is counted first: one over a budget is never built,
+    only recorded (the sampler learns the infeasible region through `trial.set_constraint`).
+    The rest train briefly (all `funnelbench train` options apply), reporting top-1 each
+    epoch so the pruner can stop hopeless ones. Baselines run first, once. The study lives in
+    runs/search/STUDY/ (one folder per trial); re-running the command continues it.
+    """
+    import sys
+
+    from rich.console import Console
+
+    from ..search.study import search, summary
+    from ..units import parse_bytes, parse_count
+
+    out_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200) if json_out else console
+    progress = SearchProgress(out_console)
+    try:
+        result = search(
+            space, trials=trials,
+            budget_macs=parse_count(budget_flops, "--budget-flops") if budget_flops else None,
+            min_macs=parse_count(min_flops, "--min-flops") if min_flops else None,
+            budget_params=parse_count(budget_params, "--budget-params") if budget_params else None,
+            budget_memory=parse_bytes(budget_memory, "--budget-memory") if budget_memory else None,
+            memory_batch=memory_batch, memory_device=memory_device, memory_dtype=memory_dtype,
+            objectives=tuple(objective), sampler=sampler, pruner=pruner, baselines=tuple(baseline),
+            width_scale=width_scale, study=study, storage=storage, on_event=progress,
+            **{k: v for k, v in options.items() if v is not None})
+    finally:
+        progress.close()
+    info = summary(result)
+    if json_out:
+        print_json(info)
+        return
+    print_summary(out_console, info)
+
+
+def _pct(v) -> str:
+    return "" if v is None else f"{v:.1f}"
+
+
+def print_summary(out, info: dict) -> None:
+    c = info["counts"]
+    objectives = info["settings"].get("objectives", ["top1"])
+    out.print(f"{c['trained']} trained ({c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed), "
+              f"{c['rejected']} rejected by the budget, {c['repeats']} repeat(s) of a finished layout")
+    rows = info["best"]
+    title = "best trial" if len(objectives) == 1 else f"Pareto front ({', '.join(objectives)})"
+    if rows:
+        out.print(make_table(title, ["trial", "layout (full size)", "params", "MACs", "top-1 %", "top-5 %", "val loss",
+                                     "epochs", "baseline"],
+                             [[r["number"], r["target_layout"], human(r["params"]), human(r["macs"]), _pct(r["top1"]),
+                               _pct(r["top5"]), "" if r["val_loss"] is None else f"{r['val_loss']:.3f}", r["epochs_done"],
+                               "yes" if r["baseline"] else ""] for r in rows],
+                             right={"trial", "params", "MACs", "top-1 %", "top-5 %", "val loss", "epochs"}))
+    else:
+        out.print("no feasible trial finished yet")
+    out.print(f"study {info['study']} stored in {info['storage']} (trial folders in {info['out']}); "
+              f"see it with: [bold]{info['report_command']}[/bold]")
+    out.print(f"[dim]{MACS_NOTE}; baselines over the budget are trained but never the best.[/dim]")
+
+
+class SearchProgress:
+    """The progress line (trial k of N, rejected, pruned, failed, best so far) and the current
+    trial's epoch bar on a terminal; one line per finished trial otherwise."""
+
+    def __init__(self, out):
+        self.out = out
+        self.progress = None
+        self.trials_task = self.epoch_task = None
+        self.total = 0
+        self.best = None
+        self.objectives = ("top1",)
+        self.directions = ("maximize",)
+
+    def __call__(self, kind: str, info: dict) -> None:
+        getattr(self, "on_" + kind, lambda info: None)(info)
+
+    def on_start(self, info):
+        from ..search.budget import macs_text
+
+        b, s = info["budgets"], info["settings"]
+        self.total, self.objectives, self.directions = info["trials"], s.objectives, s.directions
+        lines = b.lines()
+        self.out.print("budget: " + ("; ".join(lines) if lines else "none") + " (judged on the full-size layout)")
+        what = "continuing" if not info["created"] else "new"
+        self.out.print(f"{what} study [bold]{info['study']}[/bold]: space {info['space'].name}, "
+                       f"objectives {', '.join(s.objectives)}, sampler {s.sampler} (seed {s.seed}), pruner {s.pruner}; "
+                       f"{info['counts']['trained']} of {self.total} trials trained so far")
+        if info["warning"]:
+            self.out.print(f"[yellow]warning:[/yellow] {info['warning']}")
+        if info["stale"]:
+            self.out.print(f"trial(s) {', '.join(map(str, info['stale']))} were running when their process ended: "
+                           "recorded as interrupted and queued again")
+        if self.out.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=self.out)
+            self.progress.start()
+            self.trials_task = self.progress.add_task("trials", total=self.total,
+                                                      completed=info["counts"]["trained"], info="")
+        self._counts = info["counts"]
+
+    def on_trial_start(self, info):
+        if self.progress:
+            if self.epoch_task is not None:
+                self.progress.remove_task(self.epoch_task)
+            mark = " (baseline)" if info["baseline"] else ""
+            self.epoch_task = self.progress.add_task(f"  trial {info['number']}{mark}", total=None, info=info["layout"])
+
+    def on_epoch(self, info):
+        if self.progress and self.epoch_task is not None:
+            m = info["metrics"]
+            top1 = m.get("val_top1")
+            self.progress.update(self.epoch_task, total=info["epochs"], completed=info["epoch"],
+                                 info=f"top-1 {100 * top1:.1f} %" if top1 is not None else "")
+
+    def on_trial_end(self, info):
+        a, values = info["attrs"], info["values"]
+        if values is not None and not a["over_budget"]:
+            v = values[0]
+            if self.best is None or (v > self.best if self.directions[0] == "maximize" else v < self.best):
+                self.best = v
+        if not self.progress:
+            self.out.print(f"trial {info['number']}{' (baseline)' if a['baseline'] else ''}: {info['status']}  "
+                           f"{a['target_layout']}  top-1 {_pct(a['top1']) or '-'} %  {human(a['macs'])}MACs  "
+                           f"{a['wall_s']:.1f} s" + (f"  ({a['error']})" if a.get("error") else ""))
+
+    def on_progress(self, info):
+        c = info["counts"]
+        best = "" if self.best is None else f"best {self.objectives[0]} {self.best:.4g}"
+        text = f"rejected {c['rejected']}  pruned {c['pruned']}  failed {c['failed']}  repeats {c['repeats']}  {best}"
+        if self.progress:
+            self.progress.update(self.trials_task, completed=min(c["trained"], self.total), info=text)
+
+    def on_stalled(self, info):
+        self.out.print(f"[yellow]warning:[/yellow] {info['idle']} candidates in a row were rejected or repeats; "
+                       "stopping (the space under this budget may be exhausted)")
+
+    def close(self):
+        if self.progress:
+            self.progress.stop()
+            self.progress = None

@@ -178,14 +178,14 @@ class Space:
                 out.append(d)
         return out
 
-    def suggest(self, trial) -> tuple[Layout, dict]:
+    def suggest(self, trial, check: bool = True) -> tuple[Layout, dict]:
         """The one place that calls ``trial.suggest_*``: a point of the space as a full-size
         :class:`Layout`, and the space's own constraints it breaks (``{"total_layers": excess}``;
         empty for a point inside the space). Every stage's parameters up to the largest stage
         count are suggested (see the module docstring)."""
         n = self.counts.suggest(trial)
         chosen = [{key: d.suggest(trial) for key, d in stage.items()} for stage in self.stage_decisions]
-        layout = self.build(chosen[:n])
+        layout = self.build(chosen[:n], check)
         return layout, self.violations(layout)
 
     def violations(self, layout: Layout) -> dict:
@@ -199,7 +199,7 @@ class Space:
             return {"total_layers": (lo - depth) / lo}
         return {}
 
-    def build(self, chosen: list[dict]) -> Layout:
+    def build(self, chosen: list[dict], check: bool = True) -> Layout:
         """The layout of per-stage decision values (stage 0 first)."""
         stem, image, patch, head, pos = self._stem()
         prefix = 1 if head == "cls" else 0
@@ -211,7 +211,8 @@ class Space:
             if problem:  # cannot happen in a space that loaded: every transition was checked
                 raise UsageError(f"space {self.name}: {problem}")
             stages.append(stage)
-        return checked_layout(Layout(tuple(stages), image, patch, head, stem, pos))
+        layout = Layout(tuple(stages), image, patch, head, stem, pos)
+        return checked_layout(layout) if check else layout
 
     def _stem(self):
         s = self.shared

@@ -1,0 +1,768 @@
+"""A search study: Optuna drives, each trial is a budget check and (maybe) a proxy training.
+
+    study = fb.search("tiny", budget_macs=5e6, trials=10, epochs=2)
+
+One trial (:func:`run_trial`):
+
+1. the space suggests a point (:meth:`Space.suggest`): the full-size target layout;
+2. the budgets judge its analytic counts; a candidate over any budget (or outside the space's
+   own constraints) is *rejected*: recorded with ``trial.set_constraint`` and never built;
+3. a layout that already finished in this study is a *repeat*: it gets the earlier result
+   (``duplicate_of``) instead of a second training;
+4. otherwise the objectives are measured: costs analytically, ``infer_img_per_s`` with the
+   profiler, the rest by proxy training through :func:`train_trial` (the one adapter to the
+   trainer), reporting the objective every epoch so the pruner can stop it.
+
+``--trials N`` counts trained trials (completed, pruned or failed; in a cost-only study, the
+evaluated ones): rejected candidates, repeats and interrupted trials are counted separately, so
+re-running the same command continues until N. The study stores its settings and every trial
+its facts as user attributes (``SEARCH_CONTRACT.md`` section B, :data:`TRIAL_KEYS`).
+
+A trial that was running when its process died (SIGKILL, power loss) stays RUNNING in the
+storage; the next run on this machine finds it (its worker's process is gone), records it as
+``interrupted`` (FAIL) and queues its parameters again. (Many workers: ``workers.py``, later.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from ..errors import FunnelbenchError, UsageError
+from ..layout import Layout
+from ..presets import resolve
+from .budget import Budgets, macs_text, over_budget, preflight
+from .space import Space, load_space
+
+MARKER = "search/1"
+STUDY_ROOT = Path("runs") / "search"
+
+# objective -> (direction, needs training, per-epoch metric it is reported as (or None))
+OBJECTIVES = {
+    "top1": ("maximize", True, "val_top1"),
+    "top5": ("maximize", True, "val_top5"),
+    "val_loss": ("minimize", True, "val_loss"),
+    "macs": ("minimize", False, None),
+    "params": ("minimize", False, None),
+    "train_mem": ("minimize", False, None),
+    "train_img_per_s": ("maximize", True, "train_img_per_s"),
+    "infer_img_per_s": ("maximize", False, None),
+}
+# the trial attribute each objective reads
+OBJECTIVE_ATTR = {"top1": "top1", "top5": "top5", "val_loss": "val_loss", "macs": "macs", "params": "params",
+                  "train_mem": "train_mem_est_bytes", "train_img_per_s": "train_img_per_s",
+                  "infer_img_per_s": "infer_img_per_s"}
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
+PRUNERS = ("median", "hyperband", "none")
+# Every trial has every key (None where not applicable). Contract B, plus duplicate_of, worker, retry_of.
+TRIAL_KEYS = ("target_layout", "proxy_layout", "params", "macs", "flops", "proxy_params", "proxy_macs",
+              "train_mem_est_bytes", "top1", "top5", "val_loss", "epochs_done", "train_img_per_s", "infer_img_per_s",
+              "wall_s", "status", "error", "baseline", "over_budget", "run_dir", "duplicate_of", "worker", "retry_of")
+TRAINED = ("completed", "pruned", "failed", "diverged", "oom")  # what --trials counts
+FAILED = ("failed", "diverged", "oom", "interrupted")
+# Proxy options that do not change the numbers: a study may be continued with other values.
+FREE_PROXY_KEYS = ("workers",)
+INFER_PROFILE = dict(batch_size=8, warmup=1, repeats=3, train=False, memory=False)  # the profiler's cheap settings
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass
+class Settings:
+    """What a study is: stored in its user attributes, compared when it is continued."""
+
+    space: Space
+    budgets: Budgets
+    objectives: tuple[str, ...] = ("top1",)
+    sampler: str = "tpe"
+    seed: int = 0
+    pruner: str | None = None  # None: median for one objective, none for several
+    proxy: dict = field(default_factory=dict)  # TrainConfig fields + width_scale
+    baselines: tuple[str, ...] = ()  # canonical; the space's first, then extra ones
+
+    def __post_init__(self):
+        if not self.objectives:
+            self.objectives = ("top1",)
+        for o in self.objectives:
+            if o not in OBJECTIVES:
+                raise UsageError(f"--objective {o}: unknown; choose from {', '.join(OBJECTIVES)}")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise UsageError(f"--objective given twice: {', '.join(self.objectives)}")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"--sampler {self.sampler}: unknown; choose from {', '.join(SAMPLERS)}")
+        if self.pruner is None:
+            self.pruner = "median" if len(self.objectives) == 1 and self.needs_training else "none"
+        if self.pruner not in PRUNERS:
+            raise UsageError(f"--pruner {self.pruner}: unknown; choose from {', '.join(PRUNERS)}")
+        if self.pruner != "none" and len(self.objectives) > 1:
+            raise UsageError(f"--pruner {self.pruner} with {len(self.objectives)} objectives: Optuna cannot prune "
+                             "multi-objective studies (Trial.report raises there); use --pruner none or one --objective")
+        if self.pruner != "none" and not self.needs_training:
+            raise UsageError(f"--pruner {self.pruner}: the objective {self.objectives[0]} needs no training, so there is "
+                             "nothing to prune; use --pruner none")
+        if self.proxy.get("width_scale", 1.0) <= 0:
+            raise UsageError(f"--width-scale {self.proxy['width_scale']}: must be positive")
+
+    @property
+    def needs_training(self) -> bool:
+        return any(OBJECTIVES[o][1] for o in self.objectives)
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o][0] for o in self.objectives]
+
+    def to_attrs(self) -> dict:
+        return {"space": self.space.name, "space_file": self.space.path, "space_spec": self.space.spec,
+                "budgets": self.budgets.to_dict(), "objectives": list(self.objectives),
+                "directions": self.directions, "sampler": self.sampler, "seed": self.seed, "pruner": self.pruner,
+                "proxy": dict(self.proxy), "baselines": list(self.baselines)}
+
+
+def _differences(stored: dict, now: dict) -> list[str]:
+    """What differs between a stored study's settings and this run's, in words."""
+    out = []
+    for key in ("space_spec", "budgets", "objectives", "sampler", "seed", "pruner", "proxy", "baselines"):
+        a, b = stored.get(key), now.get(key)
+        if key == "proxy":
+            a = {k: v for k, v in (a or {}).items() if k not in FREE_PROXY_KEYS}
+            b = {k: v for k, v in (b or {}).items() if k not in FREE_PROXY_KEYS}
+        if json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str):
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and key != "space_spec":
+            diffs = [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            out.append(f"{key} ({', '.join(diffs[:3])}{', ...' if len(diffs) > 3 else ''})")
+        elif key == "space_spec":
+            out.append(f"space (the study's is {stored.get('space')!r} as it was stored; this run's {now.get('space')!r} differs)")
+        else:
+            out.append(f"{key} ({a!r} -> {b!r})")
+    return out
+
+
+def default_study_name(space: Space, budgets: Budgets, objectives) -> str:
+    parts = [space.name]
+    for tag, value in (("macs", budgets.macs), ("min", budgets.min_macs), ("params", budgets.params)):
+        if value is not None:
+            parts.append(f"{tag}{_short(value)}")
+    if budgets.memory_bytes is not None:
+        parts.append(f"mem{budgets.memory_bytes / 2 ** 30:g}GiB")
+    if list(objectives) != ["top1"]:
+        parts.append("-".join(objectives))
+    return "-".join(parts)
+
+
+def _short(v: float) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if v >= scale:
+            return f"{v / scale:.4g}{suffix}"
+    return f"{v:g}"
+
+
+def make_sampler(name: str, seed: int, n_objectives: int):
+    """The samplers, configured explicitly (Optuna's defaults changed between versions)."""
+    if name == "tpe":
+        # multivariate: the stage parameters interact (depth against width); every trial has the
+        # same parameters (padded stages), so no group decomposition is needed. constant_liar: a
+        # running trial counts as a bad one, so parallel workers do not all pick the same point.
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True, constant_liar=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(name: str, epochs: int):
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0, interval_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs), reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+# ----------------------------------------------------------------------------- the adapter to the trainer
+
+
+def train_trial(layout: Layout, *, out: Path, proxy: dict, data=None, callback: Callable[[dict], bool] | None = None,
+                console=None) -> dict:
+    """The one place the search calls the trainer: train the proxy of ``layout`` (full size)
+    into ``out``; ``callback(metrics)`` after every epoch returns True to prune. Returns the
+    trainer's record with ``status`` ``completed``, ``pruned``, ``diverged`` (or raises).
+
+    Contract A (``data=``, ``width_scale=``, callback returning PRUNE) when the trainer has it;
+    today's trainer otherwise: it loads the (cached) data itself, a callback returning True
+    stops it, and the width scale is applied here by :func:`scaled_layout`."""
+    train_mod = _trainer()
+
+    options = {k: v for k, v in proxy.items() if k != "width_scale"}
+    width_scale = proxy.get("width_scale", 1.0)
+    pruned = []
+
+    def on_epoch(metrics):
+        prune = bool(callback(metrics)) if callback else False
+        if prune:
+            pruned.append(metrics.get("epoch"))
+        return (getattr(train_mod, "PRUNE", True) if prune else None)
+
+    if _trainer_has_contract_a():
+        record = train_mod.train(layout, out=out, data=data, width_scale=width_scale, overwrite=True,
+                                 callback=on_epoch, console=console, **options)
+    else:
+        record = train_mod.train(scaled_layout(layout, width_scale), out=out, overwrite=True, callback=on_epoch,
+                                 console=console, **options)
+    if pruned and record.get("status") in ("stopped", "pruned"):
+        record["status"] = "pruned"
+    return record
+
+
+def _trainer():
+    """The trainer module (``funnelbench.train``; the package's ``train`` attribute is the function)."""
+    import importlib
+
+    return importlib.import_module("funnelbench.train")
+
+
+def _trainer_has_contract_a() -> bool:
+    train_mod = _trainer()
+
+    return hasattr(train_mod, "PRUNE") and "width_scale" in {f for f in getattr(train_mod.TrainConfig, "__dataclass_fields__", {})}
+
+
+def proxy_of(layout: Layout, proxy: dict) -> Layout:
+    """The layout that trains for ``layout``: widths scaled, then at the proxy resolution."""
+    train_mod = _trainer()
+
+    if _trainer_has_contract_a():
+        return train_mod.proxy_layout(layout, proxy.get("image_size"), proxy.get("patch_size"),
+                                      width_scale=proxy.get("width_scale", 1.0))
+    return train_mod.proxy_layout(scaled_layout(layout, proxy.get("width_scale", 1.0)), proxy.get("image_size"),
+                                  proxy.get("patch_size"))
+
+
+def scaled_layout(layout: Layout, scale: float) -> Layout:
+    """Stand-in for the trainer's width scaling until contract A lands: every hidden and MLP
+    width times ``scale``; heads keep their width of 64 where they can (``max(1, round(heads x
+    scale))``), the hidden width rounded to a multiple of the heads."""
+    from dataclasses import replace
+
+    from .space import checked_layout
+
+    if scale == 1.0:
+        return layout
+    stages = []
+    for s in layout.stages:
+        heads = max(1, round(s.heads * scale))
+        hidden = max(heads, round(s.hidden * scale / heads) * heads)
+        stages.append(replace(s, hidden=hidden, heads=heads, mlp=max(1, round(s.mlp * scale))))
+    stem = layout.stem
+    if stem.is_t2t:
+        stem = replace(stem, token_dim=max(2, round(stem.token_dim * scale)))
+    elif stem.kind == "ps":
+        stem = replace(stem, fe_width=max(1, round(stem.fe_width * scale)))
+    return checked_layout(replace(layout, stages=tuple(stages), stem=stem))
+
+
+# ----------------------------------------------------------------------------- one trial
+
+
+@dataclass
+class Context:
+    """What every trial of one process shares."""
+
+    settings: Settings
+    study: optuna.Study
+    out: Path  # the study's folder
+    data: object = None  # loaded once per process (contract A)
+    on_event: Callable[[str, dict], None] | None = None
+    console: object = None
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def emit(self, kind: str, **info) -> None:
+        if self.on_event:
+            self.on_event(kind, info)
+
+
+def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, TrialState]:
+    """Run one asked trial to its end; returns (status, values, state) for ``study.tell``."""
+    s = ctx.settings
+    attrs = dict.fromkeys(TRIAL_KEYS)
+    attrs.update(status="running", baseline=False, over_budget={}, worker=ctx.worker,
+                 retry_of=trial.user_attrs.get("retry_of"))
+    fixed = trial.user_attrs.get("baseline_layout")
+    if fixed is not None:  # a baseline: its layout as given (it need not be a point of the space)
+        layout, violations = resolve(fixed), {}
+        attrs["baseline"] = True
+        if fixed in [str(b) for b in s.space.baselines]:
+            s.space.suggest(trial)  # its enqueued parameters, so the sampler learns from it
+    else:
+        layout, violations = s.space.suggest(trial)
+    attrs["target_layout"] = str(layout)
+    started = time.time()
+    try:
+        costs, excess = s.budgets.judge(layout, need_memory="train_mem" in s.objectives)
+    except FunnelbenchError as err:  # the memory estimate does not model this layout
+        attrs.update(status="failed", error=_one_line(err), wall_s=time.time() - started)
+        _set_attrs(trial, attrs)
+        return "failed", None, TrialState.FAIL
+    attrs.update(params=costs["params"], macs=costs["macs"], flops=2 * costs["macs"],
+                 train_mem_est_bytes=costs["train_mem_est_bytes"])
+    excess.update(violations)
+    for name, value in excess.items():
+        trial.set_constraint(name, value)
+    over = over_budget(excess)
+    attrs["over_budget"] = over
+    if over and not attrs["baseline"]:
+        attrs.update(status="rejected", wall_s=time.time() - started)
+        _set_attrs(trial, attrs)
+        ctx.emit("rejected", number=trial.number, layout=str(layout), over=over)
+        return "rejected", _worst_values(s, attrs), TrialState.COMPLETE
+
+    earlier = None if attrs["baseline"] else _finished_same_layout(ctx.study, str(layout), trial.number)
+    if earlier is not None:
+        return _repeat(ctx, trial, attrs, earlier)
+
+    ctx.emit("trial_start", number=trial.number, layout=str(layout), baseline=attrs["baseline"])
+    _set_attrs(trial, attrs)  # a RUNNING trial says what it is while it runs
+    status, state = "completed", TrialState.COMPLETE
+    try:
+        if "infer_img_per_s" in s.objectives:
+            attrs["infer_img_per_s"] = _infer_speed(layout, s.proxy.get("device", "auto"))
+        if s.needs_training:
+            status, state = _train(ctx, trial, layout, attrs)
+        else:
+            attrs["proxy_layout"] = None
+    except KeyboardInterrupt:
+        attrs.update(status="interrupted", error="interrupted (Ctrl-C or a signal) while the trial ran",
+                     wall_s=time.time() - started)
+        _set_attrs(trial, attrs)
+        raise
+    except Exception as err:  # noqa: BLE001 - a trial's failure is recorded and the study goes on
+        from ..measure import is_oom
+
+        status, state = ("oom" if is_oom(err) else "failed"), TrialState.FAIL
+        attrs["error"] = _one_line(err)
+    attrs.update(status=status, wall_s=time.time() - started)
+    _set_attrs(trial, attrs)
+    values = _values(s, attrs) if state == TrialState.COMPLETE else None
+    ctx.emit("trial_end", number=trial.number, status=status, attrs=attrs, values=values)
+    return status, values, state
+
+
+def _train(ctx: Context, trial: optuna.Trial, layout: Layout, attrs: dict) -> tuple[str, TrialState]:
+    s = ctx.settings
+    proxy = proxy_of(layout, s.proxy)
+    from ..cost import count
+
+    pc = count(proxy)
+    run_dir = f"trial-{trial.number}"
+    attrs.update(proxy_layout=str(proxy), proxy_params=pc.params, proxy_macs=pc.macs, run_dir=run_dir)
+    _set_attrs(trial, {k: attrs[k] for k in ("proxy_layout", "proxy_params", "proxy_macs", "run_dir")})
+    metric = OBJECTIVES[s.objectives[0]][2]
+    prunes = s.pruner != "none"
+    history: list[dict] = []
+    epochs = s.proxy.get("epochs", 10)
+
+    def callback(metrics: dict) -> bool:
+        history.append(dict(metrics))
+        ctx.emit("epoch", number=trial.number, epoch=metrics["epoch"], epochs=epochs, metrics=metrics)
+        if not prunes or metrics.get(metric) is None:
+            return False
+        trial.report(_as_reported(metric, metrics[metric]), metrics["epoch"])
+        return trial.should_prune()
+
+    record = train_trial(layout, out=ctx.out / run_dir, proxy=s.proxy, data=ctx.data, callback=callback,
+                         console=None)
+    _fill_metrics(attrs, record, history)
+    status = record.get("status", "failed")
+    if status == "pruned":
+        return "pruned", TrialState.PRUNED
+    if status == "completed":
+        return "completed", TrialState.COMPLETE
+    attrs["error"] = record.get("error") or f"training ended with status {status}"
+    return ("diverged" if status == "diverged" else "oom" if status == "oom" else "failed"), TrialState.FAIL
+
+
+def _as_reported(metric: str, value: float) -> float:
+    """Accuracies in %, the rest as they are."""
+    return 100 * value if metric in ("val_top1", "val_top5") else value
+
+
+def _fill_metrics(attrs: dict, record: dict, history: list[dict]) -> None:
+    best = max((h for h in history if h.get("val_top1") is not None), key=lambda h: h["val_top1"], default=None)
+    attrs["epochs_done"] = record.get("epochs_done", len(history))
+    attrs["train_img_per_s"] = record.get("train_img_per_s")
+    if best is not None:
+        attrs["top1"] = 100 * best["val_top1"]
+        attrs["top5"] = None if best.get("val_top5") is None else 100 * best["val_top5"]
+        attrs["val_loss"] = best.get("val_loss")
+
+
+def _infer_speed(layout: Layout, device: str) -> float | None:
+    from ..profiling import profile
+
+    rec = profile([layout], device=device, **INFER_PROFILE)[0]
+    if rec.get("error"):
+        raise RuntimeError(f"measuring inference speed: {rec['error']}")
+    return rec.get("infer_img_per_s")
+
+
+def _values(s: Settings, attrs: dict) -> list[float]:
+    out = []
+    for o in s.objectives:
+        v = attrs.get(OBJECTIVE_ATTR[o])
+        out.append(_worst(o) if v is None or (isinstance(v, float) and math.isnan(v)) else float(v))
+    return out
+
+
+def _worst(objective: str) -> float:
+    return 0.0 if OBJECTIVES[objective][0] == "maximize" else float("inf")
+
+
+def _worst_values(s: Settings, attrs: dict) -> list[float]:
+    """A rejected trial's values: its costs where they are objectives, the worst value for the
+    rest (it is infeasible, so no sampler, best trial or front uses them as results)."""
+    return [float(attrs[OBJECTIVE_ATTR[o]]) if o in ("macs", "params") or (o == "train_mem" and attrs["train_mem_est_bytes"])
+            else _worst(o) for o in s.objectives]
+
+
+def _finished_same_layout(study: optuna.Study, layout: str, number: int):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        a = t.user_attrs
+        if t.number != number and a.get("target_layout") == layout and a.get("status") in ("completed", "pruned") \
+                and a.get("duplicate_of") is None:
+            return t
+    return None
+
+
+def _repeat(ctx: Context, trial: optuna.Trial, attrs: dict, earlier) -> tuple[str, list | None, TrialState]:
+    """A layout that already finished: the earlier trial's result, not a second training."""
+    keep = {k: attrs[k] for k in ("worker", "retry_of", "baseline", "over_budget")}
+    attrs.update({k: earlier.user_attrs.get(k) for k in TRIAL_KEYS})
+    attrs.update(keep, duplicate_of=earlier.number, wall_s=0.0)
+    _set_attrs(trial, attrs)
+    ctx.emit("repeat", number=trial.number, of=earlier.number)
+    if earlier.state == TrialState.PRUNED:
+        for step, value in sorted(earlier.intermediate_values.items()):
+            trial.report(value, step)
+        return attrs["status"], None, TrialState.PRUNED
+    return attrs["status"], list(earlier.values), TrialState.COMPLETE
+
+
+def _set_attrs(trial: optuna.Trial, attrs: dict) -> None:
+    """Write the attributes that changed (each write is a storage transaction)."""
+    stored = trial.user_attrs
+    for key, value in attrs.items():
+        if key not in stored or stored[key] != value:
+            trial.set_user_attr(key, value)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")[:500]
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def open_study(settings: Settings, *, study_name: str, storage: str | None, out: Path) -> tuple[optuna.Study, bool]:
+    """Create the study or load it; (study, created). A study with other settings is refused."""
+    if storage is None:
+        out.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(out / 'study.db').resolve()}"
+    storage = _storage(storage)
+    sampler = make_sampler(settings.sampler, settings.seed, len(settings.objectives))
+    pruner = make_pruner(settings.pruner, settings.proxy.get("epochs", 10))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+        created = False
+    except KeyError:
+        study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
+                                    directions=settings.directions)
+        created = True
+    except Exception as err:  # noqa: BLE001 - a bad URL or an unreachable database
+        raise UsageError(f"--storage {storage}: cannot open it ({_one_line(err)})") from None
+    now = settings.to_attrs()
+    if created:
+        study.set_user_attr("funnelbench", MARKER)
+        study.set_user_attr("settings", now)
+        study.set_user_attr("out", str(out))
+        for layout in settings.baselines:
+            params = {}
+            try:
+                params = settings.space.params_of(resolve(layout))
+            except FunnelbenchError:
+                pass  # an extra baseline outside the space: trained by its layout alone
+            study.enqueue_trial(params, user_attrs={"baseline_layout": layout})
+        return study, True
+    if study.user_attrs.get("funnelbench") != MARKER:
+        raise UsageError(f"study {study_name!r} in {storage} was not made by funnelbench search; choose another --study")
+    diff = _differences(study.user_attrs.get("settings", {}), now)
+    if diff:
+        raise UsageError(f"study {study_name!r} exists with other settings: {'; '.join(diff)}; run it with the same "
+                         "options to continue it, or choose another --study")
+    return study, False
+
+
+def _storage(url: str):
+    """An Optuna storage for ``url``. SQLite gets write-ahead logging without a sync per commit
+    (every trial writes ~25 attributes, each a transaction: ~20 ms with a sync, well under 1 ms
+    without). A killed process loses nothing it committed; a power cut may lose the last commits
+    but never corrupts the file."""
+    if not url.startswith("sqlite:"):
+        return url
+    from sqlalchemy import event
+
+    try:
+        storage = optuna.storages.RDBStorage(url)
+    except Exception as err:  # noqa: BLE001 - an unwritable folder, a file that is not a database
+        raise UsageError(f"--storage {url}: cannot open it ({_one_line(err)})") from None
+
+    def pragmas(conn, _record):
+        cursor = conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()
+    return storage
+
+
+def counts(study: optuna.Study) -> dict:
+    """Trials by outcome: trained (what --trials counts), completed, pruned, rejected, failed, repeats."""
+    c = dict.fromkeys(("trained", "completed", "pruned", "rejected", "failed", "repeats", "running", "waiting"), 0)
+    for t in study.get_trials(deepcopy=False):
+        status = t.user_attrs.get("status")
+        if t.state == TrialState.WAITING:
+            c["waiting"] += 1
+        elif t.state == TrialState.RUNNING:
+            c["running"] += 1
+        elif t.user_attrs.get("duplicate_of") is not None:
+            c["repeats"] += 1
+        elif status == "rejected":
+            c["rejected"] += 1
+        elif status in FAILED:
+            c["failed"] += 1
+        elif status in ("completed", "pruned"):
+            c[status] += 1
+        if t.user_attrs.get("duplicate_of") is None and status in TRAINED and t.state != TrialState.RUNNING:
+            c["trained"] += 1
+    return c
+
+
+def recover_stale(study: optuna.Study) -> list[int]:
+    """RUNNING trials whose worker was a process on this machine that no longer exists: record
+    them as interrupted (FAIL) and queue their parameters again. Returns their numbers."""
+    host = socket.gethostname()
+    stale = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker") or ""
+        name, _, pid = worker.rpartition(":")
+        if name != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        trial_id = t._trial_id
+        storage = study._storage
+        storage.set_trial_user_attr(trial_id, "status", "interrupted")
+        storage.set_trial_user_attr(trial_id, "error", f"its process ({worker}) ended before the trial finished")
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        attrs = {"retry_of": t.number}
+        if t.user_attrs.get("baseline_layout") is not None:
+            attrs["baseline_layout"] = t.user_attrs["baseline_layout"]
+        study.enqueue_trial(t.params, user_attrs=attrs)
+        stale.append(t.number)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, min_macs: float | None = None,
+           budget_params: float | None = None, budget_memory: int | None = None, memory_batch: int = 64,
+           memory_device: str = "cuda", memory_dtype: str = "fp32", objectives=("top1",), sampler: str = "tpe",
+           pruner: str | None = None, baselines=(), width_scale: float = 1.0, study: str | None = None,
+           storage: str | None = None, root: str | os.PathLike | None = None,
+           on_event: Callable[[str, dict], None] | None = None, **train_options) -> optuna.Study:
+    """Run (or continue) a search until ``trials`` trials are trained; returns the Optuna study.
+
+    ``space``: a shipped space's name, a ``.yaml`` path, a dict or a :class:`Space`. Budgets
+    judge the full-size layout: ``budget_macs`` (the papers' "FLOPs"), ``min_macs``,
+    ``budget_params``, ``budget_memory`` (bytes of the estimated training peak at
+    ``memory_batch`` on ``memory_device`` in ``memory_dtype``). ``train_options``: every
+    :class:`~funnelbench.train.TrainConfig` field (``epochs``, ``image_size``, ``data``, ...).
+    ``on_event(kind, info)`` sees the progress (``start``, ``trial_start``, ``epoch``,
+    ``trial_end``, ``rejected``, ``repeat``, ``end``). ``seed`` (a training option, 0 by
+    default) seeds the sampler too."""
+    from ..train import TrainConfig
+
+    if trials < 1:
+        raise UsageError(f"--trials {trials}: must be at least 1")
+    space = space if isinstance(space, Space) else load_space(space)
+    budgets = Budgets(budget_macs, min_macs, budget_params, budget_memory, memory_batch, memory_device, memory_dtype)
+    known = set(TrainConfig.__dataclass_fields__) - {"layout", "finetune_from"}
+    unknown = sorted(set(train_options) - known)
+    if unknown:
+        raise UsageError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    TrainConfig(layout="", **train_options)  # checks the values now, not in the first trial
+    proxy = {**{k: v for k, v in train_options.items() if v is not None}, "width_scale": float(width_scale)}
+    proxy.setdefault("epochs", TrainConfig.epochs)
+    extra = []
+    for b in baselines:
+        text = str(resolve(b))
+        if text not in extra:
+            extra.append(text)
+    names = [str(b) for b in space.baselines]
+    seed = train_options.get("seed") or 0
+    settings = Settings(space, budgets, tuple(objectives), sampler, seed, pruner, proxy,
+                        tuple(names + [b for b in extra if b not in names]))
+    warning = preflight(space, budgets)
+    _check_proxy(space, settings)
+    study_name = study or default_study_name(space, budgets, settings.objectives)
+    out = Path(root) / study_name if root is not None else STUDY_ROOT / study_name
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    opt_study, created = open_study(settings, study_name=study_name, storage=storage, out=out)
+    stale = recover_stale(opt_study)
+    data = _load_data_once(settings) if settings.needs_training and _trainer_has_contract_a() else None
+    ctx = Context(settings, opt_study, out, data=data, on_event=on_event)
+    c = counts(opt_study)
+    ctx.emit("start", study=study_name, out=str(out), storage=storage or f"sqlite:///{out / 'study.db'}",
+             created=created, trials=trials, counts=c, warning=warning, stale=stale, budgets=budgets,
+             settings=settings, space=space)
+    run_loop(ctx, trials)
+    ctx.emit("end", counts=counts(opt_study), study=opt_study)
+    return opt_study
+
+
+def run_loop(ctx: Context, trials: int) -> None:
+    """Ask, run, tell until ``trials`` trials are trained (or the space has nothing new)."""
+    study = ctx.study
+    trained = counts(study)["trained"]
+    idle = 0  # trials in a row that trained nothing (rejected, repeats)
+    limit = max(200, 20 * trials)
+    while trained < trials:
+        trial = study.ask()
+        try:
+            status, values, state = run_trial(ctx, trial)
+        except KeyboardInterrupt:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        if state == TrialState.COMPLETE:
+            study.tell(trial, values)
+        else:
+            study.tell(trial, state=state)
+        counted = status in TRAINED and trial.user_attrs.get("duplicate_of") is None and \
+            study._storage.get_trial_user_attrs(trial._trial_id).get("duplicate_of") is None
+        if counted:
+            trained += 1
+            idle = 0
+        else:
+            idle += 1
+        ctx.emit("progress", counts=counts(study), trials=trials)
+        if idle >= limit:
+            ctx.emit("stalled", idle=idle)
+            break
+
+
+def _check_proxy(space: Space, settings: Settings) -> None:
+    """The proxy resolution must express every pool of the space (checked on the token counts
+    alone, before anything trains), and the baselines must have a proxy."""
+    if not settings.needs_training:
+        return
+    image, patch = settings.proxy.get("image_size"), settings.proxy.get("patch_size")
+    if image or patch:
+        from .space import _SpaceError, _walk
+
+        try:
+            _walk(space, check_only=True, image_size=image or space.shared.get("image_size", 224),
+                  patch_size=patch)
+        except _SpaceError as err:
+            raise UsageError(f"--image-size {image} --patch-size {patch}: at the proxy resolution {err.message} "
+                             f"(key {err.key} of space {space.name}); choose a proxy grid that keeps the space's pools") from None
+    for b in settings.baselines:
+        try:
+            proxy_of(resolve(b), settings.proxy)
+        except FunnelbenchError as err:
+            raise UsageError(f"baseline {b}: no proxy at these options ({err})") from None
+
+
+def _load_data_once(settings: Settings):
+    from ..data import load_data
+
+    p = settings.proxy
+    image = p.get("image_size") or settings.space.shared.get("image_size", 224)
+    return load_data(p.get("data"), image_size=image, classes=p.get("classes"), train_per_class=p.get("train_per_class"),
+                     val_per_class=p.get("val_per_class"), subset_seed=p.get("subset_seed", 0))
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def trial_rows(study: optuna.Study) -> list[dict]:
+    """Every finished trial as a flat record: number, state, its user attributes, its values."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        rows.append({"number": t.number, "state": t.state.name, **{k: t.user_attrs.get(k) for k in TRIAL_KEYS},
+                     "values": t.values})
+    return rows
+
+
+def best_rows(study: optuna.Study) -> list[dict]:
+    """The best trial (one objective) or the Pareto front (several): feasible trials only, each
+    layout once."""
+    try:
+        best = study.best_trials
+    except (ValueError, RuntimeError):
+        return []
+    seen, rows = set(), []
+    for t in sorted(best, key=lambda t: t.number):
+        layout = t.user_attrs.get("target_layout")
+        if layout in seen or t.user_attrs.get("status") not in ("completed",):
+            continue
+        seen.add(layout)
+        rows.append({"number": t.number, **{k: t.user_attrs.get(k) for k in TRIAL_KEYS}, "values": t.values})
+    return rows
+
+
+def summary(study: optuna.Study) -> dict:
+    settings = study.user_attrs.get("settings", {})
+    out = study.user_attrs.get("out")
+    storage = _storage_url(study)
+    return {"study": study.study_name, "storage": storage, "out": out, "settings": settings, "counts": counts(study),
+            "best": best_rows(study),
+            "report_command": report_command(study.study_name, storage, out)}
+
+
+def _storage_url(study: optuna.Study) -> str | None:
+    storage = study._storage
+    inner = getattr(storage, "_backend", storage)
+    engine = getattr(inner, "engine", None)
+    return str(engine.url) if engine is not None else None
+
+
+def report_command(name: str, storage: str | None, out: str | None) -> str:
+    default = out and storage == f"sqlite:///{(Path(out) / 'study.db').resolve()}"
+    return f"funnelbench report --study {name}" + ("" if default or storage is None else f" --storage {storage}")
+
+
+__all__ = ["Settings", "search", "run_trial", "run_loop", "open_study", "counts", "summary", "trial_rows", "best_rows",
+           "train_trial", "proxy_of", "OBJECTIVES", "TRIAL_KEYS", "macs_text"]
