@@ -179,7 +179,7 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, shared_storage):
     trials = optuna.load_study(study_name=name, storage=open_storage(shared_storage)).trials
     killed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(killed) == 1, [(t.number, t.state) for t in trials]
-    assert killed[0].user_attrs["status"] == "failed"
+    assert killed[0].user_attrs["status"] == "interrupted"
     assert killed[0].user_attrs["error"].startswith("worker lost: no heartbeat for 3 s")
     retries = [t for t in trials if retried_from(t) is not None]
     assert [(retried_from(t), t.params, t.state) for t in retries] == [

@@ -36,6 +36,7 @@ import fcntl
 import hashlib
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -221,13 +222,24 @@ def _reopen_journal(path, interval, grace, callback):
 
 
 class _RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
-    """Optuna's retry callback, with the dead trial's outcome fields cleared on the retry (it
-    starts as a fresh trial that knows, through ``failed_trial``, which trial it continues)."""
+    """Optuna's retry callback (``max_retry`` counted over the chain of retries in the system
+    attribute ``retry_history``). The retry is queued as a fresh trial: of the dead trial's user
+    attributes it keeps only what says what to run (``baseline_layout``) and gains ``retry_of``,
+    the dead trial's number, whose run folder holds the checkpoint to resume from."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trial = copy.deepcopy(trial)
-        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("status", "error")}
+        keep = {k: trial.user_attrs[k] for k in ("baseline_layout",) if k in trial.user_attrs}
+        trial.user_attrs = {**keep, "retry_of": trial.number}
         super().__call__(study, trial)
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a dead or interrupted trial's configuration once more (at most ``MAX_RETRY`` times
+    along a chain of retries)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        _RetryStaleTrial(max_retry=MAX_RETRY)(study, trial)
 
 
 def retried_from(trial: optuna.Trial | FrozenTrial) -> int | None:
@@ -235,17 +247,17 @@ def retried_from(trial: optuna.Trial | FrozenTrial) -> int | None:
     where it has one), or None."""
     if not isinstance(trial, FrozenTrial):
         trial = trial.study._storage.get_trial(trial._trial_id)
-    return trial.system_attrs.get("failed_trial")
+    return trial.user_attrs.get("retry_of")
 
 
 def stale_error(grace_s: int) -> str:
-    return (f"worker lost: no heartbeat for {grace_s} s (the process was killed or its machine stopped); "
-            f"its configuration is retried once as a new trial")
+    return (f"worker lost: no heartbeat for {grace_s} s (its process was killed or its machine stopped); "
+            f"the configuration is queued once more")
 
 
 def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Optuna's ``fail_stale_trials`` that also says why in the trial's record (``status`` and
-    ``error`` user attributes, written before the state: a finished trial takes no attributes).
+    """Optuna's ``fail_stale_trials`` that also says why in the trial's record (``status``
+    ``interrupted`` and ``error``, written before the state: a finished trial takes no attributes).
     Of several workers failing the same trial at once exactly one succeeds (the storage refuses
     to finish a finished trial) and only that one queues the retry. Returns the failed numbers."""
     storage = study._storage
@@ -256,7 +268,7 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     failed = []
     for trial_id in base._get_stale_trial_ids(study._study_id):
         try:
-            storage.set_trial_user_attr(trial_id, "status", "failed")
+            storage.set_trial_user_attr(trial_id, "status", "interrupted")
             storage.set_trial_user_attr(trial_id, "error", stale_error(grace))
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 failed.append(trial_id)
@@ -350,10 +362,16 @@ class Worker:
     """
 
     def __init__(self, study: optuna.Study, *, trials: int, trained: Callable[[FrozenTrial], bool],
-                 poll_s: float = POLL_S, on_stale: Callable[[list[int]], None] | None = None):
+                 poll_s: float = POLL_S, recover: Callable[[optuna.Study], list[int]] | None = None,
+                 on_stale: Callable[[list[int]], None] | None = None):
         self.study, self.trials, self.trained, self.poll_s = study, trials, trained, poll_s
-        self.on_stale = on_stale
+        self.recover, self.on_stale = recover, on_stale
         self._beat: _HeartbeatThread | None = None
+
+        if _shared(study._storage):
+            # Workers seeded alike would propose the same candidates: each draws from its own stream
+            # (Optuna's reseed_rng; with several workers the order of trials is not reproducible anyway).
+            study.sampler.reseed_rng()
 
     def __enter__(self) -> "Worker":
         return self
@@ -378,8 +396,10 @@ class Worker:
         trials and none is running. Waits while the remaining slots are held by running trials."""
         self._stop_heartbeat()
         while True:
+            if _signalled:  # a signal the trainer caught still stops the worker
+                raise Interrupted(_signalled[0])
             with study_lock(self.study):
-                stale = fail_stale_trials(self.study)
+                stale = fail_stale_trials(self.study) + (self.recover(self.study) if self.recover else [])
                 if stale and self.on_stale:
                     self.on_stale(stale)
                 trained, running = self.counts()
@@ -402,6 +422,34 @@ class Worker:
         if self._beat is not None:
             self._beat.stop()
             self._beat = None
+
+
+def _shared(storage: BaseStorage) -> bool:
+    """Whether other processes may work on this storage's studies (a journal or a database server)."""
+    base = _unwrap(storage)
+    return isinstance(base, JournalStorage) or (isinstance(base, RDBStorage) and base.engine.dialect.name != "sqlite")
+
+
+def claim_layout(study: optuna.Study, trial: optuna.Trial, layout: str, *, finished: Callable, mark: Callable[[], None],
+                 poll_s: float = POLL_S) -> FrozenTrial | None:
+    """Make sure no two workers train one layout: under the study's lock, return the finished
+    trial ``finished(study, layout, number)`` finds (the caller repeats its result), or else, if
+    no other running trial is training ``layout``, ``mark()`` this trial as training it (its
+    ``target_layout`` and ``status`` ``running``) and return None. While another worker trains
+    it, wait (failing stale trials meanwhile: that worker may die)."""
+    while True:
+        with study_lock(study):
+            fail_stale_trials(study)
+            earlier = finished(study, layout, trial.number)
+            if earlier is not None:
+                return earlier
+            busy = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                    if t.number != trial.number and t.user_attrs.get("status") == "running"
+                    and t.user_attrs.get("target_layout") == layout]
+            if not busy:
+                mark()
+                return None
+        time.sleep(poll_s)
 
 
 class _HeartbeatThread:
@@ -428,6 +476,8 @@ class _HeartbeatThread:
 
 # ----------------------------------------------------------------------------- signals
 
+_signalled: list[int] = []  # the signal this process received, if any
+
 
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
@@ -436,7 +486,8 @@ def signals_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired = []
+    fired = _signalled
+    fired.clear()
 
     def handler(signum, frame):
         if fired:
@@ -563,3 +614,71 @@ def _describe_exit(code: int) -> str:
         with contextlib.suppress(ValueError):
             return f"was killed by {signal.Signals(-code).name}"
     return f"ended with exit code {code}"
+
+
+# ----------------------------------------------------------------------------- the search in N processes
+
+
+def url_of(storage: BaseStorage) -> str:
+    """The URL that opens ``storage`` again in another process (with its password)."""
+    base = _unwrap(storage)
+    if isinstance(base, JournalHeartbeatStorage):
+        return f"journal:{base.path}"
+    if isinstance(base, RDBStorage):
+        return base.engine.url.render_as_string(hide_password=False)
+    raise UsageError(f"--workers: a {type(base).__name__} cannot be shared by worker processes; "
+                     "use the journal file (the default) or --storage postgresql://...")
+
+
+def search_in_workers(study: optuna.Study, workers: int, kwargs: dict, *, warm: Callable[[], object] | None,
+                      start: dict, on_event=None, worker_events=None) -> optuna.Study:
+    """The parent process of ``funnelbench search --workers N``: the study is created (and its
+    baselines queued) here, once, before any worker starts; the data cache is built here, once,
+    so every worker maps the same bytes; then N processes run the single-process search loop
+    (``search(**kwargs)``) on the shared storage. Returns the study when every worker stopped."""
+    from .study import counts
+
+    emit = on_event or (lambda kind, info: None)
+    url = url_of(study._storage)
+    emit("start", {**start, "counts": counts(study), "storage": _redact(url), "workers": workers})
+    if warm is not None:
+        warm()  # the data, loaded once here and dropped: the workers find it in the cache
+    lost = run_workers(workers, _search_worker, {"kwargs": {**kwargs, "storage": url}, "events": worker_events})
+    c = counts(study)
+    if lost:
+        emit("workers_lost", {"lines": lost})
+        if c["trained"] < kwargs["trials"]:
+            raise WorkersLost(f"{'; '.join(lost)}: the study holds {c['trained']} of {kwargs['trials']} trained trials "
+                              f"(every finished one is kept); re-run the command to continue")
+    emit("end", {"counts": c, "study": study})
+    return study
+
+
+class WorkersLost(FunnelbenchError):
+    """Worker processes ended (killed, crashed) before the study held its trials."""
+
+
+def _search_worker(kwargs: dict, events) -> None:
+    """One worker process: the single-process search on the shared storage."""
+    from .study import search
+
+    search(**kwargs, on_event=events() if events is not None else None)
+
+
+def resume_point(source: Path | None, target: Path) -> list[dict] | None:
+    """Prepare a retried trial to continue where its dead predecessor stopped: copy the last
+    epoch checkpoint (and history) of the run folder ``source`` into ``target`` and return the
+    epochs it holds. None (train from the start) without a predecessor or a readable checkpoint."""
+    from ..train import CHECKPOINT, HISTORY, read_checkpoint
+
+    if source is None or not (source / CHECKPOINT).is_file():
+        return None
+    try:
+        history = list(read_checkpoint(source / CHECKPOINT).get("history") or [])
+    except Exception:  # noqa: BLE001 - a damaged checkpoint: start again
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (CHECKPOINT, HISTORY):
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    return history
