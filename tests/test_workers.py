@@ -16,6 +16,7 @@ import optuna
 import pytest
 
 from funnelbench.errors import UsageError
+from funnelbench.train import read_checkpoint
 from funnelbench.search.workers import (JOURNAL_FILE, StorageError, open_storage, retried_from,
                                         storage_url)
 
@@ -87,6 +88,31 @@ def test_storage_trouble_is_one_line(tmp_path, url, says):
     assert message.startswith("storage ")
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--workers", "2", "--storage", "sqlite:///{tmp}/x.db"], "--workers 2: --storage is SQLite, which cannot serve several"),
+    (["--storage", "postgresql://funnelbench:secret@127.0.0.1:1/nothing"], "storage postgresql://funnelbench:***@"),
+    (["--workers", "2", "--root-file"], "storage: "),
+])
+def test_search_storage_errors_are_one_line(tmp_path, monkeypatch, args, says):
+    """Through the CLI: exit code 2, one line naming the problem, no traceback, nothing written."""
+    from typer.testing import CliRunner
+
+    from funnelbench.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    if "--root-file" in args:  # the study's folder cannot be made: runs/ is a file
+        args = args[:-1]
+        (tmp_path / "runs").write_text("not a folder")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(app, ["search", "--space", "tiny", "--trials", "1", "--epochs", "1",
+                                      *[a.format(tmp=tmp_path) for a in args]])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("error: ") and says in lines[-1], result.output
+    assert "Traceback" not in result.output and "secret" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 # ----------------------------------------------------------------------------- the worker loop
 # A search loop without training: each trial "trains" by sleeping, so these tests time what the
 # workers do (the count, heartbeats, kills, signals) and nothing else.
@@ -153,23 +179,11 @@ def shared_storage(request, tmp_path):
     return f"journal:{tmp_path / 'study' / JOURNAL_FILE}"
 
 
-def test_two_workers_hold_the_count_exactly(tmp_path, shared_storage):
-    """--trials N is the study's total over all workers, not N + workers - 1."""
-    name = _study_name("count")
-    codes, logs = _wait(_fake_workers(tmp_path, shared_storage, name, n=5, sleep_s=0.3))
-    assert codes == [0, 0], logs
-    trials = optuna.load_study(study_name=name, storage=open_storage(shared_storage)).trials
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 5
-    assert sorted(t.number for t in trials) == list(range(5))
-    asked = sorted(int(line.split()[1]) for log in logs for line in log.splitlines() if line.startswith("trial"))
-    assert asked == list(range(5))  # each trial run by exactly one worker
-    assert all("trial" in log for log in logs), logs  # both workers took part
-
-
 def test_killed_worker_trial_is_failed_and_retried(tmp_path, shared_storage):
     """SIGKILL one of two workers in the middle of a trial: the live worker notices the silent
-    heartbeat, records why the trial failed, runs its configuration once more and still ends the
-    study with N trained trials."""
+    heartbeat (the way a worker on another machine notices: no process ids involved), records
+    why the trial failed, runs its configuration once more and still ends the study with N
+    trained trials."""
     name = _study_name("kill")
     procs = _fake_workers(tmp_path, shared_storage, name, n=4, sleep_s=1.5)
     _until_running(tmp_path / "worker1.log")
@@ -188,13 +202,188 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, shared_storage):
     assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
 
 
-def test_sigterm_records_the_trial_interrupted(tmp_path):
+# ----------------------------------------------------------------------------- funnelbench search --workers
+# The real search on the `tiny` space: 1-epoch proxies on a few built-in images per class.
+
+TINY = ["--space", "tiny", "--epochs", "1", "--train-per-class", "8", "--val-per-class", "4", "--batch-size", "16",
+        "--heartbeat", "1"]
+STATUSES = {"completed", "pruned", "rejected", "failed", "diverged", "oom", "interrupted"}
+
+
+def _search(tmp_path, *args):
+    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1", "FUNNELBENCH_CACHE": str(tmp_path / "cache")}
+    return subprocess.Popen([sys.executable, "-m", "funnelbench", "search", *TINY, *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc, timeout=120):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out + err
+
+
+def _check_study(study, trials):
+    """Exactly ``trials`` trained, unique numbers, no layout trained twice, every trial finished
+    with a status (and a reason where it failed)."""
+    from funnelbench.search.study import is_trained
+
+    all_trials = study.trials
+    assert len({t.number for t in all_trials}) == len(all_trials)
+    trained = [t for t in all_trials if is_trained(t)]
+    assert len(trained) == trials, [(t.number, t.state, t.user_attrs.get("status")) for t in all_trials]
+    layouts = [t.user_attrs["target_layout"] for t in trained]
+    assert len(set(layouts)) == len(layouts), layouts
+    for t in all_trials:
+        assert t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                           optuna.trial.TrialState.FAIL), (t.number, t.state)
+        assert t.user_attrs["status"] in STATUSES
+        if t.state == optuna.trial.TrialState.FAIL:
+            assert t.user_attrs["error"], t.number
+    return all_trials
+
+
+def _check_processes_and_cache(trials, parent_pids, cache):
+    """Two worker processes (neither the command's own) trained; the data cache was built once,
+    before any trial started, and never rewritten."""
+    pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials if t.user_attrs["worker"]}
+    assert len(pids) >= 2 and not pids & {str(p) for p in parent_pids}, pids
+    started = min(t.datetime_start.timestamp() for t in trials)
+    cached = [f for f in cache.rglob("*") if f.is_file()]
+    assert cached and max(f.stat().st_mtime for f in cached) <= started
+
+
+def test_two_worker_processes_on_postgres(tmp_path, postgres_url):
+    """Many machines' case on one machine: `--workers 2 --storage postgresql://...` trains the
+    study's --trials N exactly, in two OS processes (the journal file's twin of this test is
+    test_sigterm_stops_the_workers_and_a_rerun_continues)."""
+    name = _study_name("two")
+    proc = _search(tmp_path, "--trials", "3", "--workers", "2", "--study", name, "--storage", postgres_url)
+    code, output = _finish(proc)
+    assert code == 0, output
+    trials = _check_study(optuna.load_study(study_name=name, storage=open_storage(postgres_url)), 3)
+    _check_processes_and_cache(trials, [proc.pid], tmp_path / "cache")
+    assert not (tmp_path / "runs" / "search" / name / "study.db").exists()
+    assert not (tmp_path / "runs" / "search" / name / JOURNAL_FILE).exists()
+
+
+def _wait_for_mid_trial(study, out, timeout=60):
+    """A trial that is running and has finished an epoch (its checkpoint is written)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            run_dir = t.user_attrs.get("run_dir")
+            if run_dir and (out / run_dir / "checkpoint.pt").exists() and not (out / run_dir / "record.json").exists():
+                return t
+        time.sleep(0.05)
+    raise AssertionError("no trial reached its first checkpoint")
+
+
+LONG = ["--epochs", "3", "--train-per-class", "48"]  # trials of a few seconds: time to catch one mid-way
+
+
+def test_sigkill_of_a_worker_mid_trial(tmp_path):
+    """One of two workers killed in the middle of a trial: its trial is recorded interrupted
+    with the reason, its configuration is run once more by the live worker, resuming from the
+    dead trial's last epoch checkpoint, and the study still ends with N trained trials."""
+    name = _study_name("kill")
+    out = tmp_path / "runs" / "search" / name
+    proc = _search(tmp_path, "--trials", "2", "--workers", "2", "--study", name, *LONG)
+    while not (out / JOURNAL_FILE).exists():
+        time.sleep(0.05)
+    study = optuna.load_study(study_name=name, storage=open_storage(f"journal:{out / JOURNAL_FILE}"))
+    victim = _wait_for_mid_trial(study, out)
+    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    code, output = _finish(proc)
+    assert code == 0, output
+    assert "killed by SIGKILL" in output
+    trials = _check_study(study, 2)
+    dead = trials[victim.number]
+    # found dead by its process id (same machine) or by its silent heartbeat, whichever came first
+    assert dead.user_attrs["status"] == "interrupted"
+    assert "ended before the trial finished" in dead.user_attrs["error"] or \
+        dead.user_attrs["error"].startswith("worker lost: no heartbeat")
+    (retry,) = [t for t in trials if t.user_attrs["retry_of"] == victim.number]
+    assert retry.params == dead.params and retry.user_attrs["status"] == "completed"
+    assert retry.user_attrs["epochs_done"] == 3
+    # resumed, not retrained: the epochs the dead trial finished are its own rows, timings and all
+    done = read_checkpoint(out / dead.user_attrs["run_dir"] / "checkpoint.pt")["history"]
+    assert done and read_checkpoint(out / retry.user_attrs["run_dir"] / "checkpoint.pt")["history"][:len(done)] == done
+
+
+def test_sigterm_stops_the_workers_and_a_rerun_continues(tmp_path):
+    """SIGTERM (a batch scheduler's time limit) on `funnelbench search --workers 2`: the running
+    trials are recorded interrupted, the command exits 143; the same command again finishes the
+    study, the interrupted configurations first. Both runs: two worker processes on the journal
+    file in the study's folder (the default for several workers), --trials N exactly."""
     name = _study_name("term")
-    url = f"journal:{tmp_path / 'study' / JOURNAL_FILE}"
-    procs = _fake_workers(tmp_path, url, name, n=3, sleep_s=30, count=1)
-    _until_running(tmp_path / "worker0.log")
-    procs[0][0].send_signal(signal.SIGTERM)
-    codes, logs = _wait(procs)
-    assert codes == [1], logs  # the fake loop lets Interrupted escape (the CLI turns it into 143)
-    (trial,) = optuna.load_study(study_name=name, storage=open_storage(url)).trials
-    assert (trial.state, trial.user_attrs["status"]) == (optuna.trial.TrialState.FAIL, "interrupted")
+    out = tmp_path / "runs" / "search" / name
+    args = ["--trials", "2", "--workers", "2", "--study", name, *LONG]
+    proc = _search(tmp_path, *args)
+    while not (out / JOURNAL_FILE).exists():
+        time.sleep(0.05)
+    study = optuna.load_study(study_name=name, storage=open_storage(f"journal:{out / JOURNAL_FILE}"))
+    _wait_for_mid_trial(study, out)
+    proc.send_signal(signal.SIGTERM)
+    code, output = _finish(proc)
+    assert code == 143, output
+    assert output.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM")
+    stopped = [t for t in study.trials if t.user_attrs.get("status") == "interrupted"]
+    assert stopped and all(t.state == optuna.trial.TrialState.FAIL for t in stopped)
+    assert not any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
+
+    again = _search(tmp_path, *args)
+    code, output = _finish(again)
+    assert code == 0, output
+    trials = _check_study(study, 2)
+    assert {t.user_attrs["retry_of"] for t in trials} >= {t.number for t in stopped}
+    _check_processes_and_cache(trials, [proc.pid, again.pid], tmp_path / "cache")
+    assert not (out / "study.db").exists()
+
+
+def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch, one_thread):
+    """An out-of-memory trial, a NaN loss and an exception while building a layout: each is
+    recorded failed with its reason, the study goes on to N trained trials, and a failed trial's
+    model is freed before the next trial starts."""
+    import weakref
+
+    import torch
+
+    import importlib
+
+    search_study = importlib.import_module("funnelbench.search.study")  # fb.search, the function, hides the package
+    train_mod = importlib.import_module("funnelbench.train")
+
+    models = []
+    real_epoch, real_build = train_mod.Trainer.train_epoch, train_mod.build_model
+
+    def train_epoch(self, epoch, *args, **kwargs):
+        assert all(ref() is None for ref in models), "an earlier trial's model is still in memory"
+        models.append(weakref.ref(self.model))
+        if self.out.name == "trial-2":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
+        if self.out.name == "trial-3":
+            self.criterion = lambda logits, target: logits.sum() * float("nan")
+        return real_epoch(self, epoch, *args, **kwargs)
+
+    def build_model(layout, *args, **kwargs):
+        if building[0] == 4:
+            raise RuntimeError("cannot build this layout (injected)")
+        return real_build(layout, *args, **kwargs)
+
+    building = [None]
+    real_train = search_study.train_trial
+
+    def train_trial(layout, *, out, **kwargs):
+        building[0] = int(Path(out).name.split("-")[1])
+        return real_train(layout, out=out, **kwargs)
+
+    monkeypatch.setattr(train_mod.Trainer, "train_epoch", train_epoch)
+    monkeypatch.setattr(train_mod, "build_model", build_model)
+    monkeypatch.setattr(search_study, "train_trial", train_trial)
+    study = search_study.search("tiny", trials=6, epochs=1, train_per_class=8, val_per_class=4, batch_size=16,
+                                root=tmp_path / "runs")
+    trials = {t.number: t for t in _check_study(study, 6)}
+    assert (trials[2].user_attrs["status"], trials[2].state) == ("oom", optuna.trial.TrialState.FAIL)
+    assert "out of memory" in trials[2].user_attrs["error"]
+    assert trials[3].user_attrs["status"] == "diverged" and "nan" in trials[3].user_attrs["error"].lower()
+    assert trials[4].user_attrs["status"] == "failed" and "cannot build this layout" in trials[4].user_attrs["error"]
+    assert sum(t.user_attrs["status"] == "completed" for t in trials.values()) >= 3

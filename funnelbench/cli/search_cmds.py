@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..tables import MACS_NOTE, human
-from ._common import command, console, make_table, print_json
+from ._common import command, console, fail, make_table, print_json
 
 
 @command("spaces")
@@ -187,7 +187,7 @@ def search_cmd(
         progress.close()
         from ..search.workers import _one_line
 
-        fail(f"storage: {_one_line(err)}; the study keeps every finished trial: re-run the command to continue")
+        fail(f"storage: {_one_line(err)}; no finished trial is lost: fix it and re-run the command to continue")
     finally:
         progress.close()
     info = summary(result)

@@ -697,8 +697,9 @@ def run_loop(ctx: Context, trials: int) -> None:
         for trial in worker:
             try:
                 status, values, state = run_trial(ctx, trial)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM: recorded interrupted, queued again for the next run
                 study.tell(trial, state=TrialState.FAIL)
+                requeue(study, study._storage.get_trial(trial._trial_id))
                 raise
             if state == TrialState.COMPLETE:
                 study.tell(trial, values)

@@ -383,6 +383,7 @@ class Worker:
         while (trial := self.ask()) is not None:
             yield trial
             self._stop_heartbeat()
+            release_memory()
 
     def counts(self) -> tuple[int, int]:
         """(trained, running) trials of the study."""
@@ -422,6 +423,18 @@ class Worker:
         if self._beat is not None:
             self._beat.stop()
             self._beat = None
+
+
+def release_memory() -> None:
+    """Free what the last trial left (Optuna's ``gc_after_trial``): objects caught in reference
+    cycles, such as a failed trial's model held by its traceback, and the CUDA caching
+    allocator's blocks, so an out-of-memory trial does not carry into the next one."""
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _shared(storage: BaseStorage) -> bool:
