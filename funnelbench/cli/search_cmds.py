@@ -209,12 +209,14 @@ def print_summary(out, info: dict) -> None:
     rows = info["best"]
     title = "best trial" if len(objectives) == 1 else f"Pareto front ({', '.join(objectives)})"
     if rows:
-        out.print(make_table(title, ["trial", "layout (full size)", "params", "MACs", "top-1 %", "top-5 %", "val loss",
-                                     "epochs", "baseline"],
-                             [[r["number"], r["target_layout"], human(r["params"]), human(r["macs"]), _pct(r["top1"]),
-                               _pct(r["top5"]), "" if r["val_loss"] is None else f"{r['val_loss']:.3f}", r["epochs_done"],
-                               "yes" if r["baseline"] else ""] for r in rows],
-                             right={"trial", "params", "MACs", "top-1 %", "top-5 %", "val loss", "epochs"}))
+        table = make_table(title, ["trial", "layout (full size)", "params", "MACs", "top-1 %", "top-5 %", "val loss",
+                                   "epochs", "baseline"],
+                           [[r["number"], r["target_layout"], human(r["params"]), human(r["macs"]), _pct(r["top1"]),
+                             _pct(r["top5"]), "" if r["val_loss"] is None else f"{r['val_loss']:.3f}", r["epochs_done"],
+                             "yes" if r["baseline"] else ""] for r in rows],
+                           right={"trial", "params", "MACs", "top-1 %", "top-5 %", "val loss", "epochs"})
+        table.columns[1].min_width = min(48, max(len(r["target_layout"]) for r in rows))  # layouts stay readable
+        out.print(table)
     else:
         out.print("no feasible trial finished yet")
     out.print(f"study {info['study']} stored in {info['storage']} (trial folders in {info['out']}); "
@@ -300,10 +302,10 @@ class SearchProgress:
             v = values[0]
             if self.best is None or (v > self.best if self.directions[0] == "maximize" else v < self.best):
                 self.best = v
-        if not self.progress:
-            self.out.print(f"trial {info['number']}{' (baseline)' if a['baseline'] else ''}: {info['status']}  "
-                           f"{a['target_layout']}  top-1 {_pct(a['top1']) or '-'} %  {human(a['macs'])}MACs  "
-                           f"{a['wall_s']:.1f} s" + (f"  ({a['error']})" if a.get("error") else ""))
+        top1 = f"top-1 {_pct(a['top1'])} %  " if a["top1"] is not None else ""
+        self.out.print(f"trial {info['number']}{' (baseline)' if a['baseline'] else ''}: {info['status']}  "
+                       f"{a['target_layout']}  {top1}{human(a['macs'])}MACs  {a['wall_s']:.1f} s"
+                       + (f"  ({a['error']})" if a.get("error") else ""))  # above the live bars on a terminal
 
     def on_progress(self, info):
         c = info["counts"]

@@ -43,8 +43,8 @@ from ..layout import Layout
 from ..presets import resolve
 from .budget import Budgets, macs_text, over_budget, preflight
 from .space import Space, load_space
-from .workers import (HEARTBEAT_S, Worker, claim_layout, open_storage, requeue, resume_point, storage_url,
-                      study_lock)
+from .workers import (HEARTBEAT_S, Worker, is_shared, claim_layout, open_storage, requeue, resume_point,
+                      storage_url, study_lock)
 
 MARKER = "search/1"
 STUDY_ROOT = Path("runs") / "search"
@@ -288,6 +288,21 @@ class Context:
     on_event: Callable[[str, dict], None] | None = None
     console: object = None
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    finished: dict = field(default_factory=dict)  # target layout -> number of the trial that trained it
+
+    def __post_init__(self):
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            a = t.user_attrs
+            if a.get("status") in ("completed", "pruned") and a.get("duplicate_of") is None:
+                self.finished.setdefault(a.get("target_layout"), t.number)
+
+    def finished_trial(self, study: optuna.Study, layout: str, number: int):
+        """The trial that trained ``layout`` (finished, not a repeat), looking at other workers' too."""
+        if layout not in self.finished:
+            self.__post_init__()
+        earlier = self.finished.get(layout)
+        return None if earlier is None or earlier == number else study._storage.get_trial(
+            study._storage.get_trial_id_from_study_id_trial_number(study._study_id, earlier))
 
     def emit(self, kind: str, **info) -> None:
         if self.on_event:
@@ -329,14 +344,18 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
         ctx.emit("rejected", number=trial.number, layout=str(layout), over=over)
         return "rejected", _worst_values(s, attrs), TrialState.COMPLETE
 
-    # a RUNNING trial says what it is while it runs; a layout another worker trains is waited for
+    # a RUNNING trial says what it is while it runs
     mark = lambda: _set_attrs(trial, attrs)  # noqa: E731
     if attrs["baseline"]:
-        mark()
+        earlier = None
+    elif is_shared(ctx.study._storage):  # other workers: a layout one of them trains is waited for, not trained twice
+        earlier = claim_layout(ctx.study, trial, str(layout), finished=ctx.finished_trial, mark=mark)
     else:
-        earlier = claim_layout(ctx.study, trial, str(layout), finished=_finished_same_layout, mark=mark)
-        if earlier is not None:
-            return _repeat(ctx, trial, attrs, earlier)
+        earlier = ctx.finished.get(str(layout))
+        earlier = None if earlier is None else ctx.study.trials[earlier]
+    if earlier is not None:
+        return _repeat(ctx, trial, attrs, earlier)
+    mark()
 
     ctx.emit("trial_start", number=trial.number, layout=str(layout), baseline=attrs["baseline"])
     status, state = "completed", TrialState.COMPLETE
@@ -359,6 +378,8 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
         attrs["error"] = _one_line(err)
     attrs.update(status=status, wall_s=time.time() - started)
     _set_attrs(trial, attrs)
+    if status in ("completed", "pruned") and not attrs["baseline"]:
+        ctx.finished.setdefault(str(layout), trial.number)
     values = _values(s, attrs) if state == TrialState.COMPLETE else None
     ctx.emit("trial_end", number=trial.number, status=status, attrs=attrs, values=values)
     return status, values, state
@@ -443,15 +464,6 @@ def _worst_values(s: Settings, attrs: dict) -> list[float]:
     rest (it is infeasible, so no sampler, best trial or front uses them as results)."""
     return [float(attrs[OBJECTIVE_ATTR[o]]) if o in ("macs", "params") or (o == "train_mem" and attrs["train_mem_est_bytes"])
             else _worst(o) for o in s.objectives]
-
-
-def _finished_same_layout(study: optuna.Study, layout: str, number: int):
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        a = t.user_attrs
-        if t.number != number and a.get("target_layout") == layout and a.get("status") in ("completed", "pruned") \
-                and a.get("duplicate_of") is None:
-            return t
-    return None
 
 
 def _repeat(ctx: Context, trial: optuna.Trial, attrs: dict, earlier) -> tuple[str, list | None, TrialState]:
@@ -690,6 +702,7 @@ def run_loop(ctx: Context, trials: int) -> None:
     while trained plus running trials are fewer than ``trials``, and fails and queues again the
     trials of dead workers."""
     study = ctx.study
+    c = counts(study)  # this process's view, kept up to date here: reading every trial back each time is slow
     idle = 0  # trials in a row that trained nothing (rejected, repeats)
     limit = max(200, 20 * trials)
     with Worker(study, trials=trials, trained=is_trained, recover=recover_stale,
@@ -705,10 +718,18 @@ def run_loop(ctx: Context, trials: int) -> None:
                 study.tell(trial, values)
             else:
                 study.tell(trial, state=state)
-            counted = status in TRAINED and trial.user_attrs.get("duplicate_of") is None and \
-                study._storage.get_trial_user_attrs(trial._trial_id).get("duplicate_of") is None
-            idle = 0 if counted else idle + 1
-            ctx.emit("progress", counts=counts(study), trials=trials)
+            if trial.user_attrs.get("duplicate_of") is not None:
+                c["repeats"] += 1
+            elif status in ("completed", "pruned", "rejected"):
+                c[status] += 1
+            else:
+                c["failed"] += 1
+            if status in TRAINED and trial.user_attrs.get("duplicate_of") is None:
+                c["trained"] += 1
+                idle = 0
+            else:
+                idle += 1
+            ctx.emit("progress", counts=dict(c), trials=trials)
             if idle >= limit:
                 ctx.emit("stalled", idle=idle)
                 break

@@ -368,7 +368,7 @@ class Worker:
         self.recover, self.on_stale = recover, on_stale
         self._beat: _HeartbeatThread | None = None
 
-        if _shared(study._storage):
+        if is_shared(study._storage):
             # Workers seeded alike would propose the same candidates: each draws from its own stream
             # (Optuna's reseed_rng; with several workers the order of trials is not reproducible anyway).
             study.sampler.reseed_rng()
@@ -437,7 +437,7 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _shared(storage: BaseStorage) -> bool:
+def is_shared(storage: BaseStorage) -> bool:
     """Whether other processes may work on this storage's studies (a journal or a database server)."""
     base = _unwrap(storage)
     return isinstance(base, JournalStorage) or (isinstance(base, RDBStorage) and base.engine.dialect.name != "sqlite")

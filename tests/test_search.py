@@ -1,0 +1,273 @@
+"""The search: budgets decided before anything is built, baselines first and once, the same seed
+giving the same candidates, killed studies continued to exactly N trials, pruning, refusals,
+cost-only searches, and the study's attributes (SEARCH_CONTRACT.md section B)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+import funnelbench as fb
+from funnelbench.cli import app
+from funnelbench.search import study as study_mod
+from funnelbench.search.study import TRIAL_KEYS
+
+REPO = Path(__file__).resolve().parents[1]
+PROXY = dict(epochs=1, train_per_class=8, val_per_class=4, batch_size=16)  # 64 / 32 built-in images: under a second
+PROXY_ARGS = ["--epochs", "1", "--train-per-class", "8", "--val-per-class", "4", "--batch-size", "16"]
+CHEAPEST_TINY = "B1(17)-1(9), h64, m128, a2, img32, patch8"  # 1.23 MMACs
+# tiny without baselines (the rejection test must not train a baseline over the budget)
+BARE = {"name": "bare", "shared": {"image_size": 32, "patch_size": 8},
+        "stages": {"count": {"min": 1, "max": 3}, "layers": [1, 2], "stride": 2, "hidden": [64, 96], "head_dim": 32,
+                   "mlp_ratio": [2, 4], "pool": ["mean", "max"]},
+        "constraints": {"total_layers": {"min": 2, "max": 4}}}
+
+
+def run(*args):
+    return CliRunner().invoke(app, list(args))
+
+
+def finished(study):
+    return [t for t in study.trials if t.state not in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def fake_trainer(monkeypatch, curve):
+    """Replace the trainer the adapter calls (today's API: the callback's True stops the run):
+    ``curve(i, epoch)`` is the val top-1 (0-1) of that epoch of the i-th training (0-based)."""
+    import importlib
+
+    trainer = importlib.import_module("funnelbench.train")
+    calls = []
+
+    def train(layout, *, out, overwrite, callback, console, **options):
+        calls.append(str(layout))
+        epochs = options["epochs"]
+        for epoch in range(1, epochs + 1):
+            top1 = curve(len(calls) - 1, epoch)
+            metrics = {"epoch": epoch, "train_loss": 1.0, "val_loss": 2.0 - top1, "val_top1": top1,
+                       "val_top5": min(1.0, top1 + 0.2), "lr": 1e-3, "train_img_per_s": 100.0, "epoch_s": 0.0, "eval_s": 0.0}
+            if callback(metrics):
+                return {"status": "stopped", "epochs_done": epoch, "train_img_per_s": 100.0}
+        return {"status": "completed", "epochs_done": epochs, "train_img_per_s": 100.0}
+
+    monkeypatch.setattr(trainer, "train", train)
+    return calls
+
+
+# ----------------------------------------------------------------------------- budgets
+
+
+def test_rejected_candidates_build_no_model_and_train_nothing(monkeypatch, one_thread):
+    import importlib
+
+    trainer = importlib.import_module("funnelbench.train")
+    built = []
+    real_build = trainer.build_model
+
+    def build(layout, **kw):
+        built.append(str(layout))
+        return real_build(layout, **kw)
+
+    monkeypatch.setattr(trainer, "build_model", build)
+    study = fb.search(BARE, trials=2, budget_macs=1.5e6, **PROXY)
+    trials = finished(study)
+    rejected = [t for t in trials if t.user_attrs["status"] == "rejected" and "macs" in t.user_attrs["over_budget"]]
+    trained = [t for t in trials if t.user_attrs["status"] == "completed" and t.user_attrs["duplicate_of"] is None]
+    assert len(trained) == 2 and rejected, [t.user_attrs["status"] for t in trials]
+    assert sorted(built) == sorted(t.user_attrs["target_layout"] for t in trained)  # only the trained were built
+    out = Path(study.user_attrs["out"])
+    for t in rejected:
+        a = t.user_attrs
+        assert t.state == TrialState.COMPLETE and t.constraints["macs"] > 0
+        assert a["macs"] > 1.5e6 and a["over_budget"]["macs"] == pytest.approx((a["macs"] - 1.5e6) / 1.5e6)
+        assert a["run_dir"] is None and a["proxy_layout"] is None and a["top1"] is None
+        assert not (out / f"trial-{t.number}").exists()
+        assert a["target_layout"] not in built
+    for t in trained:
+        assert t.constraints["macs"] <= 0 and (out / t.user_attrs["run_dir"] / "record.json").is_file()
+    assert study.best_trial.user_attrs["status"] == "completed"
+
+
+def test_unreachable_budget_names_the_cheapest_layout_and_writes_nothing(tmp_path):
+    result = run("search", "--space", "tiny", "--budget-flops", "1M")
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert CHEAPEST_TINY in line and "1.23 MMACs, i.e. 2.47 MFLOPs as 2 x MACs" in line and "1.00 MMACs" in line, line
+    result = run("search", "--space", "tiny", "--budget-params", "100K")
+    assert result.exit_code == 2 and "145.58 k params" in result.stderr and "B2(17), h64, m128, a2, img32, patch8" in result.stderr
+    result = run("search", "--space", "tiny", "--min-flops", "7M")
+    assert result.exit_code == 2 and "reaches the floor" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_budget_that_keeps_little_warns_with_the_share():
+    from funnelbench.search.budget import Budgets, preflight
+
+    space = fb.load_space("tiny")
+    warning = preflight(space, Budgets(macs=1.3e6))
+    assert warning and "keeps about" in warning and "% of space tiny" in warning
+    assert preflight(space, Budgets(macs=10e6)) is None
+
+
+def test_cost_only_search_trains_nothing_and_states_the_budget_both_ways(monkeypatch, tmp_path):
+    fake_trainer(monkeypatch, lambda i, epoch: 1 / 0)  # any training would fail the test
+    result = run("search", "--space", "tiny", "--objective", "macs", "--objective", "params", "--trials", "8",
+                 "--budget-flops", "3M", "--pruner", "none")
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith("budget: at most 3.00 MMACs, i.e. 6.00 MFLOPs as 2 x MACs"), first
+    assert "Pareto front (macs, params)" in result.output and "funnelbench report --study tiny-macs3M-macs-params" in result.output
+    study = optuna.load_study(study_name="tiny-macs3M-macs-params",
+                              storage=f"sqlite:///{tmp_path}/runs/search/tiny-macs3M-macs-params/study.db")
+    done = [t for t in finished(study) if t.user_attrs["status"] == "completed" and t.user_attrs["duplicate_of"] is None]
+    assert len(done) == 8
+    for t in done:
+        assert t.values == [t.user_attrs["macs"], t.user_attrs["params"]] and t.user_attrs["run_dir"] is None
+        assert t.user_attrs["macs"] == fb.count(t.user_attrs["target_layout"]).macs
+    assert not list((tmp_path / "runs/search/tiny-macs3M-macs-params").glob("trial-*"))
+    front = {t.number for t in study.best_trials}
+    assert front and all(study.trials[n].constraints["macs"] <= 0 for n in front)
+    # --json: the summary
+    result = run("search", "--space", "tiny", "--objective", "macs", "--objective", "params", "--trials", "8",
+                 "--budget-flops", "3M", "--json")
+    info = json.loads(result.stdout)
+    assert info["counts"]["trained"] == 8 and info["settings"]["objectives"] == ["macs", "params"]
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def test_multi_objective_with_a_pruner_is_refused(tmp_path):
+    result = run("search", "--objective", "top1", "--objective", "macs", "--pruner", "median", *PROXY_ARGS)
+    assert result.exit_code == 2
+    assert "Optuna cannot prune multi-objective studies" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = run("search", "--objective", "top1", "--objective", "macs", "--pruner", "hyperband")
+    assert result.exit_code == 2 and "--pruner hyperband with 2 objectives" in result.stderr
+    result = run("search", "--objective", "accuracy")
+    assert result.exit_code == 2 and "--objective accuracy: unknown" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_other_settings_on_an_existing_study_name_what_differs():
+    args = ["search", "--study", "s", "--objective", "macs", "--trials", "2"]
+    assert run(*args).exit_code == 0
+    result = run(*args, "--budget-flops", "5M")
+    assert result.exit_code == 2
+    assert "study 's' exists with other settings: budgets (macs None -> 5000000.0)" in result.stderr
+    result = run(*args[:-2], "--trials", "3", "--objective", "params")
+    assert result.exit_code == 2 and "objectives (['macs'] -> ['macs', 'params'])" in result.stderr
+
+
+# ----------------------------------------------------------------------------- baselines, seeds, pruning
+
+
+def test_baselines_run_first_and_once_even_over_budget(monkeypatch):
+    fake_trainer(monkeypatch, lambda i, epoch: 0.5)
+    extra = "B2(17)-2(9), h96, a3, img32, patch8"  # 5.1 MMACs: over the budget
+    kw = dict(budget_macs=3e6, baselines=[extra], **{**PROXY, "epochs": 2})
+    study = fb.search("tiny", trials=4, **kw)
+    trials = finished(study)
+    space = fb.load_space("tiny")
+    names = [str(b) for b in space.baselines] + [extra]
+    assert [t.user_attrs["target_layout"] for t in trials[:3]] == names
+    assert all(t.user_attrs["baseline"] for t in trials[:3]) and not any(t.user_attrs["baseline"] for t in trials[3:])
+    over = trials[2]
+    assert over.user_attrs["status"] == "completed" and over.user_attrs["over_budget"]["macs"] > 0
+    assert over.constraints["macs"] > 0 and over.number not in {t.number for t in study.best_trials}
+    # continued to 5: the baselines are not run again
+    study = fb.search("tiny", trials=5, **kw)
+    assert sum(t.user_attrs.get("baseline", False) for t in study.trials) == 3
+    assert study_mod.counts(study)["trained"] == 5
+
+
+def test_same_seed_gives_the_same_candidates():
+    def sequence(name, seed):
+        study = fb.search("tiny", trials=6, objectives=("macs",), budget_macs=2.5e6, study=name, seed=seed)
+        return [t.user_attrs["target_layout"] for t in study.trials]
+
+    a, b, c = sequence("a", 0), sequence("b", 0), sequence("c", 1)
+    assert a == b and a != c
+    assert len(a) > 6  # rejected candidates are part of the sequence too
+
+
+def test_a_pruner_prunes_a_hopeless_trial(monkeypatch):
+    """Six trainings learn well; the seventh starts at 1 % and is pruned after its first epoch."""
+    calls = fake_trainer(monkeypatch, lambda i, epoch: 0.01 if i == 6 else 0.5 + 0.1 * epoch)
+    study = fb.search("tiny", trials=7, objectives=("top1",), pruner="median", **{**PROXY, "epochs": 3})
+    assert len(calls) == 7
+    trained = [t for t in study.trials if t.user_attrs["run_dir"]]
+    t = trained[6]
+    assert t.state == TrialState.PRUNED and t.user_attrs["status"] == "pruned"
+    assert t.user_attrs["epochs_done"] == 1 and t.intermediate_values == {1: pytest.approx(1.0)}
+    assert all(x.state == TrialState.COMPLETE for x in trained[:6])
+    assert study.trials[0].intermediate_values == {1: pytest.approx(60.0), 2: pytest.approx(70.0), 3: pytest.approx(80.0)}
+    assert study_mod.counts(study)["pruned"] == 1 and study_mod.counts(study)["trained"] == 7
+
+
+# ----------------------------------------------------------------------------- records and resume
+
+
+def test_every_trial_has_every_attribute_and_the_study_its_settings(monkeypatch):
+    fake_trainer(monkeypatch, lambda i, epoch: 0.4)
+    study = fb.search("tiny", trials=3, budget_macs=2e6, width_scale=0.5, **PROXY)
+    assert study.user_attrs["funnelbench"] == "search/1"
+    s = study.user_attrs["settings"]
+    assert s["space"] == "tiny" and s["space_spec"]["name"] == "tiny" and s["objectives"] == ["top1"]
+    assert s["directions"] == ["maximize"] and s["sampler"] == "tpe" and s["seed"] == 0 and s["pruner"] == "median"
+    assert s["budgets"]["macs"] == 2e6 and s["proxy"]["width_scale"] == 0.5 and s["proxy"]["epochs"] == 1
+    assert s["baselines"] == [str(b) for b in fb.load_space("tiny").baselines]
+    assert study.user_attrs["out"] == str(Path("runs/search/tiny-macs2M"))
+    for t in finished(study):
+        assert set(TRIAL_KEYS) <= set(t.user_attrs), t.number
+        json.dumps(t.user_attrs)
+        a = t.user_attrs
+        assert a["flops"] == 2 * a["macs"]
+        if a["status"] == "completed" and a["duplicate_of"] is None:
+            assert a["proxy_layout"] != a["target_layout"]  # widths halved
+            assert fb.parse_layout(a["proxy_layout"]).stages[0].hidden == fb.parse_layout(a["target_layout"]).stages[0].hidden // 2
+            assert a["top1"] == pytest.approx(40.0) and a["run_dir"] == f"trial-{t.number}"
+
+
+def test_a_killed_study_continues_to_exactly_n_trained_trials_and_repeats_none(tmp_path):
+    """SIGKILL while the third trial trains; the same command then finishes the study."""
+    args = [sys.executable, "-m", "funnelbench", "search", "--space", "tiny", "--trials", "4", "--study", "k",
+            *PROXY_ARGS, "--epochs", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    folder = tmp_path / "runs/search/k"
+    deadline = time.time() + 120
+    while not (folder / "trial-2").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    storage = f"sqlite:///{folder / 'study.db'}"
+    killed = optuna.load_study(study_name="k", storage=storage)
+    assert killed.trials[2].state == TrialState.RUNNING  # killed within 50 ms of its folder appearing
+    before = {t.number: t.user_attrs["target_layout"] for t in finished(killed)}
+
+    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "were running when their process ended" in result.stdout
+    study = optuna.load_study(study_name="k", storage=storage)
+    trials = finished(study)
+    assert all(t.state != TrialState.RUNNING for t in study.trials)
+    trained = [t for t in trials if t.user_attrs["status"] in ("completed", "pruned") and t.user_attrs["duplicate_of"] is None]
+    assert len(trained) == 4
+    layouts = [t.user_attrs["target_layout"] for t in trained]
+    assert len(set(layouts)) == 4  # no layout trained twice
+    for number, layout in before.items():  # what finished before the kill was kept, not run again
+        assert study.trials[number].user_attrs["target_layout"] == layout
+    interrupted = study.trials[2]
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["status"] == "interrupted"
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == 2]
+    assert len(retry) == 1 and retry[0].user_attrs["target_layout"] == interrupted.user_attrs["target_layout"]
