@@ -711,6 +711,9 @@ def run_loop(ctx: Context, trials: int) -> None:
             try:
                 status, values, state = run_trial(ctx, trial)
             except KeyboardInterrupt:  # Ctrl-C, SIGTERM: recorded interrupted, queued again for the next run
+                if trial.user_attrs.get("status") != "interrupted":  # stopped before its training began
+                    _set_attrs(trial, {**dict.fromkeys(TRIAL_KEYS), **trial.user_attrs, "status": "interrupted",
+                                       "error": "interrupted (Ctrl-C or a signal) before the trial trained"})
                 study.tell(trial, state=TrialState.FAIL)
                 requeue(study, study._storage.get_trial(trial._trial_id))
                 raise
