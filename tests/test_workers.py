@@ -242,7 +242,7 @@ def _check_study(study, trials):
 
 
 def _check_processes_and_cache(trials, parent_pids, cache):
-    """Two worker processes (neither the command's own) trained; the data cache was built once,
+    """Two worker processes (not the commands' own) trained; the data cache was built once,
     before any trial started, and never rewritten."""
     pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials if t.user_attrs["worker"]}
     assert len(pids) >= 2 and not pids & {str(p) for p in parent_pids}, pids
@@ -251,16 +251,23 @@ def _check_processes_and_cache(trials, parent_pids, cache):
     assert cached and max(f.stat().st_mtime for f in cached) <= started
 
 
-def test_two_worker_processes_on_postgres(tmp_path, postgres_url):
-    """Many machines' case on one machine: `--workers 2 --storage postgresql://...` trains the
-    study's --trials N exactly, in two OS processes (the journal file's twin of this test is
-    test_sigterm_stops_the_workers_and_a_rerun_continues)."""
+def test_two_machines_on_postgres(tmp_path, postgres_url):
+    """Many machines, as two commands started together on one PostgreSQL study (one with
+    `--workers 2`): the study is created once, its baselines queued once and trained first, and
+    the three worker processes train its --trials N exactly (the journal file's twin of this test
+    is test_sigterm_stops_the_workers_and_a_rerun_continues)."""
     name = _study_name("two")
-    proc = _search(tmp_path, "--trials", "3", "--workers", "2", "--study", name, "--storage", postgres_url)
-    code, output = _finish(proc)
-    assert code == 0, output
-    trials = _check_study(optuna.load_study(study_name=name, storage=open_storage(postgres_url)), 3)
-    _check_processes_and_cache(trials, [proc.pid], tmp_path / "cache")
+    args = ["--trials", "4", "--study", name, "--storage", postgres_url]
+    procs = [_search(tmp_path, *args, "--workers", "2"), _search(tmp_path, *args)]
+    for proc in procs:
+        code, output = _finish(proc)
+        assert code == 0, output
+    trials = _check_study(optuna.load_study(study_name=name, storage=open_storage(postgres_url)), 4)
+    baselines = [t for t in trials if t.user_attrs["baseline"]]
+    assert sorted(t.number for t in baselines) == [0, 1]
+    assert len({t.user_attrs["target_layout"] for t in baselines}) == 2
+    pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials if t.user_attrs["worker"]}
+    assert len(pids) >= 2 and str(procs[0].pid) not in pids, pids  # --workers 2: its processes train, not itself
     assert not (tmp_path / "runs" / "search" / name / "study.db").exists()
     assert not (tmp_path / "runs" / "search" / name / JOURNAL_FILE).exists()
 

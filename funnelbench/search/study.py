@@ -43,8 +43,8 @@ from ..layout import Layout
 from ..presets import resolve
 from .budget import Budgets, macs_text, over_budget, preflight
 from .space import Space, load_space
-from .workers import (HEARTBEAT_S, Worker, is_shared, claim_layout, open_storage, requeue, resume_point,
-                      storage_url, study_lock)
+from .workers import (HEARTBEAT_S, Worker, claim_layout, is_shared, open_storage, requeue, resume_point,
+                      storage_lock, storage_url, study_lock)
 
 MARKER = "search/1"
 STUDY_ROOT = Path("runs") / "search"
@@ -505,28 +505,29 @@ def open_study(settings: Settings, *, study_name: str, storage: str | None, out:
     storage = _storage(storage_url(storage, out=out.resolve(), workers=workers), heartbeat_s)
     sampler = make_sampler(settings.sampler, settings.seed, len(settings.objectives))
     pruner = make_pruner(settings.pruner, settings.proxy.get("epochs", 10))
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
-        created = False
-    except KeyError:
-        study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
-                                    directions=settings.directions)
-        created = True
-    except Exception as err:  # noqa: BLE001 - a bad URL or an unreachable database
-        raise UsageError(f"--storage {storage}: cannot open it ({_one_line(err)})") from None
-    now = settings.to_attrs()
-    if created:
-        study.set_user_attr("funnelbench", MARKER)
-        study.set_user_attr("settings", now)
-        study.set_user_attr("out", str(out))
-        for layout in settings.baselines:
-            params = {}
-            try:
-                params = settings.space.params_of(resolve(layout))
-            except FunnelbenchError:
-                pass  # an extra baseline outside the space: trained by its layout alone
-            study.enqueue_trial(params, user_attrs={"baseline_layout": layout})
-        return study, True
+    with storage_lock(storage, study_name):  # commands started together: one creates it, the others load it
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+            created = False
+        except KeyError:
+            study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
+                                        directions=settings.directions)
+            created = True
+        except Exception as err:  # noqa: BLE001 - a bad URL or an unreachable database
+            raise UsageError(f"--storage {storage}: cannot open it ({_one_line(err)})") from None
+        now = settings.to_attrs()
+        if created:
+            study.set_user_attr("funnelbench", MARKER)
+            study.set_user_attr("settings", now)
+            study.set_user_attr("out", str(out))
+            for layout in settings.baselines:
+                params = {}
+                try:
+                    params = settings.space.params_of(resolve(layout))
+                except FunnelbenchError:
+                    pass  # an extra baseline outside the space: trained by its layout alone
+                study.enqueue_trial(params, user_attrs={"baseline_layout": layout})
+            return study, True
     if study.user_attrs.get("funnelbench") != MARKER:
         raise UsageError(f"study {study_name!r} in {storage} was not made by funnelbench search; choose another --study")
     diff = _differences(study.user_attrs.get("settings", {}), now)

@@ -123,8 +123,15 @@ def open_storage(url: str, *, heartbeat_s: int = HEARTBEAT_S) -> BaseStorage:
                 return JournalHeartbeatStorage(url.split(":", 1)[1], **heartbeat)
             # SQLite has one worker, but a re-run notices the trial that a killed run left running.
             # pool_pre_ping: a restarted server costs a reconnect, not an error.
-            engine = {} if _scheme(url) == "sqlite" else {"engine_kwargs": {"pool_pre_ping": True}}
-            return RDBStorage(url, **engine, **heartbeat)
+            if _scheme(url) == "sqlite":
+                return RDBStorage(url, **heartbeat)
+            try:
+                return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **heartbeat)
+            except Exception as err:  # machines starting together on an empty database create its tables at once
+                if not type(err).__module__.startswith("sqlalchemy"):
+                    raise
+                time.sleep(1.0)
+                return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **heartbeat)
     except (OSError, ImportError, optuna.exceptions.StorageInternalError) as err:
         raise StorageError(f"storage {_redact(url)}: {_one_line(err)}") from None
     except Exception as err:  # SQLAlchemy's OperationalError and friends, without importing them
@@ -293,12 +300,17 @@ def _lock_key(study_name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"funnelbench:{study_name}".encode()).digest()[:8], "big", signed=True)
 
 
+def study_lock(study: optuna.Study):
+    """A lock that every worker of ``study`` shares (:func:`storage_lock`)."""
+    return storage_lock(study._storage, study.study_name)
+
+
 @contextlib.contextmanager
-def study_lock(study: optuna.Study) -> Iterator[None]:
-    """A lock that every worker of ``study`` shares, on any machine, released when its holder
-    dies: a PostgreSQL advisory lock or MySQL's GET_LOCK for servers, ``flock`` on a file beside a
-    journal or SQLite file. Other storages (in-memory): a lock of this process."""
-    base = _unwrap(study._storage)
+def storage_lock(storage: BaseStorage, study_name: str) -> Iterator[None]:
+    """A lock that every worker of the study ``study_name`` shares, on any machine, released when
+    its holder dies: a PostgreSQL advisory lock or MySQL's GET_LOCK for servers, ``flock`` on a
+    file beside a journal or SQLite file. Other storages (in-memory): a lock of this process."""
+    base = _unwrap(storage)
     if isinstance(base, JournalStorage):
         path = getattr(base, "path", None)
         with _flock(Path(f"{path}.ask-lock") if path else None):
@@ -309,7 +321,7 @@ def study_lock(study: optuna.Study) -> Iterator[None]:
         if dialect in ("postgresql", "mysql"):
             import sqlalchemy
 
-            key = _lock_key(study.study_name)
+            key = _lock_key(study_name)
             take, give = {
                 "postgresql": ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)"),
                 "mysql": ("SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)"),
