@@ -90,13 +90,14 @@ def storage_url(storage: str | None, *, out: str | os.PathLike, workers: int, sq
     (so a study started with N workers continues with one, and the other way round), else a SQLite
     file for one worker and the journal file for several. Refuses SQLite for several workers."""
     out = Path(out)
+    where = "--storage is SQLite"
     if storage is None:
+        where = f"this study is stored in SQLite ({sqlite_file} in its folder)"
         journal, sqlite = out / JOURNAL_FILE, out / sqlite_file
         if journal.exists() or (workers > 1 and not sqlite.exists()):
             return f"journal:{journal}"
         storage = f"sqlite:///{sqlite}"
     if workers > 1 and _scheme(storage) == "sqlite":
-        where = "this study is stored in SQLite" if storage.endswith(f"/{sqlite_file}") else "--storage is SQLite"
         raise UsageError(
             f"--workers {workers}: {where}, which cannot serve several worker processes (Optuna's FAQ: "
             f"'database is locked', and no SELECT ... FOR UPDATE to hand out queued trials); "
@@ -322,17 +323,23 @@ def storage_lock(storage: BaseStorage, study_name: str) -> Iterator[None]:
             import sqlalchemy
 
             key = _lock_key(study_name)
-            take, give = {
-                "postgresql": ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)"),
-                "mysql": ("SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)"),
-            }[dialect]
             with base.engine.connect() as conn:
-                conn.execute(sqlalchemy.text(take), {"k": key if dialect == "postgresql" else str(key)})
+                if dialect == "postgresql":
+                    # held by this connection's transaction, released when it ends (also through a
+                    # transaction-pooling pgbouncer, and when the process dies)
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+                    try:
+                        yield
+                    finally:
+                        with contextlib.suppress(Exception):
+                            conn.rollback()
+                    return
+                conn.execute(sqlalchemy.text("SELECT GET_LOCK(:k, -1)"), {"k": str(key)})
                 try:
                     yield
                 finally:
                     with contextlib.suppress(Exception):  # a lost connection has released it anyway
-                        conn.execute(sqlalchemy.text(give), {"k": key if dialect == "postgresql" else str(key)})
+                        conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:k)"), {"k": str(key)})
             return
         if dialect == "sqlite" and base.engine.url.database:
             with _flock(Path(base.engine.url.database + ".ask-lock")):
