@@ -394,3 +394,13 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch
     assert trials[3].user_attrs["status"] == "diverged" and "nan" in trials[3].user_attrs["error"].lower()
     assert trials[4].user_attrs["status"] == "failed" and "cannot build this layout" in trials[4].user_attrs["error"]
     assert sum(t.user_attrs["status"] == "completed" for t in trials.values()) >= 3
+
+
+def test_each_worker_gets_its_share_of_the_machine():
+    """Worker i: cores / N torch threads (at least one); with GPUs, GPU i only (round robin)."""
+    from funnelbench.search.workers import worker_resources
+
+    assert [worker_resources(i, 2, cores=8, gpus=[]) for i in range(2)] == [
+        {"threads": 4, "cuda_visible_devices": None}] * 2
+    assert worker_resources(0, 3, cores=2, gpus=[])["threads"] == 1
+    assert [worker_resources(i, 3, cores=8, gpus=["2", "5"])["cuda_visible_devices"] for i in range(3)] == ["2", "5", "2"]
