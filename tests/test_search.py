@@ -204,7 +204,7 @@ def test_a_pruner_prunes_a_hopeless_trial(monkeypatch):
     calls = fake_trainer(monkeypatch, lambda i, epoch: 0.01 if i == 6 else 0.5 + 0.1 * epoch)
     study = fb.search("tiny", trials=7, objectives=("top1",), pruner="median", **{**PROXY, "epochs": 3})
     assert len(calls) == 7
-    trained = [t for t in study.trials if t.user_attrs["run_dir"]]
+    trained = [t for t in study.trials if t.user_attrs["run_dir"] and t.user_attrs["duplicate_of"] is None]
     t = trained[6]
     assert t.state == TrialState.PRUNED and t.user_attrs["status"] == "pruned"
     assert t.user_attrs["epochs_done"] == 1 and t.intermediate_values == {1: pytest.approx(1.0)}

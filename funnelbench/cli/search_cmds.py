@@ -75,7 +75,8 @@ def _with_proxy_options(fn):
     hints = typing.get_type_hints(fn)
     own = [p.replace(annotation=hints.get(p.name, p.annotation))
            for p in inspect.signature(fn).parameters.values() if p.name != "options"]
-    extra = [p for p in _recipe_parameters({}) if p.name not in run_names]
+    mine = {p.name for p in own}
+    extra = [p for p in _recipe_parameters({}) if p.name not in run_names | mine]
     names = [p.name for p in extra]
 
     @functools.wraps(fn)
@@ -125,8 +126,9 @@ def search_cmd(
     baseline: list[str] = typer.Option([], "--baseline", help="Repeatable: a layout or preset trained first (after the "
                                        "space's own baselines), even over the budget; never the best trial.",
                                        rich_help_panel=_SEARCH),
-    width_scale: float = typer.Option(1.0, "--width-scale", help="Proxy: every hidden and MLP width times F (heads keep "
-                                      "their width where they can), e.g. 0.25 to explore ViT-B widths on a CPU.",
+    width_scale: float = typer.Option(1.0, "--width-scale", help="Proxy: every stage's hidden and MLP widths times F "
+                                      "(0 < F <= 1; heads kept, the width rounded to a multiple of them), e.g. 0.25 to "
+                                      "explore ViT-B widths on a CPU. Budgets still judge the full width.",
                                       rich_help_panel=_SEARCH),
     study: str = typer.Option(None, "--study", help="Study name. Default: from the space, budgets and objectives.",
                               rich_help_panel=_SEARCH),

@@ -73,7 +73,7 @@ TRIAL_KEYS = ("target_layout", "proxy_layout", "params", "macs", "flops", "proxy
 TRAINED = ("completed", "pruned", "failed", "diverged", "oom")  # what --trials counts
 FAILED = ("failed", "diverged", "oom", "interrupted")
 # Proxy options that do not change the numbers: a study may be continued with other values.
-FREE_PROXY_KEYS = ("workers",)
+FREE_PROXY_KEYS = ("workers", "threads", "checkpoint")
 INFER_PROFILE = dict(batch_size=8, warmup=1, repeats=3, train=False, memory=False)  # the profiler's cheap settings
 
 
@@ -113,8 +113,9 @@ class Settings:
         if self.pruner != "none" and not self.needs_training:
             raise UsageError(f"--pruner {self.pruner}: the objective {self.objectives[0]} needs no training, so there is "
                              "nothing to prune; use --pruner none")
-        if self.proxy.get("width_scale", 1.0) <= 0:
-            raise UsageError(f"--width-scale {self.proxy['width_scale']}: must be positive")
+        if not 0 < self.proxy.get("width_scale", 1.0) <= 1:
+            raise UsageError(f"--width-scale {self.proxy['width_scale']}: must be in (0, 1]; 0.25 trains a proxy a "
+                             "quarter as wide")
 
     @property
     def needs_training(self) -> bool:
@@ -252,26 +253,20 @@ def proxy_of(layout: Layout, proxy: dict) -> Layout:
 
 
 def scaled_layout(layout: Layout, scale: float) -> Layout:
-    """Stand-in for the trainer's width scaling until contract A lands: every hidden and MLP
-    width times ``scale``; heads keep their width of 64 where they can (``max(1, round(heads x
-    scale))``), the hidden width rounded to a multiple of the heads."""
+    """Stand-in for the trainer's width scaling until contract A lands (the same rule): every
+    stage's hidden and MLP widths times ``scale``, its heads kept (the hidden width rounded to a
+    multiple of them: ``h768, a12`` at 0.25 is ``h192, a12``); the stem keeps its own widths."""
     from dataclasses import replace
 
     from .space import checked_layout
 
+    if not 0 < scale <= 1:
+        raise UsageError(f"--width-scale {scale}: must be in (0, 1]; 0.25 trains a proxy a quarter as wide")
     if scale == 1.0:
         return layout
-    stages = []
-    for s in layout.stages:
-        heads = max(1, round(s.heads * scale))
-        hidden = max(heads, round(s.hidden * scale / heads) * heads)
-        stages.append(replace(s, hidden=hidden, heads=heads, mlp=max(1, round(s.mlp * scale))))
-    stem = layout.stem
-    if stem.is_t2t:
-        stem = replace(stem, token_dim=max(2, round(stem.token_dim * scale)))
-    elif stem.kind == "ps":
-        stem = replace(stem, fe_width=max(1, round(stem.fe_width * scale)))
-    return checked_layout(replace(layout, stages=tuple(stages), stem=stem))
+    stages = tuple(replace(s, hidden=max(1, round(s.hidden * scale / s.heads)) * s.heads, mlp=max(1, round(s.mlp * scale)))
+                   for s in layout.stages)
+    return checked_layout(replace(layout, stages=stages))
 
 
 # ----------------------------------------------------------------------------- one trial
@@ -378,7 +373,7 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
         attrs["error"] = _one_line(err)
     attrs.update(status=status, wall_s=time.time() - started)
     _set_attrs(trial, attrs)
-    if status in ("completed", "pruned") and not attrs["baseline"]:
+    if status in ("completed", "pruned"):
         ctx.finished.setdefault(str(layout), trial.number)
     values = _values(s, attrs) if state == TrialState.COMPLETE else None
     ctx.emit("trial_end", number=trial.number, status=status, attrs=attrs, values=values)
@@ -653,7 +648,7 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
     unknown = sorted(set(train_options) - known)
     if unknown:
         raise UsageError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    TrainConfig(layout="", **train_options)  # checks the values now, not in the first trial
+    TrainConfig(layout=str(space.stats().cheapest_macs[0]), **train_options)  # checks the values now, not in a trial
     proxy = {**{k: v for k, v in train_options.items() if v is not None}, "width_scale": float(width_scale)}
     proxy.setdefault("epochs", TrainConfig.epochs)
     extra = []
