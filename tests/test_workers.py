@@ -207,6 +207,7 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, shared_storage):
 
 TINY = ["--space", "tiny", "--epochs", "1", "--train-per-class", "8", "--val-per-class", "4", "--batch-size", "16",
         "--heartbeat", "1"]
+LONG = ["--epochs", "3", "--train-per-class", "48"]  # trials of a few seconds: time to catch one mid-way
 STATUSES = {"completed", "pruned", "rejected", "failed", "diverged", "oom", "interrupted"}
 
 
@@ -257,7 +258,7 @@ def test_two_machines_on_postgres(tmp_path, postgres_url):
     the three worker processes train its --trials N exactly (the journal file's twin of this test
     is test_sigterm_stops_the_workers_and_a_rerun_continues)."""
     name = _study_name("two")
-    args = ["--trials", "4", "--study", name, "--storage", postgres_url]
+    args = ["--trials", "4", "--study", name, "--storage", postgres_url, *LONG]  # trials long enough to overlap
     procs = [_search(tmp_path, *args, "--workers", "2"), _search(tmp_path, *args)]
     for proc in procs:
         code, output = _finish(proc)
@@ -272,6 +273,13 @@ def test_two_machines_on_postgres(tmp_path, postgres_url):
     assert not (tmp_path / "runs" / "search" / name / JOURNAL_FILE).exists()
 
 
+def _until(condition, timeout=60):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
 def _wait_for_mid_trial(study, out, timeout=60):
     """A trial that is running and has finished an epoch (its checkpoint is written)."""
     end = time.monotonic() + timeout
@@ -284,7 +292,6 @@ def _wait_for_mid_trial(study, out, timeout=60):
     raise AssertionError("no trial reached its first checkpoint")
 
 
-LONG = ["--epochs", "3", "--train-per-class", "48"]  # trials of a few seconds: time to catch one mid-way
 
 
 def test_sigkill_of_a_worker_mid_trial(tmp_path):
@@ -294,8 +301,8 @@ def test_sigkill_of_a_worker_mid_trial(tmp_path):
     name = _study_name("kill")
     out = tmp_path / "runs" / "search" / name
     proc = _search(tmp_path, "--trials", "2", "--workers", "2", "--study", name, *LONG)
-    while not (out / JOURNAL_FILE).exists():
-        time.sleep(0.05)
+    _until(lambda: (out / JOURNAL_FILE).exists() or proc.poll() is not None)
+    assert proc.poll() is None, _finish(proc)
     study = optuna.load_study(study_name=name, storage=open_storage(f"journal:{out / JOURNAL_FILE}"))
     victim = _wait_for_mid_trial(study, out)
     os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
@@ -325,8 +332,8 @@ def test_sigterm_stops_the_workers_and_a_rerun_continues(tmp_path):
     out = tmp_path / "runs" / "search" / name
     args = ["--trials", "2", "--workers", "2", "--study", name, *LONG]
     proc = _search(tmp_path, *args)
-    while not (out / JOURNAL_FILE).exists():
-        time.sleep(0.05)
+    _until(lambda: (out / JOURNAL_FILE).exists() or proc.poll() is not None)
+    assert proc.poll() is None, _finish(proc)
     study = optuna.load_study(study_name=name, storage=open_storage(f"journal:{out / JOURNAL_FILE}"))
     _wait_for_mid_trial(study, out)
     proc.send_signal(signal.SIGTERM)

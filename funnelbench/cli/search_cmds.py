@@ -141,6 +141,7 @@ def search_cmd(
                                 "Optuna's journal file in the study's folder (SQLite is refused: 'database is locked'). "
                                 "Many machines: run the same command on each with one --storage postgresql://...",
                                 rich_help_panel=_WORKERS),
+    # 20 = search.workers.HEARTBEAT_S (not imported here: it loads optuna for every command)
     heartbeat: int = typer.Option(20, "--heartbeat", help="Seconds between a running trial's heartbeats; a trial "
                                   "silent for 3 of them (its worker was killed, its machine stopped) is recorded as "
                                   "interrupted and its configuration tried once more, from its last epoch checkpoint.",

@@ -43,8 +43,8 @@ from ..layout import Layout
 from ..presets import resolve
 from .budget import Budgets, macs_text, over_budget, preflight
 from .space import Space, load_space
-from .workers import (HEARTBEAT_S, Worker, claim_layout, is_shared, open_storage, requeue, resume_point,
-                      storage_lock, storage_url, study_lock)
+from .workers import (HEARTBEAT_S, Worker, claim_layout, is_shared, open_storage, raise_if_signalled, requeue,
+                      resume_point, storage_lock, storage_url, study_lock)
 
 MARKER = "search/1"
 STUDY_ROOT = Path("runs") / "search"
@@ -705,6 +705,7 @@ def run_loop(ctx: Context, trials: int) -> None:
                 on_stale=lambda numbers: ctx.emit("stale", numbers=numbers)) as worker:
         for trial in worker:
             try:
+                raise_if_signalled()  # one that arrived while the trial was handed out
                 status, values, state = run_trial(ctx, trial)
             except KeyboardInterrupt:  # Ctrl-C, SIGTERM: recorded interrupted, queued again for the next run
                 if trial.user_attrs.get("status") != "interrupted":  # stopped before its training began

@@ -16,16 +16,20 @@ the means to notice a worker that died.
   the last slot together. A worker with nothing left to ask waits while other workers' trials run:
   one of them may still fail and free its slot.
 - Dead workers. Every running trial has a heartbeat, recorded every ``heartbeat_s`` seconds by a
-  thread of its worker. A trial silent for ``STALE_HEARTBEATS`` heartbeats is failed by the next
-  worker that asks (its record says why) and its configuration is queued once more with Optuna's
-  ``RetryHeartbeatStaleTrialCallback(max_retry=1)``; the retry resumes from the dead trial's last
-  epoch checkpoint (:func:`retried_from`). On RDB storages this is Optuna's own heartbeat
+  thread of its worker. A trial silent for ``STALE_HEARTBEATS`` heartbeats (or, sooner, one whose
+  process on this machine is gone: the search's ``recover_stale``) is recorded ``interrupted`` by
+  the next worker that asks, with the reason, and its configuration is queued once more with
+  Optuna's ``RetryHeartbeatStaleTrialCallback(max_retry=1)`` (:func:`requeue`, also used for
+  trials stopped by Ctrl-C or SIGTERM); the retry resumes from the dead trial's last epoch
+  checkpoint (:func:`resume_point`). On RDB storages this is Optuna's own heartbeat
   (``RDBStorage(heartbeat_interval=..., grace_period=...)``); Optuna's ``JournalStorage`` has none,
   so :class:`JournalHeartbeatStorage` adds the same interface with one small file per running trial.
 - Processes (:func:`run_workers`). ``--workers N`` starts N processes (``spawn``: no forked torch
   state); worker i gets cores / N torch threads or, where there are GPUs, sees only GPU i. SIGINT
   and SIGTERM reach every worker: its running trial is recorded failed (``interrupted``), it stops,
   and the command exits 130 / 143. Re-running the command continues the study.
+- One layout, one training (:func:`claim_layout`): on a shared storage a worker marks the layout
+  it trains under the study's lock, and a worker that draws a layout being trained waits for it.
 """
 
 from __future__ import annotations
@@ -416,18 +420,19 @@ class Worker:
         trials and none is running. Waits while the remaining slots are held by running trials."""
         self._stop_heartbeat()
         while True:
-            if _signalled:  # a signal the trainer caught still stops the worker
-                raise Interrupted(_signalled[0])
+            raise_if_signalled()  # a signal the trainer caught (or one held back) still stops the worker
             with study_lock(self.study):
                 stale = fail_stale_trials(self.study) + (self.recover(self.study) if self.recover else [])
                 if stale and self.on_stale:
                     self.on_stale(stale)
                 trained, running = self.counts()
                 if trained + running < self.trials:
-                    with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for optimize()
-                        warnings.filterwarnings("ignore", message=".*Heartbeat.*")
+                    # a signal waits until the trial has its heartbeat (no running trial nobody watches)
+                    # and is raised by the caller's raise_if_signalled, which can record the trial
+                    with _signals_held(), warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=".*Heartbeat.*")  # "meant for optimize()"
                         trial = self.study.ask()
-                    self._start_heartbeat(trial)  # before the lock goes: no silent running trial
+                        self._start_heartbeat(trial)
                     return trial
             if trained >= self.trials or running == 0:
                 return None
@@ -511,6 +516,26 @@ class _HeartbeatThread:
 _signalled: list[int] = []  # the signal this process received, if any
 
 
+_holding: list[int] = []  # inside _signals_held: a signal is noted, and raised when the block ends
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Within the block a signal does not raise :class:`Interrupted`; it is noted, and
+    :func:`raise_if_signalled` raises it where the caller can record what it interrupted."""
+    _holding.append(0)
+    try:
+        yield
+    finally:
+        _holding.pop()
+
+
+def raise_if_signalled() -> None:
+    """Raise :class:`Interrupted` if this process received SIGINT or SIGTERM."""
+    if _signalled:
+        raise Interrupted(_signalled[0])
+
+
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
     """Within the block SIGINT and SIGTERM raise :class:`Interrupted` in the main thread (once:
@@ -525,7 +550,8 @@ def signals_interrupt() -> Iterator[None]:
         if fired:
             return
         fired.append(signum)
-        raise Interrupted(signum)
+        if not _holding:
+            raise Interrupted(signum)
 
     before = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
