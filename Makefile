@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test install clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the tested torch and torchvision; pyproject.toml holds only ranges.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,postgres]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,postgres]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +23,8 @@ demo: $(STAMP)
 	$(BIN)/funnelbench train "B4(17), h96, a3, img32, patch8" --out runs/demo --overwrite
 	$(BIN)/funnelbench memory vit-b16 funnel-b6-6 funnel-b4-4-4-max --batch-size 64 --budget 16GiB
 	$(BIN)/funnelbench profile deit-ti "B6(197)-6(99), h192" --baseline deit-ti --batch-size 8
+	$(BIN)/funnelbench spaces tiny
+	$(BIN)/funnelbench search --space tiny --study demo --trials 8 --budget-flops 4M --epochs 3
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from funnelbench.env import device_name
-from funnelbench.io import atomic_write, export_records
+from funnelbench.exports import atomic_write, export_records
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -38,20 +38,42 @@ def wait_for_quiet(limit: float = 1.5, timeout_s: float = 900, poll_s: float = 3
     return load
 
 
-def write_result(name: str, records: list[dict], title: str, notes: list[str]) -> Path:
-    """``results/<name>.md`` (the table, the command, the machine, notes) and ``.csv``."""
-    RESULTS.mkdir(exist_ok=True)
-    export_records(records, RESULTS / f"{name}.csv")
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, '1.02 0.87 0.55' ('' where there are none)."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return ""
+
+
+def markdown_table(records: list[dict]) -> str:
     import pandas as pd
 
-    command = "PYTHONPATH=. python " + " ".join([os.path.relpath(sys.argv[0], RESULTS.parent), *sys.argv[1:]])
+    return pd.DataFrame.from_records(records).to_markdown(index=False)
+
+
+def write_result(name: str, records: list[dict], title: str, notes: list[str], *, rows: list[dict] | None = None,
+                 rows_suffix: str = "_rows", load_before: str | None = None, folder: str | os.PathLike = RESULTS,
+                 argv: list[str] | None = None) -> Path:
+    """The one results writer of the benchmarks: ``<folder>/<name>.md`` (title, the command that
+    made it, machine, date, load average before and after when ``load_before`` is given, the
+    table of ``records``, the notes) and ``<name>.csv`` of ``records``; with ``rows`` (per run or
+    per round), also ``<name><rows_suffix>.csv``. Every file is written atomically."""
+    folder = Path(folder)
+    export_records(records, folder / f"{name}.csv")
+    if rows is not None:
+        export_records(rows, folder / f"{name}{rows_suffix}.csv")
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), RESULTS.parent)
+    command = "PYTHONPATH=. python " + " ".join([script, *(sys.argv[1:] if argv is None else argv)])
+    load = f"Load average (1/5/15 min) before: {load_before}, after: {load_average()}  \n" if load_before is not None else ""
     text = (f"# {title}\n\n"
             f"Command: `{command}`  \n"
             f"Machine: {machine()}  \n"
+            f"{load}"
             f"Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}\n\n"
-            + pd.DataFrame.from_records(records).to_markdown(index=False) + "\n\n"
+            + markdown_table(records) + "\n\n"
             + "\n".join(f"- {n}" for n in notes) + "\n")
-    return atomic_write(RESULTS / f"{name}.md", text)
+    return atomic_write(folder / f"{name}.md", text)
 
 
 def timing_arguments(doc: str, repeats: int, warmup: int, quick: str):

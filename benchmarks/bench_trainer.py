@@ -20,18 +20,16 @@ parts of a round run back to back, so a burst of load from elsewhere hits all al
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
-import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 import funnelbench as fb
-from funnelbench.env import environment
-from funnelbench.io import atomic_write, export_records
+from _common import load_average, markdown_table, write_result
 from funnelbench.measure import TrainStep, make_optimizer
 from funnelbench.train import TrainConfig, Trainer, proxy_layout
 
@@ -40,36 +38,6 @@ CASES = [
     ("B4(17), h96, a3, img32, patch8", 32, 8, 128, 20),  # tiny: the pipeline's share is largest
     ("B6(197)-6(99), h192", 56, 4, 64, 3),  # DeiT-Ti-width Funnel-ViT at proxy resolution (14 x 14 grid)
 ]
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages ('' where /proc/loadavg does not exist)."""
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return ""
-
-
-def write_results(out, title: str, script: str, argv, load_before: str, summary: list[dict], rows: list[dict],
-                  rows_suffix: str, description: str) -> str:
-    """The summary as a markdown table; with ``out``, also a results file that says how it was
-    made (command, date, machine, load before and after) and a CSV of ``rows`` next to it."""
-    import pandas as pd
-
-    table = pd.DataFrame(summary).to_markdown(index=False)
-    if out:
-        env = environment(torch.device("cpu"), "")
-        command = f"python benchmarks/{os.path.basename(script)} " + " ".join(sys.argv[1:] if argv is None else argv)
-        text = (f"# {title}\n\n"
-                f"Command: `{command}`  \n"
-                f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  \n"
-                f"Machine: {env['device']}, torch {env['torch_version']}  \n"
-                f"Load average (1/5/15 min) before: {load_before}, after: {load_average()}\n\n"
-                f"{description}\n\n{table}\n")
-        atomic_write(out, text)
-        export_records(rows, os.path.splitext(out)[0] + rows_suffix + ".csv")
-    return table
 
 
 def reference_step_fns(layout, batch_size: int, dtype: str, num_classes: int) -> dict:
@@ -155,15 +123,18 @@ def main(argv=None):
                 summary.append(row)
                 raw += [{"layout": row["layout"], "dtype": dtype, **r} for r in rounds]
 
-    table = write_results(args.out, "Trainer vs the profiler's train step (images/s, CPU)", __file__, argv, load_before, summary,
-                          raw, "_rounds",
-                          "Trainer, profiler step and bare step interleaved round by round in one process; img/s columns are medians "
-                          "over rounds, `ratio` is the median of the per-round ratios (min and max beside it). Trainer: "
-                          "`Trainer.train_epoch` on cached built-in data (gather, crop augmentation, normalise, label "
-                          "smoothing, clipping, fused AdamW, schedule). Profiler: the step `funnelbench profile` times "
-                          "(funnelbench.measure.TrainStep, torch's default AdamW, in-memory batch); `ratio` = trainer / "
-                          "profiler, target >= 0.9. Bare: the same step with the trainer's fused AdamW; `ratio_to_bare` = "
-                          "trainer / bare (a stricter reference).")
+    if args.out:
+        out = Path(args.out)
+        write_result(out.stem, summary, "Trainer vs the profiler's train step (images/s, CPU)", [
+            "Trainer, profiler step and bare step interleaved round by round in one process; img/s columns are medians "
+            "over rounds, `ratio` is the median of the per-round ratios (min and max beside it). Trainer: "
+            "`Trainer.train_epoch` on cached built-in data (gather, crop augmentation, normalise, label "
+            "smoothing, clipping, fused AdamW, schedule). Profiler: the step `funnelbench profile` times "
+            "(funnelbench.measure.TrainStep, torch's default AdamW, in-memory batch); `ratio` = trainer / "
+            "profiler, target >= 0.9. Bare: the same step with the trainer's fused AdamW; `ratio_to_bare` = "
+            "trainer / bare (a stricter reference)."], rows=raw, rows_suffix="_rounds", load_before=load_before,
+            folder=out.parent, argv=argv)
+    table = markdown_table(summary)
     print(table)
     return summary
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .layout import Layout, Stage, ps_feature_size, unfold_length
+from .layout import Layout, Stage, check_int, ps_feature_size, unfold_length, validate_layout
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,29 @@ def ps_sampling_cost(layout: Layout) -> tuple[int, int, Stage]:
     return params, macs, as_stage
 
 
+def stage_cost(prev: Stage | None, s: Stage) -> tuple[int, int]:
+    """(params, MACs) of stage ``s`` entered from ``prev`` (None for the first stage): the
+    projection to its width, its position embedding and its layers (the search adds these up
+    stage by stage)."""
+    params = macs = 0
+    if prev is not None and prev.hidden != s.hidden:
+        # Projection of the whole (unpooled) sequence to the new width, then the pool.
+        params += linear_params(prev.hidden, s.hidden)
+        macs += prev.tokens * prev.hidden * s.hidden
+    if s.newpos:  # a learned position embedding of the pooled sequence
+        params += s.tokens * s.hidden
+    params += s.layers * layer_params(s.hidden, s.mlp, s.qkv_bias)
+    first_kv = prev.tokens if (s.pools and s.pqo) else s.tokens
+    macs += layer_macs(s.tokens, s.hidden, s.mlp, kv=first_kv)
+    macs += (s.layers - 1) * layer_macs(s.tokens, s.hidden, s.mlp)
+    return params, macs
+
+
+def head_cost(d: int, num_classes: int = 1000) -> tuple[int, int]:
+    """(params, MACs) of the head on width ``d``: the final LayerNorm and the classifier."""
+    return 2 * d + linear_params(d, num_classes), d * num_classes
+
+
 def count(x, num_classes: int = 1000) -> Cost:
     """Analytic params and MACs of a layout, preset name or layout string.
 
@@ -162,7 +185,8 @@ def count(x, num_classes: int = 1000) -> Cost:
     """
     from .presets import resolve
 
-    layout: Layout = resolve(x)
+    layout: Layout = validate_layout(x) if isinstance(x, Layout) else resolve(x)  # text is checked as it is parsed
+    check_int(num_classes, "num_classes")
     in_chans = 3
     first = layout.stages[0]
     d0 = first.hidden
@@ -183,20 +207,7 @@ def count(x, num_classes: int = 1000) -> Cost:
 
     prev: Stage | None = None
     for i, s in enumerate(layout.stages):
-        params = macs = 0
-        if prev is not None and prev.hidden != s.hidden:
-            # Projection of the whole (unpooled) sequence to the new width, then the pool.
-            params += linear_params(prev.hidden, s.hidden)
-            macs += prev.tokens * prev.hidden * s.hidden
-        if s.newpos:  # a learned position embedding of the pooled sequence
-            params += s.tokens * s.hidden
-        params += s.layers * layer_params(s.hidden, s.mlp, s.qkv_bias)
-        first_kv = prev.tokens if (s.pools and s.pqo) else s.tokens
-        macs += layer_macs(s.tokens, s.hidden, s.mlp, kv=first_kv)
-        macs += (s.layers - 1) * layer_macs(s.tokens, s.hidden, s.mlp)
-        parts.append(Part(f"stage{i + 1}", params, macs, s))
+        parts.append(Part(f"stage{i + 1}", *stage_cost(prev, s), s))
         prev = s
-
-    d = layout.stages[-1].hidden
-    parts.append(Part("head", 2 * d + linear_params(d, num_classes), d * num_classes))
+    parts.append(Part("head", *head_cost(layout.stages[-1].hidden, num_classes)))
     return Cost(sum(x.params for x in parts), sum(x.macs for x in parts), tuple(parts))

@@ -16,7 +16,8 @@ with ``subset_seed``, the same every time. Images are decoded once, resized (sho
 the image size, then a centre crop) and stored as ``(N, 3, S, S)`` uint8 arrays under the cache
 folder (``--cache-dir``, else ``$FUNNELBENCH_CACHE``, else ``~/.cache/funnelbench``), one entry
 per dataset, split, subset and size; the next run maps them from disk without decoding. An
-interrupted build resumes where it stopped.
+interrupted build resumes where it stopped; processes that need the same entry at once build it
+once (a lock per entry) and never see it half-written (it is renamed into place when complete).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import math
 import os
 import pickle
 import shutil
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +38,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from filelock import FileLock, Timeout
 
 from .errors import UsageError
-from .io import atomic_write
+from .exports import atomic_write
 
 BUILTIN = "synthetic-arrangement"
 BUILTIN_ALIASES = ("builtin", BUILTIN)
@@ -134,9 +137,40 @@ def _render_chunk(seed: int, first: int, size: int) -> tuple[torch.Tensor, torch
 # ----------------------------------------------------------------------------- sources
 
 
-def _list_images(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+_RACY_NS = 2_000_000_000  # a folder changed this recently may change again within its timestamp's tick
+
+
+def _scan_class(folder: Path) -> dict:
+    """Every image under a class folder (nested folders too): ``files`` is ``[path relative to
+    the folder, size, mtime_ns]`` sorted by path, ``dirs`` the modification time of each folder
+    visited. A folder's time is read before it is listed, so a change during the scan shows as a
+    newer time next time; a time less than ``_RACY_NS`` old is stored as ``None`` (never trusted:
+    a change within the same clock tick would not move it)."""
+    now = time.time_ns()
+    dirs, files, todo = {}, [], [""]
+    while todo:
+        rel = todo.pop()
+        path = folder / rel if rel else folder
+        mtime = path.stat().st_mtime_ns
+        dirs[rel] = mtime if now - mtime > _RACY_NS else None
+        with os.scandir(path) as entries:
+            for e in entries:
+                name = f"{rel}/{e.name}" if rel else e.name
+                if e.is_dir(follow_symlinks=False):
+                    todo.append(name)
+                elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS and e.is_file():
+                    st = e.stat()
+                    files.append([name, st.st_size, st.st_mtime_ns])
+    return {"dirs": dirs, "files": sorted(files)}
+
+
+def _unchanged(folder: Path, scan: dict) -> bool:
+    """Whether every folder of an earlier scan still has the time it had (stats folders, not files)."""
+    try:
+        return all(mtime is not None and (folder / rel if rel else folder).stat().st_mtime_ns == mtime
+                   for rel, mtime in scan["dirs"].items())
+    except (OSError, KeyError, TypeError, AttributeError):
+        return False
 
 
 class _Source:
@@ -195,10 +229,16 @@ class _Builtin(_Source):
 
 
 class _ImageFolder(_Source):
+    """An ImageFolder tree. Its listing (every image's path, size and modification time) is kept
+    in an index file in the cache folder, one entry per class folder keyed by the modification
+    times of that folder and its subfolders: a later run stats the folders, not the images, and
+    lists again only the class folders whose time moved (a file added, removed, renamed or
+    replaced through a rename). Sizes and times of the chosen images are part of the cache key."""
+
     kind = "imagefolder"
     note = "an ImageFolder tree"
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, index_path: Path):
         self.root = root
         self.name, self.slug = f"imagefolder:{root}", f"imagefolder-{root.name}"
         train, val = root / "train", root / "val"
@@ -215,18 +255,40 @@ class _ImageFolder(_Source):
             raise UsageError(f"--data {root}: train and val have different classes ({detail}); "
                              "give both splits the same class folders")
         self._classes = names["train"]
-        self._files: dict[str, list[str]] = {}
+        index = self._listing(index_path)
+        self._files: dict[str, list[list]] = {}  # split -> [["<class>/<path>", size, mtime_ns], ...]
         self._labels: dict[str, np.ndarray] = {}
         for split, folder in self.split_dirs.items():
             files, labels = [], []
             for i, c in enumerate(self._classes):
-                found = _list_images(folder / c)
-                files += [f"{c}/{f}" for f in found]
+                found = index[split][c]["files"]
+                files += [[f"{c}/{f}", size, mtime] for f, size, mtime in found]
                 labels += [i] * len(found)
             if not files:
                 raise UsageError(f"--data {root}: no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} "
                                  "files in its class folders)")
             self._files[split], self._labels[split] = files, np.asarray(labels, dtype=np.int64)
+
+    def _listing(self, index_path: Path) -> dict:
+        """``{split: {class: scan}}`` from the index, listing again the class folders that changed."""
+        try:
+            index = json.loads(index_path.read_text())
+            if index.get("format") != 1 or index.get("root") != str(self.root):
+                raise ValueError("another index")
+        except (OSError, ValueError, AttributeError):
+            index = {}
+        splits, changed = {}, False
+        for split, folder in self.split_dirs.items():
+            known = index.get("splits", {}).get(split, {})
+            splits[split] = {}
+            for c in self._classes:
+                scan = known.get(c)
+                if scan is None or not _unchanged(folder / c, scan):
+                    scan, changed = _scan_class(folder / c), True
+                splits[split][c] = scan
+        if changed or splits != index.get("splits"):
+            atomic_write(index_path, json.dumps({"format": 1, "root": str(self.root), "splits": splits}))
+        return splits
 
     def classes(self):
         return self._classes
@@ -235,11 +297,11 @@ class _ImageFolder(_Source):
         return self._labels[split]
 
     def identity(self, split, items):
-        files = [self._files[split][i] for i in items.tolist()]
+        files = [self._files[split][i] for i in items.tolist()]  # paths, sizes and modification times
         return {"source": str(self.root), "split_dir": split, "items": _digest(files)}
 
     def read(self, split, items, size, workers):
-        paths = [str(self.split_dirs[split] / self._files[split][i]) for i in items.tolist()]
+        paths = [str(self.split_dirs[split] / self._files[split][i][0]) for i in items.tolist()]
         loader = torch.utils.data.DataLoader(_DecodeFiles(paths, size), batch_size=64, num_workers=workers,
                                              collate_fn=functools.partial(_collate_decoded, size=size))
         for images, ok, problems in loader:
@@ -300,8 +362,9 @@ def _digest(obj) -> str:
 
 
 def open_source(data: str | os.PathLike | None, *, train_per_class: int | None = None,
-                val_per_class: int | None = None) -> _Source:
-    """The source named by ``--data``; a one-line :class:`UsageError` when it is not one."""
+                val_per_class: int | None = None, cache_dir: str | os.PathLike | None = None) -> _Source:
+    """The source named by ``--data``; a one-line :class:`UsageError` when it is not one. An
+    ImageFolder tree's listing is kept under the cache folder (see :func:`cache_root`)."""
     if data is None or str(data) in BUILTIN_ALIASES:
         return _Builtin(train_per_class or BUILTIN_TRAIN_PER_CLASS, val_per_class or BUILTIN_VAL_PER_CLASS)
     root = Path(data).expanduser()
@@ -317,7 +380,8 @@ def open_source(data: str | os.PathLike | None, *, train_per_class: int | None =
         if (root / folder).is_dir():
             return _Cifar(root, variant)
     if (root / "train").is_dir() and (root / "val").is_dir():
-        return _ImageFolder(root)
+        index = cache_root(cache_dir) / "imagefolder-index" / f"{root.name}-{_digest(str(root))}.json"
+        return _ImageFolder(root, index)
     raise UsageError(f"--data {data}: not an ImageFolder tree (train/<class>/<image> and val/<class>/<image>) nor a "
                      "CIFAR-10/100 python folder (cifar-10-batches-py, cifar-100-python)")
 
@@ -427,19 +491,69 @@ class Split:
 
 def _build_or_load(entry: Path, key: dict, n: int, size: int, labels: np.ndarray,
                    read: Callable[[int], Iterator], progress: Callable | None) -> Split:
-    """Load a complete cache entry, or build it (resuming an interrupted build)."""
-    meta_path = entry / "meta.json"
-    images_path, labels_path, partial_path = entry / "images.npy", entry / "labels.npy", entry / "partial.json"
-    if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("key") == key:
-                return _open_entry(entry, meta)
-        except (OSError, ValueError):
-            pass
-        shutil.rmtree(entry, ignore_errors=True)  # stale or damaged: build again
-    entry.mkdir(parents=True, exist_ok=True)
-    done, skipped = 0, []
+    """Load a complete cache entry, or build it.
+
+    An entry is built in a folder beside it (``.<name>.partial``) and renamed into place when
+    complete, so a reader finds a whole entry or none. Processes that need the same missing entry
+    take turns through a lock file (``.<name>.lock``): the first builds it, the others wait
+    (following its progress) and then load what it built. A build that was interrupted, even
+    killed, resumes from its partial folder (the operating system releases a dead process's lock).
+    """
+    found = _open_complete(entry, key)
+    if found is not None:
+        return found
+    partial = entry.with_name(f".{entry.name}.partial")
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(entry.with_name(f".{entry.name}.lock"))
+        while True:
+            try:
+                lock.acquire(timeout=1)
+                break
+            except Timeout:  # another process is building it: show its progress
+                if progress:
+                    progress(_partial_done(partial, key), n)
+    except OSError as err:
+        raise UsageError(f"cannot write the data cache in {str(entry.parent)!r}: {err.strerror or err}; "
+                         f"choose a writable --cache-dir (or ${CACHE_ENV})") from None
+    try:
+        found = _open_complete(entry, key)  # built by another process while this one waited?
+        if found is not None:
+            return found
+        if entry.exists():  # damaged (or another key under the same name): set aside, then delete
+            trash = entry.with_name(f".{entry.name}.trash-{os.getpid()}")
+            os.rename(entry, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        meta = _build(partial, key, n, size, labels, read, progress)
+        os.rename(partial, entry)
+    finally:
+        lock.release()
+    return _open_entry(entry, meta)
+
+
+def _open_complete(entry: Path, key: dict) -> Split | None:
+    """The entry if it is complete and holds ``key``, else None."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        return _open_entry(entry, meta) if meta.get("key") == key else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _partial_done(folder: Path, key: dict) -> int:
+    """How many images a (possibly running) build in ``folder`` has written."""
+    try:
+        partial = json.loads((folder / "partial.json").read_text())
+        return int(partial["done"]) if partial.get("key") == key else 0
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0
+
+
+def _build(folder: Path, key: dict, n: int, size: int, labels: np.ndarray, read: Callable[[int], Iterator],
+           progress: Callable | None) -> dict:
+    """Write a complete entry into ``folder`` (resuming an interrupted build there); its meta."""
+    folder.mkdir(exist_ok=True)
+    images_path, labels_path, partial_path = folder / "images.npy", folder / "labels.npy", folder / "partial.json"
     shape = (n, 3, size, size)
     try:
         partial = json.loads(partial_path.read_text())
@@ -451,7 +565,7 @@ def _build_or_load(entry: Path, key: dict, n: int, size: int, labels: np.ndarray
                 raise ValueError("shape changed")
         else:
             raise ValueError("another key")
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         done, skipped = 0, []
         images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=shape)
         stored = np.lib.format.open_memmap(labels_path, mode="w+", dtype=np.int64, shape=(n,))
@@ -471,9 +585,9 @@ def _build_or_load(entry: Path, key: dict, n: int, size: int, labels: np.ndarray
             progress(pos, n)
     del images, stored
     meta = {"key": key, "n": n, "size": size, "skipped": skipped}
-    atomic_write(meta_path, json.dumps(meta, indent=1))
+    atomic_write(folder / "meta.json", json.dumps(meta, indent=1))
     partial_path.unlink(missing_ok=True)
-    return _open_entry(entry, meta)
+    return meta
 
 
 def _open_entry(entry: Path, meta: dict) -> Split:
@@ -522,7 +636,7 @@ def load_data(data: str | os.PathLike | None = None, *, image_size: int, classes
     for flag, value in (("--train-per-class", train_per_class), ("--val-per-class", val_per_class)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be at least 1")
-    source = open_source(data, train_per_class=train_per_class, val_per_class=val_per_class)
+    source = open_source(data, train_per_class=train_per_class, val_per_class=val_per_class, cache_dir=cache_dir)
     all_classes = source.classes()
     chosen = choose_classes(len(all_classes), classes, subset_seed)
     remap = np.full(len(all_classes), -1, np.int64)

@@ -84,6 +84,10 @@ projection of the (unpooled) sequence. Examples::
 
 ``str(layout)`` is the canonical form: defaults left out, shared values written once as a
 global option; it parses back to an equal :class:`Layout`.
+
+A :class:`Layout` built in code (``dataclasses.replace``, a search space) is checked by
+:func:`validate_layout` with the checks the parser runs as it builds one; ``count``,
+``build_model``, ``estimate_memory`` and ``profile`` run it on every :class:`Layout` they get.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from .errors import LayoutError
+from .errors import LayoutError, UsageError
 
 DEFAULT_HIDDEN = 768
 DEFAULT_MLP_RATIO = 4
@@ -228,6 +232,10 @@ class Layout:
         """The same model at another resolution: every stage keeps its pool (operator, stride,
         window) and its token count follows the new grid (``B6(197)-6(99)`` at 384 px is
         ``B6(577)-6(289)``). A PS-ViT stem samples the same n x n points at any size."""
+        for value, what in ((image_size, "image size"), (patch_size or self.patch_size, "patch size")):
+            problem = _int_problem(value, what)
+            if problem:
+                raise LayoutError(problem, expected=f"a positive {what}")
         patch = patch_size or self.patch_size
         if self.stem.kind == "patch" and image_size % patch:
             raise LayoutError(f"image size {image_size} is not a multiple of patch size {patch}")
@@ -358,10 +366,239 @@ def reachable_lengths(prev: int, prefix: int, limit: int = 5, kernel: int = 0, s
     return ", ".join(out) + (", ..." if len(out) == limit else "")
 
 
+# ----------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class LayoutProblem:
+    """What is wrong with a layout: ``message`` and ``expected`` for the error, and where:
+    ``stage`` (0-based; None for the whole model) and the ``fields`` to blame, most specific
+    first (the parser points its column at the first one the text wrote)."""
+
+    message: str
+    expected: str
+    stage: int | None = None
+    fields: tuple[str, ...] = ()
+
+
+def validate_layout(layout: Layout) -> Layout:
+    """Check a :class:`Layout` built in code (``dataclasses.replace``, a search space) as the
+    parser checks text, and return it unchanged; :class:`LayoutError` names the first problem.
+
+    A layout passes exactly when ``parse_layout(format_layout(layout)) == layout``: every
+    number is an int in range, the widths divide into the heads, the token counts follow from
+    the stem and from each pool's operator, stride and window (the stride the grammar infers),
+    a stage that does not pool has no pool settings, and the stem's settings fit its kind and
+    the image size. Pure arithmetic (a few microseconds), so ``count`` and ``build_model`` run
+    it on every :class:`Layout` they are given.
+    """
+    problem = layout_problem(layout)
+    if problem is not None:
+        try:
+            text = f" (in a Layout built in code; its text is {format_layout(layout)!r})"
+        except Exception:  # noqa: BLE001 - fields of the wrong type may not format at all
+            text = ""
+        raise LayoutError(problem.message + text, expected=problem.expected)
+    return layout
+
+
+def layout_problem(layout) -> LayoutProblem | None:
+    """The first problem of ``layout`` (see :func:`validate_layout`), or None. The parser runs
+    the same two parts, :func:`_model_problem` and :func:`_stage_problem`, as it goes."""
+    if not isinstance(layout, Layout):
+        return LayoutProblem(f"a layout must be a Layout, got {type(layout).__name__}", "a Layout or parse_layout(text)")
+    problem = _model_problem(layout.stem, layout.image_size, layout.patch_size, layout.head, layout.pos)
+    if problem:
+        return problem
+    stages = layout.stages
+    if not isinstance(stages, tuple) or not stages or not all(isinstance(s, Stage) for s in stages):
+        return LayoutProblem(f"Layout.stages must be a non-empty tuple of Stage, got {stages!r}", "at least one Stage",
+                             fields=("stages",))
+    walk = _PoolWalk(layout)
+    for index, stage in enumerate(stages):
+        problem = _stage_problem(index, stage, walk)
+        if problem:
+            return problem
+    return None
+
+
+def _int_problem(value, what: str, minimum: int = 1, maximum: int = MAX_INT) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"{what} must be an int, got {value!r}"
+    if not minimum <= value <= maximum:
+        return f"{what} must be from {minimum} to {maximum}, got {value}"
+    return None
+
+
+def check_int(value, what: str, minimum: int = 1, maximum: int = MAX_INT) -> int:
+    """``value`` if it is an int from ``minimum`` to ``maximum``, else :class:`UsageError`
+    naming ``what``: the library's check of counts such as a batch size or a number of
+    classes (larger than a million is a typo, as in a layout)."""
+    problem = _int_problem(value, what, minimum, maximum)
+    if problem:
+        raise UsageError(problem)
+    return value
+
+
+def _model_problem(stem: Stem, image: int, patch: int, head: str, pos: str) -> LayoutProblem | None:
+    """Problems of the stem, the image geometry, the head and the position embedding."""
+    for value, what, name in ((image, "image size", "image_size"), (patch, "patch size", "patch_size")):
+        problem = _int_problem(value, what)
+        if problem:
+            return LayoutProblem(problem, f"img<int> / patch<int> of at most {MAX_INT}", fields=(name,))
+    if head not in HEADS:
+        return LayoutProblem(f"head {head!r} is not a head", " or ".join(HEADS), fields=("head",))
+    if pos not in POS_KINDS:
+        return LayoutProblem(f"position embedding {pos!r} is not one", ", ".join(POS_KINDS), fields=("pos_embed",))
+    if not isinstance(stem, Stem) or stem.kind not in STEMS:
+        return LayoutProblem(f"stem {stem!r} is not a Stem of kind {', '.join(STEMS)}", "Stem(kind=...)", fields=("stem",))
+    for name, minimum in (("token_dim", 1), ("points", 0), ("iters", 1), ("fe_width", 1)):
+        problem = _int_problem(getattr(stem, name), f"Stem.{name}", minimum)
+        if problem:
+            return LayoutProblem(problem, f"an int of at least {minimum}", fields=(name,))
+    if not isinstance(stem.share, bool):
+        return LayoutProblem(f"Stem.share must be True or False, got {stem.share!r}", "a bool", fields=("share",))
+    # Settings of another kind of stem: the text cannot write them, so they would be lost.
+    unused = {"token_dim": DEFAULT_T2T_DIM, "points": 0, "iters": DEFAULT_PS_ITERS, "share": False,
+              "fe_width": DEFAULT_PS_FE_WIDTH}
+    used = {"patch": (), "t2t": ("token_dim",), "t2t_t": ("token_dim",), "ps": ("points", "iters", "share", "fe_width")}
+    for name, default in unused.items():
+        if name not in used[stem.kind] and getattr(stem, name) != default:
+            return LayoutProblem(f"the {stem.kind} stem has no {name} (Stem.{name}={getattr(stem, name)!r})",
+                                 f"Stem.{name}={default!r} (the default)", fields=(name,))
+    if stem.kind == "ps" and stem.points < 1:
+        return LayoutProblem("the PS stem samples no points (Stem.points=0)", "ps<int> of at least 1", fields=("points",))
+    if stem.kind != "patch" and patch != DEFAULT_PATCH_SIZE:
+        return LayoutProblem(f"the {stem.kind} stem has no patch size, and this layout sets {patch}",
+                             f"patch size {DEFAULT_PATCH_SIZE} (the default)", fields=("patch_size",))
+    if stem.kind == "patch" and image % patch:
+        return LayoutProblem(f"image size {image} is not a multiple of patch size {patch}",
+                             "img and patch such that img / patch is a whole number of patches",
+                             fields=("image_size", "patch_size"))
+    if stem.kind == "t2t" and stem.token_dim == 1:
+        return LayoutProblem("the Performer T2T layers use tok / 2 random features, so tok1 leaves none", "tok2 or more",
+                             fields=("token_dim",))
+    problem = stem_geometry_problem(stem, image)
+    if problem:
+        # blame the sampling grid when it is too large, else the image size
+        blame = "points" if stem.kind == "ps" and image % PS_STRIDE == 0 else "image_size"
+        return LayoutProblem(problem[0], problem[1], fields=(blame,))
+    return None
+
+
+class _PoolWalk:
+    """What the stage checks carry from one stage to the next: the previous stage, and the
+    patch tokens per side while they still form a square grid."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.prefix = layout.num_prefix_tokens
+        self.grid = stem_grid(layout.stem, layout.image_size, layout.patch_size)
+        self.side: int | None = self.grid
+        self.prev: Stage | None = None
+
+    def describe_stem(self) -> str:
+        layout, grid = self.layout, self.grid
+        cls = " + class token" if self.prefix else ""
+        if layout.stem.kind == "ps":
+            return f"ps{layout.stem.points} samples {grid}x{grid} points{cls}"
+        if layout.stem.is_t2t:
+            return f"the T2T stem on img{layout.image_size} gives {grid}x{grid} tokens{cls}"
+        return f"img{layout.image_size} with patch{layout.patch_size} gives {grid}x{grid} patches{cls}"
+
+
+def _stage_problem(index: int, s: Stage, walk: _PoolWalk) -> LayoutProblem | None:
+    """Problems of stage ``index`` after the stages before it (``walk`` moves on to it when
+    there are none)."""
+    n = index + 1
+    for name, what in (("layers", "number of layers"), ("tokens", "token count"), ("hidden", "hidden width"),
+                       ("mlp", "MLP width"), ("heads", "number of heads"), ("stride", "stride")):
+        problem = _int_problem(getattr(s, name), what)
+        if problem:
+            return LayoutProblem(f"stage {n}: {problem}", f"a positive {what}", index, (name,))
+    problem = _int_problem(s.kernel, "pooling window", 0)
+    if problem:
+        return LayoutProblem(f"stage {n}: {problem}", "0 (window = stride) or a positive window", index, ("kernel",))
+    for name in ("pqo", "newpos", "qkv_bias"):
+        if not isinstance(getattr(s, name), bool):
+            return LayoutProblem(f"stage {n}: Stage.{name} must be True or False, got {getattr(s, name)!r}", "a bool",
+                                 index, (name,))
+    if s.hidden % s.heads:
+        return LayoutProblem(f"stage {n}: hidden width {s.hidden} is not divisible by {s.heads} heads",
+                             f"a width that is a multiple of the heads, or heads given with a<int> "
+                             f"(e.g. a{_divisor_near(s.hidden, s.heads)})", index, ("heads", "hidden"))
+    prev, prefix = walk.prev, walk.prefix
+    if prev is None:
+        grid_tokens = walk.grid * walk.grid + prefix
+        if s.tokens != grid_tokens:
+            return LayoutProblem(f"the first stage has {s.tokens} tokens, but {walk.describe_stem()} = {grid_tokens}",
+                                 f"{grid_tokens}, or img/patch/stem options that give {s.tokens} tokens", index, ("tokens",))
+    if s.pool not in (NO_POOL, *POOL_OPS):
+        return LayoutProblem(f"stage {n}: pool {s.pool!r} is not a pooling operator", f"one of {', '.join(POOL_OPS)}, "
+                             f"or {NO_POOL!r} on a stage that keeps the token count", index, ("pool",))
+    if prev is None or s.tokens == prev.tokens:
+        settings = {"pool": NO_POOL, "stride": 1, "kernel": 0, "pqo": False, "newpos": False}
+        for name, default in settings.items():
+            if getattr(s, name) != default:
+                why = "it is the first stage" if prev is None else f"its token count equals the previous stage's ({s.tokens})"
+                return LayoutProblem(f"stage {n} does not pool ({why}), so Stage.{name}={getattr(s, name)!r} has no effect",
+                                     f"{name}={default!r}, or a smaller token count", index, (name,))
+    else:
+        if not s.pools:
+            return LayoutProblem(f"stage {n} has {s.tokens} tokens after {prev.tokens}, so it pools, but its pool is "
+                                 f"{NO_POOL!r}", f"one of {', '.join(POOL_OPS)}", index, ("pool",))
+        stride = infer_pool_stride(index, prev.tokens, s.tokens, prefix, walk.side, s.pool, s.kernel)
+        if isinstance(stride, LayoutProblem):
+            return stride
+        if s.stride != stride:
+            return LayoutProblem(f"stage {n}: stride {s.stride} does not match the layout: {s.pool} pooling from "
+                                 f"{prev.tokens} to {s.tokens} tokens has stride {stride}",
+                                 f"stride={stride} (the grammar infers the smallest stride)", index, ("stride",))
+        walk.side = pooled_length(walk.side, stride, s.kernel) if s.pool2d else None
+    walk.prev = s
+    return None
+
+
+def infer_pool_stride(index: int, prev_tokens: int, tokens: int, prefix: int, side: int | None, op: str,
+                      kernel: int) -> int | LayoutProblem:
+    """The stride of the ``op`` pool (window ``kernel``, 0 = the stride) that makes stage
+    ``index`` of ``tokens`` tokens from the ``prev_tokens`` before it, or why there is none
+    (``side``: patch tokens per side while they form a square grid; ``prefix``: class token)."""
+    n = index + 1
+    if op.endswith("2d") and side is None:
+        return LayoutProblem(f"stage {n}: {op} pools the patch tokens as a square grid, but a 1D pool before it "
+                             f"left them in a sequence", "1D pooling (mean or max) here, or 2D pooling in every stage "
+                             "before it", index, ("pool",))
+    n_prev = prev_tokens - prefix
+    pool_side = side if op.endswith("2d") else None
+    if tokens > prev_tokens:
+        return LayoutProblem(f"stage {n} has {tokens} tokens, more than the {prev_tokens} before it",
+                             "a token count that pooling can reach: " + reachable_lengths(n_prev, prefix, kernel=kernel, side=pool_side),
+                             index, ("tokens",))
+    if kernel and (pool_side or n_prev) < kernel:
+        return LayoutProblem(f"stage {n}: a pooling window of {kernel} is wider than the {pool_side or n_prev} patch "
+                             f"tokens{' per side' if pool_side else ''} before it, so the pool would leave no tokens",
+                             f"a window of at most {pool_side or n_prev}, fewer pools, or {prev_tokens} tokens (no pooling)",
+                             index, ("kernel",))
+    if pool_side:
+        new_side = math.isqrt(max(tokens - prefix, 0))
+        stride = infer_stride(side, new_side, kernel) if new_side * new_side == tokens - prefix else None
+    else:
+        stride = infer_stride(n_prev, tokens - prefix, kernel)
+    if stride is None:
+        what = (f"{op} pooling of the {side}x{side} grid" if pool_side else f"pooling the {n_prev} patch tokens") + \
+               ((f" in {kernel}x{kernel} windows" if pool_side else f" in windows of {kernel}") if kernel else "")
+        return LayoutProblem(f"stage {n}: {tokens} tokens cannot be reached from {prev_tokens} by {what} with a "
+                             f"whole-number stride", "one of " + reachable_lengths(n_prev, prefix, kernel=kernel, side=pool_side),
+                             index, ("tokens",))
+    return stride
+
+
 # ----------------------------------------------------------------------------- tokens
 
 
-_TOKEN_RE = re.compile(r"\s*(?:(?P<int>\d+)|(?P<word>[A-Za-z_][A-Za-z0-9_.]*)|(?P<punct>[()\-,=])|(?P<bad>\S))")
+# A number with a fraction is an "int" token too, so that the parser can say it wants an integer.
+_TOKEN_RE = re.compile(r"\s*(?:(?P<int>\d+(?:\.\d+)?)|(?P<word>[A-Za-z_][A-Za-z0-9_.]*)|(?P<punct>[()\-,=])|(?P<bad>\S))")
 
 
 @dataclass
@@ -502,6 +739,8 @@ class _Parser:
         return self.check_int(tok.text, tok.pos, what, minimum), tok.pos
 
     def check_int(self, digits: str, pos: int, what: str, minimum: int = 1) -> int:
+        if "." in digits:
+            raise self.error(f"{what} {digits} has a fraction", pos, "an integer")
         value = int(digits) if len(digits) <= 9 else MAX_INT + 1
         if value < minimum:
             raise self.error(f"{what} must be at least {minimum}, got {value}", pos, f"a positive {what}")
@@ -514,7 +753,7 @@ class _Parser:
         if not self.text.strip():
             raise self.error("the layout is empty", 0, 'stages such as "B12(197)" or "B6(197)-6(99)"')
         tok = self.peek()
-        if tok.kind == "word" and tok.text.startswith("B") and tok.text[1:].isdigit() and tok.text[1:]:
+        if tok.kind == "word" and re.fullmatch(r"B\d+(\.\d+)?", tok.text):
             # "B6" tokenizes as one word: split it into the "B" and the layer count.
             self.next()
             self.toks.insert(self.i, _Tok("int", tok.text[1:], tok.pos + 1))
@@ -578,7 +817,7 @@ class _Parser:
         elif name in _FLAGS:
             fieldname, value = _FLAGS[name]
         else:
-            m = re.fullmatch(r"([A-Za-z_]+)(\d+)", name)
+            m = re.fullmatch(r"([A-Za-z_]+)(\d+(?:\.\d+)?)", name)
             if m is None or m.group(1) not in _KEYS or _KEYS[m.group(1)][1] != "int":
                 raise self.error(f"unknown option {name!r}", pos, helptext)
             fieldname = _KEYS[m.group(1)][0]
@@ -602,7 +841,8 @@ def _first(*values):
 
 
 def _resolve_stem(parser: _Parser, glob: _Opts) -> tuple[Stem, int, int]:
-    """The stem, image size and patch size from the global options, checked."""
+    """The stem, image size and patch size from the global options (the checks that need the
+    text here; the model's own in :func:`_model_problem`)."""
     image = glob.image_size or DEFAULT_IMAGE_SIZE
     patch = glob.patch_size or DEFAULT_PATCH_SIZE
     kind = "ps" if glob.points is not None else (glob.stem or "patch")
@@ -613,31 +853,22 @@ def _resolve_stem(parser: _Parser, glob: _Opts) -> tuple[Stem, int, int]:
     if kind != "patch" and glob.patch_size is not None:
         raise parser.error(f"option {glob.written['patch_size']!r} sets the patch stem's patch size, and this layout has the {kind} stem",
                            glob.pos["patch_size"], "the option removed")
-    if kind == "patch" and image % patch:
-        where = glob.pos.get("image_size", glob.pos.get("patch_size", 0))
-        raise parser.error(f"image size {image} is not a multiple of patch size {patch}", where,
-                           "img and patch such that img / patch is a whole number of patches")
-    if kind == "t2t" and glob.token_dim == 1:
-        raise parser.error("the Performer T2T layers use tok / 2 random features, so tok1 leaves none", glob.pos["token_dim"],
-                           "tok2 or more")
     stem = Stem(kind, token_dim=glob.token_dim or DEFAULT_T2T_DIM, points=glob.points or 0,
                 iters=glob.iters or DEFAULT_PS_ITERS, share=bool(glob.share), fe_width=glob.fe_width or DEFAULT_PS_FE_WIDTH)
-    problem = stem_geometry_problem(stem, image)
-    if problem:
-        # blame the sampling grid when it is too large, else the image size (or the stem if img is the default)
-        blame = "points" if stem.kind == "ps" and image % PS_STRIDE == 0 else "image_size"
-        where = glob.pos.get(blame, glob.pos.get("stem", glob.pos.get("points", 0)))
-        raise parser.error(problem[0], where, problem[1])
     return stem, image, patch
 
 
-def _describe_stem(stem: Stem, image: int, patch: int, grid: int, prefix: int) -> str:
-    cls = " + class token" if prefix else ""
-    if stem.kind == "ps":
-        return f"ps{stem.points} samples {grid}x{grid} points{cls}"
-    if stem.is_t2t:
-        return f"the T2T stem on img{image} gives {grid}x{grid} tokens{cls}"
-    return f"img{image} with patch{patch} gives {grid}x{grid} patches{cls}"
+def _error_at(parser: _Parser, problem: LayoutProblem, glob: _Opts, stage: tuple[int, int, _Opts] | None = None) -> LayoutError:
+    """The problem as a LayoutError at the column of the first blamed field the text wrote
+    (in the stage, then globally); else at the stage's token count, or the start."""
+    if stage is None:
+        written = [glob.pos.get(f) for f in (*problem.fields, "stem", "points")]
+        fallback = 0
+    else:
+        start, tok_pos, opts = stage
+        written = [src.pos.get(f) for src in (opts, glob) for f in problem.fields]
+        fallback = start if problem.fields[:1] == ("layers",) else tok_pos
+    return parser.error(problem.message, next((c for c in written if c is not None), fallback), problem.expected)
 
 
 def parse_layout(text: str) -> Layout:
@@ -645,7 +876,8 @@ def parse_layout(text: str) -> Layout:
 
     The grammar, options and defaults are in this module's docstring (and the README).
     Raises :class:`LayoutError` (a ``ValueError``) that quotes the input, gives the column of
-    the problem and says what was expected.
+    the problem and says what was expected. The model it describes is checked as it is built,
+    by the same checks :func:`validate_layout` runs on a :class:`Layout` built in code.
     """
     if isinstance(text, Layout):
         return text
@@ -656,72 +888,46 @@ def parse_layout(text: str) -> Layout:
 
     head = glob.head or "cls"
     stem, image, patch = _resolve_stem(parser, glob)
-    prefix = 1 if head == "cls" else 0
-    grid = stem_grid(stem, image, patch)
-    grid_tokens = grid * grid + prefix
+    pos_embed = glob.pos_embed or stem.default_pos
+    problem = _model_problem(stem, image, patch, head, pos_embed)
+    if problem:
+        raise _error_at(parser, problem, glob)
+    walk = _PoolWalk(Layout((), image, patch, head, stem, pos_embed))
 
     stages: list[Stage] = []
-    prev = None
-    side: int | None = grid  # patch tokens per side while they still form a square grid
     for index, (layers, tokens, start, tok_pos, opts) in enumerate(raw_stages):
+        where = (start, tok_pos, opts)
         hidden = opts.hidden or glob.hidden or DEFAULT_HIDDEN
         mlp = opts.mlp or glob.mlp or DEFAULT_MLP_RATIO * hidden
         heads = opts.heads or glob.heads or max(1, hidden // DEFAULT_HEAD_DIM)
-        if hidden % heads:
-            src = opts if opts.heads or opts.hidden else glob
-            where = src.pos.get("heads", src.pos.get("hidden", tok_pos))
-            raise parser.error(f"stage {index + 1}: hidden width {hidden} is not divisible by {heads} heads", where,
-                               f"a width that is a multiple of the heads, or heads given with a<int> (e.g. a{_divisor_near(hidden, heads)})")
-        pool, stride, kernel = NO_POOL, 1, 0
-        if prev is None:
-            if tokens != grid_tokens:
-                raise parser.error(f"the first stage has {tokens} tokens, but {_describe_stem(stem, image, patch, grid, prefix)} = {grid_tokens}",
-                                   tok_pos, f"{grid_tokens}, or img/patch/stem options that give {tokens} tokens")
-        elif tokens != prev.tokens:
-            op = opts.pool or glob.pool or "mean"
+        prev = walk.prev
+        pool, stride, kernel, pqo, newpos = NO_POOL, 1, 0, False, False
+        if prev is not None and tokens != prev.tokens:  # the grammar infers the pool's stride
+            pool = opts.pool or glob.pool or "mean"
             kernel = _first(opts.kernel, glob.kernel, 0)
-            src = opts if opts.pool else glob
-            if op.endswith("2d") and side is None:
-                raise parser.error(f"stage {index + 1}: {op} pools the patch tokens as a square grid, but a 1D pool before it "
-                                   f"left them in a sequence", src.pos.get("pool", tok_pos),
-                                   "1D pooling (mean or max) here, or 2D pooling in every stage before it")
-            n_prev = prev.tokens - prefix
-            pool_side = side if op.endswith("2d") else None
-            what = (f"{op} pooling of the {side}x{side} grid" if pool_side else f"pooling the {n_prev} patch tokens") + \
-                   ((f" in {kernel}x{kernel} windows" if pool_side else f" in windows of {kernel}") if kernel else "")
-            if tokens > prev.tokens:
-                raise parser.error(f"stage {index + 1} has {tokens} tokens, more than the {prev.tokens} before it",
-                                   tok_pos, "a token count that pooling can reach: " + reachable_lengths(n_prev, prefix, kernel=kernel, side=pool_side))
-            if kernel and (pool_side or n_prev) < kernel:
-                ksrc = opts if opts.kernel is not None else glob
-                raise parser.error(f"stage {index + 1}: a pooling window of {kernel} is wider than the "
-                                   f"{pool_side or n_prev} patch tokens{' per side' if pool_side else ''} before it, "
-                                   f"so the pool would leave no tokens", ksrc.pos.get("kernel", tok_pos),
-                                   f"a window of at most {pool_side or n_prev}, fewer pools, or {prev.tokens} tokens (no pooling)")
-            if pool_side:
-                new_side = math.isqrt(tokens - prefix)
-                stride = infer_stride(side, new_side, kernel) if new_side * new_side == tokens - prefix else None
-            else:
-                stride = infer_stride(n_prev, tokens - prefix, kernel)
-            if stride is None:
-                raise parser.error(f"stage {index + 1}: {tokens} tokens cannot be reached from {prev.tokens} by {what} "
-                                   f"with a whole-number stride", tok_pos,
-                                   "one of " + reachable_lengths(n_prev, prefix, kernel=kernel, side=pool_side))
-            pool = op
-            side = pooled_length(side, stride, kernel) if pool_side else None
-        pools = pool != NO_POOL
+            stride = infer_pool_stride(index, prev.tokens, tokens, walk.prefix, walk.side, pool, kernel)
+            if isinstance(stride, LayoutProblem):
+                raise _error_at(parser, stride, glob, where)
+            pqo, newpos = _first(opts.pqo, glob.pqo, True), _first(opts.newpos, glob.newpos, False)
+        qkv_bias = _first(opts.qkv_bias, glob.qkv_bias, True)
+        stage = Stage(layers, tokens, hidden, mlp, heads, pool, stride, pqo, kernel, newpos, qkv_bias)
+        problem = _stage_problem(index, stage, walk)
+        if problem:
+            raise _error_at(parser, problem, glob, where)
         for name in _POOL_OPTIONS:
-            if getattr(opts, name) is not None and not pools:
+            if getattr(opts, name) is not None and not stage.pools:
                 why = "it is the first stage" if prev is None else f"its token count equals the previous stage's ({tokens})"
                 raise parser.error(f"stage {index + 1} does not pool ({why}), so option {opts.written[name]!r} has no effect",
                                    opts.pos[name], "the option removed, or a smaller token count")
-        pqo = _first(opts.pqo, glob.pqo, True) if pools else False
-        newpos = _first(opts.newpos, glob.newpos, False) if pools else False
-        qkv_bias = _first(opts.qkv_bias, glob.qkv_bias, True)
-        stage = Stage(layers, tokens, hidden, mlp, heads, pool, stride, pqo, kernel, newpos, qkv_bias)
         stages.append(stage)
-        prev = stage
-    return Layout(tuple(stages), image, patch, head, stem, glob.pos_embed or stem.default_pos)
+    if not any(s.pools for s in stages):  # pool options for every stage, and no stage pools
+        for name in _POOL_OPTIONS:
+            if getattr(glob, name) is not None:
+                why = "one stage" if len(stages) == 1 else "every stage has the token count of the stage before it"
+                raise parser.error(f"no stage pools ({why}), so option {glob.written[name]!r} has no effect",
+                                   glob.pos[name], "the option removed, or a stage with fewer tokens, as in "
+                                   "'B6(197)-6(99), max'")
+    return Layout(tuple(stages), image, patch, head, stem, pos_embed)
 
 
 def _divisor_near(hidden: int, heads: int) -> int:

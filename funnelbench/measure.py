@@ -364,18 +364,6 @@ CPU_METHOD = "live tensor bytes (dispatch tracker)"
 CUDA_METHOD = "cuda max_memory_allocated"
 
 
-def tensor_bytes(tensors) -> int:
-    """Bytes of the distinct storages behind some tensors."""
-    seen, total = set(), 0
-    for t in tree_leaves(tensors):
-        if isinstance(t, torch.Tensor):
-            st = t.untyped_storage()
-            if st.data_ptr() not in seen:
-                seen.add(st.data_ptr())
-                total += st.nbytes()
-    return total
-
-
 def optimizer_state(optimizer: torch.optim.Optimizer | None) -> list[torch.Tensor]:
     if optimizer is None:
         return []

@@ -5,7 +5,9 @@ position embedding, each transformer layer, the transitions between stages, the 
 loss) and adds up the tensors each operator keeps for backward, in bytes. That is what lets a
 user size a batch for a GPU they do not have. ``tests/test_measure_memory.py`` checks the
 activations saved at the end of the forward pass byte for byte against
-:class:`funnelbench.measure.MemoryTracker`, and the peaks within a few percent.
+:class:`funnelbench.measure.MemoryTracker`, and the peaks within a few percent, on CPU. The
+CUDA rules (below) are derived from torch's CUDA code and those CPU measurements; only
+``tests/test_cuda.py`` (``pytest -m cuda``, on a GPU) compares them with measured CUDA peaks.
 
 What a training step holds (``zero_grad(set_to_none=True)`` first, so no gradients exist
 during the forward pass)::
@@ -101,11 +103,12 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .cost import count, layer_params, t2t_layer_params, t2t_sides
-from .errors import UsageError
-from .layout import Layout, Stage, ps_feature_size, unfold_length
+from .errors import LayoutError, UsageError
+from .layout import Layout, Stage, check_int, ps_feature_size, unfold_length, validate_layout
 
 F32 = 4
 LABEL = 8  # int64 class labels
+MAX_BUDGET_BYTES = 2 ** 50  # 1 PiB: a larger device memory is a typo
 
 
 class UnmodelledLayout(UsageError):
@@ -145,6 +148,8 @@ def unmodelled_parts(layout: Layout) -> list[str]:
     known = {"embed", "sampling", "head"} | {f"stage{i + 1}" for i in range(len(layout.stages))}
     try:
         names = [p.name for p in count(layout).parts]
+    except LayoutError:  # not a valid layout at all: estimate_memory's validate_layout says why
+        names = []
     except Exception:  # noqa: BLE001 - a layout the counter cannot handle is unmodelled too
         names = ["(the analytic count failed)"]
     problems += [f"part {name!r}" for name in names if name not in known]
@@ -163,8 +168,12 @@ def _differs_from_default(obj, f: dataclasses.Field) -> bool:
 def check_modelled(layout: Layout) -> None:
     problems = unmodelled_parts(layout)
     if problems:
+        try:
+            text = str(layout)
+        except Exception:  # noqa: BLE001 - a part format_layout does not know either
+            text = repr(layout)
         raise UnmodelledLayout(
-            f"the memory estimate does not model {', '.join(problems)} in layout {str(layout)!r}; it models "
+            f"the memory estimate does not model {', '.join(problems)} in layout {text!r}; it models "
             "patch stems, Tokens-to-Token stems (t2t, t2t_t) and progressive-sampling stems (ps) (those in fp32), "
             "class-token and average heads, learned/sincos/no position embeddings, 1D and 2D "
             "mean/max token pooling (also with a window), pool-query-only attention, new position embeddings "
@@ -837,6 +846,9 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
 
     ``dtype``: ``fp32``, or ``bf16``/``fp16`` autocast (weights stay fp32). ``device``:
     ``cpu`` or ``cuda`` (the implementation details that differ; see the module docstring).
+    The default, as ``funnelbench memory``'s, is ``cpu``: the rules checked against measured
+    peaks; the ``cuda`` rules follow torch's CUDA code but are checked on a GPU only by
+    ``pytest -m cuda`` (``tests/test_cuda.py``).
     ``attention``: ``fused`` (flash, memory-efficient, cuDNN or the CPU flash kernel: what
     runs by default) or ``math``. Raises :class:`UnmodelledLayout` for layouts with parts this
     model does not know.
@@ -844,8 +856,8 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
     from .presets import resolve
 
     layout: Layout = resolve(x)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
+    check_int(batch_size, "batch size")
+    check_int(num_classes, "num_classes")
     if dtype not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
     device = "cuda" if str(device).startswith("cuda") else str(device)
@@ -855,7 +867,8 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
         raise UsageError(f"unknown attention kernel class {attention!r}; use fused or math")
     if optimizer not in ("adamw", "sgd"):
         raise UsageError(f"unknown optimizer {optimizer!r}; use adamw or sgd")
-    check_modelled(layout)
+    check_modelled(layout)  # first: a part the estimate does not know is named as such
+    validate_layout(layout)
     if layout.stem.kind != "patch" and dtype != "fp32":
         # The Transformer T2T layers' saved tensors are modelled under autocast too, but not
         # which of their mixed-dtype gradients coexist in the backward pass (the measured peak
@@ -990,7 +1003,11 @@ def _adamw_cpu_scratch(sizes: list[int]) -> int:
 
 
 def max_batch_size(x, budget_bytes: int, *, limit: int = 1 << 16, **kwargs) -> int:
-    """The largest batch whose estimated training peak fits in ``budget_bytes`` (0 if none)."""
+    """The largest batch whose estimated training peak fits in ``budget_bytes`` (0 if none;
+    ``limit`` if that fits)."""
+    if not isinstance(budget_bytes, int) or isinstance(budget_bytes, bool) or not 0 < budget_bytes <= MAX_BUDGET_BYTES:
+        raise UsageError(f"a memory budget is a whole number of bytes from 1 to 1 PiB (2**50), got {budget_bytes!r}")
+    check_int(limit, "batch size limit")
     lo, hi = 0, 1
     while hi <= limit and estimate_memory(x, hi, **kwargs).train_peak_bytes <= budget_bytes:
         lo, hi = hi, hi * 2

@@ -9,8 +9,10 @@ fastest and slowest repeat), the measured peak memory of a training step and of 
 (what it includes: :mod:`funnelbench.measure`), the analytic estimate next to it
 (:mod:`funnelbench.memory`), the attention kernel that ran, and the environment. With a
 baseline, every record also has its ratios to the baseline measured in the same run:
-``train_speedup_x``, ``infer_speedup_x``, ``mem_saved_pct``, ``infer_mem_saved_pct``,
-``macs_saved_pct`` and ``macs_ratio_x`` (the speed-up the MACs alone predict).
+``train_speedup_x``, ``infer_speedup_x`` (images/s over the baseline's), ``mem_saved_pct``,
+``infer_mem_saved_pct``, ``macs_saved_pct`` and ``macs_ratio_x`` (the speed-up the MACs alone
+predict); memory is compared only between records measured at the same batch
+(``ratio_note`` says when an out-of-memory retry left them at different ones).
 
 A measurement that fails becomes an ``error`` field, not an exception; out of memory is
 retried with a smaller batch (``batch_size`` is the batch used, ``requested_batch_size`` the
@@ -33,12 +35,13 @@ import torch
 from .cost import count
 from .env import environment, resolve_device, resolve_dtype
 from .errors import UsageError
-from .io import atomic_write
-from .layout import Layout
+from .exports import atomic_write
+from .layout import Layout, check_int, validate_layout
 from .measure import (InferStep, autocast, OpRecorder, TrainStep, attention_kernel, free_memory, is_fused_kernel,
                       is_oom, make_optimizer, peak_memory, smaller_batch, time_steps)
 from .memory import UnmodelledLayout, estimate_memory
 from .presets import resolve
+from .rng import keeps_global_state
 
 OPTIMIZERS = ("adamw", "sgd")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -63,18 +66,14 @@ class Settings:
     oom_retry: bool = True
 
     def validate(self) -> torch.device:
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise UsageError(f"batch size must be a positive integer, got {self.batch_size!r}")
-        if self.repeats < 1:
-            raise UsageError(f"repeats must be at least 1, got {self.repeats}")
-        if self.warmup < 0:
-            raise UsageError(f"warm-up steps cannot be negative, got {self.warmup}")
+        check_int(self.batch_size, "batch size")
+        check_int(self.repeats, "repeats")
+        check_int(self.warmup, "warm-up steps", minimum=0)
+        check_int(self.num_classes, "num_classes")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
         if self.compile is not None and self.compile not in COMPILE_MODES:
             raise UsageError(f"unknown compile mode {self.compile!r}; use {', '.join(COMPILE_MODES)}")
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise UsageError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         if not (self.train or self.infer or self.counters):
             raise UsageError("nothing to measure: enable training, inference or the counters")
         resolve_dtype(self.dtype)
@@ -96,17 +95,21 @@ COLUMNS = [
     "mem_method", "cuda_reserved_peak_bytes",
     "fvcore_macs", "fvcore_skipped", "torch_macs", "torch_skipped",
     "baseline", "train_speedup_x", "infer_speedup_x", "mem_saved_pct", "infer_mem_saved_pct",
-    "mem_est_saved_pct", "macs_saved_pct", "macs_ratio_x",
+    "mem_est_saved_pct", "macs_saved_pct", "macs_ratio_x", "ratio_note",
     "attention_kernel", "compile", "optimizer", "warmup", "repeats", "train_steps_per_repeat",
     "infer_steps_per_repeat", "metrics",
     "device", "dtype", "torch_version", "cuda_version", "tf32", "threads", "load_1m",
     "error",
 ]
+# Devices whose process warm-up has run (see _warm_up_process).
+_WARMED: set[str] = set()
+
 # The columns that identify a measurement (a resumed run skips records that match them).
 RESUME_KEY = ("layout", "requested_batch_size", "device", "dtype", "compile", "optimizer", "warmup", "repeats",
               "metrics", "num_classes")
 
 
+@keeps_global_state  # _measure seeds the global generators: the caller's come back
 def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "auto", dtype: str = "fp32",
             batch_size: int = 8, image_size: int | None = None, warmup: int = 2, repeats: int = 5,
             train: bool = True, infer: bool = True, memory: bool = True, counters: bool = False,
@@ -126,12 +129,12 @@ def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "a
     dev = settings.validate()
     if isinstance(layouts, (str, Layout)):
         layouts = [layouts]
-    jobs = [(_name(x), _at_size(resolve(x), image_size)) for x in layouts]
+    jobs = [(_name(x), _at_size(validate_layout(resolve(x)), image_size)) for x in layouts]
     if not jobs:
         raise UsageError("no layouts to profile; give at least one layout or preset name")
     base_key = None
     if baseline is not None:
-        base_layout = _at_size(resolve(baseline), image_size)
+        base_layout = _at_size(validate_layout(resolve(baseline)), image_size)
         base_key = str(base_layout)
         if all(str(layout) != base_key for _, layout in jobs):
             jobs.insert(0, (_name(baseline), base_layout))
@@ -139,7 +142,6 @@ def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "a
     env["threads"] = torch.get_num_threads() if dev.type == "cpu" else None
 
     done = _load_resume(resume) if resume else {}  # also creates the file: an unwritable path fails now
-    warmed = False
     records = []
     for i, (name, layout) in enumerate(jobs):
         if progress:
@@ -151,9 +153,9 @@ def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "a
         if record is not None:  # named as this run names it (presets may share a layout: vit-b16, deit-b)
             record = {**record, "name": name}
         else:
-            if not warmed:
+            if str(dev) not in _WARMED:  # once per process, not per call (a search profiles per trial)
                 _warm_up_process(layout, settings, dev)
-                warmed = True
+                _WARMED.add(str(dev))
             record = measure_layout(layout, settings, dev, env, name=name)
             if resume:
                 _append_jsonl(resume, record)
@@ -182,8 +184,7 @@ def _name(x) -> str:
 def _at_size(layout: Layout, image_size: int | None) -> Layout:
     if image_size is None or image_size == layout.image_size:
         return layout
-    if not isinstance(image_size, int) or image_size < 1:
-        raise UsageError(f"image size must be a positive integer, got {image_size!r}")
+    check_int(image_size, "image size")
     return layout.at_image_size(image_size)
 
 
@@ -340,7 +341,12 @@ def _estimate(layout: Layout, settings: Settings, device: torch.device, record: 
 
 def add_baseline_ratios(records: list[dict], baseline: str) -> list[dict]:
     """Fill the ratio columns of every record against the record whose layout is ``baseline``
-    (canonical string); None where either side was not measured."""
+    (canonical string); None where either side was not measured.
+
+    Speed-ups compare images/s (at the same batch that is the ratio of steps/s too), so they
+    stay fair when an out-of-memory retry left a record and the baseline at different batches;
+    the memory ratios would compare peaks of different batches, so they are left empty then,
+    and ``ratio_note`` says why."""
     base = next((r for r in records if r["layout"] == baseline), None)
     if base is None:
         raise UsageError(f"baseline {baseline!r} is not among the records")
@@ -353,11 +359,16 @@ def add_baseline_ratios(records: list[dict], baseline: str) -> list[dict]:
 
     for r in records:
         r["baseline"] = baseline
-        r["train_speedup_x"] = ratio(r.get("train_steps_per_s"), base.get("train_steps_per_s"))
+        r["train_speedup_x"] = ratio(r.get("train_img_per_s"), base.get("train_img_per_s"))
         r["infer_speedup_x"] = ratio(r.get("infer_img_per_s"), base.get("infer_img_per_s"))
-        r["mem_saved_pct"] = saved(r.get("train_peak_mem_bytes"), base.get("train_peak_mem_bytes"))
-        r["infer_mem_saved_pct"] = saved(r.get("infer_peak_mem_bytes"), base.get("infer_peak_mem_bytes"))
-        r["mem_est_saved_pct"] = saved(r.get("train_mem_est_bytes"), base.get("train_mem_est_bytes"))
+        same_batch = r.get("batch_size") == base.get("batch_size")
+        for col, measured in (("mem_saved_pct", "train_peak_mem_bytes"), ("infer_mem_saved_pct", "infer_peak_mem_bytes"),
+                              ("mem_est_saved_pct", "train_mem_est_bytes")):
+            r[col] = saved(r.get(measured), base.get(measured)) if same_batch else None
+        r["ratio_note"] = None
+        if not same_batch and not r.get("error") and not base.get("error"):
+            r["ratio_note"] = (f"batch {r['batch_size']}, the baseline's {base['batch_size']} (out of memory at a larger "
+                               "batch): speed-ups compare images/s; memory is not compared")
         r["macs_saved_pct"] = saved(r["macs"], base["macs"])
         r["macs_ratio_x"] = ratio(base["macs"], r["macs"])
     return records
@@ -396,8 +407,8 @@ def _load_resume(path) -> dict:
 def _append_jsonl(path, record: dict) -> None:
     """Append one record as a line, flushed to disk before the next measurement starts."""
     path = Path(path)
-    clean = {k: v for k, v in record.items() if k not in ("baseline",) and not k.endswith(("_speedup_x", "_saved_pct"))
-             and k != "macs_ratio_x"}
+    clean = {k: v for k, v in record.items() if k not in ("baseline", "macs_ratio_x", "ratio_note")
+             and not k.endswith(("_speedup_x", "_saved_pct"))}
     try:
         torn = not _ends_with_newline(path)  # an interrupted write: start a fresh line
         with open(path, "a") as f:

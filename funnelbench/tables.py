@@ -19,11 +19,6 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:g} {unit}".rstrip()
 
 
-def pool_text(stage) -> str:
-    """'mean/2 pqo' (or 'max/2 k3 newpos', 'mean2d/2') for a pooling stage, '-' otherwise."""
-    return stage.pool_label
-
-
 def layout_summary(x, num_classes: int = 1000) -> dict:
     """Everything ``funnelbench parse`` shows: the canonical layout, its input geometry, totals
     and one row per part (embedding, each stage including the transition into it, head)."""
@@ -42,7 +37,7 @@ def layout_summary(x, num_classes: int = 1000) -> dict:
             "pool": s.pool if s else None,
             "stride": s.stride if s else None,
             "pqo": s.pqo if s else None,
-            "pool_in": pool_text(s) if s else "-",
+            "pool_in": s.pool_label if s else "-",
             "params": part.params,
             "macs": part.macs,
             "macs_share": part.macs / cost.macs,
@@ -160,10 +155,3 @@ def reproduce_table(rows: list[dict]) -> list[dict]:
         "train_steps_per_s": _round(r.get("train_steps_per_s"), 3),
         **({"error": r.get("error")} if any(x.get("error") for x in rows) else {}),
     } for r in rows]
-
-
-def records_frame(records: list[dict]):
-    """A pandas DataFrame of flat records (columns in record order)."""
-    import pandas as pd
-
-    return pd.DataFrame.from_records(records)

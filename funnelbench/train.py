@@ -4,33 +4,44 @@
     record = fb.train("B2(17)-2(9), h96, a3, img32, patch8", out="runs/a", epochs=10)
     record = fb.finetune("runs/a/checkpoint.pt", image_size=48, out="runs/b", epochs=3)
 
+    data = fb.load_data(None, image_size=32)          # load once, train many (a search)
+    with Trainer(TrainConfig(layout="test-vit", epochs=3), out="runs/t", data=data) as trainer:
+        record = trainer.fit()
+
 The recipe: AdamW (fused; no weight decay on biases, norms, position embedding and class token),
 linear warm-up then cosine decay per step, label smoothing, gradient clipping, optional
 RandAugment / MixUp / CutMix (torchvision), autocast in bf16 or fp16 (fp16 with a gradient
-scaler), fixed seeds. Every hyperparameter is a :class:`TrainConfig` field and every field
-goes into the record.
+scaler), fixed seeds. Every hyperparameter is a :class:`TrainConfig` field (its metadata is
+the command line's help) and every field goes into the record.
 
 Determinism: the model is initialised from ``seed``; the data order is a function of
 ``(seed, epoch)`` and every random augmentation of ``(seed, epoch, position in the epoch)``,
 so on CPU the same config and data give the same metrics, and a run resumed from its
-checkpoint (saved after every epoch, with model, optimizer, scheduler, scaler and RNG states)
-gives the same metrics as one that was never interrupted.
+checkpoint (model, optimizer, scheduler, scaler and RNG states) gives the same metrics as one
+that was never interrupted. The caller's global random states and torch thread count are put
+back when the trainer closes.
+
+Pieces: :class:`RunFolder` (the output folder: resume, overwrite, atomic writes),
+:class:`Trainer` (data, model, optimizer; ``train_epoch`` / ``evaluate`` / ``fit``), the
+epoch callback (returns :data:`CONTINUE`, :data:`PRUNE` or :data:`STOP`).
 
 Many processes: under ``torchrun --nproc_per_node N`` the model is wrapped in
 ``DistributedDataParallel`` (NCCL on CUDA, gloo on CPU); ``batch_size`` is the global batch,
-each rank takes a consecutive slice of every global batch (:class:`ShardedBatchSampler`), so N
-processes take the same steps as one. Only rank 0 prints, checkpoints and writes records.
+each rank takes a consecutive slice of every global batch (:class:`ShardedBatchSampler`), and
+MixUp / CutMix mix the gathered global batch, so N processes take the same steps as one. The
+exception: a PS-ViT stem's BatchNorm is synchronised over the ranks on CUDA (SyncBatchNorm) but
+sees only a rank's slice on CPU. Only rank 0 calls the callback, prints, checkpoints and writes
+records; its decision is broadcast to every rank.
 """
 
 from __future__ import annotations
 
-import io as _io
 import math
 import os
-import random
+import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -43,88 +54,167 @@ from .cost import count
 from .data import Augment, ImageData, ShardedBatchSampler, load_data, make_loader, normalize, sample_seeds
 from .env import environment, resolve_device, resolve_dtype
 from .errors import FunnelbenchError, UsageError
-from .io import atomic_write, export_records
-from .layout import Layout
+from .exports import export_records
+from .layout import Layout, format_layout, parse_layout
+from .measure import is_oom
 from .models import build_model
 from .presets import resolve
+from .progress import ProgressBar
+from .rng import GlobalState, rng_states, set_rng_states
 from .weights import load_vit_weights
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
 RECORD = "record.json"
+RUN_FILES = (CHECKPOINT, HISTORY, RECORD)
 CHECKPOINT_FORMAT = "funnelbench-train/1"
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
-# Fields that do not change the numbers: a resumed run may use other values.
-_FREE_ON_RESUME = {"workers"}
+CHECKPOINT_POLICIES = ("every-epoch", "last", "none")
+
+# What the epoch callback returns (None means CONTINUE).
+CONTINUE, PRUNE, STOP = "continue", "prune", "stop"
+# How a run ends (record["status"]); history rows of epochs after which it went on say "running".
+STATUSES = ("completed", "pruned", "stopped", "diverged", "oom", "interrupted", "failed")
+_DECISION_STATUS = {CONTINUE: "running", PRUNE: "pruned", STOP: "stopped"}
+
+# Fields that do not change the numbers: a resumed run may use other values, and the default
+# --out folder's name ignores them.
+FREE_ON_RESUME = frozenset({"workers", "threads", "checkpoint"})
 
 # One place for the metric columns a callback and the history see (besides the epoch number).
 EPOCH_METRICS = ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "train_img_per_s", "epoch_s", "eval_s")
 
+SEED_MAX = 2**32 - 1
 
-@dataclass
+_DATA, _RECIPE, _AUG, _RUN = "Data", "Recipe", "Augmentation", "Run"
+
+
+def _opt(default, panel: str, help: str):
+    """A TrainConfig field with its command-line help (the CLI's options are made from these)."""
+    return field(default=default, metadata={"panel": panel, "help": help})
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides a training run's numbers (see ``funnelbench train --help``)."""
+    """Everything that decides a training run (see ``funnelbench train --help``). Every field
+    is checked here, so a bad value fails before anything is loaded or written."""
 
-    layout: str
-    data: str | None = None  # None: the built-in synthetic dataset
-    classes: int | None = None  # keep K classes (chosen with subset_seed)
-    train_per_class: int | None = None
-    val_per_class: int | None = None
-    subset_seed: int = 0
-    image_size: int | None = None  # None: the layout's own
-    patch_size: int | None = None
-    epochs: int = 10
-    batch_size: int = 128  # global, over all processes
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    clip_grad: float = 1.0  # max gradient norm; 0 = off
-    randaugment: int = 0  # RandAugment ops per image; 0 = off
-    randaugment_magnitude: int = 9
-    mixup: float = 0.0  # MixUp alpha; 0 = off
-    cutmix: float = 0.0  # CutMix alpha; 0 = off
-    hflip: bool | None = None  # None: on, unless the data's classes change under a flip (built-in)
-    crop_pad: int | None = None  # random-crop padding in px; None: image_size // 8
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"  # auto: bf16 on a CUDA GPU that has it, else fp32
-    workers: int = 0  # loader processes (results do not depend on it)
+    layout: str  # the target layout (full size); the proxy that trains is proxy_layout(...)
+    data: str | None = _opt(None, _DATA, "ImageFolder tree (`train/<class>/*`, `val/<class>/*`), CIFAR-10/100 python folder, or "
+                                        "'builtin': the built-in synthetic dataset (the default; it says nothing about ImageNet).")
+    classes: int | None = _opt(None, _DATA, "Keep K classes, chosen with --subset-seed (an ImageNet-100-style subset).")
+    train_per_class: int | None = _opt(None, _DATA, "Training images per class (chosen with --subset-seed). Built-in data: 1000.")
+    val_per_class: int | None = _opt(None, _DATA, "Validation images per class. Built-in data: 250.")
+    subset_seed: int = _opt(0, _DATA, "Seed of the class and image subset (separate from --seed, so every run shares it).")
+    image_size: int | None = _opt(None, _DATA, "Proxy resolution in px; the layout's token counts follow the patch grid. "
+                                               "Default: the layout's.")
+    patch_size: int | None = _opt(None, _DATA, "Patch size in px at the proxy resolution (56 px / 4 px = the 14 x 14 grid "
+                                               "of 224 / 16).")
+    width_scale: float = _opt(1.0, _DATA, "Proxy width: every stage's hidden and MLP widths times this (0 < s <= 1); the "
+                                          "heads are kept and the hidden width rounded to a multiple of them.")
+    epochs: int = _opt(10, _RECIPE, "Epochs.")
+    batch_size: int = _opt(128, _RECIPE, "Global batch size (split over torchrun processes).")
+    lr: float = _opt(1e-3, _RECIPE, "Peak learning rate of AdamW.")
+    min_lr: float = _opt(1e-5, _RECIPE, "Learning rate at the end of the cosine decay (at most --lr).")
+    weight_decay: float = _opt(0.05, _RECIPE, "AdamW weight decay (not on biases, norms, position embedding, class token).")
+    warmup_epochs: float = _opt(1.0, _RECIPE, "Linear warm-up, in epochs (fractions allowed).")
+    label_smoothing: float = _opt(0.1, _RECIPE, "Label smoothing of the training loss, in [0, 1).")
+    clip_grad: float = _opt(1.0, _RECIPE, "Clip the gradient norm to this value; 0 = off.")
+    randaugment: int = _opt(0, _AUG, "RandAugment operations per image (torchvision), 0-16; 0 = off.")
+    randaugment_magnitude: int = _opt(9, _AUG, "RandAugment magnitude (0-30).")
+    mixup: float = _opt(0.0, _AUG, "MixUp alpha; 0 = off.")
+    cutmix: float = _opt(0.0, _AUG, "CutMix alpha; 0 = off (with --mixup too, one of the two per batch).")
+    hflip: bool | None = _opt(None, _AUG, "Random horizontal flips. Default: on, except on the built-in data (a flip "
+                                          "changes its class).")
+    crop_pad: int | None = _opt(None, _AUG, "Random crop after zero-padding this many px per side. Default: image size / 8.")
+    seed: int = _opt(0, _RECIPE, f"Seed of the initialisation, data order and augmentation (0 to {SEED_MAX}).")
+    device: str = _opt("auto", _RECIPE, "auto, cpu or cuda (under torchrun: each rank's local GPU).")
+    dtype: str = _opt("auto", _RECIPE, f"Autocast dtype: {', '.join(DTYPE_CHOICES)} (auto: bf16 on a CUDA GPU that has it, "
+                                       "else fp32).")
+    workers: int = _opt(0, _RUN, "Data loader processes (results do not depend on it).")
+    threads: int | None = _opt(None, _RUN, "torch CPU threads for this run (results may differ in the last bits). "
+                                           "Default: leave the process's setting.")
+    checkpoint: str = _opt("every-epoch", _RUN, "Write checkpoint.pt after every epoch (every-epoch: a killed run resumes), "
+                                                "after the last one (last), or never (none).")
     finetune_from: str | None = None  # a checkpoint whose weights initialise the model
 
     def __post_init__(self):
-        def bad(flag, value, why):
-            raise UsageError(f"--{flag.replace('_', '-')} {value}: {why}")
+        def bad(name, why):
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: {why}")
 
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                bad(name, getattr(self, name), "must be at least 1")
-        for name in ("lr",):
-            if not getattr(self, name) > 0:
-                bad(name, getattr(self, name), "must be positive")
-        for name in ("min_lr", "weight_decay", "warmup_epochs", "clip_grad", "mixup", "cutmix", "randaugment", "workers"):
+        hints = {f.name: f.type for f in fields(self)}
+        for name, kind in hints.items():
+            value = getattr(self, name)
+            if value is None and "None" in kind:
+                continue
+            if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+                bad(name, "expected an integer")
+            if kind.startswith("float"):
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+                    bad(name, "expected a number")
+                if not math.isfinite(value):
+                    bad(name, "must be a finite number")
+        # (name, lowest, highest) of the bounded integers
+        for name, lo, hi in (("epochs", 1, 100_000), ("batch_size", 1, 2**20), ("seed", 0, SEED_MAX),
+                             ("subset_seed", 0, SEED_MAX), ("randaugment", 0, 16), ("randaugment_magnitude", 0, 30),
+                             ("workers", 0, 256), ("threads", 1, 4096), ("classes", 2, 1_000_000),
+                             ("train_per_class", 1, 10**9), ("val_per_class", 1, 10**9), ("image_size", 8, 4096),
+                             ("patch_size", 1, 4096), ("crop_pad", 0, 4096)):
+            value = getattr(self, name)
+            if value is not None and not lo <= value <= hi:
+                bad(name, f"must be between {lo} and {hi}")
+        if not self.lr > 0:
+            bad("lr", "must be positive")
+        for name in ("min_lr", "weight_decay", "warmup_epochs", "clip_grad", "mixup", "cutmix"):
             if getattr(self, name) < 0:
-                bad(name, getattr(self, name), "must not be negative")
-        if self.crop_pad is not None and self.crop_pad < 0:
-            bad("crop_pad", self.crop_pad, "must not be negative")
+                bad(name, "must not be negative")
+        if self.min_lr > self.lr:
+            bad("min_lr", f"is above --lr {self.lr}; the cosine decays from --lr down to --min-lr")
         if not 0 <= self.label_smoothing < 1:
-            bad("label_smoothing", self.label_smoothing, "must be in [0, 1)")
+            bad("label_smoothing", "must be in [0, 1)")
+        if not 0 < self.width_scale <= 1:
+            bad("width_scale", "must be in (0, 1]; 0.25 trains a proxy a quarter as wide")
         if self.dtype not in DTYPE_CHOICES:
-            bad("dtype", self.dtype, f"use one of {', '.join(DTYPE_CHOICES)}")
+            bad("dtype", f"use one of {', '.join(DTYPE_CHOICES)}")
+        if self.checkpoint not in CHECKPOINT_POLICIES:
+            bad("checkpoint", f"use one of {', '.join(CHECKPOINT_POLICIES)}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            bad("device", "use auto, cpu or cuda")
+        if self.image_size is not None and self.patch_size is not None and self.patch_size > self.image_size:
+            bad("patch_size", f"is larger than --image-size {self.image_size}")
 
 
 class Diverged(FunnelbenchError):
     """The loss (or the gradient norm) became NaN or infinite."""
 
 
+class _RankZeroFailed(FunnelbenchError):
+    """Rank 0's epoch callback raised; the other ranks stop with it."""
+
+
 # ----------------------------------------------------------------------------- set-up helpers
 
 
-def proxy_layout(layout, image_size: int | None = None, patch_size: int | None = None) -> Layout:
-    """The layout at the proxy resolution: the stages keep their pooling strides and their token
-    counts follow the patch grid (56 px with 4 px patches is the 14 x 14 grid of 224 / 16)."""
+def _scaled_width(hidden: int, heads: int, scale: float) -> int:
+    return max(1, round(hidden * scale / heads)) * heads
+
+
+def proxy_layout(layout, image_size: int | None = None, patch_size: int | None = None,
+                 width_scale: float = 1.0) -> Layout:
+    """The layout that trains as the proxy of ``layout``: at the proxy resolution the stages
+    keep their pooling strides and their token counts follow the patch grid (56 px with 4 px
+    patches is the 14 x 14 grid of 224 / 16); ``width_scale`` multiplies every stage's hidden
+    and MLP widths, keeping its heads (the hidden width is rounded to a multiple of the heads,
+    so ``h768, a12`` at 0.25 is ``h192, a12``: 16 per head). The stem keeps its own widths.
+    Every proxy is checked like a parsed layout (a Layout built in code too)."""
     layout = resolve(layout)
+    layout = parse_layout(format_layout(layout))  # the parser's checks, whatever built it
+    if not (isinstance(width_scale, (int, float)) and math.isfinite(width_scale) and 0 < width_scale <= 1):
+        raise UsageError(f"--width-scale {width_scale}: must be in (0, 1]")
+    if width_scale != 1:
+        stages = tuple(replace(s, hidden=_scaled_width(s.hidden, s.heads, width_scale),
+                               mlp=max(1, round(s.mlp * width_scale))) for s in layout.stages)
+        layout = parse_layout(format_layout(replace(layout, stages=stages)))
     size = image_size or layout.image_size
     patch = patch_size or layout.patch_size
     if (size, patch) == (layout.image_size, layout.patch_size):
@@ -159,24 +249,8 @@ def train_dtype(name: str, device: torch.device) -> str:
     return name
 
 
-def _rng_states() -> dict:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    if states.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    name, keys, *rest = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
+# Kept under their old names: a checkpoint's "rng" entry is rng_states().
+_rng_states, _set_rng_states = rng_states, set_rng_states
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -210,117 +284,248 @@ def lr_factor(step: int, *, warmup: int, total: int, lr: float, min_lr: float) -
     return (min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
 
 
+def _decision(value) -> str:
+    """The callback's return value as CONTINUE / PRUNE / STOP (True is STOP, as it used to be)."""
+    if value is None or value is False or value == CONTINUE:
+        return CONTINUE
+    if value is True or value == STOP:
+        return STOP
+    if value == PRUNE:
+        return PRUNE
+    raise UsageError(f"the epoch callback returned {value!r}; return None, {CONTINUE!r}, {PRUNE!r} or {STOP!r}")
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def oom_message(err: BaseException, where: str) -> str:
+    return (f"out of memory {where} ({_one_line(err)}); use a smaller --batch-size "
+            "(or a smaller --image-size or model)")
+
+
+# ----------------------------------------------------------------------------- the run folder
+
+
+class RunFolder:
+    """A run's folder: ``checkpoint.pt``, ``history.csv``, ``record.json``.
+
+    Everything is checked when it is opened and nothing is written then: the folder is created,
+    and an older run's files (``overwrite``) are replaced, only when the new run writes its
+    first file, each written to a temporary name and renamed into place. Only rank 0 writes."""
+
+    def __init__(self, out: str | os.PathLike, *, rank: int = 0, resume: bool = False, overwrite: bool = False):
+        self.path = Path(out).expanduser()
+        self.rank = rank
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(f"--out {self.path}: is a file; choose a folder")
+        old = [name for name in RUN_FILES if (self.path / name).exists()]
+        self.resume_state = None
+        self.claimed = resume  # whether the files here are this run's
+        if resume:
+            if CHECKPOINT not in old:
+                why = " (the run kept none: --checkpoint last or none)" if old else ""
+                raise UsageError(f"--resume: no checkpoint in {self.path}{why}; run without --resume to start there")
+            self.resume_state = read_checkpoint(self.path / CHECKPOINT)
+            if self.resume_state.get("format") != CHECKPOINT_FORMAT:
+                raise UsageError(f"--resume: {self.path / CHECKPOINT} is not a funnelbench training checkpoint")
+        elif old and not overwrite:
+            raise UsageError(f"--out {self.path} already holds a run ({self._describe()}); pass --resume to continue it, "
+                             "--overwrite to start again, or choose another --out")
+        self.had_run = bool(old) and not resume
+        if rank == 0:
+            self._check_writable()
+
+    def _describe(self) -> str:
+        try:
+            state = read_checkpoint(self.path / CHECKPOINT)
+            return f"{state.get('epoch', '?')} of {state.get('config', {}).get('epochs', '?')} epochs"
+        except UsageError:
+            return ", ".join(name for name in RUN_FILES if (self.path / name).exists())
+
+    def _check_writable(self) -> None:
+        probe = self.path
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise UsageError(f"--out {self.path}: {probe} is a file; choose a folder")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".funnelbench-probe.", dir=probe)
+        except OSError:
+            raise UsageError(f"--out {self.path}: the folder is not writable; choose another") from None
+        os.close(fd)
+        os.unlink(tmp)
+
+    def _claim(self, keep: str) -> None:
+        """Before this run's first file lands: make the folder, remove an older run's other files."""
+        if self.claimed:
+            return
+        for name in RUN_FILES:
+            if name != keep:
+                (self.path / name).unlink(missing_ok=True)
+        self.claimed = True
+
+    def _mkdir(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"--out {self.path}: cannot create the folder ({err.strerror}); choose a writable path") from None
+
+    def save_checkpoint(self, state: dict) -> None:
+        """``torch.save`` straight into a temporary file next to the checkpoint, then renamed."""
+        if self.rank != 0:
+            return
+        self._mkdir()
+        for stale in self.path.glob(f".{CHECKPOINT}.*.tmp"):  # left by a save that was killed
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", suffix=".tmp", dir=self.path)
+        try:
+            os.close(fd)
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            self._claim(keep=CHECKPOINT)
+            os.replace(tmp, self.path / CHECKPOINT)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def save_history(self, history: list[dict]) -> None:
+        if self.rank != 0:
+            return
+        self._mkdir()
+        self._claim(keep=HISTORY)
+        export_records(history, self.path / HISTORY)
+
+    def save_record(self, record: dict, *, failed_early: bool = False) -> bool:
+        """Write ``record.json``; a run that failed before it wrote anything leaves an older
+        run (``overwrite``) in place instead (returns False then)."""
+        if self.rank != 0 or (failed_early and self.had_run and not self.claimed):
+            return False
+        self._mkdir()
+        self._claim(keep=RECORD)
+        export_records([record], self.path / RECORD)
+        return True
+
+
+def remove_checkpoint(out: str | os.PathLike) -> bool:
+    """Delete the checkpoint of a finished run in ``out`` (its record and history stay; it can
+    no longer be resumed or fine-tuned from). Returns whether there was one."""
+    path = Path(out).expanduser() / CHECKPOINT
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
+
+
 # ----------------------------------------------------------------------------- the trainer
 
 
 class Trainer:
-    """One training run. ``fit()`` runs it to the end and returns the record; ``train_epoch``
+    """One training run: ``fit()`` runs it to the end and returns the record; ``train_epoch``
     and ``evaluate`` are the two halves of an epoch (the benchmark times ``train_epoch``).
 
-    ``callback(metrics)`` is called after every epoch (after the checkpoint is written) with
-    ``{"epoch": e, "train_loss": ..., "val_top1": ..., ...}``; returning True stops the run
-    early (status ``stopped``). An exception from it (Optuna's ``TrialPruned``) ends the run
-    and propagates, with the record written first.
+    ``data``: an :class:`ImageData` already loaded at the proxy's image size (a process that
+    trains many runs loads it once); without it the config's data fields are loaded here.
+
+    ``callback(metrics)`` is called on rank 0 after every epoch with ``{"epoch": e,
+    "train_loss": ..., "val_top1": ..., ...}`` and returns a decision: None or
+    :data:`CONTINUE`, :data:`PRUNE` (status ``pruned``) or :data:`STOP` (status ``stopped``);
+    the decision reaches every rank. An exception from it ends the run (status
+    ``interrupted``, record written) and propagates; other ranks stop too.
+
+    Use it as a context manager (or call :meth:`close`): closing releases the model,
+    optimizer and loaders and puts back the caller's random states and thread count.
     """
 
-    def __init__(self, config: TrainConfig, *, out: str | os.PathLike, resume: bool = False, overwrite: bool = False,
-                 callback: Callable[[dict], bool | None] | None = None, console=None,
-                 cache_dir: str | os.PathLike | None = None):
+    check_every = 16  # steps between reads of the on-device non-finite flag (and at each epoch's end)
+
+    def __init__(self, config: TrainConfig, *, out: str | os.PathLike, data: ImageData | None = None,
+                 resume: bool = False, overwrite: bool = False, callback: Callable[[dict], str | None] | None = None,
+                 console=None, cache_dir: str | os.PathLike | None = None):
         self.config = c = config
         self.callback = callback
-        self.rank, self.world, self.device, self._owns_group = _distributed(c.device)
-        self.console = console if self.rank == 0 else None
-        self.dtype = train_dtype(c.dtype, self.device)
-        self.out = Path(out)
-        resume_state = self._prepare_out(resume, overwrite)
-
-        self.layout = proxy_layout(c.layout, c.image_size, c.patch_size)
-        init_state = None
-        if c.finetune_from:
-            # Check that the weights fit before spending time on the data.
-            init_state = read_checkpoint(c.finetune_from)
-            load_vit_weights(build_model(self.layout, num_classes=1), init_state)
-        self.data = self._load_data(cache_dir)
-        torch.manual_seed(c.seed)
-        model = build_model(self.layout, num_classes=self.data.num_classes)
-        self.init_report = load_vit_weights(model, init_state) if init_state is not None else None
-        self.model = model.to(self.device)
-        self.ddp = self.model
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-
-        hflip = self.data.hflip_ok if c.hflip is None else c.hflip
-        crop_pad = self.layout.image_size // 8 if c.crop_pad is None else c.crop_pad
-        self.augment = Augment(crop_pad=crop_pad, hflip=hflip, randaugment=c.randaugment, magnitude=c.randaugment_magnitude)
-        self.train_sampler = ShardedBatchSampler(len(self.data.train), c.batch_size, rank=self.rank, world=self.world,
-                                                 shuffle=True, seed=c.seed, drop_last=True)
-        self.steps_per_epoch = self.train_sampler.steps()
-        if self.steps_per_epoch == 0:
-            raise UsageError(f"--batch-size {c.batch_size} is larger than the {len(self.data.train)} training images; "
-                             "use a smaller batch or more images per class")
-        self.val_sampler = ShardedBatchSampler(len(self.data.val), c.batch_size, rank=self.rank, world=self.world,
-                                               shuffle=False, drop_last=False)
-        pin = self.device.type == "cuda"
-        self.train_loader = make_loader(self.data.train, self.train_sampler, self.augment, workers=c.workers, pin_memory=pin)
-        self.val_loader = make_loader(self.data.val, self.val_sampler, None, workers=c.workers, pin_memory=pin)
-
-        # The fused AdamW kernel (CPU and CUDA) is 3-4x faster than the per-tensor loop on small models.
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr,
-                                           fused=self.device.type in ("cpu", "cuda"))
-        total = c.epochs * self.steps_per_epoch
-        warmup = min(total, round(c.warmup_epochs * self.steps_per_epoch))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, warmup=warmup, total=total, lr=c.lr, min_lr=c.min_lr))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "fp16")
-        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
-        self.mixer = self._mixer()
+        self._caller = GlobalState()
+        self._closed = False
+        self._owns_group = False
+        self._failure: tuple[str, str] | None = None  # (status, error) of a run that cannot start (oom)
+        self.model = self.ddp = self.optimizer = self.scheduler = self.scaler = None
+        self.train_loader = self.val_loader = self.mixer = None
         self.history: list[dict] = []
         self.epoch = 0  # epochs completed
-        if resume_state is not None:
-            self._restore(resume_state)
+        # Called in order with each finished epoch's row (metrics and status), after the
+        # callback's decision; append your own to watch a run.
+        self.epoch_hooks: list[Callable[[dict], None]] = [self._append_history, self._checkpoint, self._log_epoch]
+        try:
+            if c.threads:
+                torch.set_num_threads(c.threads)
+            self.rank, self.world, self.device, self._owns_group = _distributed(c.device)
+            self.console = console if self.rank == 0 else None
+            self.dtype = train_dtype(c.dtype, self.device)
+            self.run = RunFolder(out, rank=self.rank, resume=resume, overwrite=overwrite)
+            self.out = self.run.path
+            state = self.run.resume_state
+            if state is not None:
+                self._check_resume(state)
+            self.target = resolve(c.layout)
+            self.layout = proxy_layout(self.target, c.image_size, c.patch_size, c.width_scale)
+            init_state = self._init_weights(state)
+            self.data = self._inject(data, state) if data is not None else self._load_data(cache_dir)
+            self.augment = self._augment()
+            try:
+                self._build(init_state)
+            except Exception as err:  # noqa: BLE001 - out of memory is a status, anything else a bug
+                if not is_oom(err):
+                    raise
+                self._failure = ("oom", oom_message(err, "while building the model"))
+                self._release()
+                return
+            if state is not None:
+                self._restore(state)
+        except BaseException:
+            self.close()
+            raise
 
     # -- set-up
-    def _prepare_out(self, resume: bool, overwrite: bool) -> dict | None:
-        path = self.out / CHECKPOINT
-        if self.out.exists() and not self.out.is_dir():
-            raise UsageError(f"--out {self.out}: is a file; choose a folder")
-        if resume:
-            if not path.exists():
-                raise UsageError(f"--resume: no checkpoint in {self.out}; run without --resume to start there")
-            state = read_checkpoint(path)
-            self._check_same_config(state)
-            return state
-        if path.exists() and not overwrite:
-            state = read_checkpoint(path)
-            raise UsageError(f"--out {self.out} already holds a run ({state.get('epoch', '?')} of "
-                             f"{state.get('config', {}).get('epochs', '?')} epochs); pass --resume to continue it, "
-                             "--overwrite to start again, or choose another --out")
-        if self.rank == 0:
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise UsageError(f"--out {self.out}: cannot create the folder ({err.strerror}); choose a writable path") from None
-            if not os.access(self.out, os.W_OK):
-                raise UsageError(f"--out {self.out}: the folder is not writable; choose another")
-            for name in (CHECKPOINT, HISTORY, RECORD):
-                (self.out / name).unlink(missing_ok=True)
-        return None
-
-    def _check_same_config(self, state: dict) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise UsageError(f"--resume: {self.out / CHECKPOINT} is not a funnelbench training checkpoint")
+    def _check_resume(self, state: dict) -> None:
         saved, now = state["config"], asdict(self.config)
         diff = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now
-                if k not in _FREE_ON_RESUME and saved.get(k) != now[k]]
+                if k not in FREE_ON_RESUME and saved.get(k, now[k]) != now[k]]
         if diff:
             raise UsageError(f"--resume: the run in {self.out} was made with other options: {', '.join(diff[:4])}"
                              f"{' ...' if len(diff) > 4 else ''}; resume with the same options or choose another --out")
+        was = (state.get("device_type"), state.get("dtype_resolved"))
+        if was[0] is not None and was != (self.device.type, self.dtype):
+            raise UsageError(f"--resume: the run in {self.out} trained in {was[1]} on {was[0]}, but --device "
+                             f"{self.config.device} / --dtype {self.config.dtype} now mean {self.dtype} on {self.device.type}; "
+                             f"the results would differ: resume where it ran, or choose another --out")
+
+    def _init_weights(self, resume_state: dict | None) -> dict | None:
+        """The fine-tuning source's weights (checked against the proxy before the data loads);
+        a resumed fine-tune has every weight in its own checkpoint and does not read it."""
+        self.init_report = None
+        self.init_fields = resume_state.get("init_fields") if resume_state is not None else None
+        if not self.config.finetune_from or resume_state is not None:
+            return None
+        init_state = read_checkpoint(self.config.finetune_from)
+        load_vit_weights(build_model(self.layout, num_classes=1), init_state)
+        return init_state
+
+    def _inject(self, data: ImageData, resume_state: dict | None) -> ImageData:
+        if not isinstance(data, ImageData):
+            raise UsageError(f"data= takes the ImageData of funnelbench.load_data, got {type(data).__name__}")
+        if data.image_size != self.layout.image_size:
+            raise UsageError(f"the data given is at {data.image_size} px but the proxy trains at {self.layout.image_size} px; "
+                             f"load it with image_size={self.layout.image_size}")
+        if resume_state is not None and list(resume_state.get("classes", data.classes)) != list(data.classes):
+            raise UsageError(f"--resume: the run in {self.out} trained on other classes than the data given")
+        return data
 
     def _load_data(self, cache_dir) -> ImageData:
         c = self.config
-        progress = _ProgressBar.maybe(self.console)
+        progress = ProgressBar.maybe(self.console)
         if self.world > 1 and self.rank != 0:
             dist.barrier()  # rank 0 builds the cache first
         with warnings.catch_warnings(record=True) as caught:
@@ -343,6 +548,56 @@ class Trainer:
                 self.console.print(f"[yellow]warning:[/yellow] {w.message}")
         return data
 
+    def _augment(self) -> Augment:
+        c = self.config
+        hflip = self.data.hflip_ok if c.hflip is None else c.hflip
+        crop_pad = self.layout.image_size // 8 if c.crop_pad is None else c.crop_pad
+        if crop_pad > self.layout.image_size:
+            raise UsageError(f"--crop-pad {crop_pad}: more than the {self.layout.image_size} px image; use at most that")
+        return Augment(crop_pad=crop_pad, hflip=hflip, randaugment=c.randaugment, magnitude=c.randaugment_magnitude)
+
+    def _build(self, init_state: dict | None) -> None:
+        """Model (seeded), DDP wrapper, loaders, optimizer, schedule, scaler, loss, mixer."""
+        c = self.config
+        self.train_sampler = ShardedBatchSampler(len(self.data.train), c.batch_size, rank=self.rank, world=self.world,
+                                                 shuffle=True, seed=c.seed, drop_last=True)
+        self.steps_per_epoch = self.train_sampler.steps()
+        if self.steps_per_epoch == 0:
+            raise UsageError(f"--batch-size {c.batch_size} is larger than the {len(self.data.train)} training images; "
+                             "use a smaller batch or more images per class")
+        self.val_sampler = ShardedBatchSampler(len(self.data.val), c.batch_size, rank=self.rank, world=self.world,
+                                               shuffle=False, drop_last=False)
+        torch.manual_seed(c.seed)
+        model = build_model(self.layout, num_classes=self.data.num_classes)
+        if init_state is not None:
+            self.init_report = load_vit_weights(model, init_state)
+            r = self.init_report
+            self.init_fields = dict(init_loaded=len(r.loaded), init_resized=",".join(r.resized),
+                                    init_new=",".join(r.new), init_skipped=",".join(r.skipped))
+        if self.world > 1 and self.device.type == "cuda":
+            # BatchNorm (PS-ViT's stem) over the global batch; SyncBatchNorm needs a GPU, so gloo
+            # ranks on CPU keep per-rank statistics.
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = self.ddp = model.to(self.device)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        pin = self.device.type == "cuda"
+        self.train_loader = make_loader(self.data.train, self.train_sampler, self.augment, workers=c.workers, pin_memory=pin)
+        self.val_loader = make_loader(self.data.val, self.val_sampler, None, workers=c.workers, pin_memory=pin)
+        # The fused AdamW kernel (CPU and CUDA) is 3-4x faster than the per-tensor loop on small models.
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr,
+                                           fused=self.device.type in ("cpu", "cuda"))
+        total = c.epochs * self.steps_per_epoch
+        warmup = min(total, round(c.warmup_epochs * self.steps_per_epoch))
+        lr, min_lr = c.lr, c.min_lr
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, warmup=warmup, total=total, lr=lr, min_lr=min_lr))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "fp16")
+        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+        self.mixer = self._mixer()
+
     def _mixer(self):
         c = self.config
         if not (c.mixup or c.cutmix):
@@ -360,68 +615,131 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
-        _set_rng_states(state["rng"])
+        set_rng_states(state["rng"])
+
+    # -- release
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _release(self) -> None:
+        self.model = self.ddp = self.optimizer = self.scheduler = self.scaler = None
+        self.train_loader = self.val_loader = self.mixer = self.criterion = None
+        # Reference counting frees them here (the trainer holds no cycles; a test checks it): no
+        # gc.collect(), which costs ~0.3 s per run in a process that imported torch and pandas.
+        if getattr(self, "device", None) is not None and self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        """Release the model, optimizer, loaders and data; end a process group the trainer
+        started; put back the caller's random states and thread count. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.data = self.train_sampler = self.val_sampler = None
+        self._release()
+        if self._owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self._owns_group = False
+        self._caller.restore()
 
     # -- one epoch
-    def train_epoch(self, epoch: int, progress: "_ProgressBar | None" = None) -> dict:
+    def train_epoch(self, epoch: int, progress: "ProgressBar | None" = None) -> dict:
         """Train one epoch (0-based ``epoch``); returns its train metrics. Raises
-        :class:`Diverged` on a NaN or infinite loss."""
+        :class:`Diverged` on a NaN or infinite loss (or gradient norm), naming the first such
+        step. No step waits for the device: the clipping is tensor-only and the non-finite
+        check is accumulated on the device and read every ``check_every`` steps."""
         c, device = self.config, self.device
         self.ddp.train()
         self.train_sampler.set_epoch(epoch)
         autocast = torch.autocast(device.type, dtype=resolve_dtype(self.dtype), enabled=self.dtype != "fp32")
         loss_sum = torch.zeros((), device=device)
+        first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite value
+        bad_values = torch.zeros(2, device=device)  # its loss and gradient norm
         params = [p for p in self.model.parameters() if p.requires_grad]
-        images = 0
+        # On CPU reading the norm costs nothing: clip (a pass over the gradients) only when needed.
+        # Elsewhere always multiply by min(1, clip / norm) on the device (no host sync).
+        clip_on_host = device.type == "cpu"
+        fp16 = self.scaler.is_enabled()
+        images, steps = 0, self.steps_per_epoch
         _sync(device)
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.train_loader):
             x = normalize(x.to(device, non_blocking=True))
             y = y.to(device, non_blocking=True)
             if self.mixer is not None:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(int(sample_seeds(c.seed, epoch, np.array([step]))[0] >> np.uint64(1)) + self.rank)
-                    x, y = self.mixer(x, y)
+                x, y = self._mix(x, y, epoch, step)
             with autocast:
                 loss = self.criterion(self.ddp(x), y)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            self._check_finite(loss, grad_norm, epoch, step)
-            if 0 < c.clip_grad < grad_norm:  # clip (a pass over the gradients) only when needed
-                torch.nn.utils.clip_grads_with_norm_(params, c.clip_grad, grad_norm)
+            grads = [p.grad for p in params if p.grad is not None]
+            grad_norm = torch.nn.utils.get_total_norm(grads, foreach=not clip_on_host or None)
+            if c.clip_grad > 0 and (not clip_on_host or c.clip_grad < grad_norm):
+                torch.nn.utils.clip_grads_with_norm_(params, c.clip_grad, grad_norm, foreach=not clip_on_host or None)
+            # fp16: an infinite gradient is the scaler's business (it skips the step); only the loss
+            # counts. Otherwise a non-finite loss on any rank makes the all-reduced gradient
+            # non-finite on every rank, and the gradient norm catches it everywhere.
+            value = loss.detach().float()
+            finite = torch.isfinite(value) if fp16 else torch.isfinite(value) & torch.isfinite(grad_norm)
+            new = (first_bad < 0) & ~finite
+            first_bad = torch.where(new, step, first_bad)
+            bad_values = torch.where(new, torch.stack([value, grad_norm.float()]), bad_values)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            loss_sum += loss.detach().float()
+            loss_sum += value
             images += x.shape[0]
             if progress:
                 progress.advance(loss)
+            if (step + 1) % self.check_every == 0 or step + 1 == steps:
+                self._raise_if_diverged(first_bad, bad_values, epoch)
         _sync(device)
         seconds = time.perf_counter() - start
         totals = self._all_sum(torch.stack([loss_sum, torch.tensor(float(images), device=device)]))
-        steps = self.steps_per_epoch
         return {"train_loss": float(totals[0]) / (steps * self.world), "lr": self.optimizer.param_groups[0]["lr"],
                 "train_img_per_s": float(totals[1]) / seconds, "epoch_s": seconds}
 
-    def _check_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor, epoch: int, step: int) -> None:
-        if self.scaler.is_enabled():
-            # fp16: an infinite gradient is the scaler's business (it skips the step); only the
-            # loss counts, agreed over the ranks so that all of them stop together.
-            bad = (~torch.isfinite(loss.detach().float())).float()
-            bad = self._all_sum(bad.reshape(1))[0]
-            if bad == 0:
-                return
-        else:
-            # A non-finite loss on any rank makes the all-reduced gradient non-finite on every
-            # rank, so checking the gradient norm stops all ranks at the same step.
-            if bool(torch.isfinite(torch.stack([loss.detach().float(), grad_norm.float()])).all()):
-                return
-        value = loss.item()
-        what = f"loss became {value}" if not math.isfinite(value) else f"gradient norm became {grad_norm.item()}"
-        raise Diverged(f"the {what} at epoch {epoch + 1}, step {step + 1} (lr {self.optimizer.param_groups[0]['lr']:.3g}); "
+    def _mix(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """MixUp / CutMix over the global batch with a seed of (seed, epoch, step) alone: every
+        rank gathers the batch, mixes it as one process would, and keeps its own slice."""
+        if self.world > 1:
+            xs, ys = [torch.empty_like(x) for _ in range(self.world)], [torch.empty_like(y) for _ in range(self.world)]
+            dist.all_gather(xs, x)
+            dist.all_gather(ys, y)
+            x, y = torch.cat(xs), torch.cat(ys)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(sample_seeds(self.config.seed, epoch, np.array([step]))[0] >> np.uint64(1)))
+            x, y = self.mixer(x, y)
+        if self.world > 1:
+            n = x.shape[0] // self.world
+            x, y = x[self.rank * n:(self.rank + 1) * n], y[self.rank * n:(self.rank + 1) * n]
+        return x, y
+
+    def _raise_if_diverged(self, first_bad: torch.Tensor, bad_values: torch.Tensor, epoch: int) -> None:
+        """Read the on-device flag (a host sync); agreed over the ranks (the earliest bad step),
+        so that all of them stop together."""
+        never = torch.iinfo(torch.int64).max
+        step = torch.where(first_bad < 0, never, first_bad).reshape(1)
+        if self.world > 1:
+            step = step.clone()
+            dist.all_reduce(step, op=dist.ReduceOp.MIN)
+        step = int(step.item())
+        if step == never:
+            return
+        loss, norm = bad_values.tolist()
+        what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm}"
+        lr = self.config.lr * lr_factor(epoch * self.steps_per_epoch + step, **self._schedule())
+        raise Diverged(f"the {what} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g}); "
                        "the run stopped: lower --lr, lengthen --warmup-epochs or keep --clip-grad on")
+
+    def _schedule(self) -> dict:
+        c = self.config
+        total = c.epochs * self.steps_per_epoch
+        return dict(warmup=min(total, round(c.warmup_epochs * self.steps_per_epoch)), total=total, lr=c.lr, min_lr=c.min_lr)
 
     @torch.inference_mode()
     def evaluate(self) -> dict:
@@ -458,87 +776,136 @@ class Trainer:
 
     # -- the run
     def fit(self) -> dict:
-        """Train from the current epoch to ``config.epochs``; returns the record (also written to
-        ``out/record.json``). A diverged run returns a record with ``status`` ``diverged``."""
+        """Train from the current epoch to ``config.epochs`` (or the callback's decision);
+        returns the record (also written to ``out/record.json``). A run that diverged or ran
+        out of memory returns a record with that status; an exception (Ctrl-C, the callback's)
+        writes the record (``interrupted``, or ``failed`` for an error of the trainer's own)
+        and propagates."""
+        if self._closed:
+            raise UsageError("this Trainer is closed; make a new one")
+        started = time.time()
+        if self._failure is not None:
+            return self._finish(*self._failure, started)
         c = self.config
         status, error = "completed", None
-        started = time.time()
+        self._in_callback = False
         try:
             self._log_start()
             while self.epoch < c.epochs:
-                epoch = self.epoch
-                bar = _ProgressBar.maybe(self.console)
+                row = self._one_epoch()
                 try:
-                    if bar:
-                        bar.start(f"epoch {epoch + 1}/{c.epochs}", self.steps_per_epoch)
-                    metrics = self.train_epoch(epoch, bar)
-                finally:
-                    if bar:
-                        bar.close()
-                metrics.update(self.evaluate())
-                row = {"epoch": epoch + 1, **{name: metrics[name] for name in EPOCH_METRICS}}
-                self.history.append(row)
-                self.epoch = epoch + 1
-                self._save()
-                self._log_epoch(row)
-                if self.callback is not None and self._agree(bool(self.callback(dict(row)))):
-                    status = "stopped"
+                    status = _DECISION_STATUS[self._decide(row)]
+                except BaseException:
+                    self._end_epoch(row, "interrupted")  # the epoch is done: keep it
+                    raise
+                if status == "running" and self.epoch == c.epochs:
+                    status = "completed"
+                self._end_epoch(row, status)
+                if status != "running":
                     break
         except Diverged as err:
             status, error = "diverged", str(err)
         except BaseException as err:
-            self._write_record("interrupted", f"{type(err).__name__}: {err}".rstrip(": "), started)
-            self._shutdown()
-            raise
-        record = self._write_record(status, error, started)
-        self._log_end(record)
-        self._shutdown()
-        return record
+            if isinstance(err, Exception) and is_oom(err):
+                status, error = "oom", oom_message(err, f"in epoch {self.epoch + 1}")
+            else:
+                interrupted = self._in_callback or isinstance(err, (KeyboardInterrupt, _RankZeroFailed))
+                self._finish("interrupted" if interrupted else "failed", _one_line(err) if interrupted else
+                             f"{type(err).__name__}: {_one_line(err)}", started)
+                raise
+        return self._finish(status, error, started)
 
-    def _agree(self, stop: bool) -> bool:
-        """Rank 0's decision (a callback that prunes) on every rank."""
-        if self.world == 1:
-            return stop
-        flag = torch.tensor([float(stop)], device=self.device)
-        dist.broadcast(flag, 0)
-        return bool(flag.item())
+    def _one_epoch(self) -> dict:
+        epoch = self.epoch
+        bar = ProgressBar.maybe(self.console)
+        try:
+            if bar:
+                bar.start(f"epoch {epoch + 1}/{self.config.epochs}", self.steps_per_epoch)
+            metrics = self.train_epoch(epoch, bar)
+        finally:
+            if bar:
+                bar.close()
+        metrics.update(self.evaluate())
+        self.epoch = epoch + 1
+        return {"epoch": epoch + 1, **{name: metrics[name] for name in EPOCH_METRICS}}
 
-    def _shutdown(self) -> None:
-        if self._owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self._owns_group = False
+    def _end_epoch(self, row: dict, status: str) -> None:
+        """Run the epoch hooks on the finished epoch's row (with its ``status``)."""
+        row = {**row, "status": status}
+        for hook in self.epoch_hooks:
+            hook(row)
 
-    def _save(self) -> None:
-        if self.rank != 0:
-            return
-        state = {
+    def _append_history(self, row: dict) -> None:
+        self.history.append(row)
+
+    def _checkpoint(self, row: dict) -> None:
+        policy = self.config.checkpoint
+        if policy == "every-epoch" or (policy == "last" and row["status"] != "running"):
+            self.run.save_checkpoint(self._state())
+        self.run.save_history(self.history)
+
+    def _decide(self, row: dict) -> str:
+        """Rank 0 asks the callback; every rank gets its decision (one broadcast), so no rank
+        is left waiting in a collective when rank 0 prunes, stops or fails."""
+        codes = (CONTINUE, PRUNE, STOP, "failed")
+        code, error = 0, None
+        if self.rank == 0 and self.callback is not None:
+            self._in_callback = True
+            try:
+                code = codes.index(_decision(self.callback(dict(row))))
+            except BaseException as err:  # noqa: BLE001 - re-raised below, after the other ranks know
+                code, error = 3, err
+            self._in_callback = error is not None
+        if self.world > 1:
+            flag = torch.tensor([code], dtype=torch.int64, device=self.device)
+            dist.broadcast(flag, 0)
+            code = int(flag.item())
+        if error is not None:
+            raise error
+        if code == 3:
+            raise _RankZeroFailed("rank 0's epoch callback raised; this rank stops with it")
+        return codes[code]
+
+    def _finish(self, status: str, error: str | None, started: float) -> dict:
+        rec = self.record(status, error)
+        rec["wall_s"] = time.time() - started
+        self.run.save_record(rec, failed_early=status in ("interrupted", "failed", "oom") and self.epoch == 0)
+        self._log_end(rec)
+        return rec
+
+    def _state(self) -> dict:
+        return {
             "format": CHECKPOINT_FORMAT,
             "config": asdict(self.config),
             "layout": str(self.layout),
+            "target_layout": str(self.target),
             "dataset": self.data.name,
             "classes": list(self.data.classes),
+            "device_type": self.device.type,
+            "dtype_resolved": self.dtype,
+            "init_fields": self.init_fields,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "history": self.history,
-            "rng": _rng_states(),
+            "rng": rng_states(),
         }
-        buffer = _io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write(self.out / CHECKPOINT, buffer.getvalue())
-        export_records(self.history, self.out / HISTORY)
 
     def record(self, status: str = "completed", error: str | None = None) -> dict:
-        """The run as one flat record: what was trained on what, every hyperparameter, the
-        final and best metrics, and the environment."""
+        """The run as one flat record: the proxy that trained (``layout``, ``params``, ``macs``)
+        and the target it stands for (``target_*``, at full size; both counted with the data's
+        classes), what it trained on, every hyperparameter, the final and best metrics, and the
+        environment."""
         c, data, h = self.config, self.data, self.history
         cost = count(self.layout, num_classes=data.num_classes)
+        target = count(self.target, num_classes=data.num_classes)
         last = h[-1] if h else {}
         best = max(h, key=lambda r: r["val_top1"]) if h else {}
         rec = {
             "layout": str(self.layout),
+            "target_layout": str(self.target),
             "dataset": data.name,
             "dataset_note": data.note,
             "num_classes": data.num_classes,
@@ -549,6 +916,8 @@ class Trainer:
             "patch_size": self.layout.patch_size,
             "params": cost.params,
             "macs": cost.macs,
+            "target_params": target.params,
+            "target_macs": target.macs,
             **{f.name: getattr(c, f.name) for f in fields(c) if f.name not in ("layout", "image_size", "patch_size", "dtype", "device")},
             "layout_arg": c.layout,
             "hflip": self.augment.hflip,
@@ -567,17 +936,8 @@ class Trainer:
             "error": error,
             **environment(self.device, self.dtype),
         }
-        if self.init_report is not None:
-            r = self.init_report
-            rec.update(init_loaded=len(r.loaded), init_resized=",".join(r.resized), init_new=",".join(r.new),
-                       init_skipped=",".join(r.skipped))
-        return rec
-
-    def _write_record(self, status: str, error: str | None, started: float) -> dict:
-        rec = self.record(status, error)
-        rec["wall_s"] = time.time() - started
-        if self.rank == 0:
-            export_records([rec], self.out / RECORD)
+        if self.init_fields is not None:
+            rec.update(self.init_fields)
         return rec
 
     # -- output
@@ -587,7 +947,8 @@ class Trainer:
         d, c = self.data, self.config
         world = f", {self.world} processes" if self.world > 1 else ""
         what = "resuming" if self.epoch else ("fine-tuning" if c.finetune_from else "training")
-        self.console.print(f"{what} [bold]{self.layout}[/bold] on [bold]{d.name}[/bold]: {d.num_classes} classes, "
+        proxy = f" (proxy of {self.target})" if str(self.target) != str(self.layout) else ""
+        self.console.print(f"{what} [bold]{self.layout}[/bold]{proxy} on [bold]{d.name}[/bold]: {d.num_classes} classes, "
                            f"{len(d.train)} train / {len(d.val)} val images at {d.image_size} px; "
                            f"{c.epochs} epoch{'s' * (c.epochs != 1)} of {self.steps_per_epoch} steps, batch {c.batch_size}, "
                            f"{self.dtype} on {self.device}{world}")
@@ -611,51 +972,18 @@ class Trainer:
                            f"lr {row['lr']:.2e}  {row['train_img_per_s']:7.0f} img/s  {row['epoch_s'] + row['eval_s']:6.1f} s")
 
     def _log_end(self, record: dict) -> None:
-        if not self.console:
+        if not self.console or record["val_top1"] is None or record["status"] in ("diverged", "oom", "failed"):
             return
-        if record["status"] != "diverged" and record["val_top1"] is not None:
-            self.console.print(f"val top-1 [bold]{100 * record['val_top1']:.1f} %[/bold] (best {100 * record['best_val_top1']:.1f} % "
-                               f"at epoch {record['best_epoch']}); {record['train_img_per_s']:.0f} img/s; "
-                               f"record, history and checkpoint in {self.out}")
+        ended = "" if record["status"] == "completed" else f"{record['status']} after epoch {record['epochs_done']}: "
+        kept = "record and history" + (", checkpoint" if (self.out / CHECKPOINT).exists() else "")
+        self.console.print(f"{ended}val top-1 [bold]{100 * record['val_top1']:.1f} %[/bold] (best "
+                           f"{100 * record['best_val_top1']:.1f} % at epoch {record['best_epoch']}); "
+                           f"{record['train_img_per_s']:.0f} img/s; {kept} in {self.out}")
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class _ProgressBar:
-    """A rich progress bar for epochs and cache building (rank 0, on a terminal)."""
-
-    @classmethod
-    def maybe(cls, console) -> "_ProgressBar | None":
-        return cls(console) if console is not None and console.is_terminal else None
-
-    def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                                 console=console, transient=True)
-        self.task = None
-        self.steps = 0
-
-    def start(self, description: str, total: int) -> None:
-        self.progress.start()
-        self.task = self.progress.add_task(description, total=total, info="")
-
-    def advance(self, loss: torch.Tensor) -> None:
-        self.steps += 1
-        info = f"loss {loss.item():.4f}" if self.steps % 10 == 1 else None
-        self.progress.update(self.task, advance=1, **({"info": info} if info else {}))
-
-    def update(self, description: str, done: int, total: int) -> None:
-        if self.task is None:
-            self.start(description, total)
-        self.progress.update(self.task, description=description, completed=done, total=total)
-
-    def close(self) -> None:
-        self.progress.stop()
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -670,22 +998,31 @@ def checkpoint_layout(checkpoint: str | os.PathLike) -> str | None:
 # ----------------------------------------------------------------------------- entry points
 
 
-def train(layout=None, *, out: str | os.PathLike, config: TrainConfig | None = None, resume: bool = False,
-          overwrite: bool = False, callback: Callable[[dict], bool | None] | None = None, console=None,
-          cache_dir: str | os.PathLike | None = None, **options) -> dict:
-    """Train ``layout`` (a layout string, preset name or Layout) with ``options`` (the
-    :class:`TrainConfig` fields), or a ready ``config``; returns the final record."""
-    if config is None:
-        if layout is None:
-            raise UsageError("give a layout or a config")
-        known = {f.name for f in fields(TrainConfig)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UsageError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known - {'layout'}))}")
-        config = TrainConfig(layout=str(layout), **options)
-    trainer = Trainer(config, out=out, resume=resume, overwrite=overwrite, callback=callback, console=console,
-                      cache_dir=cache_dir)
-    return trainer.fit()
+def make_config(layout=None, *, config: TrainConfig | None = None, **options) -> TrainConfig:
+    """A :class:`TrainConfig` from a layout and field values (unknown names are an error)."""
+    if config is not None:
+        return replace(config, **options) if options else config
+    if layout is None:
+        raise UsageError("give a layout or a config")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known - {'layout'}))}")
+    return TrainConfig(layout=layout if isinstance(layout, str) else str(resolve(layout)), **options)
+
+
+def train(layout=None, *, out: str | os.PathLike, config: TrainConfig | None = None, data: ImageData | None = None,
+          resume: bool = False, overwrite: bool = False, callback: Callable[[dict], str | None] | None = None,
+          console=None, cache_dir: str | os.PathLike | None = None, **options) -> dict:
+    """Train ``layout`` (a layout string, preset name or Layout: the target, at full size) with
+    ``options`` (the :class:`TrainConfig` fields), or a ready ``config``, on ``data`` (an
+    already loaded :class:`ImageData`) or on the config's data; returns the final record (see
+    :class:`Trainer` for the callback's decisions and the statuses). The caller's random states
+    and torch thread count are the same afterwards, and the model and loaders are released."""
+    config = make_config(layout, config=config, **options)
+    with Trainer(config, out=out, data=data, resume=resume, overwrite=overwrite, callback=callback, console=console,
+                 cache_dir=cache_dir) as trainer:
+        return trainer.fit()
 
 
 def finetune(checkpoint: str | os.PathLike, layout=None, *, out: str | os.PathLike, **options) -> dict:
@@ -697,13 +1034,27 @@ def finetune(checkpoint: str | os.PathLike, layout=None, *, out: str | os.PathLi
     Funnel-ViT layouts in either direction, the position embedding interpolated in 2D (bicubic)
     to the new patch grid, the class token's embedding kept, a head for another number of
     classes re-initialised; missing or unexpected keys are an error. The record's ``init_*``
-    fields say what was loaded, resized, new and re-initialised."""
+    fields say what was loaded, resized, new and re-initialised. A resumed fine-tune reads only
+    its own checkpoint."""
     if layout is None:
-        layout = checkpoint_layout(checkpoint)
-        if layout is None:
-            raise UsageError(f"{checkpoint} does not say which layout it holds; pass --layout")
+        layout = finetune_layout(checkpoint, out=out, resume=options.get("resume", False))
     return train(layout, out=out, finetune_from=str(checkpoint), **options)
 
 
-__all__ = ["TrainConfig", "Trainer", "Diverged", "train", "finetune", "proxy_layout",
-           "read_checkpoint", "checkpoint_layout", "lr_factor", "EPOCH_METRICS"]
+def finetune_layout(checkpoint: str | os.PathLike, *, out: str | os.PathLike, resume: bool = False) -> str:
+    """The layout a fine-tune trains when none is given: the source checkpoint's; when resuming,
+    the one the run's own checkpoint recorded (the source need not exist any more)."""
+    own = Path(out).expanduser() / CHECKPOINT
+    if resume and own.is_file():
+        layout = read_checkpoint(own).get("config", {}).get("layout")
+        if isinstance(layout, str):
+            return layout
+    layout = checkpoint_layout(checkpoint)
+    if layout is None:
+        raise UsageError(f"{checkpoint} is a plain state dict and does not say its layout; pass --layout")
+    return layout
+
+
+__all__ = ["TrainConfig", "Trainer", "RunFolder", "Diverged", "train", "finetune", "make_config", "proxy_layout",
+           "remove_checkpoint", "read_checkpoint", "checkpoint_layout", "finetune_layout", "lr_factor", "EPOCH_METRICS",
+           "CONTINUE", "PRUNE", "STOP", "STATUSES", "CHECKPOINT_POLICIES", "FREE_ON_RESUME"]

@@ -67,6 +67,14 @@ def test_presets_pattern_and_table():
     (["parse", "vit-b"], ["unknown preset", "vit-b16"]),
     (["parse", "B6(197, q5)"], ["unknown option"]),
     (["parse", "B6(197", "--json"], ["not closed"]),
+    (["parse", "B6(197, h1.5)"], ["has a fraction", "expected an integer"]),
+    (["parse", "B12(197), max"], ["no stage pools", "'max' has no effect"]),
+    # what click finds while reading the command line is one line too
+    (["pars", "B12(197)"], ["no such command 'pars'", "--help"]),
+    (["parse"], ["missing argument", "parse --help"]),
+    (["parse", "B12(197)", "--nope"], ["no such option: --nope"]),
+    (["parse", "B12(197)", "--num-classes", "ten"], ["'--num-classes'", "integer"]),
+    (["--versio"], ["no such option", "--version"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     result = run(*args)

@@ -1,9 +1,16 @@
 """Datasets: the built-in synthetic data, ImageFolder and CIFAR folders, subsets, the uint8
 cache, and the batches the trainer reads (sharding and augmentation)."""
 
+import hashlib
+import json
 import math
+import os
 import pickle
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,11 +107,119 @@ def test_interrupted_cache_build_resumes_where_it_stopped(tmp_path, monkeypatch)
     monkeypatch.setattr(D._Builtin, "read", read_then_die)
     with pytest.raises(KeyboardInterrupt):
         fb.load_data(image_size=16, train_per_class=40, val_per_class=2)  # 320 images: 2 chunks
+    cache = tmp_path / "cache"
+    folders = [p.name for p in cache.iterdir() if p.is_dir()]  # the train split's build, not an entry yet
+    assert len(folders) == 1 and folders[0].startswith(f".{D.BUILTIN}-train-") and folders[0].endswith(".partial")
     resumed = fb.load_data(image_size=16, train_per_class=40, val_per_class=2)
     assert starts[:2] == [320, 320 - D.CHUNK]  # the second build read only what was missing
     fresh = fb.load_data(image_size=16, train_per_class=40, val_per_class=2, cache_dir=tmp_path / "fresh")
     assert np.array_equal(resumed.train.images, fresh.train.images)
     assert np.array_equal(resumed.train.labels, fresh.train.labels)
+
+
+# ----------------------------------------------------------------------------- concurrent builds
+
+
+# Run in two OS processes: load the same cold entries at the same moment (every read of the
+# sources slowed down, so the builds overlap), wait for the other process to finish too, then
+# hash what each one got (its memory map would show another process's later writes) and count
+# the chunks it read from the sources.
+_BUILD_IN_CHILD = r"""
+import hashlib, json, sys, time
+from pathlib import Path
+import funnelbench as fb
+from funnelbench import data as D
+
+folder, me, tree = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+reads = []
+for cls in (D._Builtin, D._ImageFolder):
+    def slow(self, *args, _read=cls.read):
+        for chunk in _read(self, *args):
+            reads.append(1)
+            time.sleep(0.1)
+            yield chunk
+    cls.read = slow
+
+def all_there(prefix):
+    deadline = time.time() + 60
+    while len(list(folder.glob(prefix + "-*"))) < 2 and time.time() < deadline:
+        time.sleep(0.002)
+
+(folder / f"ready-{me}").touch()
+all_there("ready")
+loaded = {"builtin": fb.load_data(image_size=16, train_per_class=70, val_per_class=2),
+          "tree": fb.load_data(tree, image_size=16)}
+(folder / f"done-{me}").touch()
+all_there("done")
+print(json.dumps({"reads": len(reads), "arrays": {
+    name: {split: [hashlib.sha256(a.tobytes()).hexdigest() for a in (s.images, s.index, s.labels)]
+           for split, s in (("train", d.train), ("val", d.val))} for name, d in loaded.items()}}))
+"""
+
+
+def _digests(data):
+    return {split: [hashlib.sha256(a.tobytes()).hexdigest() for a in (s.images, s.index, s.labels)]
+            for split, s in (("train", data.train), ("val", data.val))}
+
+
+def test_two_processes_building_the_same_entry_get_what_one_process_builds(tmp_path, monkeypatch):
+    tree = _image_tree(tmp_path / "tree", per_class=40)  # 160 training images: 3 reads of 64
+    env = {**os.environ, "PYTHONPATH": str(Path(fb.__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_IN_CHILD, str(tmp_path), str(i), str(tree)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    reads = []
+    for cls in (D._Builtin, D._ImageFolder):
+        def counted(self, *args, _read=cls.read):
+            for chunk in _read(self, *args):
+                reads.append(1)
+                yield chunk
+        monkeypatch.setattr(cls, "read", counted)
+    alone = tmp_path / "alone"
+    expected = {"builtin": _digests(fb.load_data(image_size=16, train_per_class=70, val_per_class=2, cache_dir=alone)),
+                "tree": _digests(fb.load_data(tree, image_size=16, cache_dir=alone))}
+    assert [r["arrays"] for r in results] == [expected, expected]
+    assert sum(r["reads"] for r in results) == len(reads) == 8  # built once: the other process waited
+    again = {"builtin": _digests(fb.load_data(image_size=16, train_per_class=70, val_per_class=2)),
+             "tree": _digests(fb.load_data(tree, image_size=16))}  # the shared cache, read back
+    assert again == expected
+    cache = Path(os.environ[D.CACHE_ENV])
+    entries = sorted(p.name for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(entries) == 5  # 2 splits x 2 sources, and the tree's listing index
+    assert not [p for p in cache.iterdir() if ".partial" in p.name or ".trash" in p.name]
+
+
+def test_a_killed_build_leaves_no_lock_and_resumes(tmp_path, monkeypatch):
+    """A process killed (SIGKILL) while it builds: the operating system drops its lock, and the
+    next build reads only the images it had not written."""
+    child = ("import time\nimport funnelbench as fb\nfrom funnelbench import data as D\n"
+             "real = D._Builtin.read\n"
+             "def slow(self, *args):\n"
+             "    for chunk in real(self, *args):\n"
+             "        yield chunk\n"
+             "        time.sleep(60)\n"
+             "D._Builtin.read = slow\n"
+             "fb.load_data(image_size=16, train_per_class=40, val_per_class=2)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(fb.__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", child], env=env)
+    cache = Path(os.environ[D.CACHE_ENV])
+    deadline = time.time() + 120
+    while not any(json.loads(p.read_text() or "{}").get("done") == D.CHUNK for p in cache.glob(".*.partial/partial.json")):
+        assert proc.poll() is None and time.time() < deadline, "the builder never wrote its first chunk"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    real_read, starts = D._Builtin.read, []
+    monkeypatch.setattr(D._Builtin, "read", lambda self, split, items, *a: starts.append(len(items)) or real_read(
+        self, split, items, *a))
+    resumed = fb.load_data(image_size=16, train_per_class=40, val_per_class=2)
+    assert starts == [320 - D.CHUNK, 16]  # train: the rest only; val: all of it
+    fresh = fb.load_data(image_size=16, train_per_class=40, val_per_class=2, cache_dir=tmp_path / "fresh")
+    assert np.array_equal(resumed.train.images, fresh.train.images)
 
 
 # ----------------------------------------------------------------------------- ImageFolder
@@ -155,6 +270,64 @@ def test_unreadable_image_is_skipped_and_counted(tmp_path):
         warnings.simplefilter("always")
         again = fb.load_data(root, image_size=16)
     assert again.skipped == 1 and caught
+
+
+def _age_folders(root, days=1):
+    """Date every folder of a tree back (a fresh folder's time is not trusted: see _scan_class)."""
+    old = time.time() - days * 86400
+    for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        os.utime(folder, (old, old))
+
+
+def _new_png(path, seed):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(path, "PNG")
+
+
+def test_replaced_images_make_a_new_entry_and_what_is_not_seen(tmp_path):
+    from torchvision import transforms as T
+
+    ref = T.Compose([T.Resize(16), T.CenterCrop(16), T.PILToTensor()])
+    root = _image_tree(tmp_path / "tree")
+    _age_folders(root)
+    first = fb.load_data(root, image_size=16)
+    cat0, dog1 = root / "train" / "cat" / "0.png", root / "train" / "dog" / "1.png"
+
+    # Replaced through a rename (rsync, mv, most tools that write files whole): a new entry.
+    _new_png(tmp_path / "incoming.png", 1)
+    os.replace(tmp_path / "incoming.png", dog1)
+    renamed = fb.load_data(root, image_size=16)
+    assert renamed.train.cache_path != first.train.cache_path
+    assert renamed.val.cache_path == first.val.cache_path
+    assert torch.equal(renamed.train.take([4])[0][0], ref(Image.open(dog1).convert("RGB")))
+
+    # Overwritten in place (same name, same folder time): not seen, as the README says ...
+    _age_folders(root)
+    stale = fb.load_data(root, image_size=16)
+    _new_png(cat0, 2)
+    assert fb.load_data(root, image_size=16).train.cache_path == stale.train.cache_path
+    # ... until the class folder is touched.
+    os.utime(cat0.parent)
+    touched = fb.load_data(root, image_size=16)
+    assert touched.train.cache_path not in (stale.train.cache_path, first.train.cache_path)
+    assert torch.equal(touched.train.take([0])[0][0], ref(Image.open(cat0).convert("RGB")))
+
+
+def test_a_cache_hit_lists_no_class_folder_and_stats_no_image(tmp_path, monkeypatch):
+    root = _image_tree(tmp_path / "tree", per_class=6)
+    _age_folders(root)
+    first = fb.load_data(root, image_size=16)
+    stats, scandirs = [], []
+    real_stat, real_scandir = os.stat, os.scandir
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: stats.append(str(p)) or real_stat(p, *a, **k))
+    monkeypatch.setattr(os, "scandir", lambda *a, **k: scandirs.append(a) or real_scandir(*a, **k))
+    monkeypatch.setattr(D, "_scan_class", lambda folder: pytest.fail(f"listed {folder} again"))
+    again = fb.load_data(root, image_size=16)
+    assert again.train.cache_path == first.train.cache_path and again.val.cache_path == first.val.cache_path
+    assert scandirs == [] and not [p for p in stats if p.endswith(".png")]
+    assert any(p.endswith("train/cat") for p in stats)  # the folders' times were checked
+    monkeypatch.undo()
+    (root / "val" / "owl" / "new.png").write_bytes((root / "val" / "owl" / "0.png").read_bytes())  # a file added
+    assert len(fb.load_data(root, image_size=16).val) == len(first.val) + 1
 
 
 @pytest.mark.parametrize("setup, words", [

@@ -126,3 +126,30 @@ def test_finetune_errors_are_one_line(checkpoints, tmp_path, layout, words):
 def test_missing_checkpoint(tmp_path):
     result = runner.invoke(app, ["finetune", str(tmp_path / "nope.pt"), "--layout", FUNNEL])
     assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_a_resumed_finetune_needs_only_its_own_checkpoint(checkpoints, tmp_path):
+    """Stopped after epoch 1 of 2, the source deleted, resumed (from the library and the command
+    line, the layout read from the run's own checkpoint): the straight run's numbers."""
+    source = tmp_path / "source.pt"
+    source.write_bytes(checkpoints["funnel"].read_bytes())
+    kw = dict(image_size=48, epochs=2, **TINY)
+    straight = fb.finetune(source, out=tmp_path / "straight", **kw)
+    for name, how in (("lib", "library"), ("cli", "command")):
+        out = tmp_path / name
+        stopped = fb.finetune(source, out=out, callback=lambda m: "stop", **kw)
+        assert stopped["status"] == "stopped" and stopped["epochs_done"] == 1
+        moved = source.with_suffix(".moved")
+        source.rename(moved)
+        try:
+            if how == "library":
+                done = fb.finetune(source, out=out, resume=True, **kw)
+            else:
+                result = runner.invoke(app, ["finetune", str(source), "--out", str(out), "--resume", "--json", "--image-size",
+                                             "48", "--epochs", "2", "--lr", "1e-3", "--warmup-epochs", "1", *TINY_FLAGS])
+                assert result.exit_code == 0, result.output
+                done = json.loads(result.stdout)
+        finally:
+            moved.rename(source)
+        assert done["status"] == "completed" and done["epochs_done"] == 2
+        assert done["val_loss"] == straight["val_loss"] and done["init_resized"] == "pos_embed"

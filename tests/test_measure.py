@@ -2,7 +2,6 @@
 out-of-memory handling, the attention kernel and torch's FlopCounterMode cross-check."""
 
 import contextlib
-import time
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import funnelbench as fb
+from funnelbench import measure
 from funnelbench.counters import torch_flop_count
 from funnelbench.errors import UsageError
 from funnelbench.measure import (InferStep, MemoryTracker, TrainStep, attention_kernel, is_oom, make_optimizer,
@@ -90,23 +90,49 @@ def test_inference_peak_is_weights_input_and_largest_live_activations():
     assert peak.by_category["grads"] == peak.by_category["optimizer_state"] == 0
 
 
-def test_time_steps_runs_warmup_then_repeats():
+class FakeClock:
+    """``measure.time`` for a test: ``perf_counter`` reads a number that steps advance, so the
+    timings are exact whatever else the machine is doing."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def step(self, durations):
+        durations = iter(durations)
+
+        def advance():
+            self.now += next(durations)
+        return advance
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(measure, "time", fake)
+    return fake
+
+
+def test_time_steps_runs_warmup_then_repeats(clock):
     calls = []
     timing = time_steps(lambda: calls.append(1), CPU, warmup=3, repeats=4, steps=2, settle=0)
     assert len(calls) == 3 + 4 * 2
     assert len(timing.per_step_s) == 4 and timing.steps == 2 and timing.warmup == 3
     assert timing.min_s <= timing.median_s <= timing.max_s
-    auto = time_steps(lambda: None, CPU, warmup=1, repeats=2, min_repeat_s=0.001, settle=0)
-    assert auto.steps > 1  # a no-op is repeated until a repeat lasts long enough to time
+    # a step of 2**-14 s is repeated 16 times, so that a repeat lasts min_repeat_s = 2**-10 s
+    auto = time_steps(clock.step([2 ** -14] * 100), CPU, warmup=1, repeats=2, min_repeat_s=2 ** -10, settle=0)
+    assert auto.steps == 16 and auto.per_step_s == (2 ** -14, 2 ** -14)
     with pytest.raises(UsageError):
         time_steps(lambda: None, CPU, repeats=0)
 
 
-def test_warmup_goes_on_while_the_step_is_still_getting_faster():
-    durations = iter([0.08, 0.05, 0.03, 0.02] + [0.02] * 20)
-    timing = time_steps(lambda: time.sleep(next(durations)), CPU, warmup=1, repeats=2, steps=1)
+def test_warmup_goes_on_while_the_step_is_still_getting_faster(clock):
+    step = clock.step([0.08, 0.05, 0.03, 0.02] + [0.02] * 20)
+    timing = time_steps(step, CPU, warmup=1, repeats=2, steps=1)
     assert timing.warmup == 5  # 0.08 -> 0.05 -> 0.03 -> 0.02 got faster each time; 0.02 -> 0.02 did not
-    assert timing.median_s == pytest.approx(0.02, abs=0.005)
+    assert timing.median_s == pytest.approx(0.02, abs=1e-12)
 
 
 def test_smaller_batch_is_timms_decay():

@@ -10,7 +10,7 @@ import torch
 import funnelbench as fb
 import funnelbench.profiling as profiling
 from funnelbench.errors import LayoutError, UsageError
-from funnelbench.io import export_records
+from funnelbench.exports import export_records
 from funnelbench.profiling import COLUMNS, add_baseline_ratios
 
 FAST = dict(batch_size=2, warmup=0, repeats=2)
@@ -78,18 +78,25 @@ def test_baseline_ratios_are_computed_from_the_measured_numbers(run):
 
 def test_add_baseline_ratios_by_hand():
     records = [
-        {"layout": "a", "macs": 100, "train_steps_per_s": 2.0, "infer_img_per_s": 10.0, "train_peak_mem_bytes": 1000,
-         "infer_peak_mem_bytes": 100, "train_mem_est_bytes": 900},
-        {"layout": "b", "macs": 50, "train_steps_per_s": 3.0, "infer_img_per_s": None, "train_peak_mem_bytes": 750,
-         "infer_peak_mem_bytes": None, "train_mem_est_bytes": 600},
+        {"layout": "a", "macs": 100, "batch_size": 8, "train_img_per_s": 16.0, "train_steps_per_s": 2.0,
+         "infer_img_per_s": 10.0, "train_peak_mem_bytes": 1000, "infer_peak_mem_bytes": 100, "train_mem_est_bytes": 900},
+        {"layout": "b", "macs": 50, "batch_size": 8, "train_img_per_s": 24.0, "train_steps_per_s": 3.0,
+         "infer_img_per_s": None, "train_peak_mem_bytes": 750, "infer_peak_mem_bytes": None, "train_mem_est_bytes": 600},
+        {"layout": "c", "macs": 400, "batch_size": 4, "train_img_per_s": 12.0, "train_steps_per_s": 3.0,
+         "infer_img_per_s": 5.0, "train_peak_mem_bytes": 750, "infer_peak_mem_bytes": 50, "train_mem_est_bytes": 600},
     ]
     add_baseline_ratios(records, "a")
-    b = records[1]
+    b, c = records[1:]
     assert b["train_speedup_x"] == 1.5 and b["mem_saved_pct"] == 25.0 and b["macs_saved_pct"] == 50.0
     assert b["macs_ratio_x"] == 2.0 and b["mem_est_saved_pct"] == pytest.approx(100 / 3)
     assert b["infer_speedup_x"] is None and b["infer_mem_saved_pct"] is None  # not measured: no ratio
+    assert b["ratio_note"] is None
+    # c ran 4 images a step (out of memory at 8): 12 img/s is 0.75 x a's 16, though it takes 1.5 x the steps
+    assert c["train_speedup_x"] == 0.75 and c["infer_speedup_x"] == 0.5 and c["macs_ratio_x"] == 0.25
+    assert c["mem_saved_pct"] is c["infer_mem_saved_pct"] is c["mem_est_saved_pct"] is None
+    assert c["ratio_note"].startswith("batch 4, the baseline's 8")
     with pytest.raises(UsageError):
-        add_baseline_ratios(records, "c")
+        add_baseline_ratios(records, "no such layout")
 
 
 def test_baseline_already_listed_is_not_measured_twice():
@@ -117,6 +124,7 @@ def test_the_first_measured_layout_is_run_once_untimed_first(monkeypatch, tmp_pa
         return real(layout, settings, device, batch)
 
     monkeypatch.setattr(profiling, "_measure", spy)
+    monkeypatch.setattr(profiling, "_WARMED", set())  # a fresh process
     run_file = tmp_path / "run.jsonl"
     fb.profile(["test-vit", "test-funnel"], resume=run_file, **FAST)
     vit, funnel = str(fb.resolve("test-vit")), str(fb.resolve("test-funnel"))
@@ -142,6 +150,36 @@ def test_out_of_memory_retries_with_a_smaller_batch(monkeypatch, no_process_warm
     assert r["batch_size"] == 3 and r["requested_batch_size"] == 8 and r["error"] is None
     assert r["train_img_per_s"] == pytest.approx(3 * r["train_steps_per_s"])
     assert r["train_mem_est_bytes"] == fb.estimate_memory("test-vit", 3).train_peak_bytes  # at the batch used
+
+
+def test_ratios_after_an_out_of_memory_retry_compare_images_per_second_and_not_memory(monkeypatch, tmp_path,
+                                                                                     no_process_warm_up):
+    """The baseline runs out of memory above 3 images, the other layout runs the 8 asked for:
+    the speed-up is images/s over images/s (steps/s would compare 8-image steps with 3-image
+    ones), and the memory of 8 images is not compared with the memory of 3."""
+    real = profiling._measure
+
+    def fake(layout, settings, device, batch):
+        if str(layout) == str(fb.resolve("test-vit")) and batch > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(layout, settings, device, batch)
+
+    monkeypatch.setattr(profiling, "_measure", fake)
+    run_file = tmp_path / "run.jsonl"
+    base, funnel, same = fb.profile(["test-funnel", "B1(17)-1(9), h64, a2, img32, patch8"], baseline="test-vit",
+                                    batch_size=8, warmup=0, repeats=1, resume=run_file)
+    assert (base["batch_size"], funnel["batch_size"], same["batch_size"]) == (3, 8, 8)
+    for r in (funnel, same):
+        assert r["train_speedup_x"] == pytest.approx(r["train_img_per_s"] / base["train_img_per_s"])
+        assert r["infer_speedup_x"] == pytest.approx(r["infer_img_per_s"] / base["infer_img_per_s"])
+        # 8-image steps are slower than 3-image ones: the ratio of steps/s is not the speed-up
+        assert r["train_speedup_x"] != pytest.approx(r["train_steps_per_s"] / base["train_steps_per_s"])
+        assert r["train_peak_mem_bytes"] > 0 and r["mem_saved_pct"] is None and r["infer_mem_saved_pct"] is None
+        assert r["mem_est_saved_pct"] is None
+        assert r["ratio_note"].startswith("batch 8, the baseline's 3") and "memory is not compared" in r["ratio_note"]
+        assert r["macs_saved_pct"] > 0  # analytic: batch-free
+    assert base["ratio_note"] is None and base["mem_saved_pct"] == 0.0 and base["train_speedup_x"] == 1.0
+    assert all("ratio_note" not in json.loads(line) for line in run_file.read_text().splitlines())  # run-dependent
 
 
 def test_failures_become_error_fields_and_the_run_goes_on(monkeypatch, no_process_warm_up):

@@ -49,6 +49,35 @@ def test_profile_json_matches_the_library_and_exports(tmp_path):
     assert frame["train_peak_mem_bytes"].tolist() == [record["train_peak_mem_bytes"]]
 
 
+def test_profile_compile_times_the_compiled_model(monkeypatch):
+    """``--compile MODE``: the mode reaches torch.compile, the compiled module is the one timed
+    (dynamo captures its graphs), and the record says so and says why peak memory is not
+    measured on CPU. Inductor's code generation takes a minute for even the smallest model on a
+    busy 2-core machine, so the compiler runs with the aot_eager backend here (dynamo and AOT
+    autograd, no code generation); `funnelbench profile test-vit --compile default` runs the real
+    one."""
+    import torch._dynamo
+
+    modes, real_compile = [], torch.compile
+
+    def compile_without_codegen(model, mode=None, **kwargs):
+        modes.append(mode)
+        return real_compile(model, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", compile_without_codegen)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    result = run("profile", "test-vit", *FAST, "--compile", "max-autotune", "--json")
+    assert result.exit_code == 0, result.output
+    [record] = json.loads(result.stdout)
+    assert modes and set(modes) == {"max-autotune"} and record["compile"] == "max-autotune"  # (and its warm-up)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # forward (inference) and training
+    assert record["train_img_per_s"] > 0 and record["infer_img_per_s"] > 0
+    assert record["train_peak_mem_bytes"] is None and record["infer_peak_mem_bytes"] is None
+    assert record["mem_method"] == "not measured: compiled code on CPU bypasses the tracker"
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("suffix", [".md", ".tex"])
 def test_markdown_and_latex_exports_hold_the_table(tmp_path, suffix):
     path = tmp_path / f"t{suffix}"
@@ -152,12 +181,18 @@ def test_memory_command_and_budget():
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["layout"] for r in rows] == ["B12(197)", "B12(197), h384"]
-    est = fb.estimate_memory("vit-b16", 64, device="cuda")
-    assert rows[0]["train_peak_bytes"] == est.train_peak_bytes and rows[0]["device"] == "cuda"
-    assert rows[0]["max_batch_size"] == fb.memory.max_batch_size("vit-b16", 16 * 2 ** 30, device="cuda")
+    # one default for the command and the library: the CPU rules (the ones checked against measurements)
+    est = fb.estimate_memory("vit-b16", 64)
+    assert rows[0]["train_peak_bytes"] == est.train_peak_bytes and rows[0]["device"] == est.device == "cpu"
+    assert rows[0]["max_batch_size"] == fb.memory.max_batch_size("vit-b16", 16 * 2 ** 30)
     assert rows[1]["max_batch_size"] > rows[0]["max_batch_size"]
+    cuda = json.loads(run("memory", "vit-b16", "--batch-size", "64", "--device", "cuda", "--json").stdout)[0]
+    assert cuda["device"] == "cuda" and cuda["train_peak_bytes"] == fb.estimate_memory("vit-b16", 64, device="cuda").train_peak_bytes
+    # AdamW's step counters: one 4-byte tensor per parameter tensor on the CPU, kept on the host with CUDA
+    assert rows[0]["optimizer_bytes"] - cuda["optimizer_bytes"] == 4 * len(list(fb.build_model("vit-b16").parameters()))
     table = run("memory", "funnel-b6-6", "--dtype", "bf16")
-    assert table.exit_code == 0 and "train peak MiB" in table.output
+    assert table.exit_code == 0 and "train peak MiB" in table.output and "cpu rules" in table.output
+    assert "cuda rules (derived, not yet checked on a GPU)" in run("memory", "deit-s", "--device", "cuda").output
 
 
 def test_memory_command_reports_unmodelled_layouts_and_estimates_the_rest():
@@ -168,7 +203,7 @@ def test_memory_command_reports_unmodelled_layouts_and_estimates_the_rest():
     assert result.exit_code == 0, result.output
     ps, hvt = json.loads(result.stdout)
     assert "does not model the progressive-sampling stem under bf16" in ps["error"] and "train_peak_bytes" not in ps
-    assert hvt["train_peak_bytes"] == fb.estimate_memory("test-hvt", 4, device="cuda", dtype="bf16").train_peak_bytes
+    assert hvt["train_peak_bytes"] == fb.estimate_memory("test-hvt", 4, dtype="bf16").train_peak_bytes
     table = run("memory", "test-ps", "test-hvt", "--batch-size", "4", "--dtype", "bf16")
     assert table.exit_code == 0 and "not modelled" in table.output and "test-ps: the memory estimate" in table.output
     alone = run("memory", "test-t2t", "--dtype", "bf16")

@@ -40,23 +40,23 @@ def finished(study):
 
 
 def fake_trainer(monkeypatch, curve):
-    """Replace the trainer the adapter calls (today's API: the callback's True stops the run):
-    ``curve(i, epoch)`` is the val top-1 (0-1) of that epoch of the i-th training (0-based)."""
+    """Replace the trainer the adapter calls (contract A: ``train(config=..., data=...,
+    callback=...)``, the callback returning PRUNE prunes): ``curve(i, epoch)`` is the val top-1
+    (0-1) of that epoch of the i-th training (0-based)."""
     import importlib
 
     trainer = importlib.import_module("funnelbench.train")
     calls = []
 
-    def train(layout, *, out, overwrite, callback, console, **options):
-        calls.append(str(layout))
-        epochs = options["epochs"]
-        for epoch in range(1, epochs + 1):
+    def train(layout=None, *, out, config, data=None, overwrite=False, callback=None, console=None):
+        calls.append(config.layout)
+        for epoch in range(1, config.epochs + 1):
             top1 = curve(len(calls) - 1, epoch)
             metrics = {"epoch": epoch, "train_loss": 1.0, "val_loss": 2.0 - top1, "val_top1": top1,
                        "val_top5": min(1.0, top1 + 0.2), "lr": 1e-3, "train_img_per_s": 100.0, "epoch_s": 0.0, "eval_s": 0.0}
-            if callback(metrics):
-                return {"status": "stopped", "epochs_done": epoch, "train_img_per_s": 100.0}
-        return {"status": "completed", "epochs_done": epochs, "train_img_per_s": 100.0}
+            if callback(metrics) == trainer.PRUNE:
+                return {"status": "pruned", "epochs_done": epoch, "train_img_per_s": 100.0}
+        return {"status": "completed", "epochs_done": config.epochs, "train_img_per_s": 100.0}
 
     monkeypatch.setattr(trainer, "train", train)
     return calls
@@ -154,6 +154,11 @@ def test_multi_objective_with_a_pruner_is_refused(tmp_path):
     assert result.exit_code == 2 and "--pruner hyperband with 2 objectives" in result.stderr
     result = run("search", "--objective", "accuracy")
     assert result.exit_code == 2 and "--objective accuracy: unknown" in result.stderr
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is None:  # Optuna's GP sampler needs it; it is not a dependency
+        result = run("search", "--sampler", "gp", "--objective", "macs")
+        assert result.exit_code == 2 and "GPSampler needs scipy" in result.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -200,14 +205,15 @@ def test_same_seed_gives_the_same_candidates():
 
 
 def test_a_pruner_prunes_a_hopeless_trial(monkeypatch):
-    """Six trainings learn well; the seventh starts at 1 % and is pruned after its first epoch."""
+    """Six trainings learn well; the seventh stays at 1 % and is pruned after its second epoch
+    (the first, the warm-up, is never judged)."""
     calls = fake_trainer(monkeypatch, lambda i, epoch: 0.01 if i == 6 else 0.5 + 0.1 * epoch)
     study = fb.search("tiny", trials=7, objectives=("top1",), pruner="median", **{**PROXY, "epochs": 3})
     assert len(calls) == 7
     trained = [t for t in study.trials if t.user_attrs["run_dir"] and t.user_attrs["duplicate_of"] is None]
     t = trained[6]
     assert t.state == TrialState.PRUNED and t.user_attrs["status"] == "pruned"
-    assert t.user_attrs["epochs_done"] == 1 and t.intermediate_values == {1: pytest.approx(1.0)}
+    assert t.user_attrs["epochs_done"] == 2 and t.intermediate_values == {1: pytest.approx(1.0), 2: pytest.approx(1.0)}
     assert all(x.state == TrialState.COMPLETE for x in trained[:6])
     assert study.trials[0].intermediate_values == {1: pytest.approx(60.0), 2: pytest.approx(70.0), 3: pytest.approx(80.0)}
     assert study_mod.counts(study)["pruned"] == 1 and study_mod.counts(study)["trained"] == 7
@@ -237,22 +243,42 @@ def test_every_trial_has_every_attribute_and_the_study_its_settings(monkeypatch)
             assert a["top1"] == pytest.approx(40.0) and a["run_dir"] == f"trial-{t.number}"
 
 
+def test_ctrl_c_records_the_trial_interrupted_and_the_next_run_retries_it(monkeypatch):
+    def curve(i, epoch):
+        if i == 2:
+            raise KeyboardInterrupt
+        return 0.5
+
+    fake_trainer(monkeypatch, curve)
+    with pytest.raises(KeyboardInterrupt):
+        fb.search("tiny", trials=4, **PROXY)
+    fake_trainer(monkeypatch, lambda i, epoch: 0.5)
+    study = fb.search("tiny", trials=4, **PROXY)
+    stopped = [t for t in study.trials if t.user_attrs.get("status") == "interrupted"]
+    assert len(stopped) == 1 and stopped[0].state == TrialState.FAIL and "interrupted" in stopped[0].user_attrs["error"]
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == stopped[0].number]
+    assert len(retry) == 1 and retry[0].user_attrs["target_layout"] == stopped[0].user_attrs["target_layout"]
+    assert study_mod.counts(study)["trained"] == 4
+
+
 def test_a_killed_study_continues_to_exactly_n_trained_trials_and_repeats_none(tmp_path):
     """SIGKILL while the third trial trains; the same command then finishes the study."""
     args = [sys.executable, "-m", "funnelbench", "search", "--space", "tiny", "--trials", "4", "--study", "k",
-            *PROXY_ARGS, "--epochs", "2"]
+            *PROXY_ARGS, "--epochs", "3"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     folder = tmp_path / "runs/search/k"
     deadline = time.time() + 120
-    while not (folder / "trial-2").exists() and proc.poll() is None and time.time() < deadline:
+    while len(list(folder.glob("trial-*"))) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     storage = f"sqlite:///{folder / 'study.db'}"
     killed = optuna.load_study(study_name="k", storage=storage)
-    assert killed.trials[2].state == TrialState.RUNNING  # killed within 50 ms of its folder appearing
+    running = [t.number for t in killed.trials if t.state == TrialState.RUNNING]
+    assert len(running) == 1  # the third training, killed within 50 ms of its folder appearing
+    killed_number = running[0]
     before = {t.number: t.user_attrs["target_layout"] for t in finished(killed)}
 
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -267,7 +293,27 @@ def test_a_killed_study_continues_to_exactly_n_trained_trials_and_repeats_none(t
     assert len(set(layouts)) == 4  # no layout trained twice
     for number, layout in before.items():  # what finished before the kill was kept, not run again
         assert study.trials[number].user_attrs["target_layout"] == layout
-    interrupted = study.trials[2]
+    interrupted = study.trials[killed_number]
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["status"] == "interrupted"
-    retry = [t for t in trials if t.user_attrs.get("retry_of") == 2]
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == killed_number]
     assert len(retry) == 1 and retry[0].user_attrs["target_layout"] == interrupted.user_attrs["target_layout"]
+
+
+def test_memory_budget_and_measured_inference_speed_without_training(monkeypatch, one_thread):
+    fake_trainer(monkeypatch, lambda i, epoch: 1 / 0)  # nothing may train
+    budget = 12 * 2 ** 20  # the cheapest tiny layout needs 9.1 MiB at batch 64 (CPU rules), the ViT baseline 13.0
+    study = fb.search("tiny", trials=3, objectives=("train_mem", "infer_img_per_s"), budget_memory=budget,
+                      memory_batch=64, memory_device="cpu", study="mem")
+    assert study.user_attrs["settings"]["directions"] == ["minimize", "maximize"]
+    for t in finished(study):
+        a = t.user_attrs
+        est = fb.estimate_memory(a["target_layout"], 64, device="cpu").train_peak_bytes
+        assert a["train_mem_est_bytes"] == est
+        assert t.constraints["memory"] == pytest.approx((est - budget) / budget)
+        if a["status"] == "completed" and a["duplicate_of"] is None:
+            assert a["infer_img_per_s"] > 0 and t.values == [est, a["infer_img_per_s"]]
+        elif a["status"] == "rejected":  # over the memory budget, or outside the space's depth range
+            assert (est > budget) == ("memory" in a["over_budget"]) and a["infer_img_per_s"] is None
+    assert any("memory" in t.user_attrs["over_budget"] for t in finished(study) if t.user_attrs["status"] == "rejected")
+    vit = finished(study)[0]  # the baseline over the memory budget: measured anyway, never the best
+    assert vit.user_attrs["baseline"] and vit.constraints["memory"] > 0 and vit.number not in {t.number for t in study.best_trials}

@@ -2,6 +2,7 @@
 the recipe's schedule, error paths, the CLI, and DDP with two gloo processes."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,9 @@ from typer.testing import CliRunner
 import funnelbench as fb
 from funnelbench.cli import app
 from funnelbench.data import CACHE_ENV
-from funnelbench.train import EPOCH_METRICS, TrainConfig, lr_factor, proxy_layout
+from funnelbench.train import EPOCH_METRICS, TrainConfig, Trainer, lr_factor, proxy_layout
+
+train_module = sys.modules["funnelbench.train"]  # (funnelbench.train, the attribute, is the function)
 
 TINY = dict(train_per_class=16, val_per_class=8, batch_size=32)  # 128 / 64 images, 4 steps an epoch
 TINY_FLAGS = ["--train-per-class", "16", "--val-per-class", "8", "--batch-size", "32"]
@@ -38,7 +41,8 @@ def numbers(history):
 
 def read_history(out):
     with open(out / "history.csv") as f:
-        return [{k: (None if v == "" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: (v if k == "status" else None if v == "" else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def weights(out):
@@ -103,13 +107,13 @@ def test_same_seed_same_metrics_and_weights(tmp_path):
 
 
 def test_resume_after_a_kill_gives_the_straight_run(tmp_path):
-    """Kill -9 a CLI-equivalent run after epoch 1's checkpoint, resume it, compare with a run
+    """Kill -9 a CLI-equivalent run after epoch 1's checkpoint (in epoch 2's callback), resume it, compare with a run
     that was never interrupted: same metrics, same weights."""
     killed = tmp_path / "killed"
     script = textwrap.dedent(f"""
         import time, funnelbench as fb
         fb.train("test-funnel", out={str(killed)!r}, epochs=3, **{TINY!r},
-                 callback=lambda m: time.sleep(600) if m["epoch"] == 1 else None)
+                 callback=lambda m: time.sleep(600) if m["epoch"] == 2 else None)
     """)
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
@@ -175,6 +179,32 @@ def test_nan_loss_stops_with_a_record(tmp_path):
     assert err.startswith("error: the loss became nan") and "\n" not in err and "record.json" in err
 
 
+def test_the_first_bad_step_is_named_without_a_read_per_step(tmp_path, monkeypatch):
+    """The loss turns NaN at step 2 of 4; the on-device flag is read once, at the epoch's end,
+    and still names step 2."""
+    reads = []
+    real_read = Trainer._raise_if_diverged
+
+    def counted(self, *args):
+        reads.append(self.epoch)
+        return real_read(self, *args)
+
+    monkeypatch.setattr(Trainer, "_raise_if_diverged", counted)
+    with Trainer(TrainConfig(layout="test-vit", epochs=1, **TINY), out=tmp_path / "r") as trainer:
+        assert trainer.steps_per_epoch == 4 < trainer.check_every
+        real_loss, calls = trainer.criterion, []
+
+        def nan_at_step_2(logits, y):
+            calls.append(1)
+            loss = real_loss(logits, y)
+            return loss * float("nan") if len(calls) == 2 else loss
+
+        trainer.criterion = nan_at_step_2
+        record = trainer.fit()
+    assert record["status"] == "diverged" and "loss became nan at epoch 1, step 2 " in record["error"]
+    assert len(calls) == 4 and reads == [0]  # every step ran; one read
+
+
 @pytest.mark.parametrize("args, words", [
     (["--data", "/no/such/folder"], ["--data /no/such/folder", "no such file"]),
     (["--image-size", "30"], ["not a multiple of --patch-size 8"]),
@@ -204,6 +234,22 @@ def test_an_existing_run_is_not_overwritten_or_resumed_with_other_options(tmp_pa
 
 
 # ----------------------------------------------------------------------------- the command
+
+
+@pytest.mark.parametrize("command", ["train", "finetune"])
+def test_every_config_field_is_an_option(command):
+    """The options are made from TrainConfig's fields: a new field cannot miss the CLI."""
+    import typer.main
+
+    from funnelbench.train import TrainConfig as Config
+
+    group = typer.main.get_command(app)
+    options = {opt for p in group.commands[command].params if p.param_type_name == "option" for opt in p.opts}
+    for f in dataclasses.fields(Config):
+        if f.name in ("layout", "finetune_from"):  # the commands' own arguments
+            continue
+        assert "--" + f.name.replace("_", "-") in options, f.name
+        assert f.metadata["help"] and f.metadata["panel"] in ("Data", "Recipe", "Augmentation", "Run")
 
 
 def test_train_command_json_and_files(tmp_path):
@@ -247,20 +293,126 @@ def test_proxy_resolution_from_the_command_line(tmp_path):
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
-    """torchrun with 2 CPU processes (gloo), the per-rank batch halved: the same steps as one
-    process, so the same metrics up to floating-point summation order; rank 0 alone logs."""
-    args = ["train", "test-vit", "--epochs", "2", "--device", "cpu", *TINY_FLAGS]
+    """torchrun with 2 CPU processes (gloo), the per-rank batch halved, MixUp and CutMix on (they
+    mix the gathered global batch): the same steps as one process, so the same metrics up to
+    floating-point summation order; rank 0 alone logs and
+    prints its record (--json: stdout is one JSON document)."""
+    args = ["train", "test-vit", "--epochs", "2", "--device", "cpu", "--json", "--mixup", "0.8", "--cutmix", "1.0",
+            *TINY_FLAGS]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "funnelbench", *args, "--out", str(tmp_path / "ddp")],
                          env=env, capture_output=True, text=True, timeout=120)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
-    assert ddp.stdout.count("epoch   1/2") == 1 and ddp.stdout.count("epoch   2/2") == 1
-    single = fb.train("test-vit", out=tmp_path / "one", epochs=2, device="cpu", **TINY)
+    assert ddp.stderr.count("epoch   1/2") == 1 and ddp.stderr.count("epoch   2/2") == 1
+    printed = json.loads(ddp.stdout)  # one JSON document: rank 0's record alone
+    single = fb.train("test-vit", out=tmp_path / "one", epochs=2, device="cpu", mixup=0.8, cutmix=1.0, **TINY)
     record = json.loads((tmp_path / "ddp" / "record.json").read_text())[0]
+    assert printed["train_img_per_s"] == record["train_img_per_s"]
     assert record["world_size"] == 2 and single["world_size"] == 1
     for key in ("train_loss", "val_loss"):
         assert record[key] == pytest.approx(single[key], rel=1e-4)
     assert abs(record["val_top1"] - single["val_top1"]) <= 1 / 64
     for a, b in zip(read_history(tmp_path / "ddp"), read_history(tmp_path / "one")):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- nothing lost
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_writes(tmp_path, monkeypatch):
+    out = tmp_path / "good"
+    files = ("checkpoint.pt", "history.csv", "record.json")
+    assert cli("train", "test-vit", "--out", out, "--epochs", "2", *TINY_FLAGS).exit_code == 0
+    old = {name: (out / name).read_bytes() for name in files}
+    bad = cli("train", "B6(197)-6(98)", "--out", out, "--overwrite", *TINY_FLAGS)  # a layout error
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: ")
+    assert {name: (out / name).read_bytes() for name in files} == old
+
+    def interrupted(self, epoch, progress=None):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:  # a new run that dies before its first write
+        m.setattr(Trainer, "train_epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            fb.train("test-vit", out=out, overwrite=True, epochs=1, **TINY)
+    assert {name: (out / name).read_bytes() for name in files} == old
+
+    still_there = []
+    record = fb.train("test-vit", out=out, overwrite=True, epochs=1, seed=1, **TINY,
+                      callback=lambda m: still_there.append(all((out / n).read_bytes() == old[n] for n in files)))
+    assert still_there == [True]  # after the new run's first epoch, before its first write
+    assert record["seed"] == 1 and len(read_history(out)) == 1
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["seed"] == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)  # no temporary file left
+
+
+def test_out_of_memory_is_one_line_exit_1_and_an_oom_record(tmp_path, monkeypatch):
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore text")
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "train_epoch", oom)
+        result = cli("train", "test-vit", "--out", tmp_path / "r", *TINY_FLAGS)
+    assert result.exit_code == 1
+    err = result.stderr.strip()
+    assert err.startswith("error: out of memory in epoch 1 (CUDA out of memory. Tried to allocate 2.00 GiB)")
+    assert "smaller --batch-size" in err and "\n" not in err and "record.json" in err
+    record = json.loads((tmp_path / "r" / "record.json").read_text())[0]
+    assert record["status"] == "oom" and record["epochs_done"] == 0 and "smaller --batch-size" in record["error"]
+
+    with monkeypatch.context() as m:  # a model too large to build
+        m.setattr(train_module, "build_model", oom)
+        record = fb.train("test-vit", out=tmp_path / "b", epochs=1, **TINY)
+    assert record["status"] == "oom" and "while building the model" in record["error"]
+    assert json.loads((tmp_path / "b" / "record.json").read_text())[0]["status"] == "oom"
+
+
+def test_resume_refuses_where_auto_now_means_another_device_or_dtype(tmp_path):
+    out = tmp_path / "r"
+    fb.train("test-vit", out=out, epochs=2, callback=lambda m: "stop", **TINY)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert (state["device_type"], state["dtype_resolved"]) == ("cpu", "fp32")
+    state.update(device_type="cuda", dtype_resolved="bf16")  # as if it had run on a GPU
+    torch.save(state, out / "checkpoint.pt")
+    with pytest.raises(fb.UsageError, match="trained in bf16 on cuda, but --device auto / --dtype auto now mean fp32 on cpu"):
+        fb.train("test-vit", out=out, epochs=2, resume=True, **TINY)
+
+
+# ----------------------------------------------------------------------------- the recipe's options
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    return fb.load_data(None, image_size=32, train_per_class=4, val_per_class=2,
+                        cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+SMALL = dict(epochs=1, batch_size=16, checkpoint="none")  # 32 images: 2 steps
+
+
+@pytest.mark.parametrize("options", [dict(mixup=0.8), dict(cutmix=1.0), dict(mixup=0.8, cutmix=1.0),
+                                     dict(randaugment=2), dict(dtype="bf16"), dict(dtype="fp16")],
+                         ids=["mixup", "cutmix", "mixup+cutmix", "randaugment", "bf16", "fp16"])
+def test_recipe_options_train_change_the_numbers_and_repeat(tmp_path, small_data, options):
+    plain = fb.train("test-vit", data=small_data, out=tmp_path / "plain", **SMALL)
+    a = fb.train("test-vit", data=small_data, out=tmp_path / "a", **SMALL, **options)
+    b = fb.train("test-vit", data=small_data, out=tmp_path / "b", **SMALL, **options)
+    assert a["status"] == "completed" and math.isfinite(a["train_loss"])
+    assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]  # deterministic
+    assert a["train_loss"] != plain["train_loss"]  # the option took effect
+    assert a["dtype"] == options.get("dtype", "fp32")
+
+
+def test_fp16_takes_the_gradient_scaler_path(tmp_path, small_data):
+    with Trainer(TrainConfig(layout="test-vit", dtype="fp16", **SMALL), out=tmp_path / "r", data=small_data) as trainer:
+        assert trainer.scaler.is_enabled()
+        trainer.fit()
+        assert trainer.scaler.get_scale() > 0 and trainer.scaler.state_dict()["scale"] > 0
+
+
+def test_results_do_not_depend_on_the_workers(tmp_path, small_data):
+    """Loader processes draw each sample's augmentation from (seed, epoch, position) alone."""
+    zero = fb.train("test-vit", data=small_data, out=tmp_path / "w0", randaugment=1, **SMALL)
+    two = fb.train("test-vit", data=small_data, out=tmp_path / "w2", randaugment=1, workers=2, **SMALL)
+    assert zero["train_loss"] == two["train_loss"] and zero["val_loss"] == two["val_loss"]

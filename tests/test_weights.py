@@ -74,13 +74,27 @@ def test_other_class_count_keeps_the_new_head(deit_s):
 
 
 def test_projection_weights_are_reported_new():
-    src = fb.build_model("B2(17), h64, a2, img32, patch8")
-    dst = fb.build_model("B1(17)-1(9), h64, a2, img32, patch8")
-    report = fb.load_vit_weights(dst, src.state_dict())
-    assert report.new == []
-    src2 = fb.build_model("B1(17)-1(9, h96, m128)-1(5, max, nopqo), h64, a2, img32, patch8")
-    report = fb.load_vit_weights(fb.build_model("test-funnel-proj"), src2.state_dict())
-    assert report.new == []  # same layout: projection present in the checkpoint
+    """A plain ViT (width 64) into a funnel that widens to 96 and back (test-funnel-proj): its two
+    width projections are not in the checkpoint, so they are reported new and left as
+    initialised; the width-64 blocks load; the width-96 block does not fit (an error naming it,
+    unless strict=False)."""
+    torch.manual_seed(0)
+    vit = fb.build_model("B3(17), h64, a2, img32, patch8").state_dict()
+    funnel = fb.build_model("test-funnel-proj")
+    before = {k: v.clone() for k, v in funnel.state_dict().items()}
+    with pytest.raises(WeightsError, match=r"blocks\.1\.attn\.qkv\.weight: checkpoint \(192, 64\) vs model \(288, 96\)"):
+        fb.load_vit_weights(funnel, vit)
+    assert all(torch.equal(v, before[k]) for k, v in funnel.state_dict().items())  # nothing loaded
+    report = fb.load_vit_weights(funnel, vit, strict=False)
+    projections = ["transitions.1.proj.weight", "transitions.1.proj.bias", "transitions.2.proj.weight",
+                   "transitions.2.proj.bias"]
+    assert report.new == projections
+    after = funnel.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in projections)
+    assert torch.equal(after["blocks.2.mlp.fc1.weight"], vit["blocks.2.mlp.fc1.weight"])  # width 64: loaded
+    assert torch.equal(after["blocks.1.mlp.fc1.weight"], before["blocks.1.mlp.fc1.weight"])  # width 96: not
+    # The same layout's own checkpoint holds the projections: nothing is new.
+    assert fb.load_vit_weights(fb.build_model("test-funnel-proj"), funnel.state_dict()).new == []
 
 
 def test_pos_embed_resize_same_grid_is_identity_and_keeps_class_token():

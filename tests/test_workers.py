@@ -253,22 +253,33 @@ def _check_processes_and_cache(trials, parent_pids, cache):
 
 
 def test_two_machines_on_postgres(tmp_path, postgres_url):
-    """Many machines, as two commands started together on one PostgreSQL study (one with
-    `--workers 2`): the study is created once, its baselines queued once and trained first, and
-    the three worker processes train its --trials N exactly (the journal file's twin of this test
-    is test_sigterm_stops_the_workers_and_a_rerun_continues)."""
+    """Many machines, as two commands on one PostgreSQL study: `--workers 2` (whose two worker
+    processes train at the same time), and a plain command that joins while they train. The
+    study is created once, its baselines trained first and once, and --trials N held exactly (the
+    journal file's twin of this test is test_sigterm_stops_the_workers_and_a_rerun_continues)."""
     name = _study_name("two")
-    args = ["--trials", "4", "--study", name, "--storage", postgres_url, *LONG]  # trials long enough to overlap
-    procs = [_search(tmp_path, *args, "--workers", "2"), _search(tmp_path, *args)]
-    for proc in procs:
+    args = ["--trials", "5", "--study", name, "--storage", postgres_url, *LONG]
+    first = _search(tmp_path, *args, "--workers", "2")
+    study = None
+    while study is None:
+        assert first.poll() is None, _finish(first)
+        try:
+            study = optuna.load_study(study_name=name, storage=open_storage(postgres_url))
+        except KeyError:
+            time.sleep(0.1)
+    running = {}
+    _until(lambda: len(running.update({t.number: t.user_attrs.get("worker") for t in study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}) or running) >= 2 or first.poll() is not None)
+    second = _search(tmp_path, *args)
+    for proc in (first, second):
         code, output = _finish(proc)
         assert code == 0, output
-    trials = _check_study(optuna.load_study(study_name=name, storage=open_storage(postgres_url)), 4)
+    trials = _check_study(study, 5)
     baselines = [t for t in trials if t.user_attrs["baseline"]]
     assert sorted(t.number for t in baselines) == [0, 1]
     assert len({t.user_attrs["target_layout"] for t in baselines}) == 2
-    pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials if t.user_attrs["worker"]}
-    assert len(pids) >= 2 and str(procs[0].pid) not in pids, pids  # --workers 2: its processes train, not itself
+    pids = {trials[n].user_attrs["worker"].rsplit(":", 1)[1] for n in running}
+    assert len(pids) >= 2 and str(first.pid) not in pids, pids  # two processes of its own trained, not the command
     assert not (tmp_path / "runs" / "search" / name / "study.db").exists()
     assert not (tmp_path / "runs" / "search" / name / JOURNAL_FILE).exists()
 

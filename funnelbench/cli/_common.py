@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -9,10 +10,45 @@ import sys
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from ..errors import FunnelbenchError
 
+
+# click's UsageError (typer.BadParameter's base): recent typers vendor click, older ones import it.
+ClickUsageError = typer.BadParameter.__bases__[0]
+
+
+@contextlib.contextmanager
+def _usage_errors_on_one_line():
+    """Errors that click finds while reading the command line (a malformed number, an unknown
+    option, a missing argument) become the one-line ``error: ...`` every other bad input
+    gets, with exit code 2, instead of a usage box."""
+    try:
+        yield
+    except ClickUsageError as err:
+        message = " ".join(err.format_message().split()).rstrip(".")
+        if not message:  # no arguments at all: typer prints the help
+            raise
+        hint = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+        typer.echo(f"error: {message[:1].lower()}{message[1:]}{hint}", err=True)
+        raise typer.Exit(2) from None
+
+
+class _OneLineErrors(TyperGroup):
+    """The command group, reading the command line under :func:`_usage_errors_on_one_line`."""
+
+    def make_context(self, *args, **kwargs):
+        with _usage_errors_on_one_line():  # the group's own options, e.g. --versio
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _usage_errors_on_one_line():  # the command's name, options and arguments
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="funnelbench",
     help="Design, count, profile and train token-pooling Vision Transformers (Funnel-ViT, HVT, T2T-ViT, PS-ViT).\n\n"
     'MACs = multiply-accumulates: what the seed papers, DeiT and fvcore call "FLOPs". FLOPs = 2 x MACs.',
@@ -25,6 +61,8 @@ app = typer.Typer(
 # On a terminal rich fits the tables to its width; into a pipe or a file it would wrap them
 # at 80 columns, so give it room instead.
 console = Console(width=None if sys.stdout.isatty() else 200)
+# Progress, epoch lines and file messages: stderr, so that --json output on stdout stays parseable.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def fail(message: str, code: int = 2):

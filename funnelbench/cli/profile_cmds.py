@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import UsageError
-from ..io import check_export_path, export_records
+from ..exports import check_export_path, export_records
+from ..progress import ProgressBar
 from ..units import parse_bytes
 from ..tables import MACS_NOTE, MEMORY_NOTE, TIMING_NOTE, human, profile_table, reproduce_table
-from ._common import command, console, make_table, print_json
+from ._common import command, console, err_console, make_table, print_json
 
 # Rich table headers of the reproduce columns (the export keeps the column names, with units).
 HEADERS = {
@@ -24,8 +22,6 @@ HEADERS = {
     "paper_speedup_x": "paper speed-up", "train_speedup_x": "ours", "macs_ratio_x": "MACs ratio",
     "train_peak_mem_mib": "peak MiB", "train_steps_per_s": "steps/s", "error": "error",
 }
-# Progress and file messages go to stderr, so that --json output on stdout stays parseable.
-log = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 TEXT_COLUMNS = {"model", "attention_kernel", "error", "row"}
 DTYPE_HELP = "fp32, or bf16/fp16 autocast (weights stay fp32)."
 # Options profile and reproduce share.
@@ -49,21 +45,14 @@ def _export(path: str | None, full: list[dict], compact: list[dict], title: str)
     if path:
         chosen = compact if Path(path).suffix.lower() in (".md", ".tex") else full
         export_records(chosen, path, title=title if Path(path).suffix.lower() == ".md" else None)
-        log.print(f"[dim]wrote {path}[/dim]")
+        err_console.print(f"[dim]wrote {path}[/dim]")
 
 
-def _progress():
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=log, transient=True, disable=not log.is_terminal)
-
-
-def _progress_callback(bar: Progress):
-    task = bar.add_task("profiling", total=None)
-
+def _progress_callback(bar: ProgressBar):
     def update(done: int, total: int, label: str) -> None:
-        bar.update(task, completed=done, total=total, description=f"profiling {label}")
-        if not log.is_terminal and label != "done":  # no bar in pipes and files: one line per layout
-            log.print(f"[{done + 1}/{total}] {label}", highlight=False)
+        bar.update(f"profiling {label}", done, total)
+        if not bar.active and label != "done":  # no bar in pipes and files: one line per layout
+            err_console.print(f"[{done + 1}/{total}] {label}", highlight=False)
 
     return update
 
@@ -80,7 +69,7 @@ def _warn_if_busy(records: list[dict]) -> None:
     loads = [r["load_1m"] for r in records if r.get("load_1m") is not None]
     cores = os.cpu_count() or 1
     if loads and max(loads) > 0.75 * cores and records[0]["device"].startswith("cpu"):
-        log.print(f"[yellow]note: the machine was busy (1-minute load up to {max(loads):.1f} on {cores} cores); "
+        err_console.print(f"[yellow]note: the machine was busy (1-minute load up to {max(loads):.1f} on {cores} cores); "
                   "timings are noisy, see the ± column[/yellow]")
 
 
@@ -155,7 +144,7 @@ def profile_cmd(
 
     if export:
         check_export_path(export)
-    with _progress() as bar:
+    with ProgressBar(err_console) as bar:
         records = profile(layouts, baseline=baseline, device=device, dtype=dtype, batch_size=batch_size,
                           image_size=image_size, warmup=warmup, repeats=repeats, train=train, infer=infer,
                           memory=memory, counters=counters, compile=compile_mode, optimizer=optimizer,
@@ -168,10 +157,12 @@ def profile_cmd(
         _terminal_profile(records, compact)
         notes = [MACS_NOTE + ".", MEMORY_NOTE + ".", "est. = analytic estimate (funnelbench.memory). " + TIMING_NOTE + "."]
         if baseline:
-            notes.append(f"speed-up = training steps/s over {records[0]['baseline']}; saved % = 1 - ours / baseline.")
+            notes.append(f"speed-up = training img/s over {records[0]['baseline']} (= steps/s at the same batch); "
+                         "saved % = 1 - ours / baseline.")
         for r in records:
-            if r.get("mem_est_note"):
-                notes.append(f"{r['name']}: {r['mem_est_note']}")
+            for note in ("ratio_note", "mem_est_note"):
+                if r.get(note):
+                    notes.append(f"{r['name']}: {r[note]}")
         console.print("[dim]" + "\n".join(notes) + "[/dim]")
         _warn_if_busy(records)
     _export(export, records, compact, f"funnelbench profile\n\n{_header(records)}")
@@ -202,7 +193,7 @@ def reproduce_cmd(
         raise UsageError(f"--tables {tables!r}: give table numbers separated by commas, e.g. 2,4")
     if export:
         check_export_path(export)
-    with _progress() as bar:
+    with ProgressBar(err_console) as bar:
         rows = reproduce(paper, [int(t) for t in tables.split(",")], device=device, dtype=dtype, batch_size=batch_size,
                          warmup=warmup, repeats=repeats, infer=infer, resume=resume,
                          progress=_progress_callback(bar))
@@ -214,7 +205,8 @@ def reproduce_cmd(
         console.print(f"[dim]{paper}: batch {r['batch_size']}, {r['device']}, {r['dtype']}, torch {r['torch_version']}, "
                       f"{r['repeats']} timed repeats[/dim]")
         _print_rows(compact)
-        console.print("[dim]saved % = 1 - memory / the table's baseline; speed-up = training steps/s over the baseline; "
+        console.print("[dim]saved % = 1 - memory / the table's baseline; speed-up = training img/s over the baseline "
+                      "(= steps/s at the same batch); "
                       "MACs ratio = baseline MACs / ours (the speed-up MACs alone predict).\n"
                       "est. saved % @ paper mem: the analytic estimate (fp32, CUDA) at the batch where the baseline "
                       f"needs the paper's memory ({rows[0].get('est_batch_at_paper_mem')} images for the first table).\n"
@@ -228,7 +220,9 @@ def reproduce_cmd(
 def memory_cmd(
     layouts: list[str] = typer.Argument(..., help="Layouts or preset names."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
-    device: str = typer.Option("cuda", "--device", help="cpu or cuda: whose implementation details to assume (no GPU needed)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda: whose implementation details to assume (no GPU "
+                               "needed). cpu, as in fb.estimate_memory: those rules are checked against measured "
+                               "peaks; the cuda rules (AdamW, autocast LayerNorm) are derived, not yet checked on a GPU."),
     dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
     attention: str = typer.Option("fused", "--attention", help="fused (flash/efficient/cuDNN, the default kernels) or math."),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or sgd (momentum 0.9)."),
@@ -244,7 +238,7 @@ def memory_cmd(
     from ..memory import UnmodelledLayout, estimate_memory, max_batch_size
     from ..presets import resolve
 
-    budget_bytes = parse_bytes(budget, "--budget") if budget else None
+    budget_bytes = parse_bytes(budget, "--budget") if budget is not None else None
     kw = dict(dtype=dtype, device=device, attention=attention, optimizer=optimizer, num_classes=num_classes)
     rows, refused = [], []
     for name in layouts:
@@ -285,7 +279,8 @@ def memory_cmd(
         if budget_bytes is not None:
             row.append(r["max_batch_size"])
         table_rows.append(row)
-    console.print(f"[dim]batch {batch_size}, {dtype}, {device} rules, {attention} attention, {optimizer}[/dim]")
+    rules = "cuda rules (derived, not yet checked on a GPU)" if device.startswith("cuda") else f"{device} rules"
+    console.print(f"[dim]batch {batch_size}, {dtype}, {rules}, {attention} attention, {optimizer}[/dim]")
     console.print(make_table(None, cols, table_rows, right=set(cols) - {"model", "peak in"}))
     console.print("[dim]Analytic estimate (funnelbench.memory): activations = saved for backward at the end of the "
                   "forward pass; not counted: the CUDA context, allocator rounding, kernel scratch.[/dim]")

@@ -9,51 +9,23 @@ import functools
 import hashlib
 import inspect
 import json
-import sys
+import os
 import typing
 from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from ..train import DTYPE_CHOICES, TrainConfig, checkpoint_layout
+from ..train import FREE_ON_RESUME, TrainConfig, finetune_layout
 from ..train import train as run_training
-from ._common import command, console, fail, print_json
+from ._common import command, console, err_console, fail, print_json
 
-# option name, panel, help. Every TrainConfig field but layout and finetune_from is an option.
-_DATA, _RECIPE, _AUG, _RUN = "Data", "Recipe", "Augmentation", "Run"
-_OPTIONS = {
-    "data": (_DATA, "ImageFolder tree (train/<class>/*, val/<class>/*), CIFAR-10/100 python folder, or 'builtin': "
-                    "the built-in synthetic dataset (the default; it says nothing about ImageNet)."),
-    "classes": (_DATA, "Keep K classes, chosen with --subset-seed (an ImageNet-100-style subset)."),
-    "train_per_class": (_DATA, "Training images per class (chosen with --subset-seed). Built-in data: 1000."),
-    "val_per_class": (_DATA, "Validation images per class. Built-in data: 250."),
-    "subset_seed": (_DATA, "Seed of the class and image subset (separate from --seed, so every run shares it)."),
-    "image_size": (_DATA, "Proxy resolution in px; the layout's token counts follow the patch grid. Default: the layout's."),
-    "patch_size": (_DATA, "Patch size in px at the proxy resolution (56 px / 4 px = the 14 x 14 grid of 224 / 16)."),
-    "epochs": (_RECIPE, "Epochs."),
-    "batch_size": (_RECIPE, "Global batch size (split over torchrun processes)."),
-    "lr": (_RECIPE, "Peak learning rate of AdamW."),
-    "min_lr": (_RECIPE, "Learning rate at the end of the cosine decay."),
-    "weight_decay": (_RECIPE, "AdamW weight decay (not on biases, norms, position embedding, class token)."),
-    "warmup_epochs": (_RECIPE, "Linear warm-up, in epochs (fractions allowed)."),
-    "label_smoothing": (_RECIPE, "Label smoothing of the training loss."),
-    "clip_grad": (_RECIPE, "Clip the gradient norm to this value; 0 = off."),
-    "seed": (_RECIPE, "Seed of the initialisation, data order and augmentation."),
-    "dtype": (_RECIPE, f"Autocast dtype: {', '.join(DTYPE_CHOICES)} (auto: bf16 on a CUDA GPU that has it, else fp32)."),
-    "device": (_RECIPE, "auto, cpu or cuda (under torchrun: each rank's local GPU)."),
-    "randaugment": (_AUG, "RandAugment operations per image (torchvision); 0 = off."),
-    "randaugment_magnitude": (_AUG, "RandAugment magnitude (0-30)."),
-    "mixup": (_AUG, "MixUp alpha; 0 = off."),
-    "cutmix": (_AUG, "CutMix alpha; 0 = off (with --mixup too, one of the two per batch)."),
-    "hflip": (_AUG, "Random horizontal flips. Default: on, except on the built-in data (a flip changes its class)."),
-    "crop_pad": (_AUG, "Random crop after zero-padding this many px per side. Default: image size / 8."),
-    "workers": (_RUN, "Data loader processes (results do not depend on it)."),
-}
+# Every TrainConfig field with help metadata is an option (layout and finetune_from are the
+# commands' own arguments); the run options below are not part of the config.
+_RUN = "Run"
 _RUN_OPTIONS = [
     ("out", Path | None, typer.Option(None, "--out", help="Folder for checkpoint.pt, history.csv and record.json. "
-                                      "Default: runs/<command>-<hash of the options>.", rich_help_panel=_RUN)),
+                                      "Default: `runs/<command>-<hash of the options>`.", rich_help_panel=_RUN)),
     ("resume", bool, typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint "
                                   "(same results as an uninterrupted run).", rich_help_panel=_RUN)),
     ("overwrite", bool, typer.Option(False, "--overwrite", help="Start again in an --out that holds a run.",
@@ -70,9 +42,9 @@ def _recipe_parameters(overrides: dict) -> list[inspect.Parameter]:
     hints = typing.get_type_hints(TrainConfig)
     params = []
     for f in fields(TrainConfig):
-        if f.name not in _OPTIONS:
+        if "help" not in f.metadata:
             continue
-        panel, help_text = _OPTIONS[f.name]
+        panel, help_text = f.metadata["panel"], f.metadata["help"]
         flag = "--" + f.name.replace("_", "-")
         if hints[f.name] == (bool | None):
             flag = f"{flag}/--no-{flag[2:]}"
@@ -112,17 +84,18 @@ def _run(command_name: str, layout: str, options: dict, finetune_from: str | Non
     config = TrainConfig(layout=layout, finetune_from=finetune_from, **options)
     out = run["out"] or Path("runs") / f"{command_name}-{_options_digest(config)}"
     # --json keeps stdout for the record: progress and epoch lines go to stderr.
-    out_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200) if run["json_out"] else console
+    out_console = err_console if run["json_out"] else console
     record = run_training(config=config, out=out, resume=run["resume"], overwrite=run["overwrite"],
                           console=out_console, cache_dir=run["cache_dir"])
-    if run["json_out"]:
+    if run["json_out"] and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: one record, rank 0's
         print_json(record)
-    if record["status"] == "diverged":
-        fail(f"{record['error']} (record in {Path(out) / 'record.json'})", code=1)
+    if record["status"] in ("diverged", "oom"):
+        where = f" (record in {Path(out) / 'record.json'})" if (Path(out) / "record.json").exists() else ""
+        fail(f"{record['error']}{where}", code=1)
 
 
 def _options_digest(config: TrainConfig) -> str:
-    values = {k: v for k, v in asdict(config).items() if k != "workers"}
+    values = {k: v for k, v in asdict(config).items() if k not in FREE_ON_RESUME}
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -136,7 +109,8 @@ def train_cmd(
 
     Without --data it trains on the built-in synthetic dataset (no download; the class is the
     direction between two shapes), which says nothing about ImageNet accuracy. Checkpoints
-    every epoch to --out; --resume continues an interrupted run with identical results.
+    every epoch to --out (see --checkpoint); --resume continues an interrupted run with identical
+    results on CPU.
     Runs unchanged under `torchrun --nproc_per_node N -m funnelbench train ...` (DDP).
     """
     _run("train", layout, options)
@@ -145,7 +119,8 @@ def train_cmd(
 @command("finetune")
 @with_training_options(epochs=3, lr=1e-4, warmup_epochs=0.0)
 def finetune_cmd(
-    checkpoint: Path = typer.Argument(..., help="A run's checkpoint.pt, or a ViT state dict (timm, torchvision, funnelbench)."),
+    source: Path = typer.Argument(..., metavar="CHECKPOINT",
+                                  help="A run's checkpoint.pt, or a ViT state dict (timm, torchvision, funnelbench)."),
     layout: str | None = typer.Option(None, "--layout", help="Layout to fine-tune into (same widths as the checkpoint; "
                                       "ViT or Funnel-ViT). Default: the checkpoint's own."),
     options: dict = None,
@@ -155,7 +130,5 @@ def finetune_cmd(
     the class token's embedding is kept. ViT -> Funnel-ViT and back work (same weight shapes).
     """
     if layout is None:
-        layout = checkpoint_layout(checkpoint)
-        if layout is None:
-            fail(f"{checkpoint} is a plain state dict and does not say its layout; pass --layout")
-    _run("finetune", layout, options, finetune_from=str(checkpoint))
+        layout = finetune_layout(source, out=options["out"] or "", resume=options["resume"])
+    _run("finetune", layout, options, finetune_from=str(source))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..layout import Layout
+from ..layout import Layout, check_int, validate_layout
 from .layers import LN_EPS, Block, PatchEmbed, TokenPool, Transition
 from .stems import ProgressiveSamplingEmbed, T2TEmbed
 
@@ -127,6 +127,7 @@ def build_model(x, num_classes: int = 1000, in_chans: int = 3) -> FunnelViT:
     """Build the PyTorch model of a layout, preset name or layout string."""
     from ..presets import resolve
 
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise UsageError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return FunnelViT(resolve(x), num_classes=num_classes, in_chans=in_chans)
+    check_int(num_classes, "num_classes")
+    check_int(in_chans, "in_chans")
+    layout = validate_layout(x) if isinstance(x, Layout) else resolve(x)  # text is checked as it is parsed
+    return FunnelViT(layout, num_classes=num_classes, in_chans=in_chans)

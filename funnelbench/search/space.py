@@ -44,10 +44,10 @@ from pathlib import Path
 
 import yaml
 
-from ..cost import count
+from ..cost import count, head_cost, stage_cost
 from ..errors import FunnelbenchError, UsageError
 from ..layout import (DEFAULT_HEAD_DIM, NO_POOL, POOL_OPS, POS_KINDS, Layout, Stage, Stem, format_layout,
-                      infer_stride, parse_layout, pooled_length, stem_geometry_problem, stem_grid)
+                      infer_stride, parse_layout, pooled_length, stem_geometry_problem, stem_grid, validate_layout)
 
 # ----------------------------------------------------------------------------- the format
 
@@ -328,12 +328,8 @@ class Space:
 
 
 def checked_layout(layout: Layout) -> Layout:
-    """The one place a constructed layout is validated: it must survive the grammar unchanged.
-    (Round trip through the canonical text until ``funnelbench.layout.validate_layout`` exists.)"""
-    again = parse_layout(format_layout(layout))
-    if again != layout:
-        raise UsageError(f"internal: constructed layout {format_layout(layout)!r} does not round-trip")
-    return layout
+    """The one place a constructed layout is validated (as the parser checks text)."""
+    return validate_layout(layout)
 
 
 # ----------------------------------------------------------------------------- exhaustive walk
@@ -435,21 +431,19 @@ def _merge(states: dict, key, acc, stage: Stage, cost: tuple[int, int]) -> None:
 
 
 def _stage_cost(prev: Stage | None, stage: Stage, image, patch, head, stem, pos) -> tuple[int, int]:
-    """(MACs, params) a stage adds after ``prev``; the first stage carries the embedding, every
-    stage the head as if it were the last minus the previous stage's head (so sums telescope)."""
-    stages = (stage,) if prev is None else (prev, stage)
-    parts = {p.name: p for p in count(Layout(stages, image, patch, head, stem, pos)).parts}
-    head_now = parts["head"]
-    macs = parts[f"stage{len(stages)}"].macs + head_now.macs
-    params = parts[f"stage{len(stages)}"].params + head_now.params
-    if prev is None:
-        for name in ("embed", "sampling"):
-            if name in parts:
-                macs, params = macs + parts[name].macs, params + parts[name].params
+    """(MACs, params) a stage adds after ``prev``; the first stage carries the stem, every stage
+    the head on its width minus the previous stage's head (so the sums telescope)."""
+    params, macs = stage_cost(prev, stage)
+    head_params, head_macs = head_cost(stage.hidden)
+    if prev is None:  # the stem, class token and position embedding: from the one-stage model
+        parts = count(Layout((stage,), image, patch, head, stem, pos)).parts
+        for p in parts:
+            if p.name in ("embed", "sampling"):
+                macs, params = macs + p.macs, params + p.params
     else:
-        head_prev = count(Layout((prev,), image, patch, head, stem, pos)).parts[-1]
-        macs, params = macs - head_prev.macs, params - head_prev.params
-    return macs, params
+        prev_params, prev_macs = head_cost(prev.hidden)
+        head_params, head_macs = head_params - prev_params, head_macs - prev_macs
+    return macs + head_macs, params + head_params
 
 
 def _stage_options(space: Space, i: int) -> list[dict]:
@@ -553,7 +547,7 @@ def resolve_space(space) -> tuple[dict, str | None, str, dict]:
 def load_space(space) -> Space:
     """A validated :class:`Space` from a shipped space's name, a ``.yaml`` path or a dict."""
     spec, path, name, lines = resolve_space(space)
-    where = lines.get("__where__", f"space {name}")
+    where = lines.get("__where__", name)
 
     def fail(key: str, message: str):
         line = lines.get(key)

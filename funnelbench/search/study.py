@@ -31,7 +31,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -103,6 +103,12 @@ class Settings:
             raise UsageError(f"--objective given twice: {', '.join(self.objectives)}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler {self.sampler}: unknown; choose from {', '.join(SAMPLERS)}")
+        if self.sampler == "gp":
+            import importlib.util
+
+            if importlib.util.find_spec("scipy") is None:
+                raise UsageError("--sampler gp: Optuna's GPSampler needs scipy, which is not installed; "
+                                 "`pip install scipy`, or use --sampler tpe")
         if self.pruner is None:
             self.pruner = "median" if len(self.objectives) == 1 and self.needs_training else "none"
         if self.pruner not in PRUNERS:
@@ -186,10 +192,14 @@ def make_sampler(name: str, seed: int, n_objectives: int):
 
 
 def make_pruner(name: str, epochs: int):
+    """Steps are epochs (1, 2, ...). No trial is judged on its first epoch: it is the default
+    learning-rate warm-up, and at its end every proxy is near chance (a pruner would be reading
+    noise)."""
+    first = min(2, max(1, epochs))
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0, interval_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=first, interval_steps=1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=max(first, epochs), reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
@@ -198,34 +208,19 @@ def make_pruner(name: str, epochs: int):
 
 def train_trial(layout: Layout, *, out: Path, proxy: dict, data=None, callback: Callable[[dict], bool] | None = None,
                 console=None, resume: bool = False) -> dict:
-    """The one place the search calls the trainer: train the proxy of ``layout`` (full size)
-    into ``out``; ``callback(metrics)`` after every epoch returns True to prune. Returns the
-    trainer's record with ``status`` ``completed``, ``pruned``, ``diverged`` (or raises).
-
-    Contract A (``data=``, ``width_scale=``, callback returning PRUNE) when the trainer has it;
-    today's trainer otherwise: it loads the (cached) data itself, a callback returning True
-    stops it, and the width scale is applied here by :func:`scaled_layout`."""
-    train_mod = _trainer()
-
-    options = {k: v for k, v in proxy.items() if k != "width_scale"}
-    width_scale = proxy.get("width_scale", 1.0)
-    pruned = []
+    """The one place the search calls the trainer (contract A): train the proxy of ``layout``
+    (full size; ``proxy`` holds the training options and ``width_scale``) into ``out`` on the
+    already loaded ``data``; ``callback(metrics)`` after every epoch returns True to prune.
+    ``resume``: continue the run whose checkpoint is in ``out`` (a retried trial).
+    Returns the trainer's record (``status`` ``completed``, ``pruned``, ``diverged``, ...)."""
+    trainer = _trainer()
+    config = trainer.make_config(layout, **proxy)
 
     def on_epoch(metrics):
-        prune = bool(callback(metrics)) if callback else False
-        if prune:
-            pruned.append(metrics.get("epoch"))
-        return (getattr(train_mod, "PRUNE", True) if prune else None)
+        return trainer.PRUNE if callback is not None and callback(metrics) else trainer.CONTINUE
 
-    if _trainer_has_contract_a():
-        record = train_mod.train(layout, out=out, data=data, width_scale=width_scale, overwrite=not resume,
-                                 resume=resume, callback=on_epoch, console=console, **options)
-    else:
-        record = train_mod.train(scaled_layout(layout, width_scale), out=out, overwrite=not resume, resume=resume,
-                                 callback=on_epoch, console=console, **options)
-    if pruned and record.get("status") in ("stopped", "pruned"):
-        record["status"] = "pruned"
-    return record
+    again = {"resume": True} if resume else {"overwrite": True}
+    return trainer.train(config=config, out=out, data=data, callback=on_epoch, console=console, **again)
 
 
 def _trainer():
@@ -235,38 +230,11 @@ def _trainer():
     return importlib.import_module("funnelbench.train")
 
 
-def _trainer_has_contract_a() -> bool:
-    train_mod = _trainer()
-
-    return hasattr(train_mod, "PRUNE") and "width_scale" in {f for f in getattr(train_mod.TrainConfig, "__dataclass_fields__", {})}
-
-
 def proxy_of(layout: Layout, proxy: dict) -> Layout:
-    """The layout that trains for ``layout``: widths scaled, then at the proxy resolution."""
-    train_mod = _trainer()
-
-    if _trainer_has_contract_a():
-        return train_mod.proxy_layout(layout, proxy.get("image_size"), proxy.get("patch_size"),
-                                      width_scale=proxy.get("width_scale", 1.0))
-    return train_mod.proxy_layout(scaled_layout(layout, proxy.get("width_scale", 1.0)), proxy.get("image_size"),
-                                  proxy.get("patch_size"))
-
-
-def scaled_layout(layout: Layout, scale: float) -> Layout:
-    """Stand-in for the trainer's width scaling until contract A lands (the same rule): every
-    stage's hidden and MLP widths times ``scale``, its heads kept (the hidden width rounded to a
-    multiple of them: ``h768, a12`` at 0.25 is ``h192, a12``); the stem keeps its own widths."""
-    from dataclasses import replace
-
-    from .space import checked_layout
-
-    if not 0 < scale <= 1:
-        raise UsageError(f"--width-scale {scale}: must be in (0, 1]; 0.25 trains a proxy a quarter as wide")
-    if scale == 1.0:
-        return layout
-    stages = tuple(replace(s, hidden=max(1, round(s.hidden * scale / s.heads)) * s.heads, mlp=max(1, round(s.mlp * scale)))
-                   for s in layout.stages)
-    return checked_layout(replace(layout, stages=stages))
+    """The layout that trains for ``layout``: the trainer's rule (widths scaled, heads kept, then
+    the proxy resolution)."""
+    return _trainer().proxy_layout(layout, proxy.get("image_size"), proxy.get("patch_size"),
+                                   width_scale=proxy.get("width_scale", 1.0))
 
 
 # ----------------------------------------------------------------------------- one trial
@@ -307,6 +275,7 @@ class Context:
 def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, TrialState]:
     """Run one asked trial to its end; returns (status, values, state) for ``study.tell``."""
     s = ctx.settings
+    trial.set_user_attr("worker", ctx.worker)  # first: a trial whose process dies is recognised as stale
     attrs = dict.fromkeys(TRIAL_KEYS)
     attrs.update(status="running", baseline=False, over_budget={}, worker=ctx.worker,
                  retry_of=trial.user_attrs.get("retry_of"))
@@ -648,9 +617,12 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
     unknown = sorted(set(train_options) - known)
     if unknown:
         raise UsageError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    TrainConfig(layout=str(space.stats().cheapest_macs[0]), **train_options)  # checks the values now, not in a trial
-    proxy = {**{k: v for k, v in train_options.items() if v is not None}, "width_scale": float(width_scale)}
-    proxy.setdefault("epochs", TrainConfig.epochs)
+    # Every training option, defaults included (so the CLI and the API store the same settings),
+    # checked now rather than in the first trial.
+    config = TrainConfig(layout=str(space.stats().cheapest_macs[0]),
+                         **{k: v for k, v in train_options.items() if v is not None})
+    proxy = {k: v for k, v in asdict(config).items() if k not in ("layout", "finetune_from")}
+    proxy["width_scale"] = float(width_scale)
     extra = []
     for b in baselines:
         text = str(resolve(b))
@@ -681,7 +653,7 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
             start=dict(study=study_name, out=str(out), created=created, trials=trials, warning=warning, stale=stale,
                        budgets=budgets, settings=settings, space=space),
             on_event=on_event, worker_events=worker_events)
-    data = _load_data_once(settings) if settings.needs_training and _trainer_has_contract_a() else None
+    data = _load_data_once(settings) if settings.needs_training else None
     ctx = Context(settings, opt_study, out, data=data, on_event=on_event)
     c = counts(opt_study)
     ctx.emit("start", study=study_name, out=str(out), storage=storage or f"sqlite:///{out / 'study.db'}",
@@ -758,12 +730,14 @@ def _check_proxy(space: Space, settings: Settings) -> None:
 
 
 def _load_data_once(settings: Settings):
+    """The proxy's data, loaded once per process (every trial trains at the same resolution)."""
     from ..data import load_data
 
     p = settings.proxy
     image = p.get("image_size") or settings.space.shared.get("image_size", 224)
     return load_data(p.get("data"), image_size=image, classes=p.get("classes"), train_per_class=p.get("train_per_class"),
-                     val_per_class=p.get("val_per_class"), subset_seed=p.get("subset_seed", 0))
+                     val_per_class=p.get("val_per_class"), subset_seed=p.get("subset_seed", 0),
+                     workers=p.get("workers") or min(8, os.cpu_count() or 1))  # decoding into the cache: use the cores
 
 
 # ----------------------------------------------------------------------------- summaries

@@ -8,7 +8,7 @@ import pytest
 
 import funnelbench as fb
 from funnelbench.env import resolve_device, resolve_dtype
-from funnelbench.io import atomic_write, check_export_path, export_records
+from funnelbench.exports import atomic_write, check_export_path, export_records
 
 RECORDS = [{"layout": "B12(197)", "params": 86567656, "macs": 17563594752, "error": None},
            {"layout": "B6(197)-6(99)", "params": 86567656, "macs": 13265200128, "error": "oom"}]
@@ -39,16 +39,14 @@ def test_unknown_suffix_and_unwritable_path(tmp_path):
         check_export_path(tmp_path / "afile" / "t.csv")
     with pytest.raises(fb.UsageError, match="is a file, not a folder"):
         export_records(RECORDS, tmp_path / "afile" / "deeper" / "t.md")
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    os.chmod(locked, 0o500)
-    try:
-        if os.access(locked, os.W_OK):  # running as root: permissions do not bind
-            pytest.skip("root ignores folder permissions")
+    # A folder where no one can create a file, root included (CI runs as root, for whom
+    # permission bits do not bind): /proc. Nothing is written there, nor anywhere else.
+    for target in ("/proc/t.csv", "/proc/sub/t.md"):
         with pytest.raises(fb.UsageError, match="not writable"):
-            check_export_path(locked / "t.csv")
-    finally:
-        os.chmod(locked, 0o700)
+            check_export_path(target)
+        with pytest.raises(fb.UsageError, match="not writable"):
+            export_records(RECORDS, target)
+    assert not os.path.exists("/proc/t.csv")
 
 
 def test_atomic_write_failure_leaves_old_file(tmp_path, monkeypatch):
