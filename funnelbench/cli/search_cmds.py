@@ -260,8 +260,6 @@ class SearchProgress:
         getattr(self, "on_" + kind, lambda info: None)(info)
 
     def on_start(self, info):
-        from ..search.budget import macs_text
-
         b, s = info["budgets"], info["settings"]
         self.total, self.objectives, self.directions = info["trials"], s.objectives, s.directions
         lines = b.lines()

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -46,7 +46,7 @@ import yaml
 
 from ..cost import count, head_cost, stage_cost
 from ..errors import FunnelbenchError, UsageError
-from ..layout import (DEFAULT_HEAD_DIM, NO_POOL, POOL_OPS, POS_KINDS, Layout, Stage, Stem, format_layout,
+from ..layout import (DEFAULT_HEAD_DIM, POOL_OPS, POS_KINDS, Layout, Stage, Stem, format_layout,
                       infer_stride, parse_layout, pooled_length, stem_geometry_problem, stem_grid, validate_layout)
 
 # ----------------------------------------------------------------------------- the format
