@@ -422,3 +422,22 @@ def test_each_worker_gets_its_share_of_the_machine():
         {"threads": 4, "cuda_visible_devices": None}] * 2
     assert worker_resources(0, 3, cores=2, gpus=[])["threads"] == 1
     assert [worker_resources(i, 3, cores=8, gpus=["2", "5"])["cuda_visible_devices"] for i in range(3)] == ["2", "5", "2"]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_restarted_postgres_costs_a_reconnect(postgres_url):
+    """The server dropping the storage's connections (what a PostgreSQL restart does to its
+    clients) is not an error: the next storage call reconnects, and the finished trial is there."""
+    import sqlalchemy
+
+    name = _study_name("restart")
+    study = optuna.create_study(study_name=name, storage=open_storage(postgres_url))
+    study.tell(study.ask({"x": optuna.distributions.IntDistribution(0, 3)}), 1.0)
+    with sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool).connect() as admin:
+        dropped = admin.execute(sqlalchemy.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND usename = current_user AND pid <> pg_backend_pid()")).scalar()
+    assert dropped >= 1
+    study.tell(study.ask({"x": optuna.distributions.IntDistribution(0, 3)}), 2.0)
+    assert [t.value for t in optuna.load_study(study_name=name, storage=postgres_url).trials] == [1.0, 2.0]
+    optuna.delete_study(study_name=name, storage=postgres_url)
