@@ -363,3 +363,31 @@ def test_bad_studies_are_one_line_errors(tmp_path):
     assert not export.exists() and not Path("nothere").exists()
     with pytest.raises(UsageError, match="has no trials yet"):
         rp.open_study("empty", url)
+
+
+def test_a_real_search_study_reads_through_optuna_alone_and_reports(tmp_path):
+    """The contract end to end: a study written by ``fb.search`` itself (real proxy trainings,
+    tiny), read back through Optuna's public API alone and through ``funnelbench report``."""
+    study = fb.search("tiny", trials=3, budget_macs=3e6, epochs=1, train_per_class=8, val_per_class=4,
+                      batch_size=16, study="real", threads=1)
+    loaded = optuna.load_study(study_name="real", storage=f"sqlite:///{Path('runs/search/real/study.db').resolve()}")
+    assert loaded.user_attrs["funnelbench"] == "search/1" and set(STUDY_KEYS) <= set(loaded.user_attrs)
+    s = loaded.user_attrs["settings"]
+    assert set(SETTINGS_KEYS) <= set(s) and set(BUDGET_KEYS) <= set(s["budgets"]) and s["budgets"]["macs"] == 3e6
+    trained = []
+    for trial in loaded.trials:
+        a = trial.user_attrs
+        assert set(TRIAL_KEYS) <= set(a), trial.number
+        assert json.loads(json.dumps(a, allow_nan=False)) == a and a["status"] in STATUSES
+        assert a["flops"] == 2 * a["macs"] == 2 * fb.count(a["target_layout"]).macs
+        if a["status"] == "rejected":
+            assert trial.state.name == "COMPLETE" and max(trial.constraints.values()) > 0 and a["run_dir"] is None
+        if a["status"] == "completed" and not a.get("duplicate_of"):
+            trained.append(trial)
+            assert Path("runs/search/real", a["run_dir"], "record.json").exists()
+            assert 0 <= a["top1"] <= 100 and a["epochs_done"] == 1 and a["proxy_layout"].endswith("img32, patch8")
+    assert len(trained) >= 3
+    result = run("--study", "real", "--json")
+    assert result.exit_code == 0, result.output
+    rep = json.loads(result.stdout)
+    assert rep["counts"]["trained"] >= 3 and {r["trial"] for r in rep["trials"]} >= {t.number for t in trained}

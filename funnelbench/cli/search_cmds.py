@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..tables import MACS_NOTE, human
-from ._common import command, console, make_table, print_json
+from ._common import command, console, fail, make_table, print_json
 
 
 @command("spaces")
@@ -59,6 +59,7 @@ def spaces_cmd(
 
 _BUDGET = "Budget (judges the full-size layout, before anything is built)"
 _SEARCH = "Search"
+_WORKERS = "Workers"
 
 
 def _with_proxy_options(fn):
@@ -69,7 +70,8 @@ def _with_proxy_options(fn):
 
     from .train_cmds import _RUN_OPTIONS, _recipe_parameters
 
-    run_names = {name for name, _, _ in _RUN_OPTIONS}
+    # `--workers` is the search's worker processes here, not the trainer's data loader processes
+    run_names = {name for name, _, _ in _RUN_OPTIONS} | {"workers"}
     hints = typing.get_type_hints(fn)
     own = [p.replace(annotation=hints.get(p.name, p.annotation))
            for p in inspect.signature(fn).parameters.values() if p.name != "options"]
@@ -134,6 +136,16 @@ def search_cmd(
                                 "runs/search/STUDY/study.db.", rich_help_panel=_SEARCH),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON (progress goes to stderr).",
                                   rich_help_panel=_SEARCH),
+    workers: int = typer.Option(1, "--workers", help="Worker processes sharing the study on this machine, each with "
+                                "cores / N torch threads or, with GPUs, one GPU each. With N > 1 the default storage is "
+                                "Optuna's journal file in the study's folder (SQLite is refused: 'database is locked'). "
+                                "Many machines: run the same command on each with one --storage postgresql://...",
+                                rich_help_panel=_WORKERS),
+    # 20 = search.workers.HEARTBEAT_S (not imported here: it loads optuna for every command)
+    heartbeat: int = typer.Option(20, "--heartbeat", help="Seconds between a running trial's heartbeats; a trial "
+                                  "silent for 3 of them (its worker was killed, its machine stopped) is recorded as "
+                                  "interrupted and its configuration tried once more, from its last epoch checkpoint.",
+                                  rich_help_panel=_WORKERS),
     options: dict = None,
 ):
     """Search a space of layouts under a compute budget, with short proxy training as the objective.
@@ -144,17 +156,22 @@ def search_cmd(
     epoch so the pruner can stop hopeless ones. Baselines run first, once. The study lives in
     runs/search/STUDY/ (one folder per trial); re-running the command continues it.
     """
+    import functools
     import sys
 
     from rich.console import Console
 
     from ..search.study import search, summary
+    from ..search.workers import Interrupted, signals_interrupt, storage_errors
     from ..units import parse_bytes, parse_count
 
     out_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200) if json_out else console
+    if workers > 1:  # the workers print one line per trial; no live bar under them
+        out_console = Console(file=out_console.file, width=200, force_terminal=False)
     progress = SearchProgress(out_console)
     try:
-        result = search(
+        with signals_interrupt():
+            result = search(
             space, trials=trials,
             budget_macs=parse_count(budget_flops, "--budget-flops") if budget_flops else None,
             min_macs=parse_count(min_flops, "--min-flops") if min_flops else None,
@@ -163,7 +180,17 @@ def search_cmd(
             memory_batch=memory_batch, memory_device=memory_device, memory_dtype=memory_dtype,
             objectives=tuple(objective), sampler=sampler, pruner=pruner, baselines=tuple(baseline),
             width_scale=width_scale, study=study, storage=storage, on_event=progress,
+            workers=workers, heartbeat_s=heartbeat, worker_events=functools.partial(worker_progress, stderr=json_out),
             **{k: v for k, v in options.items() if v is not None})
+    except Interrupted as stop:
+        progress.close()
+        fail(f"interrupted by {stop}: the running trials are recorded as interrupted; re-run the command to continue",
+             code=stop.exit_code)
+    except storage_errors() as err:
+        progress.close()
+        from ..search.workers import _one_line
+
+        fail(f"storage: {_one_line(err)}; no finished trial is lost: fix it and re-run the command to continue")
     finally:
         progress.close()
     info = summary(result)
@@ -198,6 +225,22 @@ def print_summary(out, info: dict) -> None:
     out.print(f"study {info['study']} stored in {info['storage']} (trial folders in {info['out']}); "
               f"see it with: [bold]{info['report_command']}[/bold]")
     out.print(f"[dim]{MACS_NOTE}; baselines over the budget are trained but never the best.[/dim]")
+
+
+def worker_progress(stderr: bool = False):
+    """What each process of `search --workers N` prints: one line per finished trial (the
+    parent prints the study's start and summary)."""
+    import sys
+
+    from rich.console import Console
+
+    progress = SearchProgress(Console(file=sys.stderr if stderr else sys.stdout, width=200, force_terminal=False))
+
+    def on_event(kind, info):
+        if kind not in ("start", "end"):
+            progress(kind, info)
+
+    return on_event
 
 
 class SearchProgress:
@@ -271,6 +314,10 @@ class SearchProgress:
         text = f"rejected {c['rejected']}  pruned {c['pruned']}  failed {c['failed']}  repeats {c['repeats']}  {best}"
         if self.progress:
             self.progress.update(self.trials_task, completed=min(c["trained"], self.total), info=text)
+
+    def on_workers_lost(self, info):
+        for line in info["lines"]:
+            self.out.print(f"[yellow]warning:[/yellow] {line}; its trial was recorded and retried by the others")
 
     def on_stalled(self, info):
         self.out.print(f"[yellow]warning:[/yellow] {info['idle']} candidates in a row were rejected or repeats; "

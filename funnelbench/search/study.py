@@ -42,6 +42,8 @@ from ..layout import Layout
 from ..presets import resolve
 from .budget import Budgets, macs_text, over_budget, preflight
 from .space import Space, load_space
+from .workers import (HEARTBEAT_S, Worker, claim_layout, is_shared, open_storage, raise_if_signalled, requeue,
+                      resume_point, storage_lock, storage_url, study_lock)
 
 MARKER = "search/1"
 STUDY_ROOT = Path("runs") / "search"
@@ -204,10 +206,11 @@ def make_pruner(name: str, epochs: int):
 
 
 def train_trial(layout: Layout, *, out: Path, proxy: dict, data=None, callback: Callable[[dict], bool] | None = None,
-                console=None) -> dict:
+                console=None, resume: bool = False) -> dict:
     """The one place the search calls the trainer (contract A): train the proxy of ``layout``
     (full size; ``proxy`` holds the training options and ``width_scale``) into ``out`` on the
     already loaded ``data``; ``callback(metrics)`` after every epoch returns True to prune.
+    ``resume``: continue the run whose checkpoint is in ``out`` (a retried trial).
     Returns the trainer's record (``status`` ``completed``, ``pruned``, ``diverged``, ...)."""
     trainer = _trainer()
     config = trainer.make_config(layout, **proxy)
@@ -215,7 +218,8 @@ def train_trial(layout: Layout, *, out: Path, proxy: dict, data=None, callback: 
     def on_epoch(metrics):
         return trainer.PRUNE if callback is not None and callback(metrics) else trainer.CONTINUE
 
-    return trainer.train(config=config, out=out, data=data, overwrite=True, callback=on_epoch, console=console)
+    again = {"resume": True} if resume else {"overwrite": True}
+    return trainer.train(config=config, out=out, data=data, callback=on_epoch, console=console, **again)
 
 
 def _trainer():
@@ -253,6 +257,14 @@ class Context:
             a = t.user_attrs
             if a.get("status") in ("completed", "pruned") and a.get("duplicate_of") is None:
                 self.finished.setdefault(a.get("target_layout"), t.number)
+
+    def finished_trial(self, study: optuna.Study, layout: str, number: int):
+        """The trial that trained ``layout`` (finished, not a repeat), looking at other workers' too."""
+        if layout not in self.finished:
+            self.__post_init__()
+        earlier = self.finished.get(layout)
+        return None if earlier is None or earlier == number else study._storage.get_trial(
+            study._storage.get_trial_id_from_study_id_trial_number(study._study_id, earlier))
 
     def emit(self, kind: str, **info) -> None:
         if self.on_event:
@@ -295,12 +307,20 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
         ctx.emit("rejected", number=trial.number, layout=str(layout), over=over)
         return "rejected", _worst_values(s, attrs), TrialState.COMPLETE
 
-    earlier = None if attrs["baseline"] else ctx.finished.get(str(layout))
+    # a RUNNING trial says what it is while it runs
+    mark = lambda: _set_attrs(trial, attrs)  # noqa: E731
+    if attrs["baseline"]:
+        earlier = None
+    elif is_shared(ctx.study._storage):  # other workers: a layout one of them trains is waited for, not trained twice
+        earlier = claim_layout(ctx.study, trial, str(layout), finished=ctx.finished_trial, mark=mark)
+    else:
+        earlier = ctx.finished.get(str(layout))
+        earlier = None if earlier is None else ctx.study.trials[earlier]
     if earlier is not None:
-        return _repeat(ctx, trial, attrs, ctx.study.trials[earlier])
+        return _repeat(ctx, trial, attrs, earlier)
+    mark()
 
     ctx.emit("trial_start", number=trial.number, layout=str(layout), baseline=attrs["baseline"])
-    _set_attrs(trial, attrs)  # a RUNNING trial says what it is while it runs
     status, state = "completed", TrialState.COMPLETE
     try:
         if "infer_img_per_s" in s.objectives:
@@ -339,7 +359,11 @@ def _train(ctx: Context, trial: optuna.Trial, layout: Layout, attrs: dict) -> tu
     _set_attrs(trial, {k: attrs[k] for k in ("proxy_layout", "proxy_params", "proxy_macs", "run_dir")})
     metric = OBJECTIVES[s.objectives[0]][2]
     prunes = s.pruner != "none"
-    history: list[dict] = []
+    # a retry of a trial whose worker died continues from that trial's last epoch checkpoint
+    dead = attrs.get("retry_of")
+    history = resume_point(None if dead is None else ctx.out / f"trial-{dead}", ctx.out / run_dir)
+    resume = history is not None
+    history = history or []
     epochs = s.proxy.get("epochs", 10)
 
     def callback(metrics: dict) -> bool:
@@ -351,7 +375,7 @@ def _train(ctx: Context, trial: optuna.Trial, layout: Layout, attrs: dict) -> tu
         return trial.should_prune()
 
     record = train_trial(layout, out=ctx.out / run_dir, proxy=s.proxy, data=ctx.data, callback=callback,
-                         console=None)
+                         console=None, resume=resume)
     _fill_metrics(attrs, record, history)
     status = record.get("status", "failed")
     if status == "pruned":
@@ -435,36 +459,38 @@ def _one_line(err: BaseException) -> str:
 # ----------------------------------------------------------------------------- the study
 
 
-def open_study(settings: Settings, *, study_name: str, storage: str | None, out: Path) -> tuple[optuna.Study, bool]:
-    """Create the study or load it; (study, created). A study with other settings is refused."""
+def open_study(settings: Settings, *, study_name: str, storage: str | None, out: Path, workers: int = 1,
+               heartbeat_s: int = HEARTBEAT_S) -> tuple[optuna.Study, bool]:
+    """Create the study or load it; (study, created). A study with other settings is refused.
+    Default storage: the study folder's SQLite file, or its journal file for several workers."""
     if storage is None:
         out.mkdir(parents=True, exist_ok=True)
-        storage = f"sqlite:///{(out / 'study.db').resolve()}"
-    storage = _storage(storage)
+    storage = _storage(storage_url(storage, out=out.resolve(), workers=workers), heartbeat_s)
     sampler = make_sampler(settings.sampler, settings.seed, len(settings.objectives))
     pruner = make_pruner(settings.pruner, settings.proxy.get("epochs", 10))
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
-        created = False
-    except KeyError:
-        study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
-                                    directions=settings.directions)
-        created = True
-    except Exception as err:  # noqa: BLE001 - a bad URL or an unreachable database
-        raise UsageError(f"--storage {storage}: cannot open it ({_one_line(err)})") from None
-    now = settings.to_attrs()
-    if created:
-        study.set_user_attr("funnelbench", MARKER)
-        study.set_user_attr("settings", now)
-        study.set_user_attr("out", str(out))
-        for layout in settings.baselines:
-            params = {}
-            try:
-                params = settings.space.params_of(resolve(layout))
-            except FunnelbenchError:
-                pass  # an extra baseline outside the space: trained by its layout alone
-            study.enqueue_trial(params, user_attrs={"baseline_layout": layout})
-        return study, True
+    with storage_lock(storage, study_name):  # commands started together: one creates it, the others load it
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+            created = False
+        except KeyError:
+            study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
+                                        directions=settings.directions)
+            created = True
+        except Exception as err:  # noqa: BLE001 - a bad URL or an unreachable database
+            raise UsageError(f"--storage {storage}: cannot open it ({_one_line(err)})") from None
+        now = settings.to_attrs()
+        if created:
+            study.set_user_attr("funnelbench", MARKER)
+            study.set_user_attr("settings", now)
+            study.set_user_attr("out", str(out))
+            for layout in settings.baselines:
+                params = {}
+                try:
+                    params = settings.space.params_of(resolve(layout))
+                except FunnelbenchError:
+                    pass  # an extra baseline outside the space: trained by its layout alone
+                study.enqueue_trial(params, user_attrs={"baseline_layout": layout})
+            return study, True
     if study.user_attrs.get("funnelbench") != MARKER:
         raise UsageError(f"study {study_name!r} in {storage} was not made by funnelbench search; choose another --study")
     diff = _differences(study.user_attrs.get("settings", {}), now)
@@ -474,17 +500,18 @@ def open_study(settings: Settings, *, study_name: str, storage: str | None, out:
     return study, False
 
 
-def _storage(url: str):
-    """An Optuna storage for ``url``. SQLite gets write-ahead logging without a sync per commit
+def _storage(url: str, heartbeat_s: int = HEARTBEAT_S):
+    """An Optuna storage for ``url`` (with a heartbeat: :func:`workers.open_storage`). SQLite gets
+    write-ahead logging without a sync per commit
     (every trial writes ~25 attributes, each a transaction: ~20 ms with a sync, well under 1 ms
     without). A killed process loses nothing it committed; a power cut may lose the last commits
     but never corrupts the file."""
     if not url.startswith("sqlite:"):
-        return url
+        return open_storage(url, heartbeat_s=heartbeat_s)
     from sqlalchemy import event
 
     try:
-        storage = optuna.storages.RDBStorage(url)
+        storage = open_storage(url, heartbeat_s=heartbeat_s)
     except Exception as err:  # noqa: BLE001 - an unwritable folder, a file that is not a database
         raise UsageError(f"--storage {url}: cannot open it ({_one_line(err)})") from None
 
@@ -516,9 +543,15 @@ def counts(study: optuna.Study) -> dict:
             c["failed"] += 1
         elif status in ("completed", "pruned"):
             c[status] += 1
-        if t.user_attrs.get("duplicate_of") is None and status in TRAINED and t.state != TrialState.RUNNING:
+        if is_trained(t):
             c["trained"] += 1
     return c
+
+
+def is_trained(t) -> bool:
+    """Whether a trial counts towards ``--trials``."""
+    return t.user_attrs.get("duplicate_of") is None and t.user_attrs.get("status") in TRAINED \
+        and t.state != TrialState.RUNNING
 
 
 def recover_stale(study: optuna.Study) -> list[int]:
@@ -536,17 +569,9 @@ def recover_stale(study: optuna.Study) -> list[int]:
         storage.set_trial_user_attr(trial_id, "status", "interrupted")
         storage.set_trial_user_attr(trial_id, "error", f"its process ({worker}) ended before the trial finished")
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        requeue(study, t.number, t.params, t.user_attrs)
+        requeue(study, t)
         stale.append(t.number)
     return stale
-
-
-def requeue(study: optuna.Study, number: int, params: dict, user_attrs: dict) -> None:
-    """Queue an interrupted trial's candidate again (first in line), marked ``retry_of``."""
-    attrs = {"retry_of": number}
-    if user_attrs.get("baseline_layout") is not None:
-        attrs["baseline_layout"] = user_attrs["baseline_layout"]
-    study.enqueue_trial(params, user_attrs=attrs)
 
 
 def _alive(pid: int) -> bool:
@@ -566,7 +591,8 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
            memory_device: str = "cuda", memory_dtype: str = "fp32", objectives=("top1",), sampler: str = "tpe",
            pruner: str | None = None, baselines=(), width_scale: float = 1.0, study: str | None = None,
            storage: str | None = None, root: str | os.PathLike | None = None,
-           on_event: Callable[[str, dict], None] | None = None, **train_options) -> optuna.Study:
+           on_event: Callable[[str, dict], None] | None = None, workers: int = 1, heartbeat_s: int = HEARTBEAT_S,
+           worker_events: Callable[[], Callable[[str, dict], None]] | None = None, **train_options) -> optuna.Study:
     """Run (or continue) a search until ``trials`` trials are trained; returns the Optuna study.
 
     ``space``: a shipped space's name, a ``.yaml`` path, a dict or a :class:`Space`. Budgets
@@ -576,11 +602,14 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
     :class:`~funnelbench.train.TrainConfig` field (``epochs``, ``image_size``, ``data``, ...).
     ``on_event(kind, info)`` sees the progress (``start``, ``trial_start``, ``epoch``,
     ``trial_end``, ``rejected``, ``repeat``, ``end``). ``seed`` (a training option, 0 by
-    default) seeds the sampler too."""
+    default) seeds the sampler too. ``workers``: processes sharing the study (:mod:`.workers`);
+    ``worker_events``: a picklable factory of each worker process's ``on_event``."""
     from ..train import TrainConfig
 
     if trials < 1:
         raise UsageError(f"--trials {trials}: must be at least 1")
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: must be at least 1")
     space = space if isinstance(space, Space) else load_space(space)
     budgets = Budgets(budget_macs, min_macs, budget_params, budget_memory, memory_batch, memory_device, memory_dtype)
     known = set(TrainConfig.__dataclass_fields__) - {"layout", "finetune_from"}
@@ -607,8 +636,22 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
     study_name = study or default_study_name(space, budgets, settings.objectives)
     out = Path(root) / study_name if root is not None else STUDY_ROOT / study_name
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    opt_study, created = open_study(settings, study_name=study_name, storage=storage, out=out)
-    stale = recover_stale(opt_study)
+    opt_study, created = open_study(settings, study_name=study_name, storage=storage, out=out, workers=workers,
+                                    heartbeat_s=heartbeat_s)
+    with study_lock(opt_study):
+        stale = recover_stale(opt_study)
+    if workers > 1:
+        from .workers import search_in_workers
+
+        return search_in_workers(opt_study, workers, dict(
+            space=space, trials=trials, budget_macs=budget_macs, min_macs=min_macs, budget_params=budget_params,
+            budget_memory=budget_memory, memory_batch=memory_batch, memory_device=memory_device,
+            memory_dtype=memory_dtype, objectives=objectives, sampler=sampler, pruner=pruner, baselines=baselines,
+            width_scale=width_scale, study=study_name, root=root, heartbeat_s=heartbeat_s, **train_options),
+            warm=(lambda: _load_data_once(settings)) if settings.needs_training else None,
+            start=dict(study=study_name, out=str(out), created=created, trials=trials, warning=warning, stale=stale,
+                       budgets=budgets, settings=settings, space=space),
+            on_event=on_event, worker_events=worker_events)
     data = _load_data_once(settings) if settings.needs_training else None
     ctx = Context(settings, opt_study, out, data=data, on_event=on_event)
     c = counts(opt_study)
@@ -621,38 +664,46 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
 
 
 def run_loop(ctx: Context, trials: int) -> None:
-    """Ask, run, tell until ``trials`` trials are trained (or the space has nothing new)."""
+    """Ask, run, tell until the study holds ``trials`` trained trials (or the space has nothing
+    new). Any number of processes may run it on one study: :class:`workers.Worker` asks only
+    while trained plus running trials are fewer than ``trials``, and fails and queues again the
+    trials of dead workers."""
     study = ctx.study
-    c = counts(study)  # kept up to date here: reading every trial back each time is slow
+    c = counts(study)  # this process's view, kept up to date here: reading every trial back each time is slow
     idle = 0  # trials in a row that trained nothing (rejected, repeats)
     limit = max(200, 20 * trials)
-    while c["trained"] < trials:
-        trial = study.ask()
-        try:
-            status, values, state = run_trial(ctx, trial)
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM turned into one: the trial runs again next time
-            study.tell(trial, state=TrialState.FAIL)
-            requeue(study, trial.number, trial.params, trial.user_attrs)
-            raise
-        if state == TrialState.COMPLETE:
-            study.tell(trial, values)
-        else:
-            study.tell(trial, state=state)
-        if trial.user_attrs.get("duplicate_of") is not None:
-            c["repeats"] += 1
-        elif status in ("completed", "pruned", "rejected"):
-            c[status] += 1
-        else:
-            c["failed"] += 1
-        if status in TRAINED and trial.user_attrs.get("duplicate_of") is None:
-            c["trained"] += 1
-            idle = 0
-        else:
-            idle += 1
-        ctx.emit("progress", counts=dict(c), trials=trials)
-        if idle >= limit:
-            ctx.emit("stalled", idle=idle)
-            break
+    with Worker(study, trials=trials, trained=is_trained, recover=recover_stale,
+                on_stale=lambda numbers: ctx.emit("stale", numbers=numbers)) as worker:
+        for trial in worker:
+            try:
+                raise_if_signalled()  # one that arrived while the trial was handed out
+                status, values, state = run_trial(ctx, trial)
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM: recorded interrupted, queued again for the next run
+                if trial.user_attrs.get("status") != "interrupted":  # stopped before its training began
+                    _set_attrs(trial, {**dict.fromkeys(TRIAL_KEYS), **trial.user_attrs, "status": "interrupted",
+                                       "error": "interrupted (Ctrl-C or a signal) before the trial trained"})
+                study.tell(trial, state=TrialState.FAIL)
+                requeue(study, study._storage.get_trial(trial._trial_id))
+                raise
+            if state == TrialState.COMPLETE:
+                study.tell(trial, values)
+            else:
+                study.tell(trial, state=state)
+            if trial.user_attrs.get("duplicate_of") is not None:
+                c["repeats"] += 1
+            elif status in ("completed", "pruned", "rejected"):
+                c[status] += 1
+            else:
+                c["failed"] += 1
+            if status in TRAINED and trial.user_attrs.get("duplicate_of") is None:
+                c["trained"] += 1
+                idle = 0
+            else:
+                idle += 1
+            ctx.emit("progress", counts=dict(c), trials=trials)
+            if idle >= limit:
+                ctx.emit("stalled", idle=idle)
+                break
 
 
 def _check_proxy(space: Space, settings: Settings) -> None:
@@ -730,6 +781,8 @@ def summary(study: optuna.Study) -> dict:
 
 def _storage_url(study: optuna.Study) -> str | None:
     storage = study._storage
+    if getattr(storage, "path", None) is not None:  # the journal file (workers.JournalHeartbeatStorage)
+        return f"journal:{storage.path}"
     inner = getattr(storage, "_backend", storage)
     engine = getattr(inner, "engine", None)
     return str(engine.url) if engine is not None else None
