@@ -188,11 +188,15 @@ def test_records_of_a_finished_study(finished):
     # counts, against the attributes as written
     statuses = [t.user_attrs["status"] for t in finished.trials]
     counts = rep["counts"]
-    assert (counts["trained"], counts["pruned"], counts["rejected"], counts["failed"], counts["baselines"]) == (
-        statuses.count("completed"), statuses.count("pruned"), statuses.count("rejected"), 1, 2)
+    completed, pruned = statuses.count("completed"), statuses.count("pruned")
+    # trained = what --trials counts: completed, pruned and failed trainings (the oom one)
+    assert (counts["trained"], counts["completed"], counts["pruned"], counts["rejected"], counts["failed"],
+            counts["baselines"], counts["repeats"]) == (completed + pruned + 1, completed, pruned,
+                                                        statuses.count("rejected"), 1, 2, 0)
     assert counts["rejected_by"] == {"macs": statuses.count("rejected")}
     assert counts["failures"] == [{"status": "oom", "error": "out of memory at batch 64", "trials": 1}]
-    assert rp.counts_line(counts).startswith(f"{len(statuses)} trials: {statuses.count('completed')} trained (2 baselines)")
+    assert rp.counts_line(counts).startswith(f"{len(statuses)} trials: {completed + pruned + 1} trained "
+                                             f"({completed} completed, {pruned} pruned, 1 failed; 2 baselines)")
 
 
 def test_importances_name_the_decision_that_mattered(finished):
@@ -391,3 +395,19 @@ def test_a_real_search_study_reads_through_optuna_alone_and_reports(tmp_path):
     assert result.exit_code == 0, result.output
     rep = json.loads(result.stdout)
     assert rep["counts"]["trained"] >= 3 and {r["trial"] for r in rep["trials"]} >= {t.number for t in trained}
+    repeats = [r for r in rep["trials"] if r["status"] == "repeat"]
+    assert len(repeats) == rep["counts"]["repeats"] and all(r["repeat_of"] is not None for r in repeats)
+    assert not set(rep["front_trials"]) & {r["trial"] for r in repeats}
+
+
+def test_journal_storage_named_as_the_search_prints_it():
+    """``funnelbench search --workers N`` prints ``--storage journal:PATH``; the report takes it."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    folder = Path("elsewhere")
+    folder.mkdir()
+    build_study(JournalStorage(JournalFileBackend(str(folder / "journal.log"))), "jp", n=3)
+    result = run("--study", "jp", "--storage", f"journal:{folder.resolve() / 'journal.log'}", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["trials"] == 5

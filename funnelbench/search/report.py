@@ -70,6 +70,8 @@ def _readonly_storage(storage: str):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    if storage.startswith("journal:"):  # how funnelbench search names a journal file
+        storage = storage[len("journal:"):]
     if "://" not in storage:  # a file path
         path = Path(storage)
         if not path.is_file():
@@ -137,10 +139,14 @@ def settings_of(study) -> dict:
 
 
 def _status(trial) -> str:
-    """The funnelbench status of a trial: its attribute, or what its Optuna state implies."""
+    """The funnelbench status of a trial: its attribute, or what its Optuna state implies;
+    ``repeat`` for a candidate whose layout had already been trained (the search copied that
+    trial's result instead of training it twice: ``repeat_of`` names it)."""
     status = trial.user_attrs.get("status")
     if trial.state.name in ("RUNNING", "WAITING"):
         return STATUS_OF_STATE[trial.state.name]
+    if trial.user_attrs.get("duplicate_of") is not None:
+        return "repeat"
     return status or STATUS_OF_STATE.get(trial.state.name, trial.state.name.lower())
 
 
@@ -172,6 +178,7 @@ def trial_record(trial) -> dict:
     record = {"trial": trial.number, "state": trial.state.name, "status": _status(trial),
               "baseline": bool(a.get("baseline"))}
     record.update({k: a.get(k) for k in TRIAL_COLUMNS})
+    record["repeat_of"] = a.get("duplicate_of")
     record["feasible"] = _feasible(trial)
     record["over_budget"] = _over_budget_text(a.get("over_budget"))
     record["error"] = a.get("error")
@@ -210,36 +217,38 @@ def front_trials(study) -> list:
 
 
 def state_counts(study) -> dict:
-    """How many trials were trained (baselines among them), pruned, rejected by the budget (by
-    which budget), failed (by status and error), are running or waiting."""
+    """The search's own counts (:func:`funnelbench.search.study.counts`: ``trained`` is what
+    ``--trials`` counts, i.e. completed, pruned and failed trainings, never a repeat), plus the
+    trials in all, the baselines trained to the end, which budget rejected how many, and the
+    failures by status and error."""
+    from .study import counts
+
     trials = study.get_trials(deepcopy=False)
-    statuses = Counter(_status(t) for t in trials)
     rejected_by = Counter(name for t in trials if _status(t) == "rejected"
                           for name in (t.user_attrs.get("over_budget") or {"unknown budget": None}))
     failures = Counter((_status(t), t.user_attrs.get("error") or "") for t in trials if _status(t) in FAILED)
     return {
         "trials": len(trials),
-        "trained": statuses["completed"],
+        **counts(study),
         "baselines": sum(1 for t in trials if t.user_attrs.get("baseline") and _status(t) == "completed"),
-        "pruned": statuses["pruned"],
-        "rejected": statuses["rejected"],
-        "failed": sum(statuses[s] for s in FAILED),
-        "running": statuses["running"],
-        "waiting": statuses["waiting"],
         "rejected_by": dict(sorted(rejected_by.items())),
         "failures": [{"status": s, "error": e or None, "trials": n} for (s, e), n in failures.most_common()],
     }
 
 
 def counts_line(counts: dict) -> str:
-    """'40 trials: 30 trained (2 baselines), 4 pruned, 5 rejected by the budget (macs 5), 1 failed'."""
-    parts = [f"{counts['trained']} trained" + (f" ({counts['baselines']} baselines)" if counts["baselines"] else "")]
-    if counts["pruned"]:
-        parts.append(f"{counts['pruned']} pruned")
+    """'42 trials: 31 trained (24 completed, 6 pruned, 1 failed; 2 baselines), 11 rejected by the
+    budget (macs 11)'."""
+    inner = [f"{counts['completed']} completed"] + [f"{counts[k]} {k}" for k in ("pruned", "failed") if counts[k]]
+    trained = f"{counts['trained']} trained ({', '.join(inner)}" + (
+        f"; {counts['baselines']} baselines)" if counts["baselines"] else ")")
+    parts = [trained]
     if counts["rejected"]:
         by = ", ".join(f"{k} {n}" for k, n in counts["rejected_by"].items())
         parts.append(f"{counts['rejected']} rejected by the budget ({by})")
-    for key in ("failed", "running", "waiting"):
+    if counts["repeats"]:
+        parts.append(f"{counts['repeats']} repeats of a trained layout")
+    for key in ("running", "waiting"):
         if counts[key]:
             parts.append(f"{counts[key]} {key}")
     return f"{counts['trials']} trials: " + ", ".join(parts)
