@@ -6,6 +6,7 @@ import typer
 
 from ..tables import MACS_NOTE, human
 from ._common import command, console, fail, make_table, print_json
+from .train_cmds import _RUN_OPTIONS, with_training_options
 
 
 @command("spaces")
@@ -60,37 +61,13 @@ def spaces_cmd(
 _BUDGET = "Budget (judges the full-size layout, before anything is built)"
 _SEARCH = "Search"
 _WORKERS = "Workers"
-
-
-def _with_proxy_options(fn):
-    """Add every `funnelbench train` data and recipe option (the proxy training of each trial)."""
-    import functools
-    import inspect
-    import typing
-
-    from .train_cmds import _RUN_OPTIONS, _recipe_parameters
-
-    # `--workers` is the search's worker processes here, not the trainer's data loader processes
-    run_names = {name for name, _, _ in _RUN_OPTIONS} | {"workers"}
-    hints = typing.get_type_hints(fn)
-    own = [p.replace(annotation=hints.get(p.name, p.annotation))
-           for p in inspect.signature(fn).parameters.values() if p.name != "options"]
-    mine = {p.name for p in own}
-    extra = [p for p in _recipe_parameters({}) if p.name not in run_names | mine]
-    names = [p.name for p in extra]
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        options = {name: kwargs.pop(name) for name in names}
-        return fn(*args, **kwargs, options=options)
-
-    wrapper.__signature__ = inspect.Signature(own + extra)
-    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
-    return wrapper
+# Every `funnelbench train` option applies to each trial's proxy training, except the run's own
+# (--out, --resume, ...) and the data loader's --workers: here --workers means worker processes.
+_NOT_PROXY_OPTIONS = frozenset({name for name, _, _ in _RUN_OPTIONS} | {"workers"})
 
 
 @command("search")
-@_with_proxy_options
+@with_training_options(exclude=_NOT_PROXY_OPTIONS)
 def search_cmd(
     space: str = typer.Option("tiny", "--space", help="A shipped space (`funnelbench spaces` lists them) or a .yaml file.",
                               rich_help_panel=_SEARCH),

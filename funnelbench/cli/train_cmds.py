@@ -56,15 +56,18 @@ def _recipe_parameters(overrides: dict) -> list[inspect.Parameter]:
     return params
 
 
-def with_training_options(**overrides):
+def with_training_options(exclude: frozenset[str] = frozenset(), **overrides):
     """Add the data, recipe and run options to a command whose last parameter is ``options``
-    (it receives them as a dict); ``overrides`` change defaults (fine-tuning's lower lr)."""
+    (it receives them as a dict); ``overrides`` change defaults (fine-tuning's lower lr) and
+    ``exclude`` leaves options out (the search has no ``--out``, and its ``--workers`` means
+    worker processes). The command's own parameters win over a training option of that name."""
 
     def decorate(fn):
         hints = typing.get_type_hints(fn)
         own = [p.replace(annotation=hints.get(p.name, p.annotation))
                for p in inspect.signature(fn).parameters.values() if p.name != "options"]
-        extra = _recipe_parameters(overrides)
+        mine = {p.name for p in own}
+        extra = [p for p in _recipe_parameters(overrides) if p.name not in exclude | mine]
         names = [p.name for p in extra]
 
         @functools.wraps(fn)
