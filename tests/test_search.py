@@ -219,6 +219,22 @@ def test_a_pruner_prunes_a_hopeless_trial(monkeypatch):
     assert study_mod.counts(study)["pruned"] == 1 and study_mod.counts(study)["trained"] == 7
 
 
+def test_a_baseline_is_never_pruned_and_the_pruner_waits_for_half_the_schedule(monkeypatch):
+    """The space's baselines are the reference: trained to the end even when hopeless. A 4-epoch
+    proxy is judged from its third epoch on."""
+    assert study_mod.make_pruner("median", 4)._n_warmup_steps == 3
+    assert study_mod.make_pruner("median", 10)._n_warmup_steps == 6
+    assert study_mod.make_pruner("median", 3)._n_warmup_steps == 2
+    # trainings 0 and 1 are tiny's two baselines; baseline 1 stays at 1 %, as does the 8th training
+    calls = fake_trainer(monkeypatch, lambda i, epoch: 0.01 if i in (1, 7) else 0.5 + 0.1 * epoch)
+    study = fb.search("tiny", trials=8, objectives=("top1",), pruner="median", **{**PROXY, "epochs": 3})
+    assert len(calls) == 8
+    trained = [t for t in study.trials if t.user_attrs["run_dir"] and t.user_attrs["duplicate_of"] is None]
+    assert trained[1].user_attrs["baseline"] and trained[1].state == TrialState.COMPLETE
+    assert trained[1].user_attrs["epochs_done"] == 3 and trained[1].user_attrs["top1"] == pytest.approx(1.0)
+    assert not trained[7].user_attrs["baseline"] and trained[7].state == TrialState.PRUNED
+
+
 # ----------------------------------------------------------------------------- records and resume
 
 

@@ -191,10 +191,12 @@ def make_sampler(name: str, seed: int, n_objectives: int):
 
 
 def make_pruner(name: str, epochs: int):
-    """Steps are epochs (1, 2, ...). No trial is judged on its first epoch: it is the default
-    learning-rate warm-up, and at its end every proxy is near chance (a pruner would be reading
-    noise)."""
-    first = min(2, max(1, epochs))
+    """Steps are epochs (1, 2, ...). No trial is judged before it has run more than half its
+    schedule (and never on its first epoch, the default learning-rate warm-up): a short proxy
+    takes off at different epochs, and in the first committed search (results/search-reinvest-ti.md,
+    4 epochs) most layouts were still at chance after epoch 2, so a pruner judging epoch 2 was
+    reading noise."""
+    first = max(min(2, max(1, epochs)), epochs // 2 + 1)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=first, interval_steps=1)
     if name == "hyperband":
@@ -372,7 +374,8 @@ def _train(ctx: Context, trial: optuna.Trial, layout: Layout, attrs: dict) -> tu
         if not prunes or metrics.get(metric) is None:
             return False
         trial.report(_as_reported(metric, metrics[metric]), metrics["epoch"])
-        return trial.should_prune()
+        # a baseline is the reference the search is read against: it is trained to the end
+        return not attrs["baseline"] and trial.should_prune()
 
     record = train_trial(layout, out=ctx.out / run_dir, proxy=s.proxy, data=ctx.data, callback=callback,
                          console=None, resume=resume)
