@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-cuda install clean
 
 # constraints.txt pins the tested torch and torchvision; pyproject.toml holds only ranges.
 $(STAMP): pyproject.toml constraints.txt
@@ -25,9 +25,14 @@ demo: $(STAMP)
 	$(BIN)/funnelbench profile deit-ti "B6(197)-6(99), h192" --baseline deit-ti --batch-size 8
 	$(BIN)/funnelbench spaces tiny
 	$(BIN)/funnelbench search --space tiny --study demo --trials 8 --budget-flops 4M --epochs 3
+	$(BIN)/funnelbench report --study demo --top 10
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# On a machine with a GPU (two for the NCCL test): the CUDA checks the CPU suite cannot make.
+test-cuda: $(STAMP)
+	$(BIN)/python -m pytest -m cuda -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
