@@ -291,6 +291,21 @@ def _until(condition, timeout=60):
         time.sleep(0.05)
 
 
+def _journal_study(name: str, journal, proc):
+    """The study once the command has created it in its journal file (the file appears before
+    the study's record is written to it)."""
+    def created():
+        if proc.poll() is not None:
+            return True
+        if not journal.exists():
+            return False
+        return name in optuna.study.get_all_study_names(open_storage(f"journal:{journal}"))
+
+    _until(created)
+    assert proc.poll() is None, _finish(proc)
+    return optuna.load_study(study_name=name, storage=open_storage(f"journal:{journal}"))
+
+
 def _wait_for_mid_trial(study, out, timeout=60):
     """A trial that is running and has finished an epoch (its checkpoint is written)."""
     end = time.monotonic() + timeout
@@ -312,9 +327,7 @@ def test_sigkill_of_a_worker_mid_trial(tmp_path):
     name = _study_name("kill")
     out = tmp_path / "runs" / "search" / name
     proc = _search(tmp_path, "--trials", "2", "--workers", "2", "--study", name, *LONG)
-    _until(lambda: (out / JOURNAL_FILE).exists() or proc.poll() is not None)
-    assert proc.poll() is None, _finish(proc)
-    study = optuna.load_study(study_name=name, storage=open_storage(f"journal:{out / JOURNAL_FILE}"))
+    study = _journal_study(name, out / JOURNAL_FILE, proc)
     victim = _wait_for_mid_trial(study, out)
     os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
     code, output = _finish(proc)
@@ -343,9 +356,7 @@ def test_sigterm_stops_the_workers_and_a_rerun_continues(tmp_path):
     out = tmp_path / "runs" / "search" / name
     args = ["--trials", "2", "--workers", "2", "--study", name, *LONG]
     proc = _search(tmp_path, *args)
-    _until(lambda: (out / JOURNAL_FILE).exists() or proc.poll() is not None)
-    assert proc.poll() is None, _finish(proc)
-    study = optuna.load_study(study_name=name, storage=open_storage(f"journal:{out / JOURNAL_FILE}"))
+    study = _journal_study(name, out / JOURNAL_FILE, proc)
     _wait_for_mid_trial(study, out)
     proc.send_signal(signal.SIGTERM)
     code, output = _finish(proc)
