@@ -757,20 +757,13 @@ def trial_rows(study: optuna.Study) -> list[dict]:
 
 
 def best_rows(study: optuna.Study) -> list[dict]:
-    """The best trial (one objective) or the Pareto front (several): feasible trials only, each
-    layout once."""
-    try:
-        best = study.best_trials
-    except (ValueError, RuntimeError):
-        return []
-    seen, rows = set(), []
-    for t in sorted(best, key=lambda t: t.number):
-        layout = t.user_attrs.get("target_layout")
-        if layout in seen or t.user_attrs.get("status") not in ("completed",):
-            continue
-        seen.add(layout)
-        rows.append({"number": t.number, **{k: t.user_attrs.get(k) for k in TRIAL_KEYS}, "values": t.values})
-    return rows
+    """The best trial (one objective) or the Pareto front (several), as ``funnelbench report``
+    reads it (:func:`funnelbench.search.report.front_trials`: feasible trials trained to the
+    end, never a repeat), best first."""
+    from .report import front_trials
+
+    return [{"number": t.number, **{k: t.user_attrs.get(k) for k in TRIAL_KEYS}, "values": t.values}
+            for t in front_trials(study)]
 
 
 def summary(study: optuna.Study) -> dict:
