@@ -384,6 +384,9 @@ def test_a_real_search_study_reads_through_optuna_alone_and_reports(tmp_path):
         assert set(TRIAL_KEYS) <= set(a), trial.number
         assert json.loads(json.dumps(a, allow_nan=False)) == a and a["status"] in STATUSES
         assert a["flops"] == 2 * a["macs"] == 2 * fb.count(a["target_layout"]).macs
+        b = s["budgets"]  # every trial carries the estimate at the study's memory batch, budget or not
+        assert a["train_mem_est_bytes"] == fb.estimate_memory(a["target_layout"], b["memory_batch"], device=b["memory_device"],
+                                                              dtype=b["memory_dtype"]).train_peak_bytes
         if a["status"] == "rejected":
             assert trial.state.name == "COMPLETE" and max(trial.constraints.values()) > 0 and a["run_dir"] is None
         if a["status"] == "completed" and not a.get("duplicate_of"):

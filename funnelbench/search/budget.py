@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..cost import count
-from ..errors import UsageError
+from ..errors import FunnelbenchError, UsageError
 from ..layout import Layout
 from ..memory import UnmodelledLayout, estimate_memory
 from ..tables import human
@@ -49,14 +49,21 @@ class Budgets:
         return estimate_memory(layout, self.memory_batch, device=self.memory_device,
                                dtype=self.memory_dtype).train_peak_bytes
 
-    def judge(self, layout: Layout, *, need_memory: bool = False) -> tuple[dict, dict]:
-        """(costs, excess): the target's ``macs``, ``params``, ``train_mem_est_bytes`` (when a
-        memory budget or ``need_memory`` asks for it) and, per budget, its relative excess
-        ``(cost - limit) / limit`` (all of them, feasible ones <= 0)."""
+    def judge(self, layout: Layout, *, need_memory: bool = False, want_memory: bool = False) -> tuple[dict, dict]:
+        """(costs, excess): the target's ``macs``, ``params``, ``train_mem_est_bytes`` and, per
+        budget, its relative excess ``(cost - limit) / limit`` (all of them, feasible ones <= 0).
+        The memory estimate is made when a memory budget or ``need_memory`` asks for it (a
+        layout the estimate does not model is then an error), and with ``want_memory`` where
+        the estimate models the layout (else None): every trial's record carries it."""
         cost = count(layout)
         costs = {"macs": cost.macs, "params": cost.params, "train_mem_est_bytes": None}
         if self.memory_bytes is not None or need_memory:
             costs["train_mem_est_bytes"] = self.memory_of(layout)
+        elif want_memory:
+            try:
+                costs["train_mem_est_bytes"] = self.memory_of(layout)
+            except FunnelbenchError:  # a part the estimate does not model: no number rather than a guess
+                pass
         excess = {}
         if self.macs is not None:
             excess["macs"] = (cost.macs - self.macs) / self.macs

@@ -291,7 +291,7 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
     attrs["target_layout"] = str(layout)
     started = time.time()
     try:
-        costs, excess = s.budgets.judge(layout, need_memory="train_mem" in s.objectives)
+        costs, excess = s.budgets.judge(layout, need_memory="train_mem" in s.objectives, want_memory=True)
     except FunnelbenchError as err:  # the memory estimate does not model this layout
         attrs.update(status="failed", error=_one_line(err), wall_s=time.time() - started)
         _set_attrs(trial, attrs)
