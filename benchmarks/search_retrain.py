@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import funnelbench as fb  # noqa: E402
 from _common import write_result  # noqa: E402
 from funnelbench.search.report import front_trials, open_study  # noqa: E402
+from funnelbench.search.study import train_trial  # noqa: E402
 
 
 def picks(study) -> dict[str, str]:
@@ -77,8 +78,9 @@ def main() -> None:
             key = (pick, layout, seed)
             if key not in done:
                 started = time.time()
-                options = {**proxy, "seed": seed, "checkpoint": "none"}
-                rec = fb.train(layout, data=data, out=Path(args.runs) / f"{pick}-seed{seed}", overwrite=True, **options)
+                # the search's own adapter to the trainer: the trial's schedule exactly, another seed
+                rec = train_trial(layout, out=Path(args.runs) / f"{pick}-seed{seed}", data=data,
+                                  proxy={**proxy, "seed": seed, "checkpoint": "none"})
                 row = {"pick": pick, "layout": layout, "seed": seed, "top1": round(100 * rec["best_val_top1"], 2),
                        "final_top1": round(100 * rec["val_top1"], 2), "status": rec["status"],
                        "wall_s": round(time.time() - started, 1)}

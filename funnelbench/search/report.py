@@ -478,8 +478,8 @@ def plot_tradeoff(rep: dict, path: str | Path) -> Path:
         ax.set_axisbelow(True)
         _legend(ax)
         fig.set_layout_engine("constrained")
-        _label_baselines(fig, ax, [(_value(r, x_name), _value(r, y_name), _short_layout(r["target_layout"]))
-                                   for r in baselines])
+        _label_baselines(fig, ax, [(_value(r, x_name), _value(r, y_name), _short_layout(r["target_layout"]),
+                                    f"#{r['trial']}") for r in baselines])
         return _save(fig, path)
 
 
@@ -489,10 +489,12 @@ def _legend(ax) -> None:
               columnspacing=1.0, borderaxespad=0.2)
 
 
-def _label_baselines(fig, ax, points: list[tuple[float, float, str]]) -> None:
+def _label_baselines(fig, ax, points: list[tuple[float, float, str, str]]) -> None:
     """Write each baseline's layout beside its point where it covers the fewest points and no
     other label: of four places (above or below, right or left), the first that is clear, and
-    inside the axes."""
+    inside the axes. Where the layout fits nowhere without covering another label (many
+    baselines close together), the short label (its trial number, ``#3``) is written instead;
+    the report's table names every trial."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     renderer = FigureCanvasAgg(fig).get_renderer()
@@ -501,10 +503,12 @@ def _label_baselines(fig, ax, points: list[tuple[float, float, str]]) -> None:
     dots = ax.transData.transform([(x, y) for c in ax.collections for x, y in c.get_offsets()]) \
         if ax.collections else []
     taken = []
-    for x, y, text in points:
+    places = ((4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"), (-4, -3, "right", "top"))
+    for x, y, long_text, short_text in points:
         best = None
-        for dx, dy, ha, va in ((4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"),
-                               (-4, -3, "right", "top")):
+        for text, dx, dy, ha, va in [(long_text, *p) for p in places] + [(short_text, *p) for p in places]:
+            if text is short_text and best is not None and best[0] < 10:
+                break  # the layout found a place clear of other labels
             label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=5.5, ha=ha,
                                 va=va, zorder=7)
             box = label.get_window_extent(renderer)
