@@ -54,8 +54,9 @@ def run_search(tmp: Path, workers: int, args, cache: Path) -> dict:
     per_worker = defaultdict(list)
     for t in study.trials:
         a = t.user_attrs
-        if a.get("run_dir") is None or a.get("status") not in ("completed", "pruned") or t.datetime_complete is None:
-            continue  # rejected candidates and repeats train nothing (counted apart below)
+        if a.get("run_dir") is None or a.get("status") not in ("completed", "pruned") or t.datetime_complete is None \
+                or a.get("duplicate_of") is not None:
+            continue  # rejected candidates and repeats (which carry their original's run_dir) train nothing
         record = json.loads((out / a["run_dir"] / "record.json").read_text())[0]  # a list of one record
         per_worker[a["worker"]].append((t.datetime_start.timestamp(), t.datetime_complete.timestamp(), record["train_s"]))
     trials = [x for rows in per_worker.values() for x in rows]
