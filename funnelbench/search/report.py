@@ -247,7 +247,7 @@ def counts_line(counts: dict) -> str:
         by = ", ".join(f"{k} {n}" for k, n in counts["rejected_by"].items())
         parts.append(f"{counts['rejected']} rejected by the budget ({by})")
     if counts["repeats"]:
-        parts.append(f"{counts['repeats']} repeats of a trained layout")
+        parts.append(f"{counts['repeats']} repeat{'s' if counts['repeats'] != 1 else ''} of a trained layout")
     for key in ("running", "waiting"):
         if counts[key]:
             parts.append(f"{counts[key]} {key}")
