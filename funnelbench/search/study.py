@@ -745,17 +745,6 @@ def _load_data_once(settings: Settings):
 # ----------------------------------------------------------------------------- summaries
 
 
-def trial_rows(study: optuna.Study) -> list[dict]:
-    """Every finished trial as a flat record: number, state, its user attributes, its values."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state in (TrialState.RUNNING, TrialState.WAITING):
-            continue
-        rows.append({"number": t.number, "state": t.state.name, **{k: t.user_attrs.get(k) for k in TRIAL_KEYS},
-                     "values": t.values})
-    return rows
-
-
 def best_rows(study: optuna.Study) -> list[dict]:
     """The best trial (one objective) or the Pareto front (several), as ``funnelbench report``
     reads it (:func:`funnelbench.search.report.front_trials`: feasible trials trained to the
@@ -789,5 +778,5 @@ def report_command(name: str, storage: str | None, out: str | None) -> str:
     return f"funnelbench report --study {name}" + ("" if default or storage is None else f" --storage {storage}")
 
 
-__all__ = ["Settings", "search", "run_trial", "run_loop", "open_study", "counts", "summary", "trial_rows", "best_rows",
+__all__ = ["Settings", "search", "run_trial", "run_loop", "open_study", "counts", "summary", "best_rows",
            "train_trial", "proxy_of", "OBJECTIVES", "TRIAL_KEYS", "macs_text"]
