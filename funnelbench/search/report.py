@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..exports import atomic_write, check_export_path
+from .study import OBJECTIVE_ATTR
 
 FORMAT = "search/1"  # the value of the study attribute "funnelbench"
 DEFAULT_OUT_DIR = "runs/search"
@@ -29,11 +30,9 @@ SQLITE_NAME, JOURNAL_NAME = "study.db", "journal.log"
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
-# Objective name (as in settings.objectives) -> the trial attribute (record column) it reads.
-OBJECTIVE_COLUMNS = {
-    "top1": "top1", "top5": "top5", "val_loss": "val_loss", "macs": "macs", "params": "params",
-    "train_mem": "train_mem_est_bytes", "train_img_per_s": "train_img_per_s", "infer_img_per_s": "infer_img_per_s",
-}
+# Objective name (as in settings.objectives) -> the trial attribute (record column) it reads:
+# the search's own table.
+OBJECTIVE_COLUMNS = OBJECTIVE_ATTR
 COSTS = ("macs", "params", "train_mem")  # objectives that are costs: the x axis of a trade-off plot
 FAILED = ("failed", "diverged", "oom", "interrupted")
 # The funnelbench status of a trial whose attributes do not say (e.g. still running), by Optuna state.
