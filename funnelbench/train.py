@@ -184,6 +184,12 @@ class TrainConfig:
             bad("patch_size", f"is larger than --image-size {self.image_size}")
 
 
+# The fields that say what a proxy is (a search space's `proxy:` section may set them), as opposed
+# to what the run trains on, how it is seeded, or where and how it runs.
+PROXY_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in (
+    "layout", "finetune_from", "data", "seed", "device", "dtype", "workers", "threads", "checkpoint"))
+
+
 class Diverged(FunnelbenchError):
     """The loss (or the gradient norm) became NaN or infinite."""
 

@@ -333,3 +333,75 @@ def test_memory_budget_and_measured_inference_speed_without_training(monkeypatch
     assert any("memory" in t.user_attrs["over_budget"] for t in finished(study) if t.user_attrs["status"] == "rejected")
     vit = finished(study)[0]  # the baseline over the memory budget: measured anyway, never the best
     assert vit.user_attrs["baseline"] and vit.constraints["memory"] > 0 and vit.number not in {t.number for t in study.best_trials}
+
+
+# ----------------------------------------------------------------------------- the space's proxy section
+
+
+def test_the_spaces_proxy_section_is_the_default_and_a_given_option_wins(monkeypatch):
+    calls = []
+    fake_trainer(monkeypatch, lambda i, epoch: 0.4)
+    import importlib
+
+    trainer = importlib.import_module("funnelbench.train")
+    real = trainer.train
+    monkeypatch.setattr(trainer, "train", lambda **kw: (calls.append(kw["config"]), real(**kw))[1])
+    space = {**BARE, "name": "with-proxy", "proxy": {"epochs": 3, "lr": 0.004, "width_scale": 0.5,
+                                                     "train_per_class": 8, "val_per_class": 4, "batch_size": 16}}
+    study = fb.search(space, trials=1, study="space-proxy")
+    proxy = study.user_attrs["settings"]["proxy"]
+    assert (proxy["epochs"], proxy["lr"], proxy["width_scale"], proxy["train_per_class"]) == (3, 0.004, 0.5, 8)
+    assert calls[0].epochs == 3 and calls[0].lr == 0.004 and calls[0].width_scale == 0.5
+    # what the command gives wins, option by option; the rest still comes from the space
+    study = fb.search(space, trials=1, study="space-proxy-given", epochs=1, width_scale=1.0, lr=None)
+    proxy = study.user_attrs["settings"]["proxy"]
+    assert (proxy["epochs"], proxy["lr"], proxy["width_scale"], proxy["batch_size"]) == (1, 0.004, 1.0, 16)
+
+
+def test_the_search_command_takes_unset_options_from_the_spaces_proxy(tmp_path, monkeypatch):
+    fake_trainer(monkeypatch, lambda i, epoch: 0.4)
+    space = tmp_path / "p.yaml"
+    import yaml
+
+    space.write_text(yaml.safe_dump({**BARE, "name": "p", "proxy": {"epochs": 2, "lr": 0.003, "train_per_class": 8,
+                                                                     "val_per_class": 4, "batch_size": 16}}))
+    result = run("search", "--space", str(space), "--trials", "1", "--study", "cli-proxy")
+    assert result.exit_code == 0, result.output
+    proxy = optuna.load_study(study_name="cli-proxy", storage="sqlite:///runs/search/cli-proxy/study.db").user_attrs[
+        "settings"]["proxy"]
+    assert (proxy["epochs"], proxy["lr"], proxy["width_scale"]) == (2, 0.003, 1.0)
+    result = run("search", "--space", str(space), "--trials", "1", "--study", "cli-proxy-2", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    proxy = optuna.load_study(study_name="cli-proxy-2", storage="sqlite:///runs/search/cli-proxy-2/study.db").user_attrs[
+        "settings"]["proxy"]
+    assert (proxy["epochs"], proxy["lr"]) == (1, 0.003)
+    assert "Default: the space's proxy section, else 10." in " ".join(run("search", "--help").output.split()).replace(
+        "│ ", "").replace(" │", "")
+
+
+@pytest.mark.parametrize("proxy, message", [
+    ({"epoch": 2}, "key proxy.epoch: unknown key (did you mean epochs?)"),
+    ({"seed": 3}, "key proxy.seed: unknown key"),
+    ({"epochs": 0}, "key proxy.epochs: must be between 1 and 100000"),
+    ({"lr": "fast"}, "key proxy.lr: expected a number"),
+    ({"width_scale": 2}, "key proxy.width_scale: must be in (0, 1]"),
+    ([1, 2], "key proxy: a mapping of training options"),
+])
+def test_a_bad_proxy_section_is_one_line_naming_the_key(tmp_path, proxy, message):
+    import yaml
+
+    space = tmp_path / "bad.yaml"
+    space.write_text(yaml.safe_dump({**BARE, "name": "bad", "proxy": proxy}))
+    result = run("spaces", str(space))
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_proxy_that_cannot_train_the_space_is_refused_before_any_trial(tmp_path):
+    import yaml
+
+    space = tmp_path / "bad.yaml"
+    space.write_text(yaml.safe_dump({**BARE, "name": "bad", "proxy": {"image_size": 30}}))
+    result = run("search", "--space", str(space), "--trials", "1")
+    assert result.exit_code == 2, result.output
+    assert "the proxy cannot train this space's layouts: --image-size 30 is not a multiple of --patch-size 8" in result.output
+    assert not Path("runs").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..tables import MACS_NOTE, human
+from ..train import PROXY_FIELDS
 from ._common import command, console, fail, make_table, print_json
 from .train_cmds import _RUN_OPTIONS, with_training_options
 
@@ -43,7 +44,7 @@ def spaces_cmd(
         print_json({"space": space.name, "file": space.path, "description": space.description,
                     "layouts": stats.layouts, "decisions": describe(space),
                     "extremes": [{"which": w, "layout": str(l), "macs": m, "params": p} for w, (l, m, p) in extremes],
-                    "baselines": [str(b) for b in space.baselines]})
+                    "baselines": [str(b) for b in space.baselines], "proxy": space.proxy})
         return
     console.print(f"[bold]{space.name}[/bold]: {space.description}")
     console.print(f"{stats.layouts:,} distinct layouts" + (f"; file {space.path}" if space.path else ""))
@@ -53,6 +54,9 @@ def spaces_cmd(
                              [[w, str(l), human(m), human(p)] for w, (l, m, p) in extremes], right={"MACs", "params"}))
     if space.baselines:
         console.print("baselines: " + "; ".join(str(b) for b in space.baselines))
+    if space.proxy:
+        console.print("proxy (what a search trains unless its command says otherwise): "
+                      + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in space.proxy.items()))
     console.print(f"[dim]{MACS_NOTE}; full-size layouts, one image.[/dim]")
 
 
@@ -64,10 +68,13 @@ _WORKERS = "Workers"
 # Every `funnelbench train` option applies to each trial's proxy training, except the run's own
 # (--out, --resume, ...) and the data loader's --workers: here --workers means worker processes.
 _NOT_PROXY_OPTIONS = frozenset({name for name, _, _ in _RUN_OPTIONS} | {"workers"})
+# The options a space's `proxy:` section may set; unless given, the search takes them from there.
+_SPACE_PROXY_OPTIONS = frozenset(PROXY_FIELDS) - {"width_scale"}  # --width-scale is the search's own option
 
 
 @command("search")
-@with_training_options(exclude=_NOT_PROXY_OPTIONS)
+@with_training_options(exclude=_NOT_PROXY_OPTIONS, defaults_from="the space's proxy section",
+                       defaults_for=_SPACE_PROXY_OPTIONS)
 def search_cmd(
     space: str = typer.Option("tiny", "--space", help="A shipped space (`funnelbench spaces` lists them) or a .yaml file.",
                               rich_help_panel=_SEARCH),
@@ -103,9 +110,10 @@ def search_cmd(
     baseline: list[str] = typer.Option([], "--baseline", help="Repeatable: a layout or preset trained first (after the "
                                        "space's own baselines), even over the budget; never the best trial.",
                                        rich_help_panel=_SEARCH),
-    width_scale: float = typer.Option(1.0, "--width-scale", help="Proxy: every stage's hidden and MLP widths times F "
+    width_scale: float = typer.Option(None, "--width-scale", help="Proxy: every stage's hidden and MLP widths times F "
                                       "(0 < F <= 1; heads kept, the width rounded to a multiple of them), e.g. 0.25 to "
-                                      "explore ViT-B widths on a CPU. Budgets still judge the full width.",
+                                      "explore ViT-B widths on a CPU. Budgets still judge the full width. Default: the "
+                                      "space's proxy section, else 1.",
                                       rich_help_panel=_SEARCH),
     study: str = typer.Option(None, "--study", help="Study name. Default: from the space, budgets and objectives.",
                               rich_help_panel=_SEARCH),

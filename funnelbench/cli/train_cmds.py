@@ -38,7 +38,8 @@ _RUN_OPTIONS = [
 ]
 
 
-def _recipe_parameters(overrides: dict) -> list[inspect.Parameter]:
+def _recipe_parameters(overrides: dict, defaults_from: str | None = None,
+                       defaults_for: frozenset[str] = frozenset()) -> list[inspect.Parameter]:
     hints = typing.get_type_hints(TrainConfig)
     params = []
     for f in fields(TrainConfig):
@@ -49,6 +50,10 @@ def _recipe_parameters(overrides: dict) -> list[inspect.Parameter]:
         if hints[f.name] == (bool | None):
             flag = f"{flag}/--no-{flag[2:]}"
         default = overrides.get(f.name, None if f.default is MISSING else f.default)
+        if f.name in defaults_for:  # the command fills it in (the search: from the space's proxy section)
+            shown = "" if default is None else f", else {str(default).lower() if isinstance(default, bool) else default}"
+            help_text = f"{help_text} Default: {defaults_from}{shown}."
+            default = None
         option = typer.Option(default, flag, help=help_text, rich_help_panel=panel, show_default=default is not None)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name]))
     for name, annotation, option in _RUN_OPTIONS:
@@ -56,18 +61,21 @@ def _recipe_parameters(overrides: dict) -> list[inspect.Parameter]:
     return params
 
 
-def with_training_options(exclude: frozenset[str] = frozenset(), **overrides):
+def with_training_options(exclude: frozenset[str] = frozenset(), defaults_from: str | None = None,
+                          defaults_for: frozenset[str] = frozenset(), **overrides):
     """Add the data, recipe and run options to a command whose last parameter is ``options``
     (it receives them as a dict); ``overrides`` change defaults (fine-tuning's lower lr) and
     ``exclude`` leaves options out (the search has no ``--out``, and its ``--workers`` means
-    worker processes). The command's own parameters win over a training option of that name."""
+    worker processes). The options in ``defaults_for`` default to None (not given), and their
+    help says the command takes them from ``defaults_from`` (the search: the space's proxy
+    section). The command's own parameters win over a training option of that name."""
 
     def decorate(fn):
         hints = typing.get_type_hints(fn)
         own = [p.replace(annotation=hints.get(p.name, p.annotation))
                for p in inspect.signature(fn).parameters.values() if p.name != "options"]
         mine = {p.name for p in own}
-        extra = [p for p in _recipe_parameters(overrides) if p.name not in exclude | mine]
+        extra = [p for p in _recipe_parameters(overrides, defaults_from, defaults_for) if p.name not in exclude | mine]
         names = [p.name for p in extra]
 
         @functools.wraps(fn)

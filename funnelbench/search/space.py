@@ -13,7 +13,10 @@ The format is documented in ``spaces/README.md``. A space has four parts:
   ``qkv_bias``; ``per_stage`` overrides them for one stage (``stage0``, ``stage1``, ...) and
   ``tie`` makes one decision for all stages;
 * ``constraints``: ``total_layers`` (a range over the whole model);
-* ``baselines``: layout strings that must be points of the space.
+* ``baselines``: layout strings that must be points of the space;
+* ``proxy``: the training options a search of this space uses unless the command gives its own
+  (``image_size``, ``patch_size``, ``width_scale``, ``epochs``, ``lr``, ...: the fields of
+  :class:`~funnelbench.train.TrainConfig` that describe the proxy, not the run).
 
 A value is fixed (``12``), a list of choices (``[768, 1024]``) or an integer range
 (``{min: 2, max: 8}``, optional ``step``).
@@ -51,7 +54,7 @@ from ..layout import (DEFAULT_HEAD_DIM, POOL_OPS, POS_KINDS, Layout, Stage, Stem
 
 # ----------------------------------------------------------------------------- the format
 
-TOP_KEYS = ("name", "description", "shared", "stages", "constraints", "baselines")
+TOP_KEYS = ("name", "description", "shared", "stages", "constraints", "baselines", "proxy")
 # shared key -> (type, allowed words or None, meaning)
 SHARED_KEYS = {
     "image_size": (int, None, "image size in px (224)"),
@@ -163,6 +166,7 @@ class Space:
     total_layers: tuple[int, int] | None
     baselines: list[Layout] = field(default_factory=list)
     lines: dict = field(default_factory=dict, repr=False)
+    proxy: dict = field(default_factory=dict)  # training options a search uses unless given its own
 
     # -- points
     @property
@@ -687,7 +691,30 @@ def _build(spec, name: str, path: str | None, lines: dict) -> Space:
     description = spec.get("description", "")
     if not isinstance(description, str):
         raise _SpaceError("description", "a string")
-    return Space(name, path, spec, description, dict(shared), counts, stage_decisions, tuple(tie), total, lines=lines)
+    return Space(name, path, spec, description, dict(shared), counts, stage_decisions, tuple(tie), total, lines=lines,
+                 proxy=_proxy(spec.get("proxy")))
+
+
+def _proxy(proxy) -> dict:
+    """The space's ``proxy`` section, checked as the trainer checks its options."""
+    if proxy is None:
+        return {}
+    from ..train import PROXY_FIELDS, TrainConfig
+
+    allowed = list(PROXY_FIELDS)
+    if not isinstance(proxy, dict):
+        raise _SpaceError("proxy", f"a mapping of training options ({', '.join(allowed)})")
+    _known(proxy, allowed, "proxy")
+    for key, value in proxy.items():
+        try:
+            TrainConfig(layout="", **{key: value})
+        except UsageError as err:
+            raise _SpaceError(f"proxy.{key}", str(err).split(": ", 1)[-1]) from None
+    try:
+        TrainConfig(layout="", **proxy)
+    except UsageError as err:
+        raise _SpaceError("proxy", str(err)) from None
+    return dict(proxy)
 
 
 def _known(mapping: dict, known, prefix: str) -> None:

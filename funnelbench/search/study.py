@@ -592,7 +592,7 @@ def _alive(pid: int) -> bool:
 def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, min_macs: float | None = None,
            budget_params: float | None = None, budget_memory: int | None = None, memory_batch: int = 64,
            memory_device: str = "cuda", memory_dtype: str = "fp32", objectives=("top1",), sampler: str = "tpe",
-           pruner: str | None = None, baselines=(), width_scale: float = 1.0, study: str | None = None,
+           pruner: str | None = None, baselines=(), width_scale: float | None = None, study: str | None = None,
            storage: str | None = None, root: str | os.PathLike | None = None,
            on_event: Callable[[str, dict], None] | None = None, workers: int = 1, heartbeat_s: int = HEARTBEAT_S,
            worker_events: Callable[[], Callable[[str, dict], None]] | None = None, **train_options) -> optuna.Study:
@@ -602,7 +602,9 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
     judge the full-size layout: ``budget_macs`` (the papers' "FLOPs"), ``min_macs``,
     ``budget_params``, ``budget_memory`` (bytes of the estimated training peak at
     ``memory_batch`` on ``memory_device`` in ``memory_dtype``). ``train_options``: every
-    :class:`~funnelbench.train.TrainConfig` field (``epochs``, ``image_size``, ``data``, ...).
+    :class:`~funnelbench.train.TrainConfig` field (``epochs``, ``image_size``, ``data``, ...);
+    what is not given (or None) comes from the space's ``proxy`` section, then from the
+    trainer's defaults (``width_scale``: the space's, else 1).
     ``on_event(kind, info)`` sees the progress (``start``, ``trial_start``, ``epoch``,
     ``trial_end``, ``rejected``, ``repeat``, ``end``). ``seed`` (a training option, 0 by
     default) seeds the sampler too. ``workers``: processes sharing the study (:mod:`.workers`);
@@ -614,6 +616,11 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
     if workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
     space = space if isinstance(space, Space) else load_space(space)
+    # the proxy: the options given, then the space's proxy section, then the trainer's defaults
+    train_options = {**{k: v for k, v in space.proxy.items() if k != "width_scale"},
+                     **{k: v for k, v in train_options.items() if v is not None}}
+    if width_scale is None:
+        width_scale = space.proxy.get("width_scale", 1.0)
     budgets = Budgets(budget_macs, min_macs, budget_params, budget_memory, memory_batch, memory_device, memory_dtype)
     known = set(TrainConfig.__dataclass_fields__) - {"layout", "finetune_from"}
     unknown = sorted(set(train_options) - known)
@@ -724,6 +731,10 @@ def _check_proxy(space: Space, settings: Settings) -> None:
         except _SpaceError as err:
             raise UsageError(f"--image-size {image} --patch-size {patch}: at the proxy resolution {err.message} "
                              f"(key {err.key} of space {space.name}); choose a proxy grid that keeps the space's pools") from None
+    try:  # e.g. an image size that is not a multiple of the patch size
+        proxy_of(space.stats().cheapest_macs[0], settings.proxy)
+    except FunnelbenchError as err:
+        raise UsageError(f"the proxy cannot train this space's layouts: {err}") from None
     for b in settings.baselines:
         try:
             proxy_of(resolve(b), settings.proxy)
