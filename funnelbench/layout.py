@@ -13,60 +13,11 @@ Grammar (EBNF; spaces are ignored everywhere)::
 
 Options inside a stage's parentheses apply to that stage; options after the last stage are
 defaults for every stage (a stage's own option wins). ``KEY INT`` and ``KEY=INT`` are the same
-(``h1024`` == ``hidden=1024``).
+(``h1024`` == ``hidden=1024``). The options (the table below is filled in from :data:`OPTIONS`,
+the one place they are written, when the module is imported, as are the README's table and
+``funnelbench parse --help``; ``help(funnelbench.layout)`` shows it):
 
-=========================  ==============  ======================================================
-option                     where           meaning (default)
-=========================  ==============  ======================================================
-``h<int>``                 stage, global   hidden width (768)
-``m<int>``                 stage, global   MLP width (4 x hidden: 3072 for h768)
-``a<int>``                 stage, global   attention heads (hidden / 64: 12 for h768)
-``qkvbias``/``noqkvbias``  stage, global   bias in the q, k, v projection (``qkvbias``; T2T-ViT
-                                           and PS-ViT have none)
-``mean`` / ``max``         stage, global   operator of the pool that enters the stage (``mean``).
-                                           1D pooling of the patch tokens; the stride is
-                                           inferred from the two token counts. Without ``k``
-                                           the window equals the stride (ceil mode, as
-                                           Funnel-Transformer: 49 -> 25 is stride 2)
-``mean2d`` / ``max2d``     stage, global   2D pooling of the patch tokens as a square grid
-                                           (14 x 14 -> 7 x 7: 197 -> 50); every pool before it
-                                           must be 2D too
-``k<int>``                 stage, global   pooling window: k tokens (k x k for 2D), no padding,
-                                           floor mode, as ``nn.MaxPool1d(k, stride)``
-                                           (HVT: ``max, k3`` pools 196 -> 97 with stride 2).
-                                           Default: window = stride
-``pqo`` / ``nopqo``        stage, global   pool-query-only attention in the first layer after a
-                                           pool: queries from the pooled sequence, keys/values
-                                           from the unpooled one (``pqo``)
-``newpos``/``nonewpos``    stage, global   a new learned position embedding added after the
-                                           pool that enters the stage (HVT; ``nonewpos``)
-``img<int>``               global          image size in pixels (224)
-``patch<int>``             global          patch stem: p x p patches (16)
-``t2t`` / ``t2t_t``        global          Tokens-to-Token stem with Performer (``t2t``) or
-                                           Transformer (``t2t_t``) layers: unfold 7/4 -> layer
-                                           -> unfold 3/2 -> layer -> unfold 3/2 -> linear,
-                                           an image-size / 16 grid
-``tok<int>``               global, t2t     width of the T2T layers' tokens (64)
-``ps<int>``                global          progressive-sampling stem (PS-ViT): a ResNet conv
-                                           stem to an img/4 feature map, then n x n sampled
-                                           points refined by ``iters`` transformer layers
-``iters<int>``             global, ps      sampling iterations (4); their layers have the first
-                                           stage's widths
-``share`` / ``noshare``    global, ps      one layer shared by all iterations (``noshare``)
-``fe<int>``                global, ps      output width of the feature extractor's first
-                                           bottleneck (256, ResNet-50's; the second outputs
-                                           the first stage's hidden width)
-``pos=KIND``               global          position embedding added after the stem:
-                                           ``learned``, ``sincos`` (fixed, not trained) or
-                                           ``none`` (learned; sincos with t2t; none with ps)
-``cls`` / ``avg``          global          head: class token (``cls``) or no class token and the
-                                           mean of the final tokens (``avg``)
-=========================  ==============  ======================================================
-
-Long forms: ``hidden=``, ``mlp=``, ``heads=``, ``pool=mean|max|mean2d|max2d``, ``kernel=``,
-``pqo=on|off``, ``newpos=on|off``, ``qkvbias=on|off``, ``img=``, ``patch=``,
-``stem=patch|t2t|t2t_t``, ``ps=``, ``tok=``, ``iters=``, ``share=on|off``, ``fe=``,
-``head=cls|avg``.
+{OPTION_TABLE}
 
 A stage whose hidden width differs from the previous stage's is entered through a linear
 projection of the (unpooled) sequence. Examples::
@@ -94,6 +45,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -652,52 +604,159 @@ class _Opts:
 
 
 _ON_OFF = ("on", "off")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One row of the grammar's option table, :data:`OPTIONS`: how the text writes it, where,
+    what it means, and what the parser sets from it.
+
+    ``keys`` take a value, ``values`` says which: ``"int"`` (``h768``, ``hidden=768``) or the
+    words accepted after ``KEY=`` (``pool=max``). ``flags`` are words that set a value alone
+    (``noqkvbias``). ``where``: ``stage, global`` (inside a stage's parentheses or after the
+    last stage), ``global`` (after the last stage), ``global, T2T`` / ``global, PS`` (with that
+    stem only). ``meaning`` is markdown, its default in parentheses.
+    """
+
+    sets: str  # the parser's field (see _Opts)
+    where: str
+    meaning: str
+    keys: tuple[str, ...] = ()
+    values: str | tuple[str, ...] = "int"
+    flags: dict = field(default_factory=dict)
+    hint: tuple[str, ...] | None = None  # the forms an error's list of options names (default: all of them)
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """As the table writes it: ``("h<int>",)``, ``("qkvbias", "noqkvbias")``, ``("pos=learned|sincos|none",)``."""
+        if self.flags:
+            return tuple(self.flags)
+        if self.values == "int":
+            return (f"{self.keys[0]}<int>",)
+        return (f"{self.keys[0]}={'|'.join(self.values)}",)
+
+    @property
+    def long_form(self) -> str | None:
+        """``hidden=``, ``pool=mean|max|mean2d|max2d``: the KEY=VALUE form, when the table's form is another."""
+        if not self.keys or self.forms[0].startswith(self.keys[-1] + "="):
+            return None
+        return f"{self.keys[-1]}=" + ("" if self.values == "int" else "|".join(self.values))
+
+
+# The option table, written once: the parser's tables below, the table in this module's
+# docstring, `funnelbench parse --help` and the README's table are all made from it
+# (tests/test_grammar_options.py checks the README's).
+OPTIONS = (
+    Option("hidden", "stage, global", "hidden width (768)", keys=("h", "hidden")),
+    Option("mlp", "stage, global", "MLP width (4 x hidden: 3072 for h768)", keys=("m", "mlp")),
+    Option("heads", "stage, global", "attention heads (hidden / 64: 12 for h768, 16 for h1024, 6 for h384)",
+           keys=("a", "heads")),
+    Option("qkv_bias", "stage, global",
+           "bias in the q, k, v projection (`qkvbias`, as ViT and HVT; T2T-ViT and PS-ViT have none)",
+           keys=("qkvbias",), values=_ON_OFF, flags={"qkvbias": True, "noqkvbias": False}),
+    Option("pool", "stage, global",
+           "operator of the pool entering the stage (`mean`, the paper's better one): 1D pooling of the patch "
+           "tokens, stride inferred from the two token counts. Without `k`, window = stride, ceil mode as in "
+           "Funnel-Transformer (49 -> 25 is stride 2)",
+           keys=("pool",), values=POOL_OPS, flags={"mean": "mean", "max": "max"}),
+    Option("pool", "stage, global",
+           "2D pooling of the patch tokens as their square grid, in raster order (14 x 14 -> 7 x 7: 197 -> 50); "
+           "every pool before it must be 2D too",
+           flags={"mean2d": "mean2d", "max2d": "max2d"}),
+    Option("kernel", "stage, global",
+           "pooling window of k tokens (k x k in 2D), no padding, floor mode, as `nn.MaxPool1d(k, stride)`: HVT's "
+           "`max, k3` pools 196 -> 97 -> 48 -> 23 -> 11 with stride 2 (default: window = stride)",
+           keys=("k", "kernel")),
+    Option("pqo", "stage, global",
+           "pool-query-only attention in the first layer after a pool: queries from the pooled sequence, keys and "
+           "values from the unpooled one (`pqo`)",
+           keys=("pqo",), values=_ON_OFF, flags={"pqo": True, "nopqo": False}),
+    Option("newpos", "stage, global",
+           "a new learned position embedding (trunc-normal 0.02) added to the pooled sequence, as HVT does after "
+           "every pool (`nonewpos`)",
+           keys=("newpos",), values=_ON_OFF, flags={"newpos": True, "nonewpos": False}),
+    Option("image_size", "global", "image size in px (224)", keys=("img",)),
+    Option("patch_size", "global", "patch stem: p x p patches (16)", keys=("patch",)),
+    Option("stem", "global",
+           "Tokens-to-Token stem with Performer (`t2t`) or Transformer (`t2t_t`) layers: unfold 7/4 -> T2T layer "
+           "-> unfold 3/2 -> T2T layer -> unfold 3/2 -> linear, an img/16 grid",
+           keys=("stem",), values=("patch", "t2t", "t2t_t"), flags={"t2t": "t2t", "t2t_t": "t2t_t"}),
+    Option("token_dim", "global, T2T", "width of the T2T layers' tokens (64)", keys=("tok",)),
+    Option("points", "global",
+           "progressive-sampling stem (PS-ViT): conv feature map at img/4, n x n sampled points, `iters` "
+           "transformer layers with the first stage's widths",
+           keys=("ps",)),
+    Option("iters", "global, PS", "sampling iterations N (4)", keys=("iters",)),
+    Option("share", "global, PS", "one sampling layer shared by all iterations (PS-ViT's Table 8; `noshare`)",
+           keys=("share",), values=_ON_OFF, flags={"share": True, "noshare": False},
+           hint=("share",)),  # the errors have always listed `share` alone
+    Option("fe_width", "global, PS",
+           "output width of the feature extractor's first bottleneck (256, ResNet-50's; the second bottleneck "
+           "outputs the first stage's width)",
+           keys=("fe",)),
+    Option("pos_embed", "global",
+           "position embedding added after the stem: learned, fixed sinusoid (a buffer, not trained) or none "
+           "(learned; `sincos` with a T2T stem; `none` with a PS stem)",
+           keys=("pos",), values=POS_KINDS),
+    Option("head", "global",
+           "head on the class token (`cls`), or no class token and the mean of the final tokens (`avg`)",
+           keys=("head",), values=HEADS, flags={"cls": "cls", "avg": "avg"}),
+)
+def options_markdown(width: int = 95) -> str:
+    """The option table and the long forms as markdown, as the README shows them (and
+    ``funnelbench parse --help``)."""
+    rows = ["| option | where | meaning (default) |", "|---|---|---|"]
+    for o in OPTIONS:
+        forms = ", ".join(f"`{f}`".replace("|", "\\|") for f in o.forms)  # a | inside a table cell is escaped
+        rows.append(f"| {forms} | {o.where} | {o.meaning} |")
+    long_forms = ", ".join(f"`{o.long_form}`" for o in OPTIONS if o.long_form)
+    return "\n".join(rows) + "\n\n" + textwrap.fill(f"Long forms: {long_forms}.", width, break_on_hyphens=False,
+                                                        break_long_words=False)
+
+
+def _options_rst(width: int = 100) -> str:
+    """The option table as the module's docstring shows it (a reStructuredText simple table)."""
+
+    def literal(m):  # `code` -> ``code``, its spaces unbreakable while the lines are wrapped
+        return "``" + m.group(1).replace(" ", "\0") + "``"
+
+    rst = [(", ".join(f"``{f}``" for f in o.forms), o.where, re.sub(r"`([^`]+)`", literal, o.meaning)) for o in OPTIONS]
+    w1, w2 = max(len(r[0]) for r in rst), max(len(r[1]) for r in rst)
+    w3 = width - w1 - w2 - 4
+    rule = f"{'=' * w1}  {'=' * w2}  {'=' * w3}"
+    lines = [rule, f"{'option':<{w1}}  {'where':<{w2}}  meaning (default)", rule]
+    for forms, where, meaning in rst:
+        wrapped = textwrap.wrap(meaning, w3, break_on_hyphens=False, break_long_words=False)
+        wrapped = [line.replace("\0", " ") for line in wrapped]
+        lines.append(f"{forms:<{w1}}  {where:<{w2}}  {wrapped[0]}")
+        lines += [f"{'':<{w1}}  {'':<{w2}}  {more}" for more in wrapped[1:]]
+    long_forms = ", ".join(f"``{o.long_form}``" for o in OPTIONS if o.long_form)
+    return "\n".join([*lines, rule, "", ""]) + textwrap.fill(f"Long forms: {long_forms}.", width,
+                                                         break_on_hyphens=False, break_long_words=False)
+
+
+if __doc__:  # None under python -OO
+    __doc__ = __doc__.replace("{OPTION_TABLE}", _options_rst())
+
+_STEM_OF = {"T2T": ("t2t", "t2t or t2t_t"), "PS": ("ps", "ps<int>")}  # where "global, T2T": (stem kind, how to choose it)
+
+# The parser's tables, made from OPTIONS.
 # name -> (field, kind). kind "int" takes a number, anything else is the set of words accepted.
-_KEYS = {
-    "h": ("hidden", "int"),
-    "hidden": ("hidden", "int"),
-    "m": ("mlp", "int"),
-    "mlp": ("mlp", "int"),
-    "a": ("heads", "int"),
-    "heads": ("heads", "int"),
-    "k": ("kernel", "int"),
-    "kernel": ("kernel", "int"),
-    "img": ("image_size", "int"),
-    "patch": ("patch_size", "int"),
-    "ps": ("points", "int"),
-    "tok": ("token_dim", "int"),
-    "iters": ("iters", "int"),
-    "fe": ("fe_width", "int"),
-    "pool": ("pool", POOL_OPS),
-    "head": ("head", HEADS),
-    "stem": ("stem", ("patch", "t2t", "t2t_t")),
-    "pos": ("pos_embed", POS_KINDS),
-    "pqo": ("pqo", _ON_OFF),
-    "newpos": ("newpos", _ON_OFF),
-    "qkvbias": ("qkv_bias", _ON_OFF),
-    "share": ("share", _ON_OFF),
-}
-_FLAGS = {
-    **{op: ("pool", op) for op in POOL_OPS},
-    **{h: ("head", h) for h in HEADS},
-    "t2t": ("stem", "t2t"),
-    "t2t_t": ("stem", "t2t_t"),
-    "pqo": ("pqo", True),
-    "nopqo": ("pqo", False),
-    "newpos": ("newpos", True),
-    "nonewpos": ("newpos", False),
-    "qkvbias": ("qkv_bias", True),
-    "noqkvbias": ("qkv_bias", False),
-    "share": ("share", True),
-    "noshare": ("share", False),
-}
-_GLOBAL_ONLY = {"image_size", "patch_size", "head", "stem", "points", "token_dim", "iters", "share", "fe_width", "pos_embed"}
-_STEM_ONLY = {"token_dim": ("t2t", "t2t or t2t_t"), "iters": ("ps", "ps<int>"), "share": ("ps", "ps<int>"),
-              "fe_width": ("ps", "ps<int>")}
+_KEYS = {key: (o.sets, o.values) for o in OPTIONS for key in o.keys}
+_FLAGS = {word: (o.sets, value) for o in OPTIONS for word, value in o.flags.items()}
+_GLOBAL_ONLY = {o.sets for o in OPTIONS if not o.where.startswith("stage")}
+_STEM_ONLY = {o.sets: _STEM_OF[o.where.split(", ")[1]] for o in OPTIONS if o.where.startswith("global, ")}
 _POOL_OPTIONS = ("pool", "kernel", "pqo", "newpos")  # only meaningful on a stage that pools
-_STAGE_OPTION_HELP = "h<int>, m<int>, a<int>, qkvbias, noqkvbias, mean, max, mean2d, max2d, k<int>, pqo, nopqo, newpos or nonewpos"
-_GLOBAL_OPTION_HELP = (_STAGE_OPTION_HELP.replace(" or ", ", ") + ", img<int>, patch<int>, t2t, t2t_t, tok<int>, ps<int>, "
-                       "iters<int>, share, fe<int>, pos=learned|sincos|none, cls or avg")
+
+
+def _hint(options) -> str:
+    """'h<int>, m<int>, ... or nonewpos': the options an error says were expected."""
+    forms = [form for o in options for form in (o.hint or o.forms)]
+    return ", ".join(forms[:-1]) + " or " + forms[-1]
+
+
+_STAGE_OPTION_HELP = _hint(o for o in OPTIONS if o.where.startswith("stage"))
+_GLOBAL_OPTION_HELP = _hint(OPTIONS)
 
 
 # ----------------------------------------------------------------------------- parser

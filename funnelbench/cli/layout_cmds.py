@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import typer
 
+from ..layout import options_markdown
 from ..tables import MACS_NOTE, human, layout_summary, presets_summary
 from ._common import command, console, make_table, print_json
 
 
-@command("parse")
+# The grammar under the options of `funnelbench parse --help`; the table is the one the README
+# and funnelbench.layout's docstring show, made from funnelbench.layout.OPTIONS.
+GRAMMAR_HELP = ("**The layout grammar** (spaces are ignored): stages `LAYERS(TOKENS, options)` joined by `-`, "
+                "then options for every stage, as in `B6(197, m4096)-6(99)-2(50, m1536), max`. A stage's own "
+                "option wins over one after the last stage; `h1024` is the same as `hidden=1024`.\n\n"
+                + options_markdown())
+
+
+@command("parse", epilog=GRAMMAR_HELP)
 def parse_cmd(
     layout: str = typer.Argument(..., help='A layout such as "B6(197, m4096)-6(99)-2(50, m1536)", or a preset name.'),
     num_classes: int = typer.Option(1000, "--num-classes", min=1, help="Classes of the head (counts only)."),
