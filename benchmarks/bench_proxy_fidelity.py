@@ -137,8 +137,9 @@ def work(layouts: list[dict], configs: list[str], log: Path, runs: str, workers:
     done = {(r["config"], r["layout"], r["seed"]) for r in read_rows(log)}
     # layouts in an interleaved MACs order, so a partial run (and the knobs' subset) spans the range
     order = layouts[::2] + layouts[1::2]
-    jobs = [(c, row["layout"], s) for c in configs
-            for row in (order if c in REFERENCE_CONFIGS else order[:knob_layouts]) for s in CONFIGS[c][1]
+    # seed-major: every layout's first seed before any second seed, so a partial run ranks them all
+    jobs = [(c, row["layout"], s) for c in configs for s in CONFIGS[c][1]
+            for row in (order if c in REFERENCE_CONFIGS else order[:knob_layouts])
             if (c, row["layout"], s) not in done]
     print(f"{len(done)} runs done, {len(jobs)} to go", flush=True)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
