@@ -100,11 +100,13 @@ raise :class:`UnmodelledLayout` naming the part, rather than giving a wrong numb
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .cost import count, layer_params, t2t_layer_params, t2t_sides
 from .errors import LayoutError, UsageError
 from .layout import Layout, Stage, check_int, ps_feature_size, unfold_length, validate_layout
+from .parts import describe
 
 F32 = 4
 LABEL = 8  # int64 class labels
@@ -954,45 +956,9 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
 
 
 def _param_sizes(layout: Layout, num_classes: int) -> list[int]:
-    """Elements of each parameter tensor, in ``model.parameters()`` order (the model's own
-    class token and position embedding, the stem, the blocks, the transitions' position
-    embeddings and projections, final norm, head)."""
-    first = layout.stages[0]
-    sizes = [first.hidden] if layout.num_prefix_tokens else []
-    sizes += [first.tokens * first.hidden] if layout.pos == "learned" else []
-    if layout.stem.is_t2t:
-        t, c1 = layout.stem.token_dim, 9 * layout.stem.token_dim
-        # the Performer's kqv projection has a bias, the Transformer's qkv none
-        qkv = [3 * t] if layout.stem.kind == "t2t" else []
-        for c in (3 * 7 * 7, c1):  # norm1, qkv, proj, norm2, MLP t -> t -> t
-            sizes += [c, c, 3 * t * c] + qkv + [t * t, t, t, t, t * t, t, t * t, t]
-        sizes += [c1 * first.hidden, first.hidden]
-    elif layout.stem.kind == "ps":
-        stem, d, fe = layout.stem, first.hidden, layout.stem.fe_width
-        sizes += [3 * 49 * 64, 64, 64]  # conv1, bn1
-        for c_in, c_out in ((64, fe), (fe, d)):  # bottlenecks of inner width 64
-            sizes += [c_in * 64, 64, 64, 9 * 64 * 64, 64, 64, 64 * c_out, c_out, c_out]
-            sizes += [c_in * c_out, c_out, c_out] if c_in != c_out else []
-        sizes += [2 * d, d]  # the points' embedding
-        qkv = [3 * d * d, 3 * d] if first.qkv_bias else [3 * d * d]
-        m = first.mlp
-        sizes += ([d, d] + qkv + [d * d, d, d, d, d * m, m, m * d, d]) * (1 if stem.share else stem.iters)
-        sizes += [2 * d, 2] * (0 if stem.iters == 1 else (1 if stem.share else stem.iters - 1))
-    else:
-        sizes += [3 * layout.patch_size ** 2 * first.hidden, first.hidden]
-    transitions = []
-    prev = None
-    for s in layout.stages:
-        d, m = s.hidden, s.mlp
-        qkv = [3 * d * d, 3 * d] if s.qkv_bias else [3 * d * d]
-        sizes += ([d, d] + qkv + [d * d, d, d, d, d * m, m, m * d, d]) * s.layers
-        if s.pools and s.newpos:
-            transitions.append(s.tokens * d)
-        if prev is not None and prev.hidden != d:
-            transitions += [prev.hidden * d, d]
-        prev = s
-    d = layout.stages[-1].hidden
-    return sizes + transitions + [d, d, d * num_classes, num_classes]
+    """Elements of each parameter tensor, in ``model.parameters()`` order (from the parts'
+    shapes: :meth:`funnelbench.parts.ModelParts.param_shapes`)."""
+    return [math.prod(shape) for shape in describe(layout, num_classes).param_shapes()]
 
 
 def _adamw_cpu_scratch(sizes: list[int]) -> int:
