@@ -42,9 +42,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .layout import Layout, Stage, check_int, validate_layout
-from .parts import (HeadPart, LayerPart, PSStemPart, bottleneck_shapes, describe, layer_macs, linear_shapes,  # noqa: F401
-                    make_stem_part, numel, stage_parts, t2t_layer_macs, t2t_sides)
+# (ps_feature_size, unfold_length, layer_macs, t2t_layer_macs, t2t_sides: importable from here as before)
+from .layout import Layout, Stage, check_int, ps_feature_size, unfold_length, validate_layout  # noqa: F401
+from .parts import (HeadPart, LayerPart, PSStemPart, bottleneck_shapes, describe, layer_macs,  # noqa: F401
+                    linear_shapes, make_stem_part, numel, stage_parts, t2t_layer_macs, t2t_sides)
 
 
 @dataclass(frozen=True)

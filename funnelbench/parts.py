@@ -191,7 +191,8 @@ class EmbedPart(_Counted):
     pos: str
 
     def param_shapes(self) -> list[Shape]:  # FunnelViT's own: cls_token, pos_embed
-        return ([(1, 1, self.dim)] if self.cls else []) + ([(1, self.tokens, self.dim)] if self.pos == "learned" else [])
+        cls = [(1, 1, self.dim)] if self.cls else []
+        return cls + ([(1, self.tokens, self.dim)] if self.pos == "learned" else [])
 
     macs = 0
 
@@ -224,6 +225,7 @@ class PatchStemPart(_Counted):
     patch_size: int
     dim: int
     in_chans: int
+    image_size: int
     patches: int  # tokens it makes
 
     def param_shapes(self) -> list[Shape]:
@@ -324,9 +326,21 @@ class PSStemPart(_Counted):
         """The iterations' layers as a stage (a row of ``funnelbench parse``'s table)."""
         return Stage(self.iters, self.points * self.points, self.dim, self.mlp, self.heads, qkv_bias=self.qkv_bias)
 
+    @property
+    def conv_side(self) -> int:
+        """Side of the map after the 7x7/2 convolution."""
+        return unfold_length(self.image_size, 7, 2, 3)
+
+    @property
+    def feature_side(self) -> int:
+        """Side of the feature map (after the max pool 3x3/2) that the points sample."""
+        return ps_feature_size(self.image_size)
+
+    def conv_shapes(self) -> list[Shape]:  # conv1, bn1
+        return [(64, self.in_chans, 7, 7)] + norm_shapes(64)
+
     def feature_shapes(self) -> list[Shape]:
-        shapes = [(64, self.in_chans, 7, 7)] + norm_shapes(64)
-        return shapes + [s for b in self.bottlenecks for s in bottleneck_shapes(*b)]
+        return self.conv_shapes() + [s for b in self.bottlenecks for s in bottleneck_shapes(*b)]
 
     def sampling_shapes(self) -> list[Shape]:  # pos_layer, layers, offsets
         layers = self.layers[:1] if self.share else self.layers
@@ -338,9 +352,8 @@ class PSStemPart(_Counted):
 
     @property
     def feature_macs(self) -> int:
-        side = unfold_length(self.image_size, 7, 2, 3)  # after the 7x7/2 conv
-        hw = ps_feature_size(self.image_size) ** 2  # after the max pool
-        macs = self.in_chans * 49 * 64 * side * side
+        hw = self.feature_side ** 2
+        macs = self.in_chans * 49 * 64 * self.conv_side ** 2
         for c_in, mid, c_out in self.bottlenecks:  # the convs' weights, once per pixel
             macs += hw * (c_in * mid + 9 * mid * mid + mid * c_out + (c_in * c_out if c_in != c_out else 0))
         return macs
@@ -359,7 +372,7 @@ class PSStemPart(_Counted):
 def make_stem_part(layout: Layout, in_chans: int = 3) -> PatchStemPart | T2TStemPart | PSStemPart:
     stem, first = layout.stem, layout.stages[0]
     if stem.kind == "patch":
-        return PatchStemPart(layout.patch_size, first.hidden, in_chans, layout.num_patches)
+        return PatchStemPart(layout.patch_size, first.hidden, in_chans, layout.image_size, layout.num_patches)
     if stem.is_t2t:
         return T2TStemPart(layout.image_size, stem.token_dim, first.hidden, stem.kind == "t2t", in_chans)
     return PSStemPart(first.hidden, first.heads, first.mlp, stem.points, stem.iters, stem.share, stem.fe_width,
