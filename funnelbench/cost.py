@@ -1,7 +1,9 @@
 """Analytic parameter and compute counts from a :class:`~funnelbench.layout.Layout` alone.
 
 No tensors, no modules: plain integer arithmetic, so the search can check thousands of layouts
-against a budget in a fraction of a second. ``tests/test_cost.py`` checks every formula against
+against a budget in a fraction of a second. The counts are sums over the parts of
+:func:`funnelbench.parts.describe` (each part's parameter shapes and MACs), the description
+``build_model`` and ``estimate_memory`` walk too. ``tests/test_cost.py`` checks every formula against
 the built model (parameters, exactly) and against fvcore (MACs).
 
 Convention (the seed papers', DeiT's and fvcore's "FLOPs"): ``macs`` counts one
