@@ -46,8 +46,8 @@ from dataclasses import dataclass
 
 # (ps_feature_size, unfold_length, layer_macs, t2t_layer_macs, t2t_sides: importable from here as before)
 from .layout import Layout, Stage, check_int, ps_feature_size, unfold_length, validate_layout  # noqa: F401
-from .parts import (HeadPart, LayerPart, PSStemPart, bottleneck_shapes, describe, layer_macs,  # noqa: F401
-                    linear_shapes, make_stem_part, numel, stage_parts, t2t_layer_macs, t2t_sides)
+from .parts import (HeadPart, LayerPart, PSStemPart, bottleneck_macs, bottleneck_shapes, describe,  # noqa: F401
+                    layer_macs, linear_shapes, make_stem_part, numel, stage_parts, t2t_layer_macs, t2t_sides)
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ class Cost:
     def flops(self) -> int:
         """2 x MACs: a multiply and an add counted separately (FlopCounterMode's convention)."""
         return 2 * self.macs
+
+
+# Counts of single pieces, from the parts (the search adds stages up one by one).
 
 
 def linear_params(c_in: int, c_out: int, bias: bool = True) -> int:
@@ -100,8 +103,7 @@ def t2t_cost(layout: Layout, in_chans: int = 3) -> tuple[int, int]:
 
 def bottleneck_cost(c_in: int, mid: int, c_out: int, hw: int) -> tuple[int, int]:
     """A ResNet bottleneck on hw pixels: convs 1x1, 3x3, 1x1 (no bias), BatchNorms, shortcut conv."""
-    shapes = bottleneck_shapes(c_in, mid, c_out)
-    return numel(shapes), hw * numel([s for s in shapes if len(s) == 4])  # the convs' weights, once per pixel
+    return numel(bottleneck_shapes(c_in, mid, c_out)), bottleneck_macs(c_in, mid, c_out, hw)
 
 
 def ps_features_cost(layout: Layout, in_chans: int = 3) -> tuple[int, int]:

@@ -283,6 +283,11 @@ def bottleneck_shapes(c_in: int, mid: int, c_out: int) -> list[Shape]:
     return shapes + ([(c_out, c_in, 1, 1)] + norm_shapes(c_out) if c_in != c_out else [])
 
 
+def bottleneck_macs(c_in: int, mid: int, c_out: int, hw: int) -> int:
+    """The bottleneck's convolution weights, once per pixel of its ``hw``-pixel map."""
+    return hw * numel([s for s in bottleneck_shapes(c_in, mid, c_out) if len(s) == 4])
+
+
 @dataclass(frozen=True)
 class PSStemPart(_Counted):
     """:class:`~funnelbench.models.ProgressiveSamplingEmbed`: a ResNet feature extractor (conv
@@ -354,9 +359,7 @@ class PSStemPart(_Counted):
     def feature_macs(self) -> int:
         hw = self.feature_side ** 2
         macs = self.in_chans * 49 * 64 * self.conv_side ** 2
-        for c_in, mid, c_out in self.bottlenecks:  # the convs' weights, once per pixel
-            macs += hw * (c_in * mid + 9 * mid * mid + mid * c_out + (c_in * c_out if c_in != c_out else 0))
-        return macs
+        return macs + sum(bottleneck_macs(*b, hw) for b in self.bottlenecks)
 
     @property
     def sampling_macs(self) -> int:

@@ -188,7 +188,7 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
     model = describe(layout, num_classes)
     w = Walk(B, F32 if dtype == "fp32" else 2, device, attention)
     walk_model(w, model)
-    sizes = [math.prod(shape) for shape in model.param_shapes()]
+    sizes = param_sizes(model)
     weights = F32 * sum(sizes)
     grads = weights
     opt_state, opt_scratch = optimizer_bytes(sizes, optimizer, device)
@@ -225,10 +225,15 @@ def walk_model(w: Walk, model: ModelParts) -> None:
 STEMS = {PatchStemPart: patch_embed, T2TStemPart: t2t_embed, PSStemPart: ps_embed}  # each stem part's walk
 
 
+def param_sizes(model: ModelParts) -> list[int]:
+    """Elements of each parameter tensor, in ``model.parameters()`` order (AdamW's per-tensor
+    state and scratch follow them)."""
+    return [math.prod(shape) for shape in model.param_shapes()]
+
+
 def _param_sizes(layout: Layout, num_classes: int) -> list[int]:
-    """Elements of each parameter tensor, in ``model.parameters()`` order (from the parts'
-    shapes: :meth:`funnelbench.parts.ModelParts.param_shapes`)."""
-    return [math.prod(shape) for shape in describe(layout, num_classes).param_shapes()]
+    """:func:`param_sizes` of a layout's parts."""
+    return param_sizes(describe(layout, num_classes))
 
 
 def max_batch_size(x, budget_bytes: int, *, limit: int = 1 << 16, **kwargs) -> int:
