@@ -29,6 +29,39 @@ def test_param_shapes_are_the_built_models_for_every_preset(name):
     assert fb.count(layout).params == describe(layout).params
 
 
+def walked(parts):
+    """The backbone's parts in forward order, as the memory walk names them."""
+    return [x for s in parts.stages for x in ([s.transition] if s.transition else []) + list(s.layers)]
+
+
+@given(tiny_layouts())
+@settings(max_examples=60, deadline=None)
+def test_the_builder_and_the_memory_walk_follow_the_parts(text):
+    """What the shapes do not show, read from the layout: each block's heads, where each
+    transition stands and its pool; and the memory walk's parts (names and parameters) are the
+    description's."""
+    layout = fb.parse_layout(text)
+    parts = describe(layout)
+    with torch.device("meta"):
+        model = fb.build_model(layout)
+    assert [b.attn.heads for b in model.blocks] == [s.heads for s in layout.stages for _ in range(s.layers)]
+    starts, i, prev = [], 0, None
+    for stage in layout.stages:
+        if prev is not None and (stage.pools or stage.hidden != prev.hidden):
+            starts.append(str(i))
+        i, prev = i + stage.layers, stage
+    assert list(model.transitions) == starts
+    for t, module in zip(parts.transitions, model.transitions.values()):
+        pool = module.pool
+        assert (pool is not None) == t.pools and module.pqo == t.pqo
+        if pool is not None:
+            assert (pool.op, pool.stride, pool.kernel, pool.prefix) == (t.stage.pool, t.stage.stride, t.stage.kernel,
+                                                                        layout.num_prefix_tokens)
+    est = fb.estimate_memory(layout, 1)
+    backbone = [p for p in est.parts if p.name.startswith("stage")]
+    assert [(p.name, p.params_bytes) for p in backbone] == [(x.name, 4 * x.params) for x in walked(parts)]
+
+
 @given(tiny_layouts())
 @settings(max_examples=60, deadline=None)
 def test_param_shapes_are_the_built_models_for_random_layouts(text):
