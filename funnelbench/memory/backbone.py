@@ -35,7 +35,7 @@ Under autocast (bf16/fp16) matmul outputs are 2 bytes, each linear layer keeps a
 of its weight and of any fp32 input, and the residual stream stays fp32 until a projection
 (whose output is 2 bytes) carries it on in 2 bytes (without class token and position
 embedding it is the stem's 2-byte output from the start). CPU and CUDA differ in three places
-that the estimate follows (``device``): AdamW's implementation (above), LayerNorm under
+that the estimate follows (``device``): AdamW's implementation (``walk.py``), LayerNorm under
 autocast (fp32 on CUDA, the input's dtype on CPU) and the CPU math kernel, which computes a
 bf16/fp16 attention in fp32.
 """
@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 from ..parts import EmbedPart, HeadPart, LayerPart, TransitionPart
 from .walk import F32, PartMoments, T, Walk, chain_peak
+
 
 def prefix_and_pos(w: Walk, embed: EmbedPart, x: T) -> tuple[list[T], int, int]:
     """The class token joined in front of the stem's tokens and the position embedding added.
@@ -63,6 +64,7 @@ def prefix_and_pos(w: Walk, embed: EmbedPart, x: T) -> tuple[list[T], int, int]:
         if embed.pos == "sincos":  # a fixed buffer
             buffers += F32 * n * d
     return chain, embed.params, buffers
+
 
 @dataclass(frozen=True)
 class Around:
@@ -230,6 +232,7 @@ def layer(w: Walk, part: LayerPart, x: T, kv: T | None = None, around: Around = 
                            bwd_transient=grad_held + max(bwd_mlp, bwd_attn, bwd_qkv),
                            infer_live=infer_held + max(moments)))
     return x2
+
 
 def transition(w: Walk, part: TransitionPart, y: T) -> tuple[T, T | None]:
     """Projection to the new width (on the whole sequence), then the pool, then a new position

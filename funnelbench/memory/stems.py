@@ -34,6 +34,7 @@ from ..parts import (EmbedPart, LayerPart, PatchStemPart, PSStemPart, T2TStemPar
 from .backbone import Around, layer, prefix_and_pos
 from .walk import F32, PartMoments, T, Walk, chain_peak
 
+
 def patch_embed(w: Walk, stem: PatchStemPart, embed: EmbedPart) -> T:
     """Patches: a p x p convolution with stride p, then the class token and position embedding."""
     B, d, c = w.B, stem.dim, stem.in_chans

@@ -111,6 +111,7 @@ def chain_peak(chain: list[T]) -> int:
     output: an output and its input are alive together, then the input is dropped."""
     return max((a.bytes + b.bytes for a, b in zip(chain, chain[1:])), default=chain[0].bytes)
 
+
 def adamw_cpu_scratch(sizes: list[int]) -> int:
     """torch's CPU AdamW loops over tensors: ``denom = (exp_avg_sq.sqrt() / c).add_(eps)`` holds
     two temporaries of the tensor being updated while the previous tensor's ``denom`` is still
