@@ -1,5 +1,6 @@
 """ViT, Funnel-ViT, HVT, T2T-ViT and PS-ViT built from a layout. ``build_model`` is the only function that turns a
-layout into modules (``funnelbench.cost.count`` is the only one that turns it into counts)."""
+layout into modules: one per part of :func:`funnelbench.parts.describe`, the description that
+``funnelbench.cost.count`` and ``funnelbench.memory.estimate_memory`` walk too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..layout import Layout, check_int, validate_layout
+from ..parts import PatchStemPart, PSStemPart, T2TStemPart, TransitionPart, describe, make_stem_part
 from .layers import LN_EPS, Block, PatchEmbed, TokenPool, Transition
 from .stems import ProgressiveSamplingEmbed, T2TEmbed
 
@@ -25,13 +27,22 @@ def sincos_table(n: int, dim: int) -> torch.Tensor:
 def make_stem(layout: Layout, in_chans: int = 3) -> nn.Module:
     """The module that turns images into the first stage's tokens (without class token and
     position embedding)."""
-    stem, first = layout.stem, layout.stages[0]
-    if stem.kind == "patch":
-        return PatchEmbed(layout.patch_size, first.hidden, in_chans)
-    if stem.is_t2t:
-        return T2TEmbed(first.hidden, stem.token_dim, performer=stem.kind == "t2t", in_chans=in_chans)
-    return ProgressiveSamplingEmbed(first.hidden, first.heads, first.mlp, stem.points, stem.iters, stem.share,
-                                    stem.fe_width, first.qkv_bias, layout.image_size, in_chans)
+    return stem_module(make_stem_part(layout, in_chans))
+
+
+def stem_module(part: PatchStemPart | T2TStemPart | PSStemPart) -> nn.Module:
+    if isinstance(part, PatchStemPart):
+        return PatchEmbed(part.patch_size, part.dim, part.in_chans)
+    if isinstance(part, T2TStemPart):
+        return T2TEmbed(part.dim, part.token_dim, performer=part.performer, in_chans=part.in_chans)
+    return ProgressiveSamplingEmbed(part.dim, part.heads, part.mlp, part.points, part.iters, part.share,
+                                    part.fe_width, part.qkv_bias, part.image_size, part.in_chans)
+
+
+def transition_module(part: TransitionPart) -> Transition:
+    s = part.stage
+    pool = TokenPool(s.pool, s.stride, part.prefix, s.kernel) if part.pools else None
+    return Transition(part.prev.hidden, s.hidden, pool, s.pqo, pos_tokens=part.pos_tokens)
 
 
 class FunnelViT(nn.Module):
@@ -52,31 +63,27 @@ class FunnelViT(nn.Module):
         super().__init__()
         self.layout = layout
         self.num_classes = num_classes
-        first = layout.stages[0]
-        prefix = layout.num_prefix_tokens
-        self.patch_embed = make_stem(layout, in_chans)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, first.hidden)) if prefix else None
-        if layout.pos == "learned":
-            self.pos_embed = nn.Parameter(torch.zeros(1, first.tokens, first.hidden))
-        elif layout.pos == "sincos":
-            self.register_buffer("pos_embed", sincos_table(first.tokens, first.hidden))
+        parts = describe(layout, num_classes, in_chans)  # one module per part, in its registration order
+        embed = parts.embed
+        self.patch_embed = stem_module(parts.stem)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed.dim)) if embed.cls else None
+        if embed.pos == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, embed.tokens, embed.dim))
+        elif embed.pos == "sincos":
+            self.register_buffer("pos_embed", sincos_table(embed.tokens, embed.dim))
         else:
             self.pos_embed = None
 
         blocks, transitions = [], {}
-        prev = None
-        for stage in layout.stages:
-            if prev is not None and (stage.pools or stage.hidden != prev.hidden):
-                pool = TokenPool(stage.pool, stage.stride, prefix, stage.kernel) if stage.pools else None
-                transitions[str(len(blocks))] = Transition(prev.hidden, stage.hidden, pool, stage.pqo,
-                                                           pos_tokens=stage.tokens if stage.newpos else 0)
-            blocks += [Block(stage.hidden, stage.heads, stage.mlp, stage.qkv_bias) for _ in range(stage.layers)]
-            prev = stage
+        for stage in parts.stages:
+            if stage.transition is not None:  # keyed by the index of the block it comes before
+                transitions[str(len(blocks))] = transition_module(stage.transition)
+            blocks += [Block(x.dim, x.heads, x.mlp, x.qkv_bias) for x in stage.layers]
         self.blocks = nn.ModuleList(blocks)
         self.transitions = nn.ModuleDict(transitions)
-        last = layout.stages[-1].hidden
-        self.norm = nn.LayerNorm(last, eps=LN_EPS)
-        self.head = nn.Linear(last, num_classes)
+        head = parts.head
+        self.norm = nn.LayerNorm(head.dim, eps=LN_EPS)
+        self.head = nn.Linear(head.dim, head.num_classes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
