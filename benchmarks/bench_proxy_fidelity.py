@@ -103,15 +103,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
-def run_one(config: str, layout: str, seed: int, runs: str) -> dict:
-    """Train one layout at one configuration and seed; the row the JSONL file keeps."""
+def run_one(config: str, layout: str, seed: int, runs: str, data: str | None = None) -> dict:
+    """Train one layout at one configuration and seed on ``data`` (None: the built-in data); the
+    row the JSONL file keeps."""
     import funnelbench as fb
     from funnelbench.search.study import train_trial
 
-    proxy = settings(config)
-    key = (proxy["image_size"], proxy["train_per_class"])
+    proxy = {**settings(config), "data": data}
+    key = (data, proxy["image_size"], proxy["train_per_class"])
     if key not in _DATA:
-        _DATA[key] = fb.load_data(None, image_size=proxy["image_size"], train_per_class=proxy["train_per_class"])
+        _DATA[key] = fb.load_data(data, image_size=proxy["image_size"], train_per_class=proxy["train_per_class"])
     out = Path(runs) / config / f"{_slug(layout)}-seed{seed}"
     started = time.time()
     rec = train_trial(layout, out=out, data=_DATA[key],
@@ -119,7 +120,7 @@ def run_one(config: str, layout: str, seed: int, runs: str) -> dict:
     import pandas as pd
 
     history = pd.read_csv(out / "history.csv")
-    return {"config": config, "layout": layout, "seed": seed, "status": rec["status"],
+    return {"config": config, "layout": layout, "seed": seed, "data": rec["dataset"], "status": rec["status"],
             "top1": round(100 * rec["best_val_top1"], 2), "final_top1": round(100 * rec["val_top1"], 2),
             "val_loss": round(rec["val_loss"], 4), "sum_train_loss": round(float(history["train_loss"].sum()), 4),
             "epochs": rec["epochs_done"], "proxy_layout": rec["layout"], "proxy_macs": rec["macs"],
@@ -133,7 +134,8 @@ def read_rows(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
-def work(layouts: list[dict], configs: list[str], log: Path, runs: str, workers: int, knob_layouts: int) -> None:
+def work(layouts: list[dict], configs: list[str], log: Path, runs: str, workers: int, knob_layouts: int,
+         data: str | None) -> None:
     done = {(r["config"], r["layout"], r["seed"]) for r in read_rows(log)}
     # layouts in an interleaved MACs order, so a partial run (and the knobs' subset) spans the range
     order = layouts[::2] + layouts[1::2]
@@ -143,7 +145,7 @@ def work(layouts: list[dict], configs: list[str], log: Path, runs: str, workers:
             if (c, row["layout"], s) not in done]
     print(f"{len(done)} runs done, {len(jobs)} to go", flush=True)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(run_one, c, lay, s, runs): (c, lay, s) for c, lay, s in jobs}
+        futures = {pool.submit(run_one, c, lay, s, runs, data): (c, lay, s) for c, lay, s in jobs}
         for i, fut in enumerate(as_completed(futures), 1):
             row = fut.result()
             with open(log, "a") as f:
@@ -310,6 +312,8 @@ def main() -> None:
     ap.add_argument("--runs", default="runs/proxy-fidelity", help="folder for the training runs")
     ap.add_argument("--layouts", type=int, default=16, help="points of the space (the hand layouts come on top)")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--data", default=None, help="the data every run trains on (default: the built-in data); "
+                    "builtin-hard is the harder built-in set")
     ap.add_argument("--knob-layouts", type=int, default=12, help="layouts the one-knob variations train")
     ap.add_argument("--workers", type=int, default=2, help="runs at a time, one torch thread each")
     ap.add_argument("--analyse", action="store_true", help="only write the summary from the rows so far")
@@ -326,7 +330,7 @@ def main() -> None:
     log = out.with_suffix(".jsonl")
     if not args.analyse:
         started = time.time()
-        work(layouts, args.configs, log, args.runs, args.workers, args.knob_layouts)
+        work(layouts, args.configs, log, args.runs, args.workers, args.knob_layouts, args.data)
         print(f"wall time {time.time() - started:.0f} s", flush=True)
     analyse(read_rows(log), layouts, out, argv=[a for a in sys.argv[1:] if a != "--analyse"])
 

@@ -101,7 +101,8 @@ class TrainConfig:
 
     layout: str  # the target layout (full size); the proxy that trains is proxy_layout(...)
     data: str | None = _opt(None, _DATA, "ImageFolder tree (`train/<class>/*`, `val/<class>/*`), CIFAR-10/100 python folder, or "
-                                        "'builtin': the built-in synthetic dataset (the default; it says nothing about ImageNet).")
+                                        "'builtin': the built-in synthetic dataset (the default; it says nothing about ImageNet), or "
+                                        "'builtin-hard': its harder 16-class version.")
     classes: int | None = _opt(None, _DATA, "Keep K classes, chosen with --subset-seed (an ImageNet-100-style subset).")
     train_per_class: int | None = _opt(None, _DATA, "Training images per class (chosen with --subset-seed). Built-in data: 1000.")
     val_per_class: int | None = _opt(None, _DATA, "Validation images per class. Built-in data: 250.")

@@ -7,6 +7,8 @@ Sources (``--data``):
 * nothing, ``builtin`` or ``synthetic-arrangement``: the built-in **synthetic** dataset
   (:func:`render_arrangement`). It ships as code, needs no download and says nothing about
   ImageNet; every record names it ``synthetic-arrangement``.
+* ``builtin-hard`` or ``synthetic-arrangement-hard``: a harder built-in dataset, 16 classes
+  (:func:`render_arrangement_hard`), made to rank layouts where the first is too easy.
 * a folder with ``train/<class>/*`` and ``val/<class>/*`` images (the ImageNet layout).
 * a CIFAR-10 / CIFAR-100 folder in the python pickle format (``cifar-10-batches-py`` or
   ``cifar-100-python``, or the folder holding it), read with torchvision (``download=False``).
@@ -34,9 +36,10 @@ replace here: the sources look :func:`render_arrangement` and ``_scan_class`` up
 package when they call them).
 """
 
-from .builtin import (BUILTIN, BUILTIN_ALIASES, BUILTIN_NOTE, BUILTIN_TRAIN_PER_CLASS, BUILTIN_VAL_PER_CLASS,
-                      BUILTIN_VERSION, CHUNK, DIRECTIONS, _DISTRACTOR_COLORS, _PART_RADIUS, _SPLIT_SEEDS,
-                      _render_chunk, render_arrangement)
+from .builtin import (BUILTIN, BUILTIN_ALIASES, BUILTIN_HARD, BUILTIN_NOTE, BUILTIN_SETS, BUILTIN_TRAIN_PER_CLASS,
+                      BUILTIN_VAL_PER_CLASS, BUILTIN_VERSION, CHUNK, DIRECTIONS, HARD_CLASSES, _DISTRACTOR_COLORS,
+                      _PART_RADIUS, _SPLIT_SEEDS, BuiltinSet, _render_chunk, builtin_set, render_arrangement,
+                      render_arrangement_hard)
 from .cache import (CACHE_ENV, CACHE_FORMAT, Split, _build, _build_or_load, _digest, _open_complete, _open_entry,
                     _partial_done, cache_root)
 from .sources import (IMAGE_EXTENSIONS, _RACY_NS, _Builtin, _Cifar, _collate_decoded, _DecodeFiles, _few,

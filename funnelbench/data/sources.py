@@ -18,11 +18,10 @@ import torch
 
 from ..errors import UsageError
 from ..exports import atomic_write
-from .builtin import (BUILTIN, BUILTIN_ALIASES, BUILTIN_NOTE, BUILTIN_TRAIN_PER_CLASS, BUILTIN_VAL_PER_CLASS,
-                      BUILTIN_VERSION, CHUNK, DIRECTIONS)
+from .builtin import BUILTIN, BUILTIN_SETS, BUILTIN_TRAIN_PER_CLASS, BUILTIN_VAL_PER_CLASS, CHUNK, BuiltinSet, builtin_set
 from .cache import _digest, cache_root
 
-# _PACKAGE_LOOKUPS: render_arrangement and _scan_class are looked up in ``funnelbench.data`` (the
+# _PACKAGE_LOOKUPS: the built-in renderers (render_arrangement, ...) and _scan_class are looked up in ``funnelbench.data`` (the
 # package) when they are called, not bound here at import, so that replacing
 # ``funnelbench.data.render_arrangement`` (a test that checks the cache is read, not the
 # source) replaces what the sources call.
@@ -91,33 +90,38 @@ class _Source:
 
 
 class _Builtin(_Source):
+    """A built-in synthetic dataset (:data:`~funnelbench.data.builtin.BUILTIN_SETS`)."""
+
     kind = "builtin"
-    name = slug = BUILTIN
-    note = BUILTIN_NOTE
     hflip_ok = False
 
-    def __init__(self, train_per_class: int, val_per_class: int):
+    def __init__(self, train_per_class: int, val_per_class: int, spec: BuiltinSet = BUILTIN_SETS[BUILTIN]):
+        self.spec = spec
+        self.name = self.slug = spec.name
+        self.note = spec.note
         self.per_class = {"train": train_per_class, "val": val_per_class}
 
     def classes(self) -> list[str]:
-        return list(DIRECTIONS)
+        return list(self.spec.classes)
 
     def labels(self, split):
-        return np.arange(self.per_class[split] * len(DIRECTIONS)) % len(DIRECTIONS)
+        k = len(self.spec.classes)
+        return np.arange(self.per_class[split] * k) % k
 
     def identity(self, split, items):
-        return {"source": BUILTIN, "version": BUILTIN_VERSION, "pool": int(self.per_class[split] * len(DIRECTIONS)),
-                "items": _digest(items.tolist())}
+        return {"source": self.spec.name, "version": self.spec.version,
+                "pool": int(self.per_class[split] * len(self.spec.classes)), "items": _digest(items.tolist())}
 
     def read(self, split, items, size, workers):
-        from . import render_arrangement  # looked up in the package: see _PACKAGE_LOOKUPS
+        from .. import data  # the renderer is looked up in the package: see _PACKAGE_LOOKUPS
 
+        render = getattr(data, self.spec.render)
         # Items are rendered in contiguous runs; the subset of the built-in data is always a
         # whole prefix, so this is one run in practice.
         for lo in range(0, len(items), CHUNK):
             part = items[lo: lo + CHUNK]
             first, last = int(part[0]), int(part[-1]) + 1
-            x, _ = render_arrangement(split, first, last, size)
+            x, _ = render(split, first, last, size)
             yield x[torch.from_numpy(part - first)].numpy(), np.ones(len(part), bool), []
 
 
@@ -257,8 +261,9 @@ def open_source(data: str | os.PathLike | None, *, train_per_class: int | None =
                 val_per_class: int | None = None, cache_dir: str | os.PathLike | None = None) -> _Source:
     """The source named by ``--data``; a one-line :class:`UsageError` when it is not one. An
     ImageFolder tree's listing is kept under the cache folder (see :func:`cache_root`)."""
-    if data is None or str(data) in BUILTIN_ALIASES:
-        return _Builtin(train_per_class or BUILTIN_TRAIN_PER_CLASS, val_per_class or BUILTIN_VAL_PER_CLASS)
+    spec = builtin_set(data)
+    if spec is not None:
+        return _Builtin(train_per_class or BUILTIN_TRAIN_PER_CLASS, val_per_class or BUILTIN_VAL_PER_CLASS, spec)
     root = Path(data).expanduser()
     if not root.exists():
         raise UsageError(f"--data {data}: no such file or folder; give an ImageFolder tree, a CIFAR folder, "
