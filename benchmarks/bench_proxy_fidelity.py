@@ -262,7 +262,7 @@ def analyse(rows: list[dict], layouts: list[dict], out: Path, argv: list[str]) -
     records = table
     extra = "\n\n".join(f"## {title}\n\n" + _markdown(recs) for title, recs in sections[1:] if recs)
     path = write_result(out.name, records, "Proxy fidelity: the search's proxy against 5x longer training", notes,
-                        rows=per_layout, rows_suffix="_layouts", folder=out.parent, argv=argv)
+                        rows=per_layout, rows_suffix="_per_layout", folder=out.parent, argv=argv)
     text = path.read_text() + "\n" + extra + "\n\n![proxy against long](" + out.name + ".png)\n"
     path.write_text(text)
     _plot(by, long_mean, kinds, out.with_suffix(".png"))

@@ -44,3 +44,30 @@ def test_bootstrap_interval_brackets_the_statistic_and_is_degenerate_for_perfect
     y = [0, 2, 1, 3, 5, 4, 6, 9, 7, 8, 11, 10]
     lo, hi = bootstrap_interval(x, y)
     assert lo <= kendall_tau(x, y) <= hi and lo < kendall_tau(x, y)
+
+
+def test_the_fidelity_summary_ranks_what_it_has(tmp_path):
+    """bench_proxy_fidelity's analysis on made-up rows: a proxy that orders the layouts as the
+    long runs do gets tau 1, one that reverses them -1, and a layout without long runs is left out."""
+    import json
+
+    import bench_proxy_fidelity as bench
+
+    layouts = [{"layout": f"L{i}", "kind": "space" if i < 4 else "hand", "macs": 10 - i, "params": i} for i in range(6)]
+    rows = []
+    for i, lay in enumerate(layouts):
+        for seed in (0, 1):
+            rows.append({"config": "proxy", "layout": lay["layout"], "seed": seed, "top1": 10.0 * i + seed,
+                         "val_loss": 1.0 - 0.1 * i, "sum_train_loss": 5.0 - i, "wall_s": 2.0})
+            if i < 5:  # L5 has no long run yet
+                rows.append({"config": "long", "layout": lay["layout"], "seed": seed, "top1": 50.0 + i + seed / 10,
+                             "val_loss": 0.5, "sum_train_loss": 1.0, "wall_s": 10.0})
+    out = tmp_path / "fidelity"
+    bench.analyse(rows, layouts, out, argv=[])
+    table = {r["scoring"]: r for r in __import__("csv").DictReader(open(out.with_suffix(".csv")))}
+    assert table["proxy, seed 0"]["layouts"] == "5" and float(table["proxy, seed 0"]["kendall_tau"]) == 1.0
+    assert float(table["MACs alone (more = better)"]["kendall_tau"]) == -1.0
+    assert float(table["params alone (more = better)"]["kendall_tau"]) == 1.0
+    assert float(table["long seed 0 vs long seed 1 (the ceiling)"]["kendall_tau"]) == 1.0
+    assert out.with_suffix(".png").exists() and "One knob at a time" in out.with_suffix(".md").read_text()
+    json.dumps(rows)

@@ -6,7 +6,7 @@
   distance (near or far) from the square to the disc, with smaller parts, four distractors, two
   of them in colours close to the parts', and more noise (:func:`render_arrangement_hard`).
   Made because the first is too easy to rank layouts: at 20 epochs of the search's proxy most
-  layouts reach 99-100 % top-1 (results/proxy_fidelity-arrangement.md).
+  layouts reach 99-100 % top-1 (results/proxy_fidelity.md).
 
 Everything that names or sizes them is here, in one place: names and aliases for ``--data``, the
 note every record carries, the images per class of each split, the version in the cache key
