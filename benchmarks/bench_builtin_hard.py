@@ -82,7 +82,7 @@ def main() -> None:
     notes = ["Data: synthetic-arrangement-hard, 16 classes (chance 6.25 %), 16,000 training / 4,000 validation images "
              "at 32 px; seed 0; one torch thread per run, two runs at a time.",
              "On the first built-in set the same two layouts reach 99.45 % and 99.90 % at the reference schedule "
-             "(seed 0), where every layout that learns at all ends within 1.5 points of 100 % "
+             "(seed 0), where every layout that learns at all ends within 2 points of 100 % "
              "(results/proxy_fidelity.md): too easy to rank layouts. Here the reference leaves room (85 %), but a "
              "4-epoch proxy is still at or near chance: a proxy for this set needs more epochs.",
              "Synthetic data: this says whether a layout can learn the task on this proxy, nothing about ImageNet."]
