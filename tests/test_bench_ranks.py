@@ -58,7 +58,7 @@ def test_the_fidelity_summary_ranks_what_it_has(tmp_path):
     for i, lay in enumerate(layouts):
         for seed in (0, 1):
             rows.append({"config": "proxy", "layout": lay["layout"], "seed": seed, "top1": 10.0 * i + seed,
-                         "val_loss": 1.0 - 0.1 * i, "sum_train_loss": 5.0 - i, "wall_s": 2.0})
+                         "val_loss": 1.0 - 0.1 * i, "sum_train_loss": 5.0 - i, "wall_s": 2.0, "proxy_macs": 100})
             if i < 5:  # L5 has no long run yet
                 rows.append({"config": "long", "layout": lay["layout"], "seed": seed, "top1": 50.0 + i + seed / 10,
                              "val_loss": 0.5, "sum_train_loss": 1.0, "wall_s": 10.0})
