@@ -13,13 +13,14 @@ exists (a run cut short shows the epochs it has).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_proxy_fidelity import _slug  # noqa: E402
 
 LAYOUTS = ("B12(197), h192", "B6(197)-6(50), max, h192")
 BASE = {"image_size": 32, "patch_size": 8, "width_scale": 0.25, "lr": 2e-3, "train_per_class": 1000,
@@ -30,8 +31,7 @@ SCHEDULES = {"reference (20 epochs, batch 128)": {"epochs": 20, "batch_size": 12
 
 
 def _folder(runs: str, schedule: str, layout: str) -> Path:
-    slug = lambda t: re.sub(r"[^A-Za-z0-9]+", "_", t).strip("_")  # noqa: E731
-    return Path(runs) / slug(schedule) / slug(layout)
+    return Path(runs) / _slug(schedule) / _slug(layout)
 
 
 def _history(folder: Path):

@@ -71,3 +71,17 @@ def test_the_fidelity_summary_ranks_what_it_has(tmp_path):
     assert float(table["long seed 0 vs long seed 1 (the ceiling)"]["kendall_tau"]) == 1.0
     assert out.with_suffix(".png").exists() and "One knob at a time" in out.with_suffix(".md").read_text()
     json.dumps(rows)
+
+
+def test_the_spaces_default_proxy_is_the_one_the_fidelity_benchmark_measured():
+    """The README and `search --help` say funnel-reinvest-ti's default proxy is the measured one:
+    changing either without the other must fail here."""
+    import bench_proxy_fidelity as bench
+
+    import funnelbench as fb
+
+    proxy = fb.load_space(bench.SPACE).proxy
+    assert {k: v for k, v in bench.PROXY.items() if k != "train_per_class"} == proxy
+    from funnelbench.data import BUILTIN_TRAIN_PER_CLASS
+
+    assert bench.PROXY["train_per_class"] == BUILTIN_TRAIN_PER_CLASS  # the data default, which the space leaves alone
