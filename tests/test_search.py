@@ -235,6 +235,36 @@ def test_a_baseline_is_never_pruned_and_the_pruner_waits_for_half_the_schedule(m
     assert not trained[7].user_attrs["baseline"] and trained[7].state == TrialState.PRUNED
 
 
+def test_the_median_pruner_waits_for_trained_trials_not_rejected_ones():
+    """A rejected candidate is a COMPLETE trial that never trained. Five of them and one trained
+    trial must not arm the pruner: Optuna's own MedianPruner would then judge every trial against
+    that one (random search pruned 15 of 16 trainings that way)."""
+    from optuna.trial import create_trial
+
+    curve = {1: 50.0, 2: 70.0, 3: 90.0, 4: 90.0}
+    pruner = study_mod.make_pruner("median", 4)
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        study.add_trial(create_trial(value=0.0))  # rejected: told with the worst value, no epochs
+    study.add_trial(create_trial(value=90.0, intermediate_values=curve))
+
+    def judged(value: float) -> bool:
+        trial = study.ask()
+        for step in (1, 2, 3):
+            trial.report(value, step)
+        pruned = trial.should_prune()
+        study.tell(trial, state=TrialState.PRUNED)
+        return pruned
+
+    assert not judged(10.0)
+    study.pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
+    assert judged(10.0)  # what Optuna's own start-up count does here
+    study.pruner = pruner
+    for _ in range(4):
+        study.add_trial(create_trial(value=90.0, intermediate_values=curve))
+    assert judged(10.0) and not judged(95.0)  # five trained trials: now it judges
+
+
 # ----------------------------------------------------------------------------- records and resume
 
 
