@@ -78,3 +78,25 @@ def bootstrap_interval(x: list[float], y: list[float], stat=kendall_tau, *, draw
     lo = values[int((1 - level) / 2 * (len(values) - 1))]
     hi = values[int((1 + level) / 2 * (len(values) - 1))]
     return lo, hi
+
+
+def paired_difference_interval(a: list[float], b: list[float], reference: list[float], stat=kendall_tau, *,
+                               draws: int = 2000, level: float = 0.9, seed: int = 0) -> tuple[float, float] | None:
+    """A percentile bootstrap interval of ``stat(a, reference) - stat(b, reference)``: two scorings
+    of the same layouts, resampled together, so what they share cancels (an interval excluding 0
+    says one ranks better than the other beyond the noise of which layouts were picked)."""
+    rng = random.Random(seed)
+    n = len(a)
+    if not n == len(b) == len(reference):
+        raise ValueError("a, b and reference differ in length")
+    values = []
+    for _ in range(draws):
+        pick = [rng.randrange(n) for _ in range(n)]
+        ref = [reference[i] for i in pick]
+        va, vb = stat([a[i] for i in pick], ref), stat([b[i] for i in pick], ref)
+        if va is not None and vb is not None:
+            values.append(va - vb)
+    if not values:
+        return None
+    values.sort()
+    return values[int((1 - level) / 2 * (len(values) - 1))], values[int((1 + level) / 2 * (len(values) - 1))]
