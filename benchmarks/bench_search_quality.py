@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_proxy_fidelity import (BUDGET_MACS, CONFIGS, PROXY, SPACE, _init_worker, read_rows,  # noqa: E402
-                                  run_one)
+from bench_proxy_fidelity import (BUDGET_MACS, CONFIGS, DEFAULT_CONFIG, PROXY, SPACE, _init_worker,  # noqa: E402
+                                  read_rows, run_one)
 
 SAMPLERS = ("tpe", "random")
 
@@ -116,7 +116,8 @@ def analyse(searches: list[dict], retrain: list[dict], fidelity: list[dict], out
     hand_layouts = [r["layout"] for r in json.loads(Path(args.fidelity).with_name(
         Path(args.fidelity).stem + "-layouts.json").read_text()) if r["kind"] == "hand"]
     within = [h for h in hand_layouts if fb.count(h).macs <= BUDGET_MACS]
-    proxy_hand = {r["layout"]: r["top1"] for r in fidelity if r["config"] == "proxy" and r["seed"] == 0}
+    # the hand layout a user would pick with one run of the search's default proxy each
+    proxy_hand = {r["layout"]: r["top1"] for r in fidelity if r["config"] == DEFAULT_CONFIG and r["seed"] == 0}
 
     def long_mean(layout):
         v = long.get(layout, {})
@@ -141,7 +142,7 @@ def analyse(searches: list[dict], retrain: list[dict], fidelity: list[dict], out
                         "long_top1_mean": _r(hand_long[best_hand]), "long_top1_sd_over_search_seeds": "",
                         "min": _r(min(long[best_hand].values())), "max": _r(max(long[best_hand].values()))})
     if hand_by_proxy and hand_by_proxy in hand_long:
-        summary.append({"arm": f"hand layout the proxy (seed 0) ranks first: {hand_by_proxy}",
+        summary.append({"arm": f"hand layout the default proxy (seed 0) ranks first: {hand_by_proxy}",
                         "long_top1_mean": _r(hand_long[hand_by_proxy]), "long_top1_sd_over_search_seeds": "",
                         "min": _r(min(long[hand_by_proxy].values())), "max": _r(max(long[hand_by_proxy].values()))})
     notes = [f"Space {SPACE} without its baselines; budget {BUDGET_MACS / 1e9:.2f} GMACs (DeiT-Ti); "
@@ -154,11 +155,40 @@ def analyse(searches: list[dict], retrain: list[dict], fidelity: list[dict], out
              "(`pick_long_top1_mean`); hand layouts within the budget from bench_proxy_fidelity.py's long runs "
              f"({len(hand_long)} of {len(hand_layouts)} hand layouts are within the budget).",
              "`min`/`max` of an arm are over its searches' picks (search arms) or over the two long seeds (hand).",
+             f"Wall time: the {len(searches)} searches took {sum(r['search_wall_s'] for r in searches) / 60:.0f} min "
+             f"of worker time, the {len(retrain)} re-trainings here {sum(r.get('wall_s', 0) for r in retrain) / 60:.0f} "
+             "min (two at a time on the 2 cores, one torch thread each; picks that are hand layouts or were re-trained "
+             "before are read, not re-trained).",
              "Built-in synthetic data: this says how the layouts rank on this proxy task, nothing about ImageNet."]
-    write_result(out.name, summary, "The search against random search and the hand layouts", notes, rows=rows,
-                 rows_suffix="_searches", folder=out.parent, argv=["--out", str(out)])
+    path = write_result(out.name, summary, "The search against random search and the hand layouts", notes, rows=rows,
+                        rows_suffix="_searches", folder=out.parent, argv=[a for a in sys.argv[1:] if a != "--analyse"])
+    _plot(rows, hand_long, out.with_suffix(".png"))
+    path.write_text(path.read_text() + f"\n![each search's pick and the hand layouts]({out.name}.png)\n")
     print(json.dumps(summary, indent=1))
     print(json.dumps(rows, indent=1))
+
+
+def _plot(rows: list[dict], hand_long: dict, path: Path) -> None:
+    """Long-schedule top-1 of each search's pick, one column per arm, beside every hand layout
+    within the budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), constrained_layout=True)
+    columns = [(f"{s} picks", [r["pick_long_top1_mean"] for r in rows if r["sampler"] == s
+                               and r["pick_long_top1_mean"] != ""]) for s in SAMPLERS]
+    columns.append(("hand layouts", list(hand_long.values())))
+    for i, (label, values) in enumerate(columns):
+        ax.scatter([i] * len(values), values, s=18, alpha=0.8, color="tab:red" if label == "hand layouts" else "tab:blue")
+        if values:
+            ax.hlines(statistics.mean(values), i - 0.25, i + 0.25, color="black", lw=1)
+    ax.set_xticks(range(len(columns)), [c[0] for c in columns])
+    ax.set_xlim(-0.5, len(columns) - 0.5)
+    ax.set_ylabel(f"top-1 % at {CONFIGS['long'][0]['epochs']} epochs (mean of 2 seeds)")
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
 
 
 def _mean(values):

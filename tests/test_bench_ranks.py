@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from _ranks import bootstrap_interval, kendall_tau, mid_ranks, spearman_rho  # noqa: E402
+from _ranks import bootstrap_interval, kendall_tau, mid_ranks, paired_difference_interval, spearman_rho  # noqa: E402
 
 
 def test_kendall_tau_b_matches_scipys_documented_example_with_ties():
@@ -46,6 +46,21 @@ def test_bootstrap_interval_brackets_the_statistic_and_is_degenerate_for_perfect
     assert lo <= kendall_tau(x, y) <= hi and lo < kendall_tau(x, y)
 
 
+def test_paired_difference_interval_cancels_what_two_scorings_share():
+    ref = list(range(12))
+    noisy = [0, 2, 1, 3, 5, 4, 6, 9, 7, 8, 11, 10]
+    # the same scoring twice: every resample differs by exactly 0
+    assert paired_difference_interval(noisy, noisy, ref) == (0.0, 0.0)
+    # perfect against reversed, on distinct values: tau 1 - (-1) = 2 in every resample with 2+ distinct layouts
+    lo, hi = paired_difference_interval(ref, ref[::-1], ref)
+    assert lo == hi == 2.0
+    # perfect against noisy: never worse, the point difference inside, and a spread
+    lo, hi = paired_difference_interval(ref, noisy, ref)
+    assert 0 <= lo <= 1 - kendall_tau(noisy, ref) <= hi and lo < hi
+    with pytest.raises(ValueError):
+        paired_difference_interval(ref, ref[:3], ref)
+
+
 def test_the_fidelity_summary_ranks_what_it_has(tmp_path):
     """bench_proxy_fidelity's analysis on made-up rows: a proxy that orders the layouts as the
     long runs do gets tau 1, one that reverses them -1, and a layout without long runs is left out."""
@@ -59,6 +74,9 @@ def test_the_fidelity_summary_ranks_what_it_has(tmp_path):
         for seed in (0, 1):
             rows.append({"config": "proxy", "layout": lay["layout"], "seed": seed, "top1": 10.0 * i + seed,
                          "val_loss": 1.0 - 0.1 * i, "sum_train_loss": 5.0 - i, "wall_s": 2.0, "proxy_macs": 100})
+            # a candidate proxy trained on every layout that orders them backwards
+            rows.append({"config": "image-16", "layout": lay["layout"], "seed": seed, "top1": 60.0 - i,
+                         "val_loss": 1.0, "sum_train_loss": 5.0, "wall_s": 2.0, "proxy_macs": 100})
             if i < 5:  # L5 has no long run yet
                 rows.append({"config": "long", "layout": lay["layout"], "seed": seed, "top1": 50.0 + i + seed / 10,
                              "val_loss": 0.5, "sum_train_loss": 1.0, "wall_s": 10.0})
@@ -69,7 +87,11 @@ def test_the_fidelity_summary_ranks_what_it_has(tmp_path):
     assert float(table["MACs alone (more = better)"]["kendall_tau"]) == -1.0
     assert float(table["params alone (more = better)"]["kendall_tau"]) == 1.0
     assert float(table["long seed 0 vs long seed 1 (the ceiling)"]["kendall_tau"]) == 1.0
-    assert out.with_suffix(".png").exists() and "One knob at a time" in out.with_suffix(".md").read_text()
+    assert float(table["image-16, mean of 2 seeds"]["kendall_tau"]) == -1.0
+    assert float(table["image-16 seed 0 vs image-16 seed 1"]["kendall_tau"]) == 1.0
+    md = out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").exists() and "One knob at a time" in md
+    assert "-2.00 to -2.00" in md  # image-16 against the proxy, paired: reversed against perfect, every resample
     json.dumps(rows)
 
 
@@ -81,7 +103,43 @@ def test_the_spaces_default_proxy_is_the_one_the_fidelity_benchmark_measured():
     import funnelbench as fb
 
     proxy = fb.load_space(bench.SPACE).proxy
-    assert {k: v for k, v in bench.PROXY.items() if k != "train_per_class"} == proxy
+    measured = bench.settings(bench.DEFAULT_CONFIG)
+    assert {k: v for k, v in measured.items() if k != "train_per_class"} == proxy
+    assert bench.DEFAULT_CONFIG in bench.FULL_CONFIGS  # measured on every layout, with both seeds
     from funnelbench.data import BUILTIN_TRAIN_PER_CLASS
 
-    assert bench.PROXY["train_per_class"] == BUILTIN_TRAIN_PER_CLASS  # the data default, which the space leaves alone
+    assert measured["train_per_class"] == BUILTIN_TRAIN_PER_CLASS  # the data default, which the space leaves alone
+
+
+def test_the_search_quality_summary_sets_each_arms_picks_beside_the_best_hand_layout(tmp_path):
+    """bench_search_quality's analysis on made-up rows: each arm's mean and spread over its search
+    seeds' picks at the long schedule, the best hand layout within the budget by its long runs, and
+    a hand layout over the budget left out."""
+    import csv
+    import json
+    from types import SimpleNamespace
+
+    import bench_search_quality as bench
+
+    hand = {"B12(197), h192": 90.0, "B6(197)-6(50), max, h192": 95.0, "B12(197), h384": 99.0}  # the last: 4.6 GMACs
+    fidelity = tmp_path / "fidelity.jsonl"
+    rows = [{"config": "long", "layout": h, "seed": s, "top1": v + s} for h, v in hand.items() for s in (0, 1)]
+    rows += [{"config": "image-16", "layout": h, "seed": 0, "top1": 100 - v} for h, v in hand.items()]
+    rows += [{"config": "proxy", "layout": h, "seed": 0, "top1": v} for h, v in hand.items()]  # not the default
+    fidelity.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "fidelity-layouts.json").write_text(json.dumps([{"layout": h, "kind": "hand"} for h in hand]))
+    picks = {("tpe", 0): "A", ("tpe", 1): "B", ("random", 0): "C", ("random", 1): "D"}
+    long_of = {"A": 96.0, "B": 98.0, "C": 80.0, "D": 90.0}
+    searches = [{"sampler": sa, "seed": se, "pick": p, "pick_gmacs": 1.0, "pick_proxy_top1": 50.0, "trained": 16,
+                 "pruned": 0, "rejected": 3, "search_wall_s": 1.0, "proxy": "{}"} for (sa, se), p in picks.items()]
+    retrain = [{"layout": p, "seed": s, "top1": long_of[p] + (1 if s else -1)} for p in long_of for s in (0, 1)]
+    out = tmp_path / "quality"
+    bench.analyse(searches, retrain, bench.read_rows(fidelity), out,
+                  SimpleNamespace(fidelity=str(fidelity), trials=16))
+    summary = {r["arm"]: r for r in csv.DictReader(open(out.with_suffix(".csv")))}
+    tpe, rnd = summary["tpe search (2 seeds)"], summary["random search (2 seeds)"]
+    assert float(tpe["long_top1_mean"]) == 97.0 and float(tpe["min"]) == 96.0 and float(tpe["max"]) == 98.0
+    assert float(rnd["long_top1_mean"]) == 85.0 and float(rnd["long_top1_sd_over_search_seeds"]) == round(50 ** 0.5, 2)
+    best = summary["best hand layout by the long schedule: B6(197)-6(50), max, h192"]
+    assert float(best["long_top1_mean"]) == 95.5  # not the 99 % layout: it is over the budget
+    assert "hand layout the default proxy (seed 0) ranks first: B12(197), h192" in summary
