@@ -143,3 +143,20 @@ def test_the_search_quality_summary_sets_each_arms_picks_beside_the_best_hand_la
     best = summary["best hand layout by the long schedule: B6(197)-6(50), max, h192"]
     assert float(best["long_top1_mean"]) == 95.5  # not the 99 % layout: it is over the budget
     assert "hand layout the default proxy (seed 0) ranks first: B12(197), h192" in summary
+
+
+def test_the_cost_benchmark_times_one_epoch_per_distinct_epoch_and_scales_by_epochs():
+    """bench_proxy_cost times one epoch for each set of settings that changes an epoch's cost:
+    the epoch-count variations share the proxy's epoch; image size, width and data share each
+    get their own. Its layouts are the cheapest, a middle and the dearest of the fidelity study."""
+    import json
+
+    import bench_proxy_cost as cost
+    import bench_proxy_fidelity as bench
+
+    groups = {tuple(sorted(configs)) for configs in cost.epoch_groups().values()}
+    assert groups == {("epochs-2", "epochs-8", "long", "proxy"), ("data-50%",), ("width-0.5",), ("image-16",)}
+    layouts = json.loads((Path(bench.__file__).parent.parent / "results" / "proxy_fidelity-layouts.json").read_text())
+    macs = {r["layout"]: r["macs"] for r in layouts}
+    picked = cost.timing_layouts()
+    assert len(set(picked)) == 3 and macs[picked[0]] == min(macs.values()) and macs[picked[2]] == max(macs.values())
