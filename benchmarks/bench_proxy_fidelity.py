@@ -251,9 +251,10 @@ def analyse(rows: list[dict], layouts: list[dict], out: Path, argv: list[str]) -
                            "two seeds of the reference itself: one run cannot predict another run better"))
     for c in ["proxy"] + candidates:
         # like for like with the ceiling: one run against one long run, averaged over the seed pairs
-        pairs = [kendall_tau(*zip(*[(a[k], b[k]) for k in a if k in b]))
-                 for a in (seed_score(c, s) for s in CONFIGS[c][1]) for b in (seed_score("long", t) for t in CONFIGS["long"][1])
-                 if len([k for k in a if k in b]) > 2]
+        runs = [seed_score(c, s) for s in CONFIGS[c][1]]
+        long_runs = [seed_score("long", t) for t in CONFIGS["long"][1]]
+        pairs = [kendall_tau(*_pairs(run, long_run)) for run in runs for long_run in long_runs
+                 if len(_pairs(run, long_run)[0]) > 2]
         table.append({"scoring": f"{c}, one run against one long run", "layouts": len(long_mean),
                       "kendall_tau": _fmt(_mean(pairs)), "tau_90pct_interval": "", "spearman_rho": "",
                       "what": f"the mean tau over its {len(pairs)} (seed, long seed) pairs: comparable with the ceiling"})
@@ -284,9 +285,7 @@ def analyse(rows: list[dict], layouts: list[dict], out: Path, argv: list[str]) -
         same = {k: v for k, v in seed_score("proxy", 0).items() if k in score}
         row = agreement(config, score, long_mean, what)
         row_base = agreement("proxy", same, long_mean, "")
-        common = [k for k in long_mean if k in score and k in same]
-        diff = paired_difference_interval([score[k] for k in common], [same[k] for k in common],
-                                          [long_mean[k] for k in common]) if len(common) > 2 else None
+        diff = paired(config, score, same, long_mean)["tau_90pct_interval"]
         med = _median_s(by[config], 0)
         # compute: training images x epochs x the proxy's MACs, over the same layouts (measured
         # seconds came under different loads and only give an order of magnitude)
@@ -295,7 +294,7 @@ def analyse(rows: list[dict], layouts: list[dict], out: Path, argv: list[str]) -
         knobs.append({"proxy": config, "change": json.dumps(change) if change else "(the proxy)",
                       "layouts": row["layouts"], "kendall_tau": row["kendall_tau"],
                       "tau_of_the_proxy_on_these_layouts": row_base["kendall_tau"],
-                      "tau_minus_proxy_90pct_interval": "" if diff is None else f"{diff[0]:.2f} to {diff[1]:.2f}",
+                      "tau_minus_proxy_90pct_interval": diff,
                       "spearman_rho": row["spearman_rho"], "mean_top1_pct": _fmt(_mean(score.values()), 1),
                       "layouts_above_chance": sum(v > CHANCE_PCT + 2.5 for v in score.values()),
                       "compute_vs_proxy": _fmt(work_of(config) / work_of("proxy"), 2),
