@@ -145,7 +145,7 @@ def test_spaces_says_how_many_layouts_meet_a_budget():
 
 
 def test_tpe_starts_with_ten_feasible_trainings_whatever_the_baselines_and_rejections():
-    """funnel-reinvest-ti's 11 baselines and a budget that keeps 8 % of the space: the first 10
+    """funnel-reinvest-ti's 11 baselines under DeiT-Ti's MACs: the first 10
     searched trials are uniform feasible draws (none rejected), and TPE models from the 11th.
     Before, Optuna's start-up counted the baselines, and TPE modelled from the first searched trial."""
     study = fb.search("funnel-reinvest-ti", trials=24, objectives=("macs",), budget_macs=DEIT_TI_MACS, study="su")
