@@ -124,6 +124,7 @@ def search_cmd(
     workers: int = typer.Option(1, "--workers", help="Worker processes sharing the study on this machine, each with "
                                 "cores / N torch threads or, with GPUs, one GPU each. With N > 1 the default storage is "
                                 "Optuna's journal file in the study's folder (SQLite is refused: 'database is locked'). "
+                                "At most one per CPU core; more than the trials left to train are not started. "
                                 "Many machines: run the same command on each with one --storage postgresql://...",
                                 rich_help_panel=_WORKERS),
     # 20 = search.workers.HEARTBEAT_S (not imported here: it loads optuna for every command)
@@ -259,6 +260,9 @@ class SearchProgress:
         self.out.print(f"{what} study [bold]{info['study']}[/bold]: space {info['space'].name}, "
                        f"objectives {', '.join(s.objectives)}, sampler {s.sampler} (seed {s.seed}), pruner {s.pruner}; "
                        f"{info['counts']['trained']} of {self.total} trials trained so far")
+        if info.get("workers_asked", 0) > info.get("workers", 0):
+            self.out.print(f"workers: {info['workers']} of --workers {info['workers_asked']}, since only "
+                           f"{info['trials'] - info['counts']['trained']} trial(s) are left to train")
         if info["warning"]:
             self.out.print(f"[yellow]warning:[/yellow] {info['warning']}")
         if info["stale"]:
