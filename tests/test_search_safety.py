@@ -4,6 +4,7 @@ passwords never print, and worker processes are bounded (issue 27)."""
 
 import json
 import os
+import select
 import sqlite3
 import subprocess
 import sys
@@ -144,7 +145,8 @@ def test_the_same_command_twice_on_a_sqlite_study_is_refused():
     proc = subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": REPO})
     try:
-        assert proc.stdout.readline().strip() == "training", proc.stdout.read()
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready and proc.stdout.readline().strip() == "training", proc.poll()
         result = run("search", "--space", "tiny", "--study", "twice", "--trials", "2", "--epochs", "1",
                      "--train-per-class", "8", "--val-per-class", "4")
         one_line_error(result, "study 'twice' is being searched by another process", f":{proc.pid})",
@@ -302,6 +304,7 @@ def test_no_command_prints_or_records_a_password(planted_url, tmp_path):
     assert all(PLANTED not in p.read_text(errors="replace") for p in files if p.is_file())
     study = optuna.load_study(study_name=name, storage=planted_url)
     assert PLANTED not in json.dumps(study.user_attrs) + json.dumps([t.user_attrs for t in study.trials])
+    optuna.delete_study(study_name=name, storage=planted_url)
 
 
 # ----------------------------------------------------------------------------- worker processes

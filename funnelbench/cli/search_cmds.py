@@ -261,8 +261,9 @@ class SearchProgress:
                        f"objectives {', '.join(s.objectives)}, sampler {s.sampler} (seed {s.seed}), pruner {s.pruner}; "
                        f"{info['counts']['trained']} of {self.total} trials trained so far")
         if info.get("workers_asked", 0) > info.get("workers", 0):
+            c = info["counts"]
             self.out.print(f"workers: {info['workers']} of --workers {info['workers_asked']}, since only "
-                           f"{info['trials'] - info['counts']['trained']} trial(s) are left to train")
+                           f"{max(0, info['trials'] - c['trained'] - c['running'])} trial(s) are left to train")
         if info["warning"]:
             self.out.print(f"[yellow]warning:[/yellow] {info['warning']}")
         if info["stale"]:

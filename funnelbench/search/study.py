@@ -784,8 +784,8 @@ def check_name(name: str, what: str, fix: str) -> str:
     """``name`` if it is a safe folder name (letters, digits, ``.``, ``_``, ``-``; 1 to 100 of them;
     not ``.`` or ``..``), else a one-line :class:`UsageError` naming ``what`` and the ``fix``."""
     if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name in (".", ".."):
-        raise UsageError(f"{what} {name!r}: names are folder names, so only letters, digits, '.', '_' and '-' (at most "
-                         f"100, and not '.' or '..'); {fix}")
+        raise UsageError(f"{what} {name!r}: a name here is a folder's name, so it may hold only letters, digits, '.', "
+                         f"'_' and '-' (1 to 100 of them, not '.' or '..'); {fix}")
     return name
 
 
