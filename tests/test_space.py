@@ -148,11 +148,18 @@ def test_shipped_spaces_load_and_every_sampled_point_is_a_valid_layout(name):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(40):
         trial = study.ask()
-        layout, _ = space.suggest(trial)  # suggest round-trips every layout through the grammar
+        layout, violations = space.suggest(trial)  # suggest round-trips every layout through the grammar
         assert fb.parse_layout(str(layout)) == layout
         study.tell(trial, 0.0)
-    # every trial has the same parameters (padded stages): TPE's multivariate model sees one space
-    assert len({tuple(sorted(t.params)) for t in study.trials}) == 1
+        # a trial carries the decisions its layout uses and no others (conditional parameters):
+        # no stage beyond its count, no pool operator for a stage that does not pool
+        n = len(layout.stages)
+        assert not any(p.startswith(f"stage{i}_") for p in trial.params for i in range(n, space.max_stages))
+        for i, s in enumerate(layout.stages):
+            if not s.pools:
+                assert not {f"stage{i}_{k}" for k in ("pool", "pqo", "kernel", "newpos")} & set(trial.params)
+        if not violations:
+            assert space.params_of(layout) == trial.params
 
 
 def test_shipped_list_and_one_space_through_the_cli():

@@ -43,6 +43,7 @@ from ..errors import FunnelbenchError, UsageError, redact
 from ..layout import Layout
 from ..presets import resolve
 from .budget import Budgets, macs_text, over_budget, preflight
+from .samplers import make_sampler
 from .space import Space, load_space
 from .workers import (HEARTBEAT_S, JOURNAL_FILE, Worker, check_workers, claim_layout, is_shared, open_storage,
                       raise_if_signalled, requeue, resume_point, sole_search, storage_file, storage_lock, storage_url,
@@ -73,9 +74,19 @@ TRIAL_KEYS = ("target_layout", "proxy_layout", "params", "macs", "flops", "proxy
               "train_mem_est_bytes", "top1", "top5", "val_loss", "epochs_done", "train_img_per_s", "infer_img_per_s",
               "wall_s", "status", "error", "baseline", "over_budget", "run_dir", "duplicate_of", "worker", "retry_of")
 TRAINED = ("completed", "pruned", "failed", "diverged", "oom")  # what --trials counts
+# a candidate the memory estimate does not model, when the search needs its estimate: recorded
+# with the reason, never built, not a training (it does not count towards --trials)
+SKIPPED = "skipped"
 FAILED = ("failed", "diverged", "oom", "interrupted")
 # Proxy options that do not change the numbers: a study may be continued with other values.
 FREE_PROXY_KEYS = ("workers", "threads", "checkpoint")
+# The median pruner is the default from this many epochs on. Below it, pruning buys little and costs
+# candidates: in the committed search-reinvest-ti study (4 epochs, results/search-reinvest-ti.csv)
+# it stopped 13 of 40 trainings, which saved 12 of 160 epochs (7.5 %) and took those 13 (a third)
+# out of the pick.
+MEDIAN_MIN_EPOCHS = 8
+HYPERBAND_FACTOR = 3
+HYPERBAND_MIN_BRACKETS = 3  # rungs at 1, 3, 9 epochs: a schedule of 9 epochs or more
 INFER_PROFILE = dict(batch_size=8, warmup=1, repeats=3, train=False, memory=False)  # the profiler's cheap settings
 
 
@@ -112,12 +123,18 @@ class Settings:
                 raise UsageError("--sampler gp: Optuna's GPSampler needs scipy, which is not installed; "
                                  "`pip install scipy`, or use --sampler tpe")
         if self.pruner is None:
-            self.pruner = "median" if len(self.objectives) == 1 and self.needs_training else "none"
+            self.pruner = "median" if (len(self.objectives) == 1 and self.needs_training
+                                       and self.proxy.get("epochs", 10) >= MEDIAN_MIN_EPOCHS) else "none"
         if self.pruner not in PRUNERS:
             raise UsageError(f"--pruner {self.pruner}: unknown; choose from {', '.join(PRUNERS)}")
         if self.pruner != "none" and len(self.objectives) > 1:
             raise UsageError(f"--pruner {self.pruner} with {len(self.objectives)} objectives: Optuna cannot prune "
                              "multi-objective studies (Trial.report raises there); use --pruner none or one --objective")
+        epochs = self.proxy.get("epochs", 10)
+        if self.pruner == "hyperband" and hyperband_brackets(epochs) < HYPERBAND_MIN_BRACKETS:
+            raise UsageError(f"--pruner hyperband with {epochs} epochs: that is {hyperband_brackets(epochs)} bracket(s) of "
+                             f"successive halving (rungs at 1, 3, 9, ... epochs), not Hyperband; give --epochs "
+                             f"{HYPERBAND_FACTOR ** (HYPERBAND_MIN_BRACKETS - 1)} or more, or use --pruner median or none")
         if self.pruner != "none" and not self.needs_training:
             raise UsageError(f"--pruner {self.pruner}: the objective {self.objectives[0]} needs no training, so there is "
                              "nothing to prune; use --pruner none")
@@ -179,20 +196,6 @@ def _short(v: float) -> str:
     return f"{v:g}"
 
 
-def make_sampler(name: str, seed: int, n_objectives: int):
-    """The samplers, configured explicitly (Optuna's defaults changed between versions)."""
-    if name == "tpe":
-        # multivariate: the stage parameters interact (depth against width); every trial has the
-        # same parameters (padded stages), so no group decomposition is needed. constant_liar: a
-        # running trial counts as a bad one, so parallel workers do not all pick the same point.
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True, constant_liar=True)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
 class TrainedMedianPruner(optuna.pruners.MedianPruner):
     """Optuna's median pruner, its start-up counted in *trained* trials.
 
@@ -214,17 +217,27 @@ class TrainedMedianPruner(optuna.pruners.MedianPruner):
 
 
 def make_pruner(name: str, epochs: int):
-    """Steps are epochs (1, 2, ...). No trial is judged before it has run more than half its
-    schedule (and never on its first epoch, the default learning-rate warm-up): a short proxy
-    takes off at different epochs, and in the first committed search (results/search-reinvest-ti.md,
-    4 epochs) most layouts were still at chance after epoch 2, so a pruner judging epoch 2 was
-    reading noise."""
-    first = max(min(2, max(1, epochs)), epochs // 2 + 1)
+    """Steps are epochs (1, 2, ...); no pruner is ever asked after the last epoch (a trial that
+    trained its whole schedule is a result, :func:`_train`).
+
+    ``median``: no trial is judged before it has run more than half its schedule (and never on
+    its first epoch, the default learning-rate warm-up): a short proxy takes off at different
+    epochs, and in the first committed search (results/search-reinvest-ti.md, 4 epochs) most
+    layouts were still at chance after epoch 2. ``hyperband``: Optuna's, from 1 epoch to the
+    whole schedule with reduction factor 3, so brackets = floor(log3(epochs)) + 1; Optuna's
+    docs ask for about 4-6, and fewer than 3 (under 9 epochs) is one or two successive-halving
+    rungs, not Hyperband: refused (:func:`check_pruner`)."""
     if name == "median":
+        first = max(min(2, max(1, epochs)), epochs // 2 + 1)
         return TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=first, interval_steps=1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=max(first, epochs), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=HYPERBAND_FACTOR)
     return optuna.pruners.NopPruner()
+
+
+def hyperband_brackets(epochs: int) -> int:
+    """Optuna's bracket count for min_resource 1, max_resource ``epochs``, reduction factor 3."""
+    return int(math.floor(math.log(max(1, epochs), HYPERBAND_FACTOR) + 1e-9)) + 1
 
 
 # ----------------------------------------------------------------------------- the adapter to the trainer
@@ -305,25 +318,28 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
                  retry_of=trial.user_attrs.get("retry_of"))
     fixed = trial.user_attrs.get("baseline_layout")
     if fixed is not None:  # a baseline: its layout as given (it need not be a point of the space)
-        layout, violations = resolve(fixed), {}
+        layout = resolve(fixed)
         attrs["baseline"] = True
-        if fixed in [str(b) for b in s.space.baselines]:
+        if s.space.contains(layout) is None:
             s.space.suggest(trial)  # its enqueued parameters, so the sampler learns from it
+        # else: no parameters, and the samplers do not see it (samplers._ModelView)
     else:
-        layout, violations = s.space.suggest(trial)
+        layout, _ = s.space.suggest(trial)
     attrs["target_layout"] = str(layout)
     started = time.time()
     try:
         costs, excess = s.budgets.judge(layout, need_memory="train_mem" in s.objectives, want_memory=True)
-    except FunnelbenchError as err:  # the memory estimate does not model this layout
-        attrs.update(status="failed", error=_one_line(err), wall_s=time.time() - started)
+    except FunnelbenchError as err:  # the memory estimate does not model this layout: nothing was built
+        attrs.update(status=SKIPPED, error=_one_line(err), wall_s=time.time() - started)
         _set_attrs(trial, attrs)
-        return "failed", None, TrialState.FAIL
+        return SKIPPED, None, TrialState.FAIL
     attrs.update(params=costs["params"], macs=costs["macs"], flops=2 * costs["macs"],
                  train_mem_est_bytes=costs["train_mem_est_bytes"])
-    excess.update(violations)
+    excess.update(s.space.constraints(layout))  # every key in every trial, <= 0 when met
+    carried = trial.constraints  # a retry carries its dead trial's (the same layout's) values
     for name, value in excess.items():
-        trial.set_constraint(name, value)
+        if name not in carried:
+            trial.set_constraint(name, value)
     over = over_budget(excess)
     attrs["over_budget"] = over
     if over and not attrs["baseline"]:
@@ -397,8 +413,9 @@ def _train(ctx: Context, trial: optuna.Trial, layout: Layout, attrs: dict) -> tu
         if not prunes or metrics.get(metric) is None:
             return False
         trial.report(_as_reported(metric, metrics[metric]), metrics["epoch"])
-        # a baseline is the reference the search is read against: it is trained to the end
-        return not attrs["baseline"] and trial.should_prune()
+        # a baseline is the reference the search is read against: it is trained to the end; a
+        # trial that has trained its whole schedule is a result, never pruned
+        return not attrs["baseline"] and metrics["epoch"] < epochs and trial.should_prune()
 
     record = train_trial(layout, out=ctx.out / run_dir, proxy=s.proxy, data=ctx.data, callback=callback,
                          console=None, resume=resume)
@@ -499,7 +516,8 @@ def open_study(settings: Settings, *, study_name: str, storage: str | None, out:
     if new_file is not None and not new_file.exists():  # a new file holds no study yet: this one will be created
         _check_folder_free(out, url)
     storage = _storage(url, heartbeat_s)
-    sampler = make_sampler(settings.sampler, settings.seed, len(settings.objectives))
+    sampler = make_sampler(settings.sampler, settings.seed, len(settings.objectives), space=settings.space,
+                           budgets=settings.budgets)
     pruner = make_pruner(settings.pruner, settings.proxy.get("epochs", 10))
     with storage_lock(storage, study_name):  # commands started together: one creates it, the others load it
         try:
@@ -519,11 +537,9 @@ def open_study(settings: Settings, *, study_name: str, storage: str | None, out:
             study.set_user_attr("settings", now)
             study.set_user_attr("out", str(out))
             for layout in settings.baselines:
-                params = {}
-                try:
-                    params = settings.space.params_of(resolve(layout))
-                except FunnelbenchError:
-                    pass  # an extra baseline outside the space: trained by its layout alone
+                params = {}  # an extra baseline outside the space: trained by its layout alone, unseen by the sampler
+                if settings.space.contains(resolve(layout)) is None:
+                    params = settings.space.params_of(resolve(layout))  # only the decisions it uses
                 study.enqueue_trial(params, user_attrs={"baseline_layout": layout})
             _claim_folder(out, study, url)
             return study, True
@@ -630,7 +646,8 @@ def _storage(url: str, heartbeat_s: int = HEARTBEAT_S):
 
 def counts(study: optuna.Study) -> dict:
     """Trials by outcome: trained (what --trials counts), completed, pruned, rejected, failed, repeats."""
-    c = dict.fromkeys(("trained", "completed", "pruned", "rejected", "failed", "repeats", "running", "waiting"), 0)
+    c = dict.fromkeys(("trained", "completed", "pruned", "rejected", "skipped", "failed", "repeats", "running",
+                       "waiting"), 0)
     for t in study.get_trials(deepcopy=False):
         status = t.user_attrs.get("status")
         if t.state == TrialState.WAITING:
@@ -639,8 +656,8 @@ def counts(study: optuna.Study) -> dict:
             c["running"] += 1
         elif t.user_attrs.get("duplicate_of") is not None:
             c["repeats"] += 1
-        elif status == "rejected":
-            c["rejected"] += 1
+        elif status in ("rejected", SKIPPED):
+            c[status] += 1
         elif status in FAILED:
             c["failed"] += 1
         elif status in ("completed", "pruned"):
@@ -746,7 +763,7 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
     study_name = check_name(study or default_study_name(space, budgets, settings.objectives), "--study",
                             "choose another --study")
     out = study_folder(root, study_name)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    quiet_optuna()
     opt_study, created = open_study(settings, study_name=study_name, storage=storage, out=out, workers=workers,
                                     heartbeat_s=heartbeat_s)
     with sole_search(opt_study._storage, study_name):  # SQLite: a second process on the study is refused
@@ -799,6 +816,26 @@ def study_folder(root: str | os.PathLike | None, study_name: str) -> Path:
     return out
 
 
+def quiet_optuna() -> None:
+    """Optuna's INFO lines (one per trial) off; its warnings stay, but for the ones judged harmless
+    here: a trial told twice after a kill (``skip_if_finished``) and the experimental options."""
+    import logging
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    logging.getLogger("optuna").addFilter(_HarmlessOptunaWarnings())
+
+
+class _HarmlessOptunaWarnings:
+    """Named Optuna warnings the search expects (each one looked at): everything else shows."""
+
+    EXPECTED = ("was already finished",)  # Study.tell(skip_if_finished=True) on a trial a stale-trial pass ended
+
+    def filter(self, record) -> bool:
+        return not any(text in record.getMessage() for text in self.EXPECTED)
+
+
 def run_loop(ctx: Context, trials: int) -> None:
     """Ask, run, tell until the study holds ``trials`` trained trials (or the space has nothing
     new). Any number of processes may run it on one study: :class:`workers.Worker` asks only
@@ -827,7 +864,7 @@ def run_loop(ctx: Context, trials: int) -> None:
                 study.tell(trial, state=state)
             if trial.user_attrs.get("duplicate_of") is not None:
                 c["repeats"] += 1
-            elif status in ("completed", "pruned", "rejected"):
+            elif status in ("completed", "pruned", "rejected", SKIPPED):
                 c[status] += 1
             else:
                 c["failed"] += 1

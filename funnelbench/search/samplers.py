@@ -1,0 +1,194 @@
+"""The search's samplers: uniform feasible draws first, then Optuna's model, which learns only
+from what it should.
+
+    sampler = make_sampler("tpe", seed=0, n_objectives=1, space=space, budgets=budgets)
+
+Every sampler is a :class:`FeasibleStartSampler` around one of Optuna's:
+
+* **Start-up in trainings.** Until ``startup`` searched trials have trained (completed or pruned,
+  not rejected, not a repeat, not a baseline; running ones count, so parallel workers do not all
+  draw), each new trial is a uniform draw from the layouts the budgets accept
+  (:class:`~.feasible.LayoutDraws`): no start-up draw is wasted on a layout the budget rejects.
+  Optuna's own start-up (``n_startup_trials``) counts every COMPLETE trial, rejected candidates
+  and baselines included: random search rejects about three asks in four under DeiT-Ti's MACs,
+  so TPE's "10 random start-up trials" held 2-3 trainings, and the committed
+  ``search-reinvest-ti`` study's 11 baselines used it up entirely. Here the model sampler is
+  built with ``n_startup_trials=0`` and asked only after the start-up.
+* ``random`` is the start-up forever: every trial a uniform draw of the feasible layouts,
+  reproducible by seed (the draw of trial *k* depends on the seed and *k* only).
+* **What the model sees.** A trial without parameters (a baseline that is not a point of the
+  space) is hidden from every model: Optuna would otherwise take the intersection of the
+  trials' parameters as empty and fall back to independent sampling for the rest of the study.
+  GP is also not shown rejected candidates: it fits its regression to every COMPLETE trial's
+  value, and a rejected one's value is made up. TPE and NSGA-II see them as infeasible
+  (``trial.set_constraint``), which both handle without reading their values.
+* **Conditional parameters.** A trial has only the parameters of the stages its layout has
+  (:meth:`Space.suggest`); TPE runs with ``group=True``, Optuna's route for such spaces.
+  Optuna's GP has no conditional parameters: it models the ones every trial has (the stage
+  count and the first stage) and draws the others at random.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+import zlib
+
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.trial import TrialState
+
+from .budget import Budgets
+from .feasible import BudgetTooTight, LayoutDraws
+from .space import Space
+
+STARTUP_TRAININGS = 10  # TPE's and GP's uniform feasible start-up, in trainings
+NSGA2_POPULATION = 20
+TRAINED_STATUSES = ("completed", "pruned")  # a searched trial that trained (what the start-up counts)
+SAMPLED_BY = "sampled_by"  # a trial's user attribute: "uniform" (a feasible draw) or the model's name
+
+
+def make_sampler(name: str, seed: int, n_objectives: int, *, space: Space | None = None,
+                 budgets: Budgets | None = None) -> BaseSampler:
+    """The samplers, configured explicitly (Optuna's defaults changed between versions). Without a
+    ``space`` (a study opened only to read it) the plain Optuna sampler."""
+    with warnings.catch_warnings():  # group=True and constant_liar are "experimental" in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            # multivariate: the stage parameters interact (depth against width); group: a trial has
+            # only its own stages' parameters. constant_liar: a running trial counts as a bad one,
+            # so parallel workers do not all pick the same point.
+            model = optuna.samplers.TPESampler(seed=seed, n_startup_trials=0, multivariate=True, group=True,
+                                               constant_liar=True)
+            startup = STARTUP_TRAININGS
+        elif name == "nsga2":
+            # its first generation: uniform feasible draws (a population of trainings, not of asks)
+            model = optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA2_POPULATION)
+            startup = NSGA2_POPULATION
+        elif name == "gp":
+            model = optuna.samplers.GPSampler(seed=seed, n_startup_trials=0)
+            startup = STARTUP_TRAININGS
+        else:
+            model, startup = None, None
+    if space is None:
+        return model or optuna.samplers.RandomSampler(seed=seed)
+    return FeasibleStartSampler(space, budgets or Budgets(), model, startup=startup, seed=seed,
+                                hide_rejected=name == "gp")
+
+
+def searched_trainings(trials, exclude_number: int | None = None) -> int:
+    """Searched trials that trained or are training: what the start-up counts."""
+    n = 0
+    for t in trials:
+        if t.number == exclude_number or t.user_attrs.get("baseline") or "baseline_layout" in t.user_attrs:
+            continue
+        if t.user_attrs.get("duplicate_of") is not None:
+            continue
+        if t.state == TrialState.RUNNING or t.user_attrs.get("status") in TRAINED_STATUSES:
+            n += 1
+    return n
+
+
+class FeasibleStartSampler(BaseSampler):
+    """Uniform feasible draws for the start-up (or always, for random search), then ``model``."""
+
+    def __init__(self, space: Space, budgets: Budgets, model: BaseSampler | None, *, startup: int | None,
+                 seed: int = 0, hide_rejected: bool = False):
+        self.space, self.budgets, self.model = space, budgets, model
+        self.startup, self.seed, self.hide_rejected = startup, seed, hide_rejected
+        self._draws: LayoutDraws | None = None
+        self._fixed: dict[int, dict] = {}  # trial id -> the drawn layout's parameters
+
+    @property
+    def draws(self) -> LayoutDraws:
+        if self._draws is None:
+            self._draws = LayoutDraws(self.space)
+        return self._draws
+
+    # -- which trials are draws
+    def _in_startup(self, study, trial) -> bool:
+        if trial.system_attrs.get("fixed_params"):  # an enqueued baseline: its own parameters
+            return False
+        if self.model is None:
+            return True
+        trials = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING),
+                                   use_cache=False)
+        return searched_trainings(trials, exclude_number=trial.number) < self.startup
+
+    def draw_params(self, number: int) -> dict:
+        """The parameters of trial ``number``'s uniform feasible draw (the same for the same seed)."""
+        rng = random.Random(f"{self.seed}:{number}")
+        try:
+            layout = self.draws.draw_feasible(rng, self.budgets)
+        except BudgetTooTight:
+            return {}  # leave it to the model (or Optuna's random draw): the trial is judged as usual
+        return self.space.params_of(layout)
+
+    def before_trial(self, study, trial) -> None:
+        if self._in_startup(study, trial):
+            self._fixed[trial._trial_id] = self.draw_params(trial.number)
+            study._storage.set_trial_user_attr(trial._trial_id, SAMPLED_BY, "uniform")
+        elif self.model is not None:
+            if not trial.system_attrs.get("fixed_params"):
+                study._storage.set_trial_user_attr(trial._trial_id, SAMPLED_BY, type(self.model).__name__)
+            self.model.before_trial(self._view(study), trial)
+
+    # -- sampling
+    def infer_relative_search_space(self, study, trial):
+        if trial._trial_id in self._fixed or self.model is None:
+            return {}
+        return self.model.infer_relative_search_space(self._view(study), trial)
+
+    def sample_relative(self, study, trial, search_space):
+        if trial._trial_id in self._fixed or self.model is None or not search_space:
+            return {}
+        return self.model.sample_relative(self._view(study), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        fixed = self._fixed.get(trial._trial_id)
+        if fixed is not None and param_name in fixed:
+            return fixed[param_name]
+        if self.model is None or fixed is not None:
+            seed = zlib.crc32(f"{self.seed}:{trial.number}:{param_name}".encode())
+            return optuna.samplers.RandomSampler(seed=seed).sample_independent(study, trial, param_name, param_distribution)
+        return self.model.sample_independent(self._view(study), trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        drawn = self._fixed.pop(trial._trial_id, None)
+        if self.model is not None and drawn is None:
+            self.model.after_trial(self._view(study), trial, state, values)
+
+    def reseed_rng(self) -> None:
+        if self.model is not None:
+            self.model.reseed_rng()
+
+    def _view(self, study):
+        return _ModelView(study, self.hide_rejected)
+
+
+class _ModelView:
+    """The study as the model sampler sees it: trials it must not learn from left out."""
+
+    def __init__(self, study, hide_rejected: bool):
+        self._study, self._hide_rejected = study, hide_rejected
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+    def _shown(self, t) -> bool:
+        if t.state.is_finished() and not t.params:
+            return False  # a baseline outside the space
+        return not (self._hide_rejected and t.user_attrs.get("status") == "rejected")
+
+    def _get_trials(self, *args, **kwargs):
+        return [t for t in self._study._get_trials(*args, **kwargs) if self._shown(t)]
+
+    def get_trials(self, *args, **kwargs):
+        return [t for t in self._study.get_trials(*args, **kwargs) if self._shown(t)]
+
+    @property
+    def trials(self):
+        return self.get_trials()
+
+
+__all__ = ["make_sampler", "FeasibleStartSampler", "searched_trainings", "STARTUP_TRAININGS", "SAMPLED_BY"]
