@@ -314,9 +314,15 @@ def test_more_workers_than_cores_are_refused(monkeypatch):
     from funnelbench.search import workers
 
     monkeypatch.setattr(workers, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(workers, "gpu_ids", lambda: [])
     one_line_error(run("search", "--space", "tiny", "--trials", "8", "--workers", "3", *COST_ONLY),
-                   "--workers 3: this machine has 2 CPU core(s)", "use --workers 2 or fewer")
+                   "--workers 3: this machine has 2 CPU core(s) and no GPU", "use --workers 2 or fewer")
     assert not Path("runs").exists()
+    # one worker per GPU is the rule where there are more GPUs than cores
+    monkeypatch.setattr(workers, "gpu_ids", lambda: ["0", "1", "2", "3"])
+    workers.check_workers(4)
+    with pytest.raises(UsageError, match="2 CPU core\\(s\\) and 4 GPU\\(s\\).*use --workers 4 or fewer"):
+        workers.check_workers(5)
 
 
 def test_no_more_workers_than_trials_left_are_started(monkeypatch):

@@ -124,7 +124,8 @@ def search_cmd(
     workers: int = typer.Option(1, "--workers", help="Worker processes sharing the study on this machine, each with "
                                 "cores / N torch threads or, with GPUs, one GPU each. With N > 1 the default storage is "
                                 "Optuna's journal file in the study's folder (SQLite is refused: 'database is locked'). "
-                                "At most one per CPU core; more than the trials left to train are not started. "
+                                "At most one per CPU core (or per GPU, where GPUs outnumber the cores); no more are started than trials "
+                                "are left to train. "
                                 "Many machines: run the same command on each with one --storage postgresql://...",
                                 rich_help_panel=_WORKERS),
     # 20 = search.workers.HEARTBEAT_S (not imported here: it loads optuna for every command)

@@ -632,17 +632,20 @@ def gpu_ids() -> list[str]:
 
 
 def check_workers(workers: int) -> None:
-    """Refuse more worker processes than this machine's CPU cores: each is a whole torch process
-    (about 700 MB on a CPU) and more of them than cores only take turns (with GPUs too: each
-    worker feeds its GPU from a core; several workers per GPU share it round robin)."""
+    """Refuse more worker processes than this machine's CPU cores or GPUs, whichever is more: each
+    is a whole torch process (about 700 MB on a CPU), more CPU workers than cores only take turns,
+    and the GPU rule is one worker per GPU (several share a GPU round robin up to the cores)."""
     if workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
     cores = cpu_cores()
     if workers > cores:
         gpus = gpu_ids()
+        if workers <= len(gpus):
+            return
         raise UsageError(f"--workers {workers}: this machine has {cores} CPU core(s)"
                          + (f" and {len(gpus)} GPU(s)" if gpus else " and no GPU")
-                         + f", and each worker is a whole training process; use --workers {cores} or fewer")
+                         + f", and each worker is a whole training process; use --workers {max(cores, len(gpus))} "
+                         "or fewer")
 
 
 def workers_for(workers: int, trials_left: int) -> int:
