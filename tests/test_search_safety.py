@@ -8,7 +8,6 @@ import select
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna

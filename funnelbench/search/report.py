@@ -70,7 +70,7 @@ def _readonly_storage(storage: str):
     journal file. Nothing is created or changed: a SQLite file is opened through a read-only file
     URI (its path escaped, so a ``%``, ``?`` or ``#`` in it is part of the file's name), a
     database server without creating Optuna's tables, and a file that does not exist is an error."""
-    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     if storage.startswith("journal:"):  # how funnelbench search names a journal file
