@@ -147,8 +147,8 @@ def analyse(searches: list[dict], retrain: list[dict], fidelity: list[dict], out
                         "min": _r(min(long[hand_by_proxy].values())), "max": _r(max(long[hand_by_proxy].values()))})
     notes = [f"Space {SPACE} without its baselines; budget {BUDGET_MACS / 1e9:.2f} GMACs (DeiT-Ti); "
              f"{args.trials} trained trials per search (rejected candidates are free and not counted); samplers "
-             "as `funnelbench search` configures them (TPE: multivariate, 10 random start-up trials, constant liar); "
-             "median pruner after half the schedule.",
+             "and pruner as `funnelbench search` configured them when this ran (README, 'Objectives, samplers, "
+             "pruning'; results/search_quality.md was made before the start-up and padding fixes).",
              f"Proxy: the space's proxy section, {searches[0]['proxy'] if searches else ''}; the search's seed seeds "
              "the sampler and the proxy training.",
              f"Each pick re-trained at {CONFIGS['long'][0]['epochs']} epochs with seeds {list(CONFIGS['long'][1])} "

@@ -120,9 +120,11 @@ def report_cmd(
                                      right={"importance"}))
         elif rep["importances_note"]:
             console.print(f"[dim]importances: {rep['importances_note']}[/dim]")
+        # one footnote: the importances line only under an importance table (the note above says why there is none)
         console.print(f"[dim]{MACS_NOTE}.\ntop-1/top-5: best proxy validation accuracy over the epochs run, in %. "
                       "Within budget: every constraint <= 0 (a baseline over budget is trained, never best).\n"
-                      f"Importances: over the trials trained to the end. Browse the study: optuna-dashboard {rep['storage']}[/dim]")
+                      + ("Importances: over the trials trained to the end. " if rep["importances"] else "")
+                      + f"Browse the study: optuna-dashboard {rep['storage']}[/dim]")
     _export(export, rep["trials"], f"funnelbench report --study {study}\n\n{counts_line(rep['counts'])}")
     _export(front, rep["front"], f"funnelbench report --study {study}: "
                                  + ("best trial" if len(rep["objectives"]) == 1 else "Pareto front"))

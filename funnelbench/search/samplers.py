@@ -21,7 +21,11 @@ Every sampler is a :class:`FeasibleStartSampler` around one of Optuna's:
   trials' parameters as empty and fall back to independent sampling for the rest of the study.
   GP is also not shown rejected candidates: it fits its regression to every COMPLETE trial's
   value, and a rejected one's value is made up. TPE and NSGA-II see them as infeasible
-  (``trial.set_constraint``), which both handle without reading their values.
+  (``trial.set_constraint``), which both handle without reading their values. Since GP cannot
+  learn the infeasible region, its proposal is completed here into a layout the budgets accept:
+  GP chooses the parameters it models, the others are drawn at random until the layout is
+  within the budgets; failing that, only its first stage and stage count are kept, then only
+  its stage count, then a uniform feasible draw (``sampled_by`` says which).
 * **Conditional parameters.** A trial has only the parameters of the stages its layout has
   (:meth:`Space.suggest`); TPE runs with ``group=True``, Optuna's route for such spaces.
   Optuna's GP has no conditional parameters: it models the ones every trial has (the stage
@@ -38,13 +42,14 @@ import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
-from .budget import Budgets
+from .budget import Budgets, over_budget
 from .feasible import BudgetTooTight, LayoutDraws
 from .space import Space
 
 STARTUP_TRAININGS = 10  # TPE's and GP's uniform feasible start-up, in trainings
 NSGA2_POPULATION = 20
 TRAINED_STATUSES = ("completed", "pruned")  # a searched trial that trained (what the start-up counts)
+COMPLETION_TRIES = 200  # random completions of a GP proposal tried for one within the budgets
 SAMPLED_BY = "sampled_by"  # a trial's user attribute: "uniform" (a feasible draw) or the model's name
 
 
@@ -129,9 +134,31 @@ class FeasibleStartSampler(BaseSampler):
             self._fixed[trial._trial_id] = self.draw_params(trial.number)
             study._storage.set_trial_user_attr(trial._trial_id, SAMPLED_BY, "uniform")
         elif self.model is not None:
-            if not trial.system_attrs.get("fixed_params"):
-                study._storage.set_trial_user_attr(trial._trial_id, SAMPLED_BY, type(self.model).__name__)
             self.model.before_trial(self._view(study), trial)
+            if trial.system_attrs.get("fixed_params"):
+                return
+            name = type(self.model).__name__
+            if self.hide_rejected:  # GP: its proposal, completed into a feasible layout
+                params, name = self._feasible_completion(study, trial)
+                self._fixed[trial._trial_id] = params
+            study._storage.set_trial_user_attr(trial._trial_id, SAMPLED_BY, name)
+
+    def _feasible_completion(self, study, trial) -> tuple[dict, str]:
+        view = self._view(study)
+        relative = self.model.sample_relative(view, trial, self.model.infer_relative_search_space(view, trial))
+        rng = random.Random(f"{self.seed}:{trial.number}:complete")
+        name = type(self.model).__name__
+        # the whole proposal, then only its first stage and stage count, then only the stage count
+        kept = [(relative, name),
+                ({k: v for k, v in relative.items() if k == "n_stages" or k.startswith("stage0_")}, f"{name} (first stage)"),
+                ({k: v for k, v in relative.items() if k == "n_stages"}, f"{name} (stage count)")]
+        for fixed, label in kept:
+            for _ in range(COMPLETION_TRIES // len(kept)):
+                point = _Completion(fixed, rng)
+                layout, violations = self.space.suggest(point, check=False)
+                if not violations and not over_budget(self.budgets.judge(layout)[1]):
+                    return point.params, label
+        return self.draw_params(trial.number), "uniform"
 
     # -- sampling
     def infer_relative_search_space(self, study, trial):
@@ -164,6 +191,23 @@ class FeasibleStartSampler(BaseSampler):
 
     def _view(self, study):
         return _ModelView(study, self.hide_rejected)
+
+
+class _Completion:
+    """A stand-in for a trial: the model's values where it has them, random ones elsewhere."""
+
+    def __init__(self, fixed: dict, rng: random.Random):
+        self.fixed, self.rng, self.params = fixed, rng, {}
+
+    def suggest_int(self, name, low, high, step=1):
+        value = self.fixed.get(name, low + step * self.rng.randrange((high - low) // step + 1))
+        self.params[name] = value
+        return value
+
+    def suggest_categorical(self, name, choices):
+        value = self.fixed[name] if name in self.fixed else choices[self.rng.randrange(len(choices))]
+        self.params[name] = value
+        return value
 
 
 class _ModelView:
