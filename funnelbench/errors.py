@@ -6,6 +6,19 @@ message and exit code 2. Anything else that escapes is a bug in funnelbench.
 
 from __future__ import annotations
 
+import re
+
+# The password of a URL (``scheme://user:PASSWORD@host``, as SQLAlchemy reads it: up to the first
+# "@") and a ``password=`` parameter (a URL's query, a libpq connection string).
+_URL_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^:/@\s]*):[^@\s]*@")
+_PASSWORD_PARAM = re.compile(r"\b(password=)[^\s&;'\"]+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with every password in it replaced by ``***``: the one redaction that every
+    message, header and record that may hold a storage URL goes through."""
+    return _PASSWORD_PARAM.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", str(text)))
+
 
 class FunnelbenchError(Exception):
     """Base class of every error caused by the user's input (not by a bug)."""

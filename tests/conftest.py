@@ -29,3 +29,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def postgres_url():
+    """The test PostgreSQL's URL (FUNNELBENCH_TEST_POSTGRES_URL). Without it the test is skipped
+    locally, but fails where FUNNELBENCH_REQUIRE_POSTGRES is set (CI sets it): a CI run never
+    passes by skipping it."""
+    url = os.environ.get("FUNNELBENCH_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("FUNNELBENCH_REQUIRE_POSTGRES"):
+            pytest.fail("FUNNELBENCH_REQUIRE_POSTGRES is set but FUNNELBENCH_TEST_POSTGRES_URL is not: "
+                        "PostgreSQL did not start (see .ci/postgres.sh)")
+        pytest.skip("no PostgreSQL: set FUNNELBENCH_TEST_POSTGRES_URL (.ci/postgres.sh prints one)")
+    return url

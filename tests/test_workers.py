@@ -23,17 +23,6 @@ from funnelbench.search.workers import (JOURNAL_FILE, StorageError, open_storage
 REPO = str(Path(__file__).resolve().parents[1])
 
 
-@pytest.fixture
-def postgres_url():
-    url = os.environ.get("FUNNELBENCH_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("FUNNELBENCH_REQUIRE_POSTGRES"):
-            pytest.fail("FUNNELBENCH_REQUIRE_POSTGRES is set but FUNNELBENCH_TEST_POSTGRES_URL is not: "
-                        "PostgreSQL did not start (see .ci/postgres.sh)")
-        pytest.skip("no PostgreSQL: set FUNNELBENCH_TEST_POSTGRES_URL (.ci/postgres.sh prints one)")
-    return url
-
-
 def _study_name(prefix):
     """A fresh study name: tests share one database, never one study."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ..errors import FunnelbenchError
+from ..errors import FunnelbenchError, redact
 
 
 # click's UsageError (typer.BadParameter's base): recent typers vendor click, older ones import it.
@@ -67,7 +67,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 def fail(message: str, code: int = 2):
     """Print a one-line error on stderr and exit (2 = bad input)."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {redact(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -91,7 +91,7 @@ def command(*args, **kwargs):
 
 
 def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.write(redact(json.dumps(obj, indent=2, default=str)) + "\n")
 
 
 def make_table(title: str | None, columns: list[str], rows: list[list], right: set[str] = frozenset()) -> Table:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ..errors import UsageError
+from ..errors import UsageError, redact
 from ..exports import check_export_path, export_records
 from ..search.report import (DEFAULT_OUT_DIR, build_report, check_figure_path, counts_line, default_storage,
                              open_study, plot_history, plot_tradeoff, trial_table)
@@ -94,7 +94,7 @@ def report_cmd(
         if path:
             check_figure_path(path)
     url = storage or default_storage(study, out_dir)
-    rep = build_report(open_study(study, url), storage=url)
+    rep = build_report(open_study(study, url), storage=redact(url))
     if (plot or history) and not any(r["status"] == "completed" for r in rep["trials"]):
         raise UsageError(f"cannot plot: no trial of study {study!r} has been trained yet; leave out --plot and --history")
     shown = rep["trials"][:top] if top else rep["trials"]
@@ -124,7 +124,7 @@ def report_cmd(
         console.print(f"[dim]{MACS_NOTE}.\ntop-1/top-5: best proxy validation accuracy over the epochs run, in %. "
                       "Within budget: every constraint <= 0 (a baseline over budget is trained, never best).\n"
                       + ("Importances: over the trials trained to the end. " if rep["importances"] else "")
-                      + f"Browse the study: optuna-dashboard {url}[/dim]")
+                      + f"Browse the study: optuna-dashboard {rep['storage']}[/dim]")
     _export(export, rep["trials"], f"funnelbench report --study {study}\n\n{counts_line(rep['counts'])}")
     _export(front, rep["front"], f"funnelbench report --study {study}: "
                                  + ("best trial" if len(rep["objectives"]) == 1 else "Pareto front"))

@@ -157,6 +157,8 @@ def search_cmd(
     workers: int = typer.Option(1, "--workers", help="Worker processes sharing the study on this machine, each with "
                                 "cores / N torch threads or, with GPUs, one GPU each. With N > 1 the default storage is "
                                 "Optuna's journal file in the study's folder (SQLite is refused: 'database is locked'). "
+                                "At most one per CPU core (or per GPU, where GPUs outnumber the cores); no more are started than trials "
+                                "are left to train. "
                                 "Many machines: run the same command on each with one --storage postgresql://...",
                                 rich_help_panel=_WORKERS),
     # 20 = search.workers.HEARTBEAT_S (not imported here: it loads optuna for every command)
@@ -293,6 +295,10 @@ class SearchProgress:
         self.out.print(f"{what} study [bold]{info['study']}[/bold]: space {info['space'].name}, "
                        f"objectives {', '.join(s.objectives)}, sampler {s.sampler} (seed {s.seed}), pruner {s.pruner}; "
                        f"{info['counts']['trained']} of {self.total} trials trained so far")
+        if info.get("workers_asked", 0) > info.get("workers", 0):
+            c = info["counts"]
+            self.out.print(f"workers: {info['workers']} of --workers {info['workers_asked']}, since only "
+                           f"{max(0, info['trials'] - c['trained'] - c['running'])} trial(s) are left to train")
         if info["warning"]:
             self.out.print(f"[yellow]warning:[/yellow] {info['warning']}")
         if info["stale"]:

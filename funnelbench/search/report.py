@@ -15,14 +15,15 @@ SQLite files are opened read-only, so a report can run while workers are still w
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections import Counter
 from io import BytesIO
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, redact
 from ..exports import atomic_write, check_export_path
-from .study import OBJECTIVE_ATTR
+from .study import OBJECTIVE_ATTR, check_name
 
 FORMAT = "search/1"  # the value of the study attribute "funnelbench"
 DEFAULT_OUT_DIR = "runs/search"
@@ -51,6 +52,7 @@ MIN_IMPORTANCE_TRIALS = 10  # PED-ANOVA compares the best 10 % of the trials wit
 def default_storage(study_name: str, out_dir: str | Path = DEFAULT_OUT_DIR) -> str:
     """The storage ``funnelbench search`` used for ``study_name`` by default: the SQLite file
     ``<out_dir>/<study>/study.db`` or, with several workers, the journal ``journal.log`` there."""
+    check_name(study_name, "--study", "give the name funnelbench search used, or --storage URL")
     folder = Path(out_dir) / study_name
     found = [p for p in (folder / SQLITE_NAME, folder / JOURNAL_NAME) if p.is_file()]
     if not found:
@@ -64,8 +66,10 @@ def default_storage(study_name: str, out_dir: str | Path = DEFAULT_OUT_DIR) -> s
 
 
 def _readonly_storage(storage: str):
-    """An Optuna storage that only reads ``storage``: a URL (SQLite files are opened read-only),
-    or the path of a SQLite file or of a journal file. Nothing is created if it does not exist."""
+    """An Optuna storage that only reads ``storage``: a URL or the path of a SQLite file or of a
+    journal file. Nothing is created or changed: a SQLite file is opened through a read-only file
+    URI (its path escaped, so a ``%``, ``?`` or ``#`` in it is part of the file's name), a
+    database server without creating Optuna's tables, and a file that does not exist is an error."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -76,17 +80,50 @@ def _readonly_storage(storage: str):
         if not path.is_file():
             raise UsageError(f"--storage {storage!r}: no such file; give a study.db, a journal.log or a storage URL")
         if path.suffix.lower() in SQLITE_SUFFIXES:
-            return _readonly_storage(f"sqlite:///{path}")
+            return _readonly_sqlite(path)
         return JournalStorage(JournalFileBackend(str(path)))
-    if storage.startswith("sqlite:///"):
-        path = storage[len("sqlite:///"):]
-        if path != ":memory:" and not path.startswith("file:"):
-            if not Path(path).is_file():
-                raise UsageError(f"--storage {storage!r}: no such file {path!r}; give the study.db that "
-                                 "funnelbench search wrote")
-            if not any(c in path for c in "?#%"):  # else the file URI would need escaping: open it as given
-                return f"sqlite:///file:{path}?mode=ro&uri=true"
-    return storage
+    sqlite = re.fullmatch(r"sqlite(?:\+\w+)?:///(.+)", storage, re.DOTALL)
+    if sqlite and not sqlite.group(1).startswith("file:"):  # the path as written (a '?' in it is no query)
+        path = Path(sqlite.group(1))
+        if not path.is_file():
+            raise UsageError(f"--storage {redact(storage)!r}: no such file {str(path)!r}; give the study.db that "
+                             "funnelbench search wrote")
+        return _readonly_sqlite(path)
+    if storage.startswith("sqlite") and not sqlite:
+        raise UsageError(f"--storage {storage!r}: an in-memory SQLite database holds no study; give a study.db")
+    return _readonly_rdb(storage, storage)  # a server (or a SQLite file URI as given)
+
+
+def _readonly_sqlite(path: Path):
+    """Optuna's RDB storage on the SQLite file ``path``, read-only (``mode=ro`` in a file URI)."""
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import URL
+
+    url = URL.create("sqlite", database="file:" + quote(str(path.absolute())), query={"mode": "ro", "uri": "true"})
+    return _readonly_rdb(url.render_as_string(hide_password=False), str(path))
+
+
+# Optuna's RDB storage writes its version tables into a database that lacks them: read only one that has them.
+OPTUNA_TABLES = ("studies", "trials", "version_info", "alembic_version")
+
+
+def _readonly_rdb(url: str, given: str):
+    """Optuna's RDB storage on ``url`` if the database already holds Optuna's tables (opening one
+    that does not would create them), else a :class:`UsageError` naming ``given``."""
+    import sqlalchemy
+    from optuna.storages import RDBStorage
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    missing = [t for t in OPTUNA_TABLES if t not in tables]
+    if missing:
+        raise UsageError(f"cannot read the storage {redact(given)}: it is not an Optuna storage (no {', '.join(missing)} "
+                         "table); give the study.db, journal.log or database that funnelbench search wrote")
+    return RDBStorage(url, skip_table_creation=True)
 
 
 def open_study(study_name: str, storage: str | None = None, out_dir: str | Path = DEFAULT_OUT_DIR):
@@ -94,31 +131,33 @@ def open_study(study_name: str, storage: str | None = None, out_dir: str | Path 
 
     ``storage`` is an Optuna storage URL or a file path; by default it is found from the study's
     folder (:func:`default_storage`). A missing study, a study of another tool and a study with
-    no trials are each a :class:`UsageError` with a one-line message."""
+    no trials are each a :class:`UsageError` with a one-line message (passwords redacted)."""
     import optuna
     import sqlalchemy.exc
 
     url = storage or default_storage(study_name, out_dir)
+    shown = redact(url)
     try:
         opened = _readonly_storage(url)
         names = optuna.study.get_all_study_names(opened)
         if study_name not in names:
             held = ", ".join(repr(n) for n in names[:10]) or "no study"
-            raise UsageError(f"no study {study_name!r} in {url}: it holds {held}; pass one of those with --study")
+            raise UsageError(f"no study {study_name!r} in {shown}: it holds {held}; pass one of those with --study")
         study = optuna.load_study(study_name=study_name, storage=opened)
-    except (sqlalchemy.exc.SQLAlchemyError, OSError, ValueError, ImportError) as err:
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError, ValueError,
+            ImportError, RuntimeError) as err:
         if isinstance(err, UsageError):
             raise
-        raise UsageError(f"cannot read the storage {url}: {str(err).splitlines()[0]}") from None
+        raise UsageError(f"cannot read the storage {shown}: {redact(str(err)).splitlines()[0]}") from None
     marker = study.user_attrs.get("funnelbench")
     if marker is None:
-        raise UsageError(f"study {study_name!r} in {url} was not written by funnelbench search (it has no "
-                         f"'funnelbench' study attribute); open it with optuna-dashboard {url}")
+        raise UsageError(f"study {study_name!r} in {shown} was not written by funnelbench search (it has no "
+                         f"'funnelbench' study attribute); open it with optuna-dashboard {shown}")
     if marker != FORMAT:
         raise UsageError(f"study {study_name!r} is in the format {marker!r}, which this funnelbench does not know "
                          f"(it reads {FORMAT!r}); upgrade funnelbench")
     if not study.get_trials(deepcopy=False):
-        raise UsageError(f"study {study_name!r} in {url} has no trials yet; run funnelbench search --study "
+        raise UsageError(f"study {study_name!r} in {shown} has no trials yet; run funnelbench search --study "
                          f"{study_name} (or wait for its workers)")
     return study
 

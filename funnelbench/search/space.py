@@ -585,7 +585,8 @@ def load_space(space) -> Space:
         why = result.contains(layout)
         if why:
             fail(key, f"baseline {format_layout(layout)!r} is not a point of the space: {why}")
-        result.baselines.append(layout)
+        if layout not in result.baselines:  # listed twice: trained once, as a repeated --baseline is
+            result.baselines.append(layout)
     return result
 
 

@@ -28,8 +28,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,14 +39,15 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import FunnelbenchError, UsageError
+from ..errors import FunnelbenchError, UsageError, redact
 from ..layout import Layout
 from ..presets import resolve
 from .budget import Budgets, macs_text, over_budget, preflight
 from .samplers import make_sampler
 from .space import Space, load_space
-from .workers import (HEARTBEAT_S, Worker, claim_layout, is_shared, open_storage, raise_if_signalled, requeue,
-                      resume_point, storage_lock, storage_url, study_lock)
+from .workers import (HEARTBEAT_S, JOURNAL_FILE, Worker, check_workers, claim_layout, is_shared, open_storage,
+                      raise_if_signalled, requeue, resume_point, sole_search, storage_file, storage_lock, storage_url,
+                      study_lock, workers_for)
 
 MARKER = "search/1"
 STUDY_ROOT = Path("runs") / "search"
@@ -492,7 +495,7 @@ def _set_attrs(trial: optuna.Trial, attrs: dict) -> None:
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
+    text = redact(str(err)).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")[:500]
 
 
@@ -502,10 +505,17 @@ def _one_line(err: BaseException) -> str:
 def open_study(settings: Settings, *, study_name: str, storage: str | None, out: Path, workers: int = 1,
                heartbeat_s: int = HEARTBEAT_S) -> tuple[optuna.Study, bool]:
     """Create the study or load it; (study, created). A study with other settings is refused.
-    Default storage: the study folder's SQLite file, or its journal file for several workers."""
+    Default storage: the study folder's SQLite file, or its journal file for several workers.
+    The folder ``out`` is the study's alone (:func:`_claim_folder`): a study of another storage
+    that has the same name is refused before it writes anything."""
     if storage is None:
         out.mkdir(parents=True, exist_ok=True)
-    storage = _storage(storage_url(storage, out=out.resolve(), workers=workers), heartbeat_s)
+    url = storage_url(storage, out=out.resolve(), workers=workers)
+    shown = redact(url)
+    new_file = storage_file(url)
+    if new_file is not None and not new_file.exists():  # a new file holds no study yet: this one will be created
+        _check_folder_free(out, url)
+    storage = _storage(url, heartbeat_s)
     sampler = make_sampler(settings.sampler, settings.seed, len(settings.objectives), space=settings.space,
                            budgets=settings.budgets)
     pruner = make_pruner(settings.pruner, settings.proxy.get("epochs", 10))
@@ -514,14 +524,16 @@ def open_study(settings: Settings, *, study_name: str, storage: str | None, out:
             study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
             created = False
         except KeyError:
+            _check_folder_free(out, url)
             study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
                                         directions=settings.directions)
             created = True
         except Exception as err:  # noqa: BLE001 - a bad URL or an unreachable database
-            raise UsageError(f"--storage {storage}: cannot open it ({_one_line(err)})") from None
+            raise UsageError(f"--storage {shown}: cannot open it ({_one_line(err)})") from None
         now = settings.to_attrs()
         if created:
             study.set_user_attr("funnelbench", MARKER)
+            study.set_user_attr("uid", uuid.uuid4().hex)
             study.set_user_attr("settings", now)
             study.set_user_attr("out", str(out))
             for layout in settings.baselines:
@@ -529,14 +541,78 @@ def open_study(settings: Settings, *, study_name: str, storage: str | None, out:
                 if settings.space.contains(resolve(layout)) is None:
                     params = settings.space.params_of(resolve(layout))  # only the decisions it uses
                 study.enqueue_trial(params, user_attrs={"baseline_layout": layout})
+            _claim_folder(out, study, url)
             return study, True
-    if study.user_attrs.get("funnelbench") != MARKER:
-        raise UsageError(f"study {study_name!r} in {storage} was not made by funnelbench search; choose another --study")
-    diff = _differences(study.user_attrs.get("settings", {}), now)
-    if diff:
-        raise UsageError(f"study {study_name!r} exists with other settings: {'; '.join(diff)}; run it with the same "
-                         "options to continue it, or choose another --study")
+        if study.user_attrs.get("funnelbench") != MARKER:
+            raise UsageError(f"study {study_name!r} in {shown} was not made by funnelbench search; choose another --study")
+        diff = _differences(study.user_attrs.get("settings", {}), now)
+        if diff:
+            raise UsageError(f"study {study_name!r} exists with other settings: {'; '.join(diff)}; run it with the same "
+                             "options to continue it, or choose another --study")
+        earlier = "uid" not in study.user_attrs  # made before studies had an identity: its folder has no owner file
+        if earlier:
+            study.set_user_attr("uid", uuid.uuid4().hex)
+        _claim_folder(out, study, url, trials_are_its_own=earlier)
     return study, False
+
+
+OWNER_FILE = "owner.json"  # in a study's folder: which study (its "uid" attribute) the folder belongs to
+
+
+def _claim_folder(out: Path, study: optuna.Study, url: str, *, trials_are_its_own: bool = False) -> None:
+    """Make ``out`` the folder of ``study`` (identified by its ``uid`` attribute, written to
+    ``out/owner.json``), or refuse: a folder that belongs to another study, or that holds another
+    storage's study file, is never written to, so no trial of one study replaces another's
+    record, history or checkpoint. ``trials_are_its_own``: a study from before owner files,
+    whose trial folders are taken to be its own."""
+    uid = study.user_attrs["uid"]
+    owner = _owner_of(out)
+    if owner is not None:
+        if owner.get("uid") != uid:
+            raise UsageError(_taken(out, owner, url))
+        return
+    _check_folder_free(out, url, trials_are_its_own=trials_are_its_own)
+    from ..exports import atomic_write
+
+    atomic_write(out / OWNER_FILE, json.dumps({"study": study.study_name, "uid": uid, "storage": redact(url)},
+                                              indent=1) + "\n")
+
+
+def _check_folder_free(out: Path, url: str, *, trials_are_its_own: bool = False) -> None:
+    """Refuse a study the folder ``out`` cannot be given to: one that belongs to another study
+    (its owner file), one that holds the SQLite or journal file of a study in another storage,
+    or one with trial folders of a study whose storage is gone (unless ``trials_are_its_own``)."""
+    owner = _owner_of(out)
+    if owner is not None:
+        raise UsageError(_taken(out, owner, url))
+    mine = storage_file(url)
+    for name in ("study.db", JOURNAL_FILE):
+        other = out / name
+        if other.exists() and (mine is None or other.absolute() != mine):
+            raise UsageError(f"{out} holds {name}, the storage of another study of this name, and its trial folders; "
+                             f"this search's study is in {redact(url)} and would write its trials over them: choose "
+                             f"another --study (or move {out} away)")
+    trials = sorted(p.name for p in out.glob("trial-*")) if out.is_dir() else []
+    if trials and not trials_are_its_own:
+        raise UsageError(f"{out} holds trial folders ({', '.join(trials[:3])}{', ...' if len(trials) > 3 else ''}) of "
+                         f"a study that is not in {redact(url)} (its storage was moved or deleted); a new study would "
+                         f"write its trials over them: choose another --study (or move {out} away)")
+
+
+def _owner_of(out: Path) -> dict | None:
+    try:
+        owner = json.loads((out / OWNER_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"study": "?", "uid": None, "storage": f"an unreadable {out / OWNER_FILE}"}
+    return owner if isinstance(owner, dict) else {"study": "?", "uid": None, "storage": "?"}
+
+
+def _taken(out: Path, owner: dict, url: str) -> str:
+    return (f"{out} belongs to study {owner.get('study')!r} in {owner.get('storage')} (its trial folders, records and "
+            f"checkpoints); this search's study is in {redact(url)} and would write its trials over them: choose another "
+            f"--study (or move {out} away)")
 
 
 def _storage(url: str, heartbeat_s: int = HEARTBEAT_S):
@@ -545,14 +621,17 @@ def _storage(url: str, heartbeat_s: int = HEARTBEAT_S):
     (every trial writes ~25 attributes, each a transaction: ~20 ms with a sync, well under 1 ms
     without). A killed process loses nothing it committed; a power cut may lose the last commits
     but never corrupts the file."""
-    if not url.startswith("sqlite:"):
-        return open_storage(url, heartbeat_s=heartbeat_s)
-    from sqlalchemy import event
-
     try:
         storage = open_storage(url, heartbeat_s=heartbeat_s)
-    except Exception as err:  # noqa: BLE001 - an unwritable folder, a file that is not a database
-        raise UsageError(f"--storage {url}: cannot open it ({_one_line(err)})") from None
+    except FunnelbenchError as err:
+        if not url.startswith("sqlite:"):
+            raise
+        raise UsageError(f"--storage {redact(url)}: cannot open it ({_one_line(err)})") from None
+    except Exception as err:  # noqa: BLE001 - a malformed URL, an unwritable folder, a file that is not a database
+        raise UsageError(f"--storage {redact(url)}: cannot open it ({_one_line(err)})") from None
+    if not url.startswith("sqlite:"):
+        return storage
+    from sqlalchemy import event
 
     def pragmas(conn, _record):
         cursor = conn.cursor()
@@ -650,9 +729,10 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
 
     if trials < 1:
         raise UsageError(f"--trials {trials}: must be at least 1")
-    if workers < 1:
-        raise UsageError(f"--workers {workers}: must be at least 1")
+    check_workers(workers)
     space = space if isinstance(space, Space) else load_space(space)
+    check_name(space.name, f"space name (the name: of {space.path})" if space.path else "space name",
+               "rename the space" + (" or give --study NAME" if study is None else ""))
     # the proxy: the options given, then the space's proxy section, then the trainer's defaults
     train_options = {**{k: v for k, v in space.proxy.items() if k != "width_scale"},
                      **{k: v for k, v in train_options.items() if v is not None}}
@@ -680,34 +760,60 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
                         tuple(names + [b for b in extra if b not in names]))
     warning = preflight(space, budgets)
     _check_proxy(space, settings)
-    study_name = study or default_study_name(space, budgets, settings.objectives)
-    out = Path(root) / study_name if root is not None else STUDY_ROOT / study_name
+    study_name = check_name(study or default_study_name(space, budgets, settings.objectives), "--study",
+                            "choose another --study")
+    out = study_folder(root, study_name)
     quiet_optuna()
     opt_study, created = open_study(settings, study_name=study_name, storage=storage, out=out, workers=workers,
                                     heartbeat_s=heartbeat_s)
-    with study_lock(opt_study):
-        stale = recover_stale(opt_study)
-    if workers > 1:
-        from .workers import search_in_workers
+    with sole_search(opt_study._storage, study_name):  # SQLite: a second process on the study is refused
+        with study_lock(opt_study):
+            stale = recover_stale(opt_study)
+        if workers > 1:
+            from .workers import search_in_workers
 
-        return search_in_workers(opt_study, workers, dict(
-            space=space, trials=trials, budget_macs=budget_macs, min_macs=min_macs, budget_params=budget_params,
-            budget_memory=budget_memory, memory_batch=memory_batch, memory_device=memory_device,
-            memory_dtype=memory_dtype, objectives=objectives, sampler=sampler, pruner=pruner, baselines=baselines,
-            width_scale=width_scale, study=study_name, root=root, heartbeat_s=heartbeat_s, **train_options),
-            warm=(lambda: _load_data_once(settings)) if settings.needs_training else None,
-            start=dict(study=study_name, out=str(out), created=created, trials=trials, warning=warning, stale=stale,
-                       budgets=budgets, settings=settings, space=space),
-            on_event=on_event, worker_events=worker_events)
-    data = _load_data_once(settings) if settings.needs_training else None
-    ctx = Context(settings, opt_study, out, data=data, on_event=on_event)
-    c = counts(opt_study)
-    ctx.emit("start", study=study_name, out=str(out), storage=storage or f"sqlite:///{out / 'study.db'}",
-             created=created, trials=trials, counts=c, warning=warning, stale=stale, budgets=budgets,
-             settings=settings, space=space)
-    run_loop(ctx, trials)
-    ctx.emit("end", counts=counts(opt_study), study=opt_study)
-    return opt_study
+            c = counts(opt_study)
+            return search_in_workers(opt_study, workers_for(workers, trials - c["trained"] - c["running"]), dict(
+                space=space, trials=trials, budget_macs=budget_macs, min_macs=min_macs, budget_params=budget_params,
+                budget_memory=budget_memory, memory_batch=memory_batch, memory_device=memory_device,
+                memory_dtype=memory_dtype, objectives=objectives, sampler=sampler, pruner=pruner, baselines=baselines,
+                width_scale=width_scale, study=study_name, root=root, heartbeat_s=heartbeat_s, **train_options),
+                warm=(lambda: _load_data_once(settings)) if settings.needs_training else None,
+                start=dict(study=study_name, out=str(out), created=created, trials=trials, warning=warning, stale=stale,
+                           budgets=budgets, settings=settings, space=space, workers_asked=workers),
+                on_event=on_event, worker_events=worker_events)
+        data = _load_data_once(settings) if settings.needs_training else None
+        ctx = Context(settings, opt_study, out, data=data, on_event=on_event)
+        c = counts(opt_study)
+        ctx.emit("start", study=study_name, out=str(out), storage=redact(storage or f"sqlite:///{out / 'study.db'}"),
+                 created=created, trials=trials, counts=c, warning=warning, stale=stale, budgets=budgets,
+                 settings=settings, space=space)
+        run_loop(ctx, trials)
+        ctx.emit("end", counts=counts(opt_study), study=opt_study)
+        return opt_study
+
+
+# A study's name is its folder's name (runs/search/<study>/), and a space's name the default study's.
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def check_name(name: str, what: str, fix: str) -> str:
+    """``name`` if it is a safe folder name (letters, digits, ``.``, ``_``, ``-``; 1 to 100 of them;
+    not ``.`` or ``..``), else a one-line :class:`UsageError` naming ``what`` and the ``fix``."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        raise UsageError(f"{what} {name!r}: a name here is a folder's name, so it may hold only letters, digits, '.', "
+                         f"'_' and '-' (1 to 100 of them, not '.' or '..'); {fix}")
+    return name
+
+
+def study_folder(root: str | os.PathLike | None, study_name: str) -> Path:
+    """The study's folder, ``<root>/<study>`` (root: ``runs/search``), checked to lie directly
+    under the root; every trial folder is a ``trial-<number>`` inside it."""
+    root = STUDY_ROOT if root is None else Path(root)
+    out = root / study_name
+    if Path(os.path.normpath(out.absolute())).parent != Path(os.path.normpath(root.absolute())):
+        raise UsageError(f"--study {study_name!r}: its folder {out} would not be inside {root}; choose another --study")
+    return out
 
 
 def quiet_optuna() -> None:

@@ -42,6 +42,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -56,7 +57,7 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import FunnelbenchError, UsageError
+from ..errors import FunnelbenchError, UsageError, redact
 
 JOURNAL_FILE = "journal.log"  # the study's journal, in its folder, when --workers N > 1
 HEARTBEAT_S = 20  # default seconds between a running trial's heartbeats
@@ -150,20 +151,29 @@ def _unwrap(storage: BaseStorage) -> BaseStorage:
     return storage._backend if isinstance(storage, _CachedStorage) else storage
 
 
-def _redact(url: str) -> str:
-    """The URL without its password."""
-    if "://" in url and "@" in url.split("://", 1)[1]:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+_redact = redact  # the one redaction (funnelbench.errors.redact), under the name this module used
+
+
+def storage_file(url: str) -> Path | None:
+    """The file a SQLite or journal storage URL keeps the study in (absolute), or None for a
+    database server or an in-memory SQLite."""
+    if _scheme(url) == "journal":
+        return Path(url.split(":", 1)[1]).absolute()
+    if _scheme(url) == "sqlite":
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            return Path(database).absolute()
+    return None
 
 
 def _one_line(err: BaseException) -> str:
+    """The error's first line, without passwords (a driver's message may quote the URL)."""
     if isinstance(err, OSError) and err.strerror:
-        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+        return redact(f"{err.filename}: {err.strerror}" if err.filename else err.strerror)
     text = str(getattr(err, "orig", None) or err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+    return redact(text[0]) if text else type(err).__name__
 
 
 def storage_errors() -> tuple[type[BaseException], ...]:
@@ -354,6 +364,43 @@ def storage_lock(storage: BaseStorage, study_name: str) -> Iterator[None]:
 
 
 _PROCESS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def sole_search(storage: BaseStorage, study_name: str) -> Iterator[None]:
+    """Held for the life of a search on a SQLite study: the one process searching it.
+
+    SQLite serves one worker (no ``SELECT ... FOR UPDATE`` to hand out queued trials, "database is
+    locked"), so the same command started twice (two terminals, a cron job that overlaps) would
+    train every layout twice; the second is refused instead. The lock is an exclusive ``flock``
+    on ``<database>.<study>.search-lock`` beside the file, released when its holder ends however
+    it ends; the file names the holder (``host:pid``) for the message. A journal file or a
+    database server needs none: there a second command is one more worker of the study."""
+    base = _unwrap(storage)
+    database = base.engine.url.database if isinstance(base, RDBStorage) and not is_shared(storage) else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    path = Path(f"{database}.{study_name}.search-lock")
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise UsageError(
+                f"study {study_name!r} is being searched by another process ({holder}) in {database}, and SQLite "
+                "serves one process at a time; wait for it to end (running the command again then continues the "
+                "study), or search with several workers on a new study (--workers N, or --storage postgresql://...)"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{socket.gethostname()}:{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -590,6 +637,29 @@ def gpu_ids() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(count)]
     return ids[:count]
+
+
+def check_workers(workers: int) -> None:
+    """Refuse more worker processes than this machine's CPU cores or GPUs, whichever is more: each
+    is a whole torch process (about 700 MB on a CPU), more CPU workers than cores only take turns,
+    and the GPU rule is one worker per GPU (several share a GPU round robin up to the cores)."""
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: must be at least 1")
+    cores = cpu_cores()
+    if workers > cores:
+        gpus = gpu_ids()
+        if workers <= len(gpus):
+            return
+        raise UsageError(f"--workers {workers}: this machine has {cores} CPU core(s)"
+                         + (f" and {len(gpus)} GPU(s)" if gpus else " and no GPU")
+                         + f", and each worker is a whole training process; use --workers {max(cores, len(gpus))} "
+                         "or fewer")
+
+
+def workers_for(workers: int, trials_left: int) -> int:
+    """The worker processes worth starting: no more than the trials left to train (at least one,
+    which finds the study done and stops)."""
+    return max(1, min(workers, trials_left))
 
 
 def worker_resources(index: int, workers: int, *, cores: int | None = None, gpus: list[str] | None = None) -> dict:
