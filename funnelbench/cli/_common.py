@@ -105,7 +105,7 @@ def command(*args, **kwargs):
                 fail("interrupted", code=130)
             except (typer.Exit, typer.Abort, ClickException):
                 raise
-            except (Exception, RecursionError, MemoryError) as err:
+            except Exception as err:  # noqa: BLE001 - the boundary: everything else leaves as one line
                 if debugging():
                     raise
                 fail(unexpected(err), code=1)

@@ -157,12 +157,11 @@ def check_sqlite(storage: RDBStorage, url: str) -> None:
         problems = [" ".join(str(row[0]).split()) for row in conn.execute(sqlalchemy.text("PRAGMA quick_check"))
                     .fetchmany(3)]
     if problems != ["ok"]:
-        text = "; ".join(problems).replace("*** in database main ***", "").strip(" ;")[:200]
-        path = storage.engine.url.database
+        text = "; ".join(problems).replace("*** in database main ***", "").strip(" ;")[:80]
         raise StorageError(
-            f"storage {_redact(url)}: the SQLite file is damaged ({text}); nothing "
-            f"was written to it. SQLite can often read back the trials before the damage: 'sqlite3 {path} .recover "
-            f"| sqlite3 recovered.db', then --storage sqlite:///recovered.db")
+            f"storage {_redact(url)}: the SQLite file is damaged and nothing was written to it; SQLite can often "
+            f"read back the trials before the damage: 'sqlite3 {storage.engine.url.database} .recover | sqlite3 "
+            f"recovered.db', then --storage sqlite:///recovered.db (SQLite's check: {text})")
 
 
 def _unwrap(storage: BaseStorage) -> BaseStorage:
