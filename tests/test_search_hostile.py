@@ -243,6 +243,7 @@ def hostile_space_texts(draw) -> str:
 @example(text="stages: &a [*a]\n")
 @example(text=tiny_with("hidden: [64, 96]", "hidden: [64, 96]\n  tie: [[hidden]]"))
 @example(text=tiny_with("count: {min: 1, max: 3}", "count: 1" + "0" * 5000))
+@example(text=tiny_with("description: 32 px", "description: '[/bold] [red' #"))  # text, not rich markup
 def test_fuzzed_space_files_are_one_line_exit_2_in_bounded_time_and_memory(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("fuzz") / "space.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogateescape")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from ..tables import MACS_NOTE, human
 from ..train import PROXY_FIELDS
@@ -46,7 +47,7 @@ def spaces_cmd(
                     "extremes": [{"which": w, "layout": str(l), "macs": m, "params": p} for w, (l, m, p) in extremes],
                     "baselines": [str(b) for b in space.baselines], "proxy": space.proxy})
         return
-    console.print(f"[bold]{space.name}[/bold]: {space.description}")
+    console.print(f"[bold]{escape(space.name)}[/bold]: {escape(space.description)}")  # the file's text, not markup
     console.print(f"{stats.layouts:,} distinct layouts" + (f"; file {space.path}" if space.path else ""))
     console.print(make_table(None, ["decision", "stages", "values"],
                              [[r["decision"], r["stages"], r["values"]] for r in describe(space)]))
