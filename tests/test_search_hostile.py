@@ -295,13 +295,6 @@ def test_a_study_of_another_program_with_the_marker_is_read_attribute_by_attribu
     assert rep["settings"]["budgets"] == {"macs": None} and rep["settings"]["proxy"] == {}
 
 
-def test_a_study_without_the_marker_is_refused_in_one_line(tmp_path):
-    url = f"sqlite:///{tmp_path}/plain.db"
-    study = optuna.create_study(storage=url, study_name="plain")
-    study.optimize(lambda t: (t.set_user_attr("macs", "a lot"), t.suggest_float("x", 0, 1))[1], n_trials=2)
-    one_line(invoke("report", "--study", "plain", "--storage", url), 2, "not written by funnelbench search")
-
-
 def _damage(path: Path, at: int) -> None:
     """4000 bytes of garbage from byte ``at`` (from the end if negative)."""
     data = bytearray(path.read_bytes())
