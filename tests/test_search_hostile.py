@@ -185,6 +185,8 @@ def test_a_50_mb_space_file_is_refused_without_reading_it(tmp_path):
 
 @pytest.mark.parametrize("make, needle", [
     (lambda tmp: "/proc/self/mem", "cannot read it"),  # a file whose read is an I/O error
+    (lambda tmp: tmp, "is not a file"),  # a folder (was: "does not exist")
+    (lambda tmp: "/dev/zero", "is not a file"),  # endless: never read
     (lambda tmp: (tmp / "bin.yaml").write_bytes(b"name: \xff\xfe\x00\n") and tmp / "bin.yaml", "not UTF-8"),
 ])
 def test_a_space_path_that_cannot_be_read_as_text_is_one_line(tmp_path, make, needle):

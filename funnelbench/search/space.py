@@ -601,7 +601,8 @@ def resolve_space(space) -> tuple[dict, str | None, str, dict]:
     path = Path(text_arg).expanduser()
     if text_arg.endswith((".yaml", ".yml")) or "/" in text_arg or path.is_file():
         if not path.is_file():
-            raise UsageError(f"space file {text_arg!r} does not exist; give a .yaml file or a shipped space "
+            what = "is not a file" if path.exists() else "does not exist"  # a folder, a device, a pipe
+            raise UsageError(f"space file {text_arg!r} {what}; give a .yaml file or a shipped space "
                              f"({', '.join(list_spaces())})")
         where = str(path)
         text = _read_space_file(path, where)
