@@ -297,19 +297,23 @@ def test_a_study_of_another_program_with_the_marker_is_read_attribute_by_attribu
     assert rep["settings"]["budgets"] == {"macs": None} and rep["settings"]["proxy"] == {}
 
 
-def _damage(path: Path, at: int) -> None:
-    """4000 bytes of garbage from byte ``at`` (from the end if negative)."""
+def _damage(path: Path, where: str) -> None:
+    """Garbage over one page that a report reads: the trials table's first page ("middle"), or the
+    last page of the trials' attributes, where the newest writes land ("tail")."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+        table, pick = ("trials", "min") if where == "middle" else ("trial_user_attributes", "max")
+        page = db.execute(f"SELECT {pick}(pageno) FROM dbstat WHERE name = ?", (table,)).fetchone()[0]
     data = bytearray(path.read_bytes())
-    start = at % len(data)
-    data[start:start + 4000] = b"\xde\xad" * 2000
+    data[(page - 1) * size + 100:page * size] = b"\xde\xad" * ((size - 100) // 2)
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("at", [60_000, -8000], ids=["middle", "tail"])
-def test_a_damaged_sqlite_study_is_one_line_for_report_and_search(template, tmp_path, at):
+@pytest.mark.parametrize("where", ["middle", "tail"])
+def test_a_damaged_sqlite_study_is_one_line_for_report_and_search(template, tmp_path, where):
     db = tmp_path / "study.db"
     shutil.copy(template / "runs/search/s/study.db", db)
-    _damage(db, at)
+    _damage(db, where)
     before = db.read_bytes()
     url = f"sqlite:///{db}"
     one_line(invoke("report", "--study", "s", "--storage", url), 2, "damaged", ".recover")  # was 3 tracebacks

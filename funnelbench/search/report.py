@@ -129,7 +129,7 @@ def open_study(study_name: str, storage: str | None = None, out_dir: str | Path 
 def _unreadable(url: str, err: BaseException) -> str:
     """One line for a storage that cannot be read: a damaged journal says where and how to keep
     what comes before the damage; a damaged SQLite file how SQLite reads back what it can."""
-    from .workers import _one_line, _redact, journal_damage
+    from .workers import _one_line, _redact, damaged_sqlite, journal_damage
 
     path = url[len("journal:"):] if url.startswith("journal:") else url if "://" not in url else None
     if path is not None and Path(path).suffix.lower() not in SQLITE_SUFFIXES and Path(path).is_file() \
@@ -137,8 +137,7 @@ def _unreadable(url: str, err: BaseException) -> str:
         return journal_damage(Path(path), err)
     text = _one_line(err)
     if "malformed" in text or "not a database" in text:
-        text += ("; the SQLite file is damaged: SQLite can often read back the trials before the damage with "
-                 "'sqlite3 FILE .recover | sqlite3 recovered.db', then --storage sqlite:///recovered.db")
+        return damaged_sqlite(url, path or url.split(":///", 1)[-1], text).replace(" and nothing was written to it", "")
     return f"cannot read the storage {_redact(url)}: {text}"
 
 

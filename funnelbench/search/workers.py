@@ -141,11 +141,27 @@ def open_storage(url: str, *, heartbeat_s: int = HEARTBEAT_S) -> BaseStorage:
                 time.sleep(1.0)
                 return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **heartbeat)
     except (OSError, ImportError, optuna.exceptions.StorageInternalError) as err:
-        raise StorageError(f"storage {_redact(url)}: {_one_line(err)}") from None
+        raise StorageError(_storage_trouble(url, err)) from None
     except Exception as err:  # SQLAlchemy's OperationalError and friends, without importing them
         if type(err).__module__.startswith("sqlalchemy"):
-            raise StorageError(f"storage {_redact(url)}: {_one_line(err)}") from None
+            raise StorageError(_storage_trouble(url, err)) from None
         raise
+
+
+def _storage_trouble(url: str, err: BaseException) -> str:
+    text = _one_line(err)
+    if _scheme(url) == "sqlite" and ("malformed" in text or "not a database" in text):
+        from sqlalchemy.engine import make_url
+
+        return damaged_sqlite(url, make_url(url).database, text)
+    return f"storage {_redact(url)}: {text}"
+
+
+def damaged_sqlite(url: str, path: str | None, detail: str) -> str:
+    """One line: a damaged SQLite study, and how SQLite reads back what it still can."""
+    return (f"storage {_redact(url)}: the SQLite file is damaged and nothing was written to it; SQLite can often "
+            f"read back the trials before the damage: 'sqlite3 {path} .recover | sqlite3 recovered.db', then "
+            f"--storage sqlite:///recovered.db (SQLite says: {detail[:80]})")
 
 
 def check_sqlite(storage: RDBStorage, url: str) -> None:
@@ -157,11 +173,8 @@ def check_sqlite(storage: RDBStorage, url: str) -> None:
         problems = [" ".join(str(row[0]).split()) for row in conn.execute(sqlalchemy.text("PRAGMA quick_check"))
                     .fetchmany(3)]
     if problems != ["ok"]:
-        text = "; ".join(problems).replace("*** in database main ***", "").strip(" ;")[:80]
-        raise StorageError(
-            f"storage {_redact(url)}: the SQLite file is damaged and nothing was written to it; SQLite can often "
-            f"read back the trials before the damage: 'sqlite3 {storage.engine.url.database} .recover | sqlite3 "
-            f"recovered.db', then --storage sqlite:///recovered.db (SQLite's check: {text})")
+        text = "; ".join(problems).replace("*** in database main ***", "").strip(" ;")
+        raise StorageError(damaged_sqlite(url, storage.engine.url.database, text))
 
 
 def _unwrap(storage: BaseStorage) -> BaseStorage:
