@@ -1,7 +1,8 @@
 """Bad numbers never end in a traceback.
 
 Every numeric option of every command but train and finetune (those are in
-``test_train_bad_input.py``) gets negative, zero, NaN, infinite, huge and malformed values:
+``test_train_bad_input.py``; the search's hostile space files and damaged studies are in
+``test_search_hostile.py``) gets negative, zero, NaN, infinite, huge and malformed values:
 each is one line ``error: ...`` naming the option, exit code 2, nothing on stdout, nothing
 written, nothing measured. The library functions behind the commands refuse the same values
 with a :class:`UsageError`, so a script gets the same answer as the command line.
@@ -39,6 +40,17 @@ OPTIONS = {
         "--repeats": ("repeats", INTS),
         "--tables": ("table", [NEGATIVE, ZERO, NAN, INF, HUGE, FRACTION, WORD, "", "2,", "2,,4"]),
     },
+    ("search", "--space", "tiny", "--objective", "macs"): {
+        "--trials": ("trials", [v for v in INTS if v != HUGE]),  # a huge total is allowed: the search stops when the space is exhausted
+        "--memory-batch": ("batch", INTS),
+        "--heartbeat": ("heartbeat", INTS),
+        "--width-scale": ("width", [NEGATIVE, ZERO, NAN, INF, HUGE, WORD, ""]),
+        "--budget-flops": ("flops", [NEGATIVE, ZERO, NAN, INF, "1e400", "1.2.3G", WORD, ""]),
+        "--min-flops": ("flops", [NEGATIVE, ZERO, NAN, INF, "1e400", WORD, ""]),
+        "--budget-params": ("params", [NEGATIVE, ZERO, NAN, INF, "1e400", WORD, ""]),
+        "--budget-memory": ("memory", [NEGATIVE, ZERO, NAN, INF, "1e400GiB", "16 GiBs", WORD, ""]),
+    },
+    ("report", "--study", "s"): {"--top": ("top", [NEGATIVE, NAN, INF, FRACTION, WORD, ""])},  # a huge --top shows all
     ("memory", "test-vit"): {
         "--batch-size": ("batch", INTS),
         "--num-classes": ("classes", INTS),

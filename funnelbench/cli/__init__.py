@@ -3,6 +3,8 @@ commands; each registers itself on the shared ``app`` with ``@command``."""
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 # Importing a module registers its commands.
@@ -11,11 +13,15 @@ from . import profile_cmds  # noqa: F401  profile, reproduce, memory
 from . import search_cmds  # noqa: F401  spaces, search
 from . import report_cmds  # noqa: F401  report
 from . import train_cmds  # noqa: F401  train, finetune
-from ._common import app
+from ._common import DEBUG_ENV, app
 
 
 @app.callback(invoke_without_command=True)
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+          debug: bool = typer.Option(False, "--debug", help=f"Show the full traceback of an unexpected error (as "
+                                     f"{DEBUG_ENV}=1 does).")):
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # also seen by worker processes
     if version:
         from .. import __version__
 

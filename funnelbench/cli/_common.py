@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 
 import typer
@@ -17,6 +18,9 @@ from ..errors import FunnelbenchError, redact
 
 # click's UsageError (typer.BadParameter's base): recent typers vendor click, older ones import it.
 ClickUsageError = typer.BadParameter.__bases__[0]
+ClickException = ClickUsageError.__bases__[0]
+# Set (to anything but 0) for the full traceback of an error that is not the user's (``--debug`` sets it).
+DEBUG_ENV = "FUNNELBENCH_DEBUG"
 
 
 @contextlib.contextmanager
@@ -71,9 +75,24 @@ def fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def unexpected(err: BaseException) -> str:
+    """One line for an exception funnelbench did not expect (from Optuna, SQLAlchemy, NumPy, ...
+    or a bug): its type and first line, and how to see the traceback."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return (f"unexpected {type(err).__name__}{': ' + text if text else ''} (a bug in funnelbench or a case it "
+            f"does not handle yet; run with {DEBUG_ENV}=1 or funnelbench --debug for the traceback, and report it)")
+
+
 def command(*args, **kwargs):
     """``@app.command`` that turns any :class:`FunnelbenchError` into a one-line error and exit
-    code 2 instead of a traceback, and Ctrl-C into exit code 130."""
+    code 2 instead of a traceback, Ctrl-C into exit code 130, and any other exception (a bug, or
+    trouble funnelbench does not know yet) into a one-line error and exit code 1; the traceback
+    only with ``FUNNELBENCH_DEBUG=1`` (or ``funnelbench --debug``)."""
 
     def decorate(fn):
         @functools.wraps(fn)
@@ -84,6 +103,12 @@ def command(*args, **kwargs):
                 fail(str(err))
             except KeyboardInterrupt:
                 fail("interrupted", code=130)
+            except (typer.Exit, typer.Abort, ClickException):
+                raise
+            except Exception as err:  # noqa: BLE001 - the boundary: everything else leaves as one line
+                if debugging():
+                    raise
+                fail(unexpected(err), code=1)
 
         return app.command(*args, **kwargs)(wrapper)
 

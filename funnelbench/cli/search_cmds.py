@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from ..tables import MACS_NOTE, human
 from ..train import PROXY_FIELDS
@@ -55,7 +56,7 @@ def spaces_cmd(
                     "baselines": [str(b) for b in space.baselines], "proxy": space.proxy,
                     **({"within_budget": feasible[0], "budget": feasible[1]} if feasible else {})})
         return
-    console.print(f"[bold]{space.name}[/bold]: {space.description}")
+    console.print(f"[bold]{escape(space.name)}[/bold]: {escape(space.description)}")  # the file's text, not markup
     console.print(f"{stats.layouts:,} distinct layouts" + (f"; file {space.path}" if space.path else ""))
     console.print(make_table(None, ["decision", "stages", "values"],
                              [[r["decision"], r["stages"], r["values"]] for r in describe(space)]))
@@ -93,6 +94,7 @@ def _feasible_line(space, budget_flops, min_flops, budget_params):
 # ----------------------------------------------------------------------------- search
 
 _BUDGET = "Budget (judges the full-size layout, before anything is built)"
+MAX_HEARTBEAT_S = 3600  # a dead worker's trial is noticed after 3 heartbeats: at most 3 hours
 _SEARCH = "Search"
 _WORKERS = "Workers"
 # Every `funnelbench train` option applies to each trial's proxy training, except the run's own
@@ -192,6 +194,9 @@ def search_cmd(
     from ..search.workers import Interrupted, signals_interrupt, storage_errors
     from ..units import parse_bytes, parse_count
 
+    for option, value, largest in (("--heartbeat", heartbeat, MAX_HEARTBEAT_S), ("--memory-batch", memory_batch, 2 ** 20)):
+        if not 1 <= value <= largest:  # before anything is written (the study's folder, its storage)
+            fail(f"{option} {value}: must be between 1 and {largest}")
     out_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200) if json_out else console
     if workers > 1:  # the workers print one line per trial; no live bar under them
         out_console = Console(file=out_console.file, width=200, force_terminal=False)
@@ -200,10 +205,10 @@ def search_cmd(
         with signals_interrupt():
             result = search(
             space, trials=trials,
-            budget_macs=parse_count(budget_flops, "--budget-flops") if budget_flops else None,
-            min_macs=parse_count(min_flops, "--min-flops") if min_flops else None,
-            budget_params=parse_count(budget_params, "--budget-params") if budget_params else None,
-            budget_memory=parse_bytes(budget_memory, "--budget-memory") if budget_memory else None,
+            budget_macs=parse_count(budget_flops, "--budget-flops") if budget_flops is not None else None,
+            min_macs=parse_count(min_flops, "--min-flops") if min_flops is not None else None,
+            budget_params=parse_count(budget_params, "--budget-params") if budget_params is not None else None,
+            budget_memory=parse_bytes(budget_memory, "--budget-memory") if budget_memory is not None else None,
             memory_batch=memory_batch, memory_device=memory_device, memory_dtype=memory_dtype,
             objectives=tuple(objective), sampler=sampler, pruner=pruner, baselines=tuple(baseline),
             width_scale=width_scale, study=study, storage=storage, on_event=progress,

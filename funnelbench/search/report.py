@@ -43,6 +43,7 @@ STATUS_OF_STATE = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"
 TRIAL_COLUMNS = ("target_layout", "params", "macs", "flops", "top1", "top5", "val_loss", "epochs_done",
                  "train_img_per_s", "infer_img_per_s", "train_mem_est_bytes", "wall_s")
 EXTRA_COLUMNS = ("proxy_layout", "proxy_params", "proxy_macs", "run_dir")
+TEXT_ATTRS = ("target_layout", "proxy_layout", "run_dir")  # the other columns are numbers
 PARAM_PREFIX = "param_"  # search-space decisions: param_stage0_layers, ... (``params`` is the count)
 MIN_IMPORTANCE_TRIALS = 10  # PED-ANOVA compares the best 10 % of the trials with all: below 10, one trial with a handful
 
@@ -144,12 +145,13 @@ def open_study(study_name: str, storage: str | None = None, out_dir: str | Path 
             held = ", ".join(repr(n) for n in names[:10]) or "no study"
             raise UsageError(f"no study {study_name!r} in {shown}: it holds {held}; pass one of those with --study")
         study = optuna.load_study(study_name=study_name, storage=opened)
+        study.get_trials(deepcopy=False)  # everything is read here, so that a damaged file is one line here
+        marker = study.user_attrs.get("funnelbench")
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError, ValueError,
             ImportError, RuntimeError) as err:
         if isinstance(err, UsageError):
             raise
-        raise UsageError(f"cannot read the storage {shown}: {redact(str(err)).splitlines()[0]}") from None
-    marker = study.user_attrs.get("funnelbench")
+        raise UsageError(_unreadable(url, err)) from None
     if marker is None:
         raise UsageError(f"study {study_name!r} in {shown} was not written by funnelbench search (it has no "
                          f"'funnelbench' study attribute); open it with optuna-dashboard {shown}")
@@ -162,25 +164,69 @@ def open_study(study_name: str, storage: str | None = None, out_dir: str | Path 
     return study
 
 
+def _unreadable(url: str, err: BaseException) -> str:
+    """One line for a storage that cannot be read: a damaged journal says where and how to keep
+    what comes before the damage; a damaged SQLite file how SQLite reads back what it can."""
+    from .workers import _one_line, _redact, damaged_sqlite, journal_damage
+
+    path = url[len("journal:"):] if url.startswith("journal:") else url if "://" not in url else None
+    if path is not None and Path(path).suffix.lower() not in SQLITE_SUFFIXES and Path(path).is_file() \
+            and isinstance(err, ValueError):
+        return journal_damage(Path(path), err)
+    text = _one_line(err)
+    if "malformed" in text or "not a database" in text:
+        return damaged_sqlite(url, path or url.split(":///", 1)[-1], text).replace(" and nothing was written to it", "")
+    return f"cannot read the storage {_redact(url)}: {text}"
+
+
 # ----------------------------------------------------------------------------- records
 
 def settings_of(study) -> dict:
     """The search's settings (space, budgets, objectives, ...) with the objectives and
     directions filled in from Optuna when absent."""
-    settings = dict(study.user_attrs.get("settings") or {})
-    settings.setdefault("objectives", ["top1"] if len(study.directions) == 1 else
-                        [f"value{i}" for i in range(len(study.directions))])
-    settings.setdefault("directions", [d.name.lower() for d in study.directions])
-    settings.setdefault("budgets", {})
-    settings.setdefault("baselines", [])
+    stored = study.user_attrs.get("settings")
+    settings = dict(stored) if isinstance(stored, dict) else {}
+    objectives = settings.get("objectives")
+    if not (isinstance(objectives, list) and len(objectives) == len(study.directions)
+            and all(isinstance(o, str) for o in objectives)):
+        settings["objectives"] = (["top1"] if len(study.directions) == 1 else
+                                  [f"value{i}" for i in range(len(study.directions))])
+    settings["directions"] = [d.name.lower() for d in study.directions]  # Optuna's own, always right
+    budgets = settings.get("budgets") if isinstance(settings.get("budgets"), dict) else {}
+    settings["budgets"] = {k: (_text if k in ("memory_device", "memory_dtype") else _number)(v)
+                           for k, v in budgets.items()}
+    for key, kind in (("baselines", list), ("proxy", dict)):
+        if not isinstance(settings.get(key), kind):
+            settings[key] = kind()
     return settings
+
+
+# Reading a study attribute by attribute: a study another program wrote (or edited) may hold any
+# JSON under any name; a value of the wrong kind reads as missing, never as a crash.
+
+def _number(value):
+    """A finite int or float, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _text(value):
+    return value if isinstance(value, str) else None
+
+
+def _over(value) -> dict | None:
+    """The ``over_budget`` attribute: {budget name: excess as a number}, or None."""
+    if not isinstance(value, dict):
+        return None
+    return {str(k): v for k, v in value.items() if _number(v) is not None}
 
 
 def _status(trial) -> str:
     """The funnelbench status of a trial: its attribute, or what its Optuna state implies;
     ``repeat`` for a candidate whose layout had already been trained (the search copied that
     trial's result instead of training it twice: ``repeat_of`` names it)."""
-    status = trial.user_attrs.get("status")
+    status = _text(trial.user_attrs.get("status"))
     if trial.state.name in ("RUNNING", "WAITING"):
         return STATUS_OF_STATE[trial.state.name]
     if trial.user_attrs.get("duplicate_of") is not None:
@@ -214,13 +260,13 @@ def trial_record(trial) -> dict:
     of the space as ``param_<name>``."""
     a = trial.user_attrs
     record = {"trial": trial.number, "state": trial.state.name, "status": _status(trial),
-              "baseline": bool(a.get("baseline"))}
-    record.update({k: a.get(k) for k in TRIAL_COLUMNS})
-    record["repeat_of"] = a.get("duplicate_of")
+              "baseline": a.get("baseline") is True}
+    record.update({k: (_text if k in TEXT_ATTRS else _number)(a.get(k)) for k in TRIAL_COLUMNS})
+    record["repeat_of"] = _number(a.get("duplicate_of"))
     record["feasible"] = _feasible(trial)
-    record["over_budget"] = _over_budget_text(a.get("over_budget"))
-    record["error"] = a.get("error")
-    record.update({k: a.get(k) for k in EXTRA_COLUMNS})
+    record["over_budget"] = _over_budget_text(_over(a.get("over_budget")))
+    record["error"] = _text(a.get("error"))
+    record.update({k: (_text if k in TEXT_ATTRS else _number)(a.get(k)) for k in EXTRA_COLUMNS})
     record.update({PARAM_PREFIX + k: v for k, v in trial.params.items()})
     return record
 
@@ -263,12 +309,12 @@ def state_counts(study) -> dict:
 
     trials = study.get_trials(deepcopy=False)
     rejected_by = Counter(name for t in trials if _status(t) == "rejected"
-                          for name in (t.user_attrs.get("over_budget") or {"unknown budget": None}))
-    failures = Counter((_status(t), t.user_attrs.get("error") or "") for t in trials if _status(t) in FAILED)
+                          for name in (_over(t.user_attrs.get("over_budget")) or {"unknown budget": None}))
+    failures = Counter((_status(t), _text(t.user_attrs.get("error")) or "") for t in trials if _status(t) in FAILED)
     return {
         "trials": len(trials),
         **counts(study),
-        "baselines": sum(1 for t in trials if t.user_attrs.get("baseline") and _status(t) == "completed"),
+        "baselines": sum(1 for t in trials if t.user_attrs.get("baseline") is True and _status(t) == "completed"),
         "rejected_by": dict(sorted(rejected_by.items())),
         "failures": [{"status": s, "error": e or None, "trials": n} for (s, e), n in failures.most_common()],
     }
@@ -342,7 +388,7 @@ def build_report(study, *, storage: str | None = None, importances: bool = True)
     return {
         "study": study.study_name,
         "storage": storage,
-        "out": study.user_attrs.get("out"),
+        "out": _text(study.user_attrs.get("out")),
         "settings": settings,
         "objectives": settings["objectives"],
         "directions": settings["directions"],

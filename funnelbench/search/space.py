@@ -87,6 +87,22 @@ STAGE_KEYS = {
 STAGES_KEYS = ("count", "tie", "per_stage", *STAGE_KEYS)
 CONSTRAINT_KEYS = ("total_layers",)
 POOL_KEYS = ("pool", "pqo", "kernel", "newpos")  # decisions of a stage that pools (none for the first)
+# The largest value each number may take: far past any model a paper or a machine holds (ViT-22B
+# has 48 layers of width 6144, MLP 24576, 48 heads), and small enough that a typo such as
+# ``layers: {min: 1, max: 1000000000}`` is refused in one line instead of exhausting the machine.
+MAX_STAGES = 32
+LARGEST = {
+    "n_stages": MAX_STAGES, "layers": 256, "stride": 64, "hidden": 16384, "mlp": 65536, "mlp_ratio": 64,
+    "heads": 256, "head_dim": 1024, "kernel": 64, "total_layers": MAX_STAGES * 256,
+    "image_size": 4096, "patch_size": 256, "token_dim": 8192, "points": 64, "iters": 16, "fe": 8192,
+}
+# Reading a space file: a space is a few KiB of YAML (the shipped ones are under 3 KiB).
+MAX_SPACE_BYTES = 256 * 1024
+MAX_YAML_VALUES = 20_000  # values after anchors and aliases are expanded: no alias bomb gets further
+MAX_YAML_DEPTH = 20  # a space nests 5 deep (stages.per_stage.stage0.layers.min)
+MAX_KEY_CHARS = 64
+MAX_WALK_STEPS = 500_000  # stage transitions the exact walk may try: seconds (see walk_steps)
+FIRST_STAGE_STEPS = 100  # the walk's cost of one first stage (its stem is counted as a whole model), in steps
 DEFAULTS = {"layers": None, "stride": 2, "mlp_ratio": 4, "head_dim": DEFAULT_HEAD_DIM, "pool": "mean", "pqo": True,
             "kernel": 0, "newpos": False, "qkv_bias": True}
 MAX_POINTS_SHOWN = 4
@@ -491,7 +507,8 @@ def _blame(problem: str, space: Space, i: int) -> str:
 
 
 def _compose(text: str, where: str):
-    """YAML to Python, with the line of every key (``"stages.hidden"`` -> 12)."""
+    """YAML to Python, with the line of every key (``"stages.hidden"`` -> 12). Bounded: at most
+    ``MAX_YAML_VALUES`` values once anchors and aliases are expanded, no alias inside itself."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as err:
@@ -499,15 +516,42 @@ def _compose(text: str, where: str):
         line = f" line {mark.line + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise UsageError(f"space {where}{line}: not valid YAML ({problem})") from None
+    except RecursionError:
+        raise UsageError(f"space {where}: not valid YAML for a space (nested too deeply)") from None
     lines: dict = {}
     if node is None:
         raise UsageError(f"space {where}: the file is empty; see spaces/README.md for the format")
+    seen = [0]
+    inside: set[int] = set()  # the nodes being converted: an alias to one of them never ends
 
     def convert(n, path):
+        seen[0] += 1
+        if seen[0] > MAX_YAML_VALUES:
+            raise UsageError(f"space {where} line {n.start_mark.line + 1}: the file expands to more than "
+                             f"{MAX_YAML_VALUES:,} values (anchors and aliases repeat what they name); a space "
+                             "is a few dozen values, see spaces/README.md")
+        if id(n) in inside:
+            raise UsageError(f"space {where} line {n.start_mark.line + 1}: an alias refers to the anchor it "
+                             "is inside of, which never ends; write the values out")
+        if len(inside) > MAX_YAML_DEPTH:
+            raise UsageError(f"space {where} line {n.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} deep; a "
+                             "space is a mapping of mappings and lists a few levels deep")
         lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)):
+            inside.add(id(n))
+            try:
+                return convert_collection(n, path)
+            finally:
+                inside.discard(id(n))
+        return _scalar(n, where)
+
+    def convert_collection(n, path):
         if isinstance(n, yaml.MappingNode):
             out = {}
             for k, v in n.value:
+                if not isinstance(k, yaml.ScalarNode) or len(str(k.value)) > MAX_KEY_CHARS:
+                    raise UsageError(f"space {where} line {k.start_mark.line + 1}: a key is a short word "
+                                     "(see spaces/README.md for the keys)")
                 key = str(k.value)
                 sub = f"{path}.{key}" if path else key
                 lines[sub] = k.start_mark.line + 1
@@ -515,19 +559,38 @@ def _compose(text: str, where: str):
                     raise UsageError(f"space {where} line {k.start_mark.line + 1}, key {sub}: given twice")
                 out[key] = convert(v, sub)
             return out
-        if isinstance(n, yaml.SequenceNode):
-            return [convert(v, f"{path}[{i}]") for i, v in enumerate(n.value)]
-        return _scalar(n)
+        return [convert(v, f"{path}[{i}]") for i, v in enumerate(n.value)]
 
     return convert(node, ""), lines
 
 
-def _scalar(node):
+def _scalar(node, where: str):
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, OverflowError) as err:  # e.g. an int of 5000 digits, a bad date
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"space {where} line {node.start_mark.line + 1}: not a value funnelbench can read "
+                         f"({_short(problem, 120)})") from None
     finally:
         loader.dispose()
+
+
+def _read_space_file(path: Path, where: str) -> str:
+    """The text of a space file: at most ``MAX_SPACE_BYTES``, UTF-8; any trouble is one line."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPACE_BYTES + 1)
+    except OSError as err:
+        raise UsageError(f"space file {where!r}: cannot read it ({err.strerror or type(err).__name__}); "
+                         "give a readable .yaml file") from None
+    if len(data) > MAX_SPACE_BYTES:
+        raise UsageError(f"space file {where!r} is larger than {MAX_SPACE_BYTES // 1024} KiB; a space is a few KiB "
+                         "of YAML (see spaces/README.md)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"space file {where!r}: not UTF-8 text (byte {err.start}); a space is a YAML file") from None
 
 
 def resolve_space(space) -> tuple[dict, str | None, str, dict]:
@@ -538,9 +601,11 @@ def resolve_space(space) -> tuple[dict, str | None, str, dict]:
     path = Path(text_arg).expanduser()
     if text_arg.endswith((".yaml", ".yml")) or "/" in text_arg or path.is_file():
         if not path.is_file():
-            raise UsageError(f"space file {text_arg!r} does not exist; give a .yaml file or a shipped space "
+            what = "is not a file" if path.exists() else "does not exist"  # a folder, a device, a pipe
+            raise UsageError(f"space file {text_arg!r} {what}; give a .yaml file or a shipped space "
                              f"({', '.join(list_spaces())})")
-        text, where = path.read_text(), str(path)
+        where = str(path)
+        text = _read_space_file(path, where)
     else:
         shipped = spaces_dir().joinpath(text_arg + ".yaml")
         if not shipped.is_file():
@@ -550,7 +615,7 @@ def resolve_space(space) -> tuple[dict, str | None, str, dict]:
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise UsageError(f"unknown space {text_arg!r}{hint}; shipped spaces: {', '.join(list_spaces())}, "
                              "or give a path to a .yaml file")
-        text, where = shipped.read_text(), f"spaces/{text_arg}.yaml"
+        text, where = shipped.read_text(encoding="utf-8"), f"spaces/{text_arg}.yaml"
         path = None
     spec, lines = _compose(text, where)
     lines["__where__"] = where
@@ -570,6 +635,12 @@ def load_space(space) -> Space:
 
     try:
         result = _build(spec, name, path, lines)
+        steps = walk_steps(result)
+        if steps > MAX_WALK_STEPS:
+            widest = max((d for stage in result.stage_decisions for d in stage.values()), key=lambda d: len(d.values))
+            raise _SpaceError("stages", f"walking this space exactly would take up to {steps:,} steps, more than the "
+                                        f"{MAX_WALK_STEPS:,} (seconds of work) funnelbench allows; narrow its ranges "
+                                        f"(the widest is {widest.name}, {widest.text()}) or split it into several spaces")
         _walk(result, check_only=True)
         result.stats()  # counts, extremes, and the depth constraint's feasibility
     except _SpaceError as err:
@@ -577,7 +648,7 @@ def load_space(space) -> Space:
     for i, text in enumerate(spec.get("baselines") or []):
         key = f"baselines[{i}]"
         if not isinstance(text, str):
-            fail(key, f"a baseline is a layout string, got {text!r}")
+            fail(key, f"a baseline is a layout string, got {_short(text)}")
         try:
             layout = parse_layout(text)
         except FunnelbenchError as err:
@@ -588,6 +659,37 @@ def load_space(space) -> Space:
         if layout not in result.baselines:  # listed twice: trained once, as a repeated --baseline is
             result.baselines.append(layout)
     return result
+
+
+def walk_steps(space: Space) -> int:
+    """An upper bound on the stage transitions the exact walk (:func:`_walk`) tries, computed
+    from the decisions alone in microseconds: for every stage count and stage, the states that
+    reach the stage times the stage's combinations of values. The states after a stage are at
+    most the paths so far, and at most the distinct (token count, width, depth so far, tied
+    values) the walk merges them into; the token counts at most the products of the pool
+    geometries (stride, kernel, 1D or 2D) so far. A step is about 10 us of the walk on one core
+    (an option whose tied value clashes is skipped for far less, and not counted); a space is
+    refused above ``MAX_WALK_STEPS``."""
+    stem, image, patch, _, _ = space._stem()
+    tokens = 2 * stem_grid(stem, image, patch) ** 2  # a count of tokens, as a grid or a sequence
+    depth_cap = space.total_layers[1] + 1 if space.total_layers else 1
+    first = space.stage_decisions[0]
+    tied = math.prod(len(first[key].values) + 1 for key in space.tied if key in first)
+    steps = 0
+    for n_stages in space.counts.values:
+        states, geometries, depth = 1, 1, 0
+        for i in range(n_stages):
+            size = {key: len(d.values) for key, d in space.stage_decisions[i].items()}
+            options = math.prod(size.values())  # what _stage_options goes through
+            # past the first stage a state has fixed the tied values: the other options are skipped
+            fitting = options // math.prod(size.get(key, 1) for key in space.tied) if i else options
+            # a first stage is counted with the stem (a whole model's count): ~100 steps of work
+            steps += options * FIRST_STAGE_STEPS if i == 0 else options + states * fitting
+            geometries *= size.get("stride", 1) * size.get("kernel", 1) * 2  # 1D or 2D pools
+            depth += max(space.stage_decisions[i]["layers"].values)
+            states = min(states * options, min(tokens, geometries) * size["hidden"]
+                         * (min(depth_cap, depth + 1) if space.total_layers else 1) * tied)
+    return steps
 
 
 def _build(spec, name: str, path: str | None, lines: dict) -> Space:
@@ -605,6 +707,8 @@ def _build(spec, name: str, path: str | None, lines: dict) -> Space:
         if not _is(value, kind) or (words and value not in words) or (kind is int and value < 1):
             raise _SpaceError(f"shared.{key}", f"{value!r} is not valid; expected {what}"
                               + ("" if words else f" ({'a positive whole number' if kind is int else kind.__name__})"))
+        if kind is int and value > LARGEST[key]:
+            raise _SpaceError(f"shared.{key}", f"{value} is past the largest {key} funnelbench accepts ({LARGEST[key]})")
     kind = shared.get("stem", "ps" if "points" in shared else "patch")
     if kind == "ps" and "points" not in shared:
         raise _SpaceError("shared.stem", "the ps stem needs shared.points (n x n sampling points)")
@@ -624,8 +728,6 @@ def _build(spec, name: str, path: str | None, lines: dict) -> Space:
     if "count" not in stages:
         raise _SpaceError("stages", "missing key count: the number of stages (e.g. 2, [2, 3] or {min: 1, max: 4})")
     counts = _decision(stages["count"], "stages.count", "n_stages", "n_stages", int, None, 1)
-    if max(counts.values) > 32:
-        raise _SpaceError("stages.count", f"{max(counts.values)} stages: at most 32")
     for key in ("hidden", "layers"):
         if key not in stages and not all(key in (stages.get("per_stage") or {}).get(f"stage{i}", {})
                                          for i in range(max(counts.values))):
@@ -634,8 +736,8 @@ def _build(spec, name: str, path: str | None, lines: dict) -> Space:
         if a in stages and b in stages:
             raise _SpaceError(f"stages.{b}", f"give {a} or {b}, not both")
     tie = stages.get("tie") or []
-    if not isinstance(tie, list) or any(t not in STAGE_KEYS for t in tie):
-        raise _SpaceError("stages.tie", f"a list of stage keys ({', '.join(STAGE_KEYS)}), got {tie!r}")
+    if not isinstance(tie, list) or any(not isinstance(t, str) or t not in STAGE_KEYS for t in tie):
+        raise _SpaceError("stages.tie", f"a list of stage keys ({', '.join(STAGE_KEYS)}), got {_short(tie)}")
     per_stage = stages.get("per_stage") or {}
     if not isinstance(per_stage, dict):
         raise _SpaceError("stages.per_stage", "a mapping: stage0: {...}, stage1: {...}")
@@ -643,7 +745,7 @@ def _build(spec, name: str, path: str | None, lines: dict) -> Space:
     for sname, overrides in per_stage.items():
         key = f"stages.per_stage.{sname}"
         if not (isinstance(sname, str) and sname.startswith("stage") and sname[5:].isdigit()):
-            raise _SpaceError(key, f"unknown stage {sname!r}; name stages stage0, stage1, ... (stage0 is the first)")
+            raise _SpaceError(key, f"unknown stage {_short(sname)}; name stages stage0, stage1, ... (stage0 is the first)")
         idx = int(sname[5:])
         if idx >= n_max:
             raise _SpaceError(key, f"{sname} does not exist: the space has at most {n_max} stages (stage0..stage{n_max - 1})")
@@ -736,7 +838,7 @@ def _known(mapping: dict, known, prefix: str) -> None:
 
             close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            full = f"{prefix}.{key}" if prefix else str(key)
+            full = _short(f"{prefix}.{key}" if prefix else str(key)).strip("'")
             raise _SpaceError(full, f"unknown key{hint}; known here: {', '.join(known)}")
 
 
@@ -751,6 +853,9 @@ def _is(value, kind) -> bool:
 
 
 def _decision(raw, where: str, name: str, key: str, kind, words, lo) -> Decision:
+    """One decision of the space file; a number past ``LARGEST[key]`` is refused before a range
+    is spelled out (so no range can hold more values than the bound)."""
+    hi = LARGEST.get(key)
     what = (f"one of {', '.join(words)}" if words else {int: "a whole number", float: "a positive number",
                                                           bool: "true or false", str: "a word"}[kind])
     if lo is not None and kind is int:
@@ -758,7 +863,10 @@ def _decision(raw, where: str, name: str, key: str, kind, words, lo) -> Decision
 
     def check(v):
         if not _is(v, kind) or (words and v not in words) or (lo is not None and kind is int and v < lo):
-            raise _SpaceError(where, f"{v!r} is not valid here; expected {what}")
+            raise _SpaceError(where, f"{_short(v)} is not valid here; expected {what}")
+        if hi is not None and v > hi:
+            raise _SpaceError(where, f"{_short(v)} is past the largest {key} funnelbench accepts ({hi}); "
+                                     "see spaces/README.md for every bound")
         return v
 
     if isinstance(raw, dict):
@@ -768,7 +876,7 @@ def _decision(raw, where: str, name: str, key: str, kind, words, lo) -> Decision
                               f"{key} takes a value or a list of choices, not a range")
         lo_v, hi_v, step = check(raw["min"]), check(raw["max"]), raw.get("step", 1)
         if not _is(step, int) or step < 1:
-            raise _SpaceError(where, f"step {step!r} must be a whole number of at least 1")
+            raise _SpaceError(where, f"step {_short(step)} must be a whole number of at least 1")
         if lo_v > hi_v:
             raise _SpaceError(where, f"min {lo_v} is above max {hi_v}")
         if (hi_v - lo_v) % step:
@@ -780,9 +888,15 @@ def _decision(raw, where: str, name: str, key: str, kind, words, lo) -> Decision
             raise _SpaceError(where, f"an empty list of choices; give at least one ({what})")
         values = tuple(check(v) for v in raw)
         if len(set(values)) != len(values):
-            raise _SpaceError(where, f"a choice appears twice in {raw!r}")
+            raise _SpaceError(where, f"a choice appears twice in {_short(raw)}")
         return Decision(name, key, "choice" if len(values) > 1 else "fixed", values)
     return Decision(name, key, "fixed", (check(raw),))
+
+
+def _short(value, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def describe(space: Space) -> list[dict]:

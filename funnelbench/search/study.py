@@ -623,10 +623,8 @@ def _storage(url: str, heartbeat_s: int = HEARTBEAT_S):
     but never corrupts the file."""
     try:
         storage = open_storage(url, heartbeat_s=heartbeat_s)
-    except FunnelbenchError as err:
-        if not url.startswith("sqlite:"):
-            raise
-        raise UsageError(f"--storage {redact(url)}: cannot open it ({_one_line(err)})") from None
+    except FunnelbenchError:  # already one line that names the storage (a damaged file, a bad URL)
+        raise
     except Exception as err:  # noqa: BLE001 - a malformed URL, an unwritable folder, a file that is not a database
         raise UsageError(f"--storage {redact(url)}: cannot open it ({_one_line(err)})") from None
     if not url.startswith("sqlite:"):

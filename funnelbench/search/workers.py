@@ -38,6 +38,7 @@ import contextlib
 import copy
 import fcntl
 import hashlib
+import json
 import multiprocessing
 import os
 import shutil
@@ -54,7 +55,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import FunnelbenchError, UsageError, redact
@@ -130,7 +131,9 @@ def open_storage(url: str, *, heartbeat_s: int = HEARTBEAT_S) -> BaseStorage:
             # SQLite has one worker, but a re-run notices the trial that a killed run left running.
             # pool_pre_ping: a restarted server costs a reconnect, not an error.
             if _scheme(url) == "sqlite":
-                return RDBStorage(url, **heartbeat)
+                storage = RDBStorage(url, **heartbeat)
+                check_sqlite(storage, url)
+                return storage
             try:
                 return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **heartbeat)
             except Exception as err:  # machines starting together on an empty database create its tables at once
@@ -139,11 +142,40 @@ def open_storage(url: str, *, heartbeat_s: int = HEARTBEAT_S) -> BaseStorage:
                 time.sleep(1.0)
                 return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **heartbeat)
     except (OSError, ImportError, optuna.exceptions.StorageInternalError) as err:
-        raise StorageError(f"storage {_redact(url)}: {_one_line(err)}") from None
+        raise StorageError(_storage_trouble(url, err)) from None
     except Exception as err:  # SQLAlchemy's OperationalError and friends, without importing them
         if type(err).__module__.startswith("sqlalchemy"):
-            raise StorageError(f"storage {_redact(url)}: {_one_line(err)}") from None
+            raise StorageError(_storage_trouble(url, err)) from None
         raise
+
+
+def _storage_trouble(url: str, err: BaseException) -> str:
+    text = _one_line(err)
+    if _scheme(url) == "sqlite" and ("malformed" in text or "not a database" in text):
+        from sqlalchemy.engine import make_url
+
+        return damaged_sqlite(url, make_url(url).database, text)
+    return f"storage {_redact(url)}: {text}"
+
+
+def damaged_sqlite(url: str, path: str | None, detail: str) -> str:
+    """One line: a damaged SQLite study, and how SQLite reads back what it still can."""
+    return (f"storage {_redact(url)}: the SQLite file is damaged and nothing was written to it; SQLite can often "
+            f"read back the trials before the damage: 'sqlite3 {path} .recover | sqlite3 recovered.db', then "
+            f"--storage sqlite:///recovered.db (SQLite says: {detail[:80]})")
+
+
+def check_sqlite(storage: RDBStorage, url: str) -> None:
+    """Refuse a damaged SQLite file in one line (SQLite's ``PRAGMA quick_check``: every page of
+    the file, milliseconds for a study), before the search writes into it."""
+    import sqlalchemy
+
+    with storage.engine.connect() as conn:
+        problems = [" ".join(str(row[0]).split()) for row in conn.execute(sqlalchemy.text("PRAGMA quick_check"))
+                    .fetchmany(3)]
+    if problems != ["ok"]:
+        text = "; ".join(problems).replace("*** in database main ***", "").strip(" ;")
+        raise StorageError(damaged_sqlite(url, storage.engine.url.database, text))
 
 
 def _unwrap(storage: BaseStorage) -> BaseStorage:
@@ -172,6 +204,8 @@ def _one_line(err: BaseException) -> str:
     """The error's first line, without passwords (a driver's message may quote the URL)."""
     if isinstance(err, OSError) and err.strerror:
         return redact(f"{err.filename}: {err.strerror}" if err.filename else err.strerror)
+    while isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
+        err = err.__cause__  # Optuna's "An exception is raised during the commit": the cause says what
     text = str(getattr(err, "orig", None) or err).strip().splitlines()
     return redact(text[0]) if text else type(err).__name__
 
@@ -205,7 +239,17 @@ class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
         self._path = path
         self._interval, self.grace_period = heartbeat_interval, grace_period
         self._callback = heartbeat_stale_trial_callback
-        super().__init__(JournalFileBackend(str(path)))
+        lock = JournalFileSymlinkLock(str(path))  # Optuna's default: the lock every writer of the file takes
+        backend = JournalFileBackend(str(path), lock_obj=lock)
+        lock.acquire()
+        try:
+            repair_torn_tail(path)
+        finally:
+            lock.release()
+        try:
+            super().__init__(backend)
+        except ValueError as err:  # UnicodeDecodeError, JSONDecodeError, Optuna's "Invalid log format."
+            raise StorageError(journal_damage(path, err)) from None
 
     def __reduce__(self):  # pickled into worker processes: reopen the file there
         return (_reopen_journal, (self._path, self._interval, self.grace_period, self._callback))
@@ -236,6 +280,60 @@ class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self):
         return self._callback
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cut a journal's torn last line (a writer killed mid-line, a full disk) off the end, keeping
+    its bytes in ``<journal>.torn-<time>``; the number of bytes cut (0: the journal was whole).
+
+    Call it holding the journal's lock: then no live writer is in the middle of a line. Optuna's
+    readers skip a torn last line, so no reader ever applied it; but a writer would append its next
+    operations onto it, and that line, now in the middle, would stop every reader there (every
+    trial after it unreachable). Cutting it keeps every complete operation."""
+    size = path.stat().st_size if path.exists() else 0
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        start = size
+        while start > 0:  # back to the end of the last complete line
+            chunk = min(start, 1 << 16)
+            f.seek(start - chunk)
+            at = f.read(chunk).rfind(b"\n")
+            if at >= 0:
+                start = start - chunk + at + 1
+                break
+            start -= chunk
+        f.seek(start)
+        torn = f.read()
+        keep = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        keep.write_bytes(torn)
+        f.truncate(start)
+        f.flush()
+        os.fsync(f.fileno())
+    print(f"warning: journal {path}: its last line was torn ({len(torn)} bytes: a process was killed while "
+          f"writing it); cut off and kept in {keep.name}; every complete operation is kept", file=sys.stderr)
+    return len(torn)
+
+
+def journal_damage(path: Path, err: BaseException) -> str:
+    """One line: where a journal that Optuna cannot read is damaged, what is kept, and the fix."""
+    line_no, offset = 0, 0
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            try:
+                json.loads(line)
+            except ValueError:
+                break
+            offset += len(line)
+        else:
+            line_no = 0
+    where = f"line {line_no} (byte {offset})" if line_no else "somewhere"
+    return (f"storage journal:{path} is damaged at {where}: {type(err).__name__}: {_one_line(err)}; the "
+            f"{max(line_no - 1, 0)} operations before it (every trial they finish) are intact: keep them with "
+            f"'mv {path} {path}.damaged && head -c {offset} {path}.damaged > {path}' and re-run the command")
 
 
 def _reopen_journal(path, interval, grace, callback):
@@ -696,6 +794,13 @@ def _worker_main(index: int, workers: int, resources: dict, target: Callable, kw
         except storage_errors() as err:
             errors.put(f"storage: {_one_line(err)}; the study keeps every finished trial: re-run the command to continue")
             code = 2
+        except Exception as err:  # noqa: BLE001 - a bug or unknown trouble: one line in the parent (exit 1)
+            if os.environ.get("FUNNELBENCH_DEBUG", "") not in ("", "0"):
+                import traceback
+
+                traceback.print_exc()
+            errors.put(f"{UNEXPECTED}{type(err).__name__}: {_one_line(err)}")
+            code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # no atexit handlers of a half-torn-down torch
@@ -741,8 +846,17 @@ def run_workers(workers: int, target: Callable, kwargs: dict) -> list[str]:
     if received:
         raise Interrupted(received[0])
     if messages:
+        if messages[0].startswith(UNEXPECTED):
+            raise WorkerCrashed(messages[0][len(UNEXPECTED):])
         raise (StorageError if messages[0].startswith("storage") else FunnelbenchError)(messages[0])
     return [f"worker {i} (pid {p.pid}) {_describe_exit(p.exitcode)}" for i, p in enumerate(procs) if p.exitcode != 0]
+
+
+UNEXPECTED = "unexpected: "  # a worker's message about an exception that is not the user's
+
+
+class WorkerCrashed(RuntimeError):
+    """A worker process ended with an exception funnelbench did not expect (the CLI: one line, exit 1)."""
 
 
 def _describe_exit(code: int) -> str:
