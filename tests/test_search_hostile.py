@@ -312,7 +312,9 @@ def _damage(path: Path, where: str) -> None:
 @pytest.mark.parametrize("where", ["middle", "tail"])
 def test_a_damaged_sqlite_study_is_one_line_for_report_and_search(template, tmp_path, where):
     db = tmp_path / "study.db"
-    shutil.copy(template / "runs/search/s/study.db", db)
+    with contextlib.closing(sqlite3.connect(template / "runs/search/s/study.db")) as src, \
+            contextlib.closing(sqlite3.connect(db)) as dst:
+        src.backup(dst)  # the study as SQLite sees it (a plain copy of study.db may miss what is still in its WAL)
     _damage(db, where)
     before = db.read_bytes()
     url = f"sqlite:///{db}"

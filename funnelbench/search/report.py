@@ -101,8 +101,18 @@ def _readonly_sqlite(path: Path):
 
     from sqlalchemy.engine import URL
 
+    import sqlalchemy
+
+    from .workers import damaged_sqlite
+
     url = URL.create("sqlite", database="file:" + quote(str(path.absolute())), query={"mode": "ro", "uri": "true"})
-    return _readonly_rdb(url.render_as_string(hide_password=False), str(path))
+    storage = _readonly_rdb(url.render_as_string(hide_password=False), str(path))
+    with storage.engine.connect() as conn:  # a damaged page may read as "no study": check every page first
+        problems = [" ".join(str(row[0]).split()) for row in conn.execute(sqlalchemy.text("PRAGMA quick_check")).fetchmany(3)]
+    if problems != ["ok"]:
+        text = "; ".join(problems).replace("*** in database main ***", "").strip(" ;")
+        raise UsageError(damaged_sqlite(f"sqlite:///{path}", str(path), text).replace(" and nothing was written to it", ""))
+    return storage
 
 
 # Optuna's RDB storage writes its version tables into a database that lacks them: read only one that has them.
