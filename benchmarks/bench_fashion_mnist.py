@@ -37,7 +37,7 @@ LAYOUTS = [
 ]
 # The two schedules: the data subset and epochs of each (the recipe is funnelbench's default).
 SHAPES = {
-    "tiny": dict(train_per_class=300, val_per_class=100, epochs=4),  # 3,000 train / 1,000 val images
+    "tiny": dict(train_per_class=600, val_per_class=100, epochs=4),  # 6,000 train / 1,000 val images
     "long": dict(train_per_class=1500, val_per_class=500, epochs=6),  # 15,000 train / 5,000 val images
 }
 
