@@ -1008,8 +1008,8 @@ class Trainer:
         if d.kind == "builtin":
             self.console.print(f"[dim]{d.note}; for real images: --data fashion-mnist (apt-get install "
                                "dataset-fashion-mnist)[/dim]")
-        test = (f"test: {d.test_from}, read once at the end" if d.test is not None else f"no test split ({d.test_from})")
-        self.console.print(f"[dim]val: {d.val_from}; {test}[/dim]")
+        once = ", read once at the end" if d.test is not None else ""
+        self.console.print(f"[dim]val: {d.val_from}; test: {d.test_from}{once}[/dim]")
         if self.init_report is not None:
             r = self.init_report
             self.console.print(f"weights from {c.finetune_from}: {len(r.loaded)} tensors loaded"

@@ -55,7 +55,7 @@ def idx_header(path: Path, magic: int) -> tuple[int, ...]:
         raise UsageError(f"{path}: {len(head)} bytes, too short for an idx header; the file is truncated, replace it")
     found = struct.unpack(">I", head[:4])[0]
     if found != magic:
-        other = {v: k for k, v in _IDX_WHAT.items()}.get(found) and f" ({_IDX_WHAT[found]})" or ""
+        other = f" ({_IDX_WHAT[found]})" if found in _IDX_WHAT else ""
         raise UsageError(f"{path}: magic number {found}{other}, expected {magic} ({_IDX_WHAT[magic]}); "
                          "give the MNIST-style idx files (train-images-idx3-ubyte, train-labels-idx1-ubyte, ...)")
     if len(head) < head_len:

@@ -88,8 +88,8 @@ def split_plan(source, chosen: list[int], *, test_split: bool | None, train_per_
     train_labels = source.labels("train")
     if not three:
         if test_per_class is not None:
-            raise UsageError(f"--test-per-class {test_per_class}: there is no test split ({_no_test(source)}); "
-                             "add --test-split")
+            raise UsageError(f"--test-per-class {test_per_class}: there is no test split (validation is on "
+                             f"{source.held_out_name}); add --test-split")
         return {"train": SplitPlan("train", choose_items(train_labels, chosen, train_per_class, subset_seed),
                                    "the training images"),
                 "val": SplitPlan(source.held_out, choose_items(source.labels(source.held_out), chosen, val_per_class,
@@ -98,7 +98,7 @@ def split_plan(source, chosen: list[int], *, test_split: bool | None, train_per_
         return {"train": SplitPlan("train", choose_items(train_labels, chosen, train_per_class, subset_seed),
                                    "the training images"),
                 "val": SplitPlan("val", choose_items(source.labels("val"), chosen, val_per_class, subset_seed),
-                                 "the val images"),
+                                 source.held_out_name),
                 "test": SplitPlan("test", choose_items(source.labels("test"), chosen, test_per_class, subset_seed),
                                   "a test split rendered from a seed of its own")}
     per_class = val_per_class or source.carve_per_class
@@ -112,10 +112,6 @@ def split_plan(source, chosen: list[int], *, test_split: bool | None, train_per_
                                            f"fixed seed {CARVE_SEED}"),
             "test": SplitPlan(held, choose_items(source.labels(held), chosen, test_per_class, subset_seed),
                               source.held_out_name)}
-
-
-def _no_test(source) -> str:
-    return f"validation is on {source.held_out_name}"
 
 
 @dataclass
@@ -197,4 +193,4 @@ def load_data(data: str | os.PathLike | None = None, *, image_size: int, classes
     test = plans.get("test")
     return ImageData(source.name, source.kind, source.note, [all_classes[c] for c in chosen], splits["train"],
                      splits["val"], image_size, source.hflip_ok, test=splits.get("test"), val_from=plans["val"].described,
-                     test_from=test.described if test else f"none: {_no_test(source)} (add --test-split for one)")
+                     test_from=test.described if test else "none (--test-split holds one out)")
