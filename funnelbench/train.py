@@ -100,12 +100,25 @@ class TrainConfig:
     is checked here, so a bad value fails before anything is loaded or written."""
 
     layout: str  # the target layout (full size); the proxy that trains is proxy_layout(...)
-    data: str | None = _opt(None, _DATA, "ImageFolder tree (`train/<class>/*`, `val/<class>/*`), CIFAR-10/100 python folder, or "
+    data: str | None = _opt(None, _DATA, "'fashion-mnist' (Debian's dataset-fashion-mnist package: 28 px grey, replicated "
+                                        "to 3 channels, padded to 32 px or resized to --image-size), a folder of idx files "
+                                        "(MNIST style), of downsampled-ImageNet batches (train_data_batch_*, val_data), an "
+                                        "ImageFolder tree (`train/<class>/*`, `val/<class>/*`), a CIFAR-10/100 python folder, or "
                                         "'builtin': the built-in synthetic dataset (the default; it says nothing about ImageNet), or "
                                         "'builtin-hard': its harder 16-class version.")
-    classes: int | None = _opt(None, _DATA, "Keep K classes, chosen with --subset-seed (an ImageNet-100-style subset).")
+    classes: int | None = _opt(None, _DATA, "Keep K classes, chosen with --subset-seed (an ImageNet-100-style subset); "
+                                            "downsampled ImageNet: the first K (ImageNet16-120 is --classes 120).")
     train_per_class: int | None = _opt(None, _DATA, "Training images per class (chosen with --subset-seed). Built-in data: 1000.")
-    val_per_class: int | None = _opt(None, _DATA, "Validation images per class. Built-in data: 250.")
+    val_per_class: int | None = _opt(None, _DATA, "Validation images per class. Built-in data: 250. Carved from the training "
+                                                  "images (with a test split): Fashion-MNIST / idx 500, downsampled "
+                                                  "ImageNet and ImageFolder 50, CIFAR 5000 in all.")
+    test_split: bool | None = _opt(None, _DATA, "Hold out a test split, read once at the end of the run (test_top1), that "
+                                                "selection never sees: validation is then carved from the training images "
+                                                "and the source's held-out images are the test split (the built-in data "
+                                                "renders one). Default: on for Fashion-MNIST, idx and downsampled ImageNet, "
+                                                "off for the built-in data, ImageFolder and CIFAR (validation on their "
+                                                "held-out images, no test number).")
+    test_per_class: int | None = _opt(None, _DATA, "Test images per class. Default: all held-out images (built-in data: 250).")
     subset_seed: int = _opt(0, _DATA, "Seed of the class and image subset (separate from --seed, so every run shares it).")
     image_size: int | None = _opt(None, _DATA, "Proxy resolution in px; the layout's token counts follow the patch grid. "
                                                "Default: the layout's.")
@@ -148,6 +161,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is None and "None" in kind:
                 continue
+            if kind.startswith("bool") and not isinstance(value, bool):
+                bad(name, "expected true or false")
             if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
                 bad(name, "expected an integer")
             if kind.startswith("float"):
@@ -159,7 +174,8 @@ class TrainConfig:
         for name, lo, hi in (("epochs", 1, 100_000), ("batch_size", 1, 2**20), ("seed", 0, SEED_MAX),
                              ("subset_seed", 0, SEED_MAX), ("randaugment", 0, 16), ("randaugment_magnitude", 0, 30),
                              ("workers", 0, 256), ("threads", 1, 4096), ("classes", 2, 1_000_000),
-                             ("train_per_class", 1, 10**9), ("val_per_class", 1, 10**9), ("image_size", 8, 4096),
+                             ("train_per_class", 1, 10**9), ("val_per_class", 1, 10**9), ("test_per_class", 1, 10**9),
+                             ("image_size", 8, 4096),
                              ("patch_size", 1, 4096), ("crop_pad", 0, 4096)):
             value = getattr(self, name)
             if value is not None and not lo <= value <= hi:
@@ -459,8 +475,9 @@ class Trainer:
         self._owns_group = False
         self._failure: tuple[str, str] | None = None  # (status, error) of a run that cannot start (oom)
         self.model = self.ddp = self.optimizer = self.scheduler = self.scaler = None
-        self.train_loader = self.val_loader = self.mixer = None
+        self.train_loader = self.val_loader = self.test_loader = self.mixer = None
         self.history: list[dict] = []
+        self.test_metrics: dict | None = None  # measured once, after the last epoch (never seen by the callback)
         self.epoch = 0  # epochs completed
         # Called in order with each finished epoch's row (metrics and status), after the
         # callback's decision; append your own to watch a run.
@@ -528,6 +545,10 @@ class Trainer:
                              f"load it with image_size={self.layout.image_size}")
         if resume_state is not None and list(resume_state.get("classes", data.classes)) != list(data.classes):
             raise UsageError(f"--resume: the run in {self.out} trained on other classes than the data given")
+        wanted = self.config.test_split
+        if wanted is not None and wanted != (data.test is not None):
+            raise UsageError(f"--{'' if wanted else 'no-'}test-split: the data given has {'no' if wanted else 'a'} test split; "
+                             f"load it with load_data(..., test_split={wanted})")
         return data
 
     def _load_data(self, cache_dir) -> ImageData:
@@ -540,6 +561,7 @@ class Trainer:
             try:
                 data = load_data(c.data, image_size=self.layout.image_size, classes=c.classes,
                                  train_per_class=c.train_per_class, val_per_class=c.val_per_class,
+                                 test_split=c.test_split, test_per_class=c.test_per_class,
                                  subset_seed=c.subset_seed, cache_dir=cache_dir,
                                  # Decoding into the cache is a one-off whose result does not depend on
                                  # the number of processes: use the cores.
@@ -572,8 +594,9 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise UsageError(f"--batch-size {c.batch_size} is larger than the {len(self.data.train)} training images; "
                              "use a smaller batch or more images per class")
-        self.val_sampler = ShardedBatchSampler(len(self.data.val), c.batch_size, rank=self.rank, world=self.world,
-                                               shuffle=False, drop_last=False)
+        self.eval_samplers = {name: ShardedBatchSampler(len(split), c.batch_size, rank=self.rank, world=self.world,
+                                                        shuffle=False, drop_last=False)
+                              for name, split in (("val", self.data.val), ("test", self.data.test)) if split is not None}
         torch.manual_seed(c.seed)
         model = build_model(self.layout, num_classes=self.data.num_classes)
         if init_state is not None:
@@ -592,7 +615,10 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         pin = self.device.type == "cuda"
         self.train_loader = make_loader(self.data.train, self.train_sampler, self.augment, workers=c.workers, pin_memory=pin)
-        self.val_loader = make_loader(self.data.val, self.val_sampler, None, workers=c.workers, pin_memory=pin)
+        self.val_loader = make_loader(self.data.val, self.eval_samplers["val"], None, workers=c.workers, pin_memory=pin)
+        if self.data.test is not None:
+            self.test_loader = make_loader(self.data.test, self.eval_samplers["test"], None, workers=c.workers,
+                                           pin_memory=pin)
         # The fused AdamW kernel (CPU and CUDA) is 3-4x faster than the per-tensor loop on small models.
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr,
                                            fused=self.device.type in ("cpu", "cuda"))
@@ -633,7 +659,7 @@ class Trainer:
 
     def _release(self) -> None:
         self.model = self.ddp = self.optimizer = self.scheduler = self.scaler = None
-        self.train_loader = self.val_loader = self.mixer = self.criterion = None
+        self.train_loader = self.val_loader = self.test_loader = self.mixer = self.criterion = None
         # Reference counting frees them here (the trainer holds no cycles; a test checks it): no
         # gc.collect(), which costs ~0.3 s per run in a process that imported torch and pandas.
         if getattr(self, "device", None) is not None and self.device.type == "cuda":
@@ -645,7 +671,7 @@ class Trainer:
         if self._closed:
             return
         self._closed = True
-        self.data = self.train_sampler = self.val_sampler = None
+        self.data = self.train_sampler = self.eval_samplers = None
         self._release()
         if self._owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -749,9 +775,14 @@ class Trainer:
         return dict(warmup=min(total, round(c.warmup_epochs * self.steps_per_epoch)), total=total, lr=c.lr, min_lr=c.min_lr)
 
     @torch.inference_mode()
-    def evaluate(self) -> dict:
-        """Validation loss (no label smoothing), top-1 and top-5 accuracy (top-5 only with more
-        than 5 classes), summed over ranks."""
+    def evaluate(self, split: str = "val") -> dict:
+        """Loss (no label smoothing), top-1 and top-5 accuracy (top-5 only with more than 5
+        classes) on the ``val`` or ``test`` split, summed over ranks: ``{split}_loss``,
+        ``{split}_top1``, ``{split}_top5``, ``eval_s``. ``fit`` reads the test split once, after
+        the last epoch."""
+        loader = {"val": self.val_loader, "test": self.test_loader}[split]
+        if loader is None:
+            raise UsageError(f"this run has no {split} split ({self.data.test_from})")
         device = self.device
         self.model.eval()
         autocast = torch.autocast(device.type, dtype=resolve_dtype(self.dtype), enabled=self.dtype != "fp32")
@@ -759,7 +790,7 @@ class Trainer:
         sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, top-1, top-k, n
         _sync(device)
         start = time.perf_counter()
-        for x, y in self.val_loader:
+        for x, y in loader:
             x = normalize(x.to(device, non_blocking=True))
             y = y.to(device, non_blocking=True)
             with autocast:
@@ -772,8 +803,8 @@ class Trainer:
         _sync(device)
         seconds = time.perf_counter() - start
         loss, top1, topk, n = self._all_sum(sums).tolist()
-        return {"val_loss": loss / n, "val_top1": top1 / n, "val_top5": topk / n if self.data.num_classes > 5 else None,
-                "eval_s": seconds}
+        return {f"{split}_loss": loss / n, f"{split}_top1": top1 / n,
+                f"{split}_top5": topk / n if self.data.num_classes > 5 else None, "eval_s": seconds}
 
     def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
@@ -810,6 +841,8 @@ class Trainer:
                 self._end_epoch(row, status)
                 if status != "running":
                     break
+            if status in ("completed", "stopped") and self.test_loader is not None:
+                self.test_metrics = self._test()
         except Diverged as err:
             status, error = "diverged", str(err)
         except BaseException as err:
@@ -835,6 +868,13 @@ class Trainer:
         metrics.update(self.evaluate())
         self.epoch = epoch + 1
         return {"epoch": epoch + 1, **{name: metrics[name] for name in EPOCH_METRICS}}
+
+    def _test(self) -> dict:
+        """The test split, read once: the model at the end of the run, after every epoch's
+        callback (so it never reaches a decision: best epoch, pruning, a search's objective)."""
+        metrics = self.evaluate("test")
+        return {"test_loss": metrics["test_loss"], "test_top1": metrics["test_top1"], "test_top5": metrics["test_top5"],
+                "test_epoch": self.epoch}
 
     def _end_epoch(self, row: dict, status: str) -> None:
         """Run the epoch hooks on the finished epoch's row (with its ``status``)."""
@@ -918,6 +958,9 @@ class Trainer:
             "num_classes": data.num_classes,
             "train_images": len(data.train),
             "val_images": len(data.val),
+            "test_images": None if data.test is None else len(data.test),
+            "val_from": data.val_from,
+            "test_from": data.test_from,
             "skipped_images": data.skipped,
             "image_size": self.layout.image_size,
             "patch_size": self.layout.patch_size,
@@ -937,6 +980,8 @@ class Trainer:
             "val_top5": last.get("val_top5"),
             "best_val_top1": best.get("val_top1"),
             "best_epoch": best.get("epoch"),
+            # the test split, read once at the end (None: no test split, or the run did not finish)
+            **(self.test_metrics or dict.fromkeys(("test_loss", "test_top1", "test_top5", "test_epoch"))),
             "train_img_per_s": sum(r["train_img_per_s"] for r in h) / len(h) if h else None,
             "train_s": sum(r["epoch_s"] + r["eval_s"] for r in h),
             "status": status,
@@ -956,11 +1001,15 @@ class Trainer:
         what = "resuming" if self.epoch else ("fine-tuning" if c.finetune_from else "training")
         proxy = f" (proxy of {self.target})" if str(self.target) != str(self.layout) else ""
         self.console.print(f"{what} [bold]{self.layout}[/bold]{proxy} on [bold]{d.name}[/bold]: {d.num_classes} classes, "
-                           f"{len(d.train)} train / {len(d.val)} val images at {d.image_size} px; "
+                           f"{len(d.train)} train / {len(d.val)} val{'' if d.test is None else f' / {len(d.test)} test'} "
+                           f"images at {d.image_size} px; "
                            f"{c.epochs} epoch{'s' * (c.epochs != 1)} of {self.steps_per_epoch} steps, batch {c.batch_size}, "
                            f"{self.dtype} on {self.device}{world}")
         if d.kind == "builtin":
-            self.console.print(f"[dim]{d.note}[/dim]")
+            self.console.print(f"[dim]{d.note}; for real images: --data fashion-mnist (apt-get install "
+                               "dataset-fashion-mnist)[/dim]")
+        once = ", read once at the end" if d.test is not None else ""
+        self.console.print(f"[dim]val: {d.val_from}; test: {d.test_from}{once}[/dim]")
         if self.init_report is not None:
             r = self.init_report
             self.console.print(f"weights from {c.finetune_from}: {len(r.loaded)} tensors loaded"
@@ -983,8 +1032,9 @@ class Trainer:
             return
         ended = "" if record["status"] == "completed" else f"{record['status']} after epoch {record['epochs_done']}: "
         kept = "record and history" + (", checkpoint" if (self.out / CHECKPOINT).exists() else "")
+        test = "" if record["test_top1"] is None else f"; test top-1 [bold]{100 * record['test_top1']:.1f} %[/bold]"
         self.console.print(f"{ended}val top-1 [bold]{100 * record['val_top1']:.1f} %[/bold] (best "
-                           f"{100 * record['best_val_top1']:.1f} % at epoch {record['best_epoch']}); "
+                           f"{100 * record['best_val_top1']:.1f} % at epoch {record['best_epoch']}){test}; "
                            f"{record['train_img_per_s']:.0f} img/s; {kept} in {self.out}")
 
 

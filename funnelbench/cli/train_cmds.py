@@ -119,7 +119,11 @@ def train_cmd(
     """Train a layout for a short schedule (proxy training) and record its accuracy.
 
     Without --data it trains on the built-in synthetic dataset (no download; the class is the
-    direction between two shapes), which says nothing about ImageNet accuracy. Checkpoints
+    direction between two shapes), which says nothing about ImageNet accuracy. `--data
+    fashion-mnist` trains on real images (Debian's dataset-fashion-mnist package: grey images
+    replicated to 3 channels, 28 px padded to 32 px) with three splits: validation (5,000 images
+    carved from the training set) chooses the best epoch, the official 10,000 test images are read
+    once at the end (test_top1). Checkpoints
     every epoch to --out (see --checkpoint); --resume continues an interrupted run with identical
     results on CPU.
     Runs unchanged under `torchrun --nproc_per_node N -m funnelbench train ...` (DDP).

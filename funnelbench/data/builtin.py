@@ -32,11 +32,11 @@ BUILTIN_VERSION = 2  # in the cache key: a new version of the pixels is a new ca
 CHUNK = 256  # images per render, each chunk from its own seed (so it fixes the pixels); also per write to the cache
 
 DIRECTIONS = ("east", "north-east", "north", "north-west", "west", "south-west", "south", "south-east")
-_SPLIT_SEEDS = {"train": 1, "val": 2}
+_SPLIT_SEEDS = {"train": 1, "val": 2, "test": 3}  # test: only with --test-split
 
 BUILTIN_HARD = "synthetic-arrangement-hard"
 HARD_CLASSES = tuple(f"{d} {how}" for how in ("near", "far") for d in DIRECTIONS)  # label = 8 * far + direction
-_HARD_SPLIT_SEEDS = {"train": 11, "val": 12}
+_HARD_SPLIT_SEEDS = {"train": 11, "val": 12, "test": 13}
 _HARD_RADIUS = 0.075  # of the image side
 _HARD_DISTANCES = ((0.13, 0.23), (0.23, 0.33))  # near, far: from the square's centre to the disc's; no gap
 _DECOY_COLORS = ((1.0, 0.6, 0.25), (0.25, 0.85, 0.85))  # orange and cyan: close to the parts' red and blue
@@ -96,7 +96,7 @@ def render_arrangement_hard(split: str, start: int, stop: int, size: int) -> tup
 
 def _render_range(render_chunk, split_seeds: dict, split: str, start: int, stop: int, size: int):
     if split not in split_seeds:
-        raise UsageError(f"unknown split {split!r}; use train or val")
+        raise UsageError(f"unknown split {split!r}; use train, val or test")
     images, labels = [], []
     for chunk in range(start // CHUNK, -(-stop // CHUNK)):
         lo, hi = chunk * CHUNK, (chunk + 1) * CHUNK

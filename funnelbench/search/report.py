@@ -40,7 +40,7 @@ FAILED = ("failed", "diverged", "oom", "interrupted")
 STATUS_OF_STATE = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
                    "WAITING": "waiting"}
 # Trial attributes copied into a record, in this order (units in the names; top1/top5 in %).
-TRIAL_COLUMNS = ("target_layout", "params", "macs", "flops", "top1", "top5", "val_loss", "epochs_done",
+TRIAL_COLUMNS = ("target_layout", "params", "macs", "flops", "top1", "top5", "val_loss", "test_top1", "epochs_done",
                  "train_img_per_s", "infer_img_per_s", "train_mem_est_bytes", "wall_s")
 EXTRA_COLUMNS = ("proxy_layout", "proxy_params", "proxy_macs", "run_dir")
 TEXT_ATTRS = ("target_layout", "proxy_layout", "run_dir")  # the other columns are numbers
@@ -429,6 +429,7 @@ def trial_table(records: list[dict]) -> list[dict]:
             "top1": _round(r["top1"], 2),
             "top5": _round(r["top5"], 2),
             "val_loss": _round(r["val_loss"], 4),
+            "test_top1": _round(r.get("test_top1"), 2),  # read once at the end; never the objective
             "train_img_per_s": _round(r["train_img_per_s"], 1),
             "train_mem_est_mib": _round(None if r["train_mem_est_bytes"] is None else r["train_mem_est_bytes"] / 2 ** 20, 1),
             "epochs_done": r["epochs_done"],

@@ -71,7 +71,7 @@ SAMPLERS = ("tpe", "nsga2", "random", "gp")
 PRUNERS = ("median", "hyperband", "none")
 # Every trial has every key (None where not applicable). Contract B, plus duplicate_of, worker, retry_of.
 TRIAL_KEYS = ("target_layout", "proxy_layout", "params", "macs", "flops", "proxy_params", "proxy_macs",
-              "train_mem_est_bytes", "top1", "top5", "val_loss", "epochs_done", "train_img_per_s", "infer_img_per_s",
+              "train_mem_est_bytes", "top1", "top5", "val_loss", "test_top1", "epochs_done", "train_img_per_s", "infer_img_per_s",
               "wall_s", "status", "error", "baseline", "over_budget", "run_dir", "duplicate_of", "worker", "retry_of")
 TRAINED = ("completed", "pruned", "failed", "diverged", "oom")  # what --trials counts
 # a candidate the memory estimate does not model, when the search needs its estimate: recorded
@@ -442,6 +442,8 @@ def _fill_metrics(attrs: dict, record: dict, history: list[dict]) -> None:
         attrs["top1"] = 100 * best["val_top1"]
         attrs["top5"] = None if best.get("val_top5") is None else 100 * best["val_top5"]
         attrs["val_loss"] = best.get("val_loss")
+    # read once by the trainer after the last epoch: shown beside the objective, never an objective
+    attrs["test_top1"] = None if record.get("test_top1") is None else 100 * record["test_top1"]
 
 
 def _infer_speed(layout: Layout, device: str) -> float | None:
