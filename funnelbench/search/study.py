@@ -913,6 +913,7 @@ def _load_data_once(settings: Settings):
     image = p.get("image_size") or settings.space.shared.get("image_size", 224)
     return load_data(p.get("data"), image_size=image, classes=p.get("classes"), train_per_class=p.get("train_per_class"),
                      val_per_class=p.get("val_per_class"), subset_seed=p.get("subset_seed", 0),
+                     test_split=p.get("test_split"), test_per_class=p.get("test_per_class"),
                      workers=p.get("workers") or min(8, os.cpu_count() or 1))  # decoding into the cache: use the cores
 
 
