@@ -439,3 +439,11 @@ def test_a_proxy_that_cannot_train_the_space_is_refused_before_any_trial(tmp_pat
     assert result.exit_code == 2, result.output
     assert "the proxy cannot train this space's layouts: --image-size 30 is not a multiple of --patch-size 8" in result.output
     assert not Path("runs").exists()
+
+
+def test_a_search_with_a_test_split_on_built_in_data_records_test_top1(one_thread):
+    """--test-split reaches the search's data loader (it was refused for built-in data) and
+    test top-1 is recorded beside the objective, never as it."""
+    study = fb.search("tiny", trials=1, baselines=(), test_split=True, test_per_class=4, **PROXY)
+    t = [t for t in finished(study) if t.user_attrs["status"] == "completed"][0]
+    assert t.user_attrs["test_top1"] is not None and t.values == [t.user_attrs["top1"]]
