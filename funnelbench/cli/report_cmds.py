@@ -20,7 +20,7 @@ log = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 TEXT_COLUMNS = {"target_layout", "baseline", "status", "over_budget", "error"}
 # Terminal headers of the compact columns (the exports keep the column names, with units).
 HEADERS = {"trial": "#", "target_layout": "target layout", "baseline": "baseline", "params_m": "params M",
-           "gmacs": "GMACs", "top1": "top-1 %", "top5": "top-5 %", "val_loss": "val loss",
+           "gmacs": "GMACs", "top1": "top-1 %", "top5": "top-5 %", "test_top1": "test top-1 %", "val_loss": "val loss",
            "train_img_per_s": "train img/s", "train_mem_est_mib": "train mem est. MiB", "epochs_done": "epochs",
            "status": "status", "over_budget": "over budget", "error": "error"}
 
