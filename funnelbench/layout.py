@@ -14,7 +14,7 @@ Grammar (EBNF; spaces are ignored everywhere)::
 Options inside a stage's parentheses apply to that stage; options after the last stage are
 defaults for every stage (a stage's own option wins). ``KEY INT`` and ``KEY=INT`` are the same
 (``h1024`` == ``hidden=1024``). The options (the table below is filled in from :data:`OPTIONS`,
-the one place they are written, when the module is imported, as are the README's table and
+the one place they are written, when the module is imported, as are the table in docs/grammar.md and
 ``funnelbench parse --help``; ``help(funnelbench.layout)`` shows it):
 
 {OPTION_TABLE}
@@ -644,8 +644,8 @@ class Option:
 
 
 # The option table, written once: the parser's tables below, the table in this module's
-# docstring, `funnelbench parse --help` and the README's table are all made from it
-# (tests/test_grammar_options.py checks the README's).
+# docstring, `funnelbench parse --help` and the table in docs/grammar.md are all made from it
+# (tests/test_grammar_options.py checks docs/grammar.md's).
 OPTIONS = (
     Option("hidden", "stage, global", "hidden width (768)", keys=("h", "hidden")),
     Option("mlp", "stage, global", "MLP width (4 x hidden: 3072 for h768)", keys=("m", "mlp")),
@@ -703,7 +703,7 @@ OPTIONS = (
            keys=("head",), values=HEADS, flags={"cls": "cls", "avg": "avg"}),
 )
 def options_markdown(width: int = 95) -> str:
-    """The option table and the long forms as markdown, as the README shows them (and
+    """The option table and the long forms as markdown, as docs/grammar.md shows them (and
     ``funnelbench parse --help``)."""
     rows = ["| option | where | meaning (default) |", "|---|---|---|"]
     for o in OPTIONS:
@@ -933,7 +933,7 @@ def _error_at(parser: _Parser, problem: LayoutProblem, glob: _Opts, stage: tuple
 def parse_layout(text: str) -> Layout:
     """Parse a layout string such as ``"B6(197, m4096)-6(99)-2(50, m1536)"``.
 
-    The grammar, options and defaults are in this module's docstring (and the README).
+    The grammar, options and defaults are in this module's docstring (and docs/grammar.md).
     Raises :class:`LayoutError` (a ``ValueError``) that quotes the input, gives the column of
     the problem and says what was expected. The model it describes is checked as it is built,
     by the same checks :func:`validate_layout` runs on a :class:`Layout` built in code.

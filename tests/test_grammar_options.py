@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import funnelbench.layout as L
 from funnelbench.cli import app
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "grammar.md"  # the grammar page
 BEGIN, END = "<!-- The option table and the long forms are made from", "<!-- end of the option table -->"
 
 

@@ -9,7 +9,7 @@ from ..tables import MACS_NOTE, human, layout_summary, presets_summary
 from ._common import command, console, make_table, print_json
 
 
-# The grammar under the options of `funnelbench parse --help`; the table is the one the README
+# The grammar under the options of `funnelbench parse --help`; the table is the one docs/grammar.md
 # and funnelbench.layout's docstring show, made from funnelbench.layout.OPTIONS.
 GRAMMAR_HELP = ("**The layout grammar** (spaces are ignored): stages `LAYERS(TOKENS, options)` joined by `-`, "
                 "then options for every stage, as in `B6(197, m4096)-6(99)-2(50, m1536), max`. A stage's own "

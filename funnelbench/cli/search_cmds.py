@@ -183,7 +183,7 @@ def search_cmd(
     train`'s defaults. funnel-reinvest-ti's (16 px, 4 px patches, widths x 1/4, 4 epochs) is
     the proxy benchmarks/bench_proxy_fidelity.py found to rank 27 layouts best against 5x longer
     training: Kendall tau 0.66-0.68 for one run, where two long runs agree at 0.62 and the
-    earlier 32 px proxy reached 0.36-0.45 (README, "How far to trust the proxy").
+    earlier 32 px proxy reached 0.36-0.45 (docs/search.md, "How far to trust the proxy").
     """
     import functools
     import sys

@@ -202,7 +202,7 @@ class TrainedMedianPruner(optuna.pruners.MedianPruner):
     Optuna counts every COMPLETE trial towards ``n_startup_trials``, and a rejected candidate is
     told COMPLETE (with its constraint, so the sampler learns the infeasible region) without
     training. A search that rejects often (random search rejected 43-61 candidates per 16
-    trainings in benchmarks/bench_search_quality.py's first run, before this class; README "The
+    trainings in benchmarks/bench_search_quality.py's first run, before this class; docs/search.md "The
     search against random search") then judged trials against the median of one or two trained
     ones, and pruned up to 15 of 16. Here pruning waits until ``n_startup_trials`` trials have
     reported epochs and completed."""
