@@ -93,10 +93,12 @@ class _Source:
         (so a corrupt file writes nothing)."""
 
     def classes(self) -> list[str]:
-        raise NotImplementedError
+        """The class names (a source that reads them once keeps them in ``_classes``)."""
+        return self._classes
 
     def labels(self, split: str) -> np.ndarray:
-        raise NotImplementedError
+        """Every image's class number in ``split`` (kept in ``_labels`` by sources that read them once)."""
+        return self._labels[split]
 
     def identity(self, split: str, items: np.ndarray) -> dict:
         """What the cache key needs to tell this data apart from other data."""
@@ -209,12 +211,6 @@ class _ImageFolder(_Source):
         if changed or splits != index.get("splits"):
             atomic_write(index_path, json.dumps({"format": 1, "root": str(self.root), "splits": splits}))
         return splits
-
-    def classes(self):
-        return self._classes
-
-    def labels(self, split):
-        return self._labels[split]
 
     def identity(self, split, items):
         files = [self._files[split][i] for i in items.tolist()]  # paths, sizes and modification times
@@ -332,12 +328,6 @@ class _Idx(_Source):
                              "give a folder with one dataset's four files")
         return found[0]
 
-    def classes(self):
-        return self._classes
-
-    def labels(self, split):
-        return self._labels[split]
-
     def identity(self, split, items):
         files = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in self.files[split]]
         return {"source": "idx", "root": str(self.root), "split_files": files, "items": _digest(items.tolist())}
@@ -438,12 +428,6 @@ class _Downsampled(_Source):
             np.savez(buf, meta=np.array(json.dumps(meta)), **{f"labels/{n}": e["labels"] for n, e in listing.items()})
             atomic_write(index_path, buf.getvalue())
         return listing
-
-    def classes(self):
-        return self._classes
-
-    def labels(self, split):
-        return self._labels[split]
 
     def identity(self, split, items):
         files = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in self.files[split]]
