@@ -51,7 +51,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .cost import count
-from .data import Augment, ImageData, ShardedBatchSampler, load_data, make_loader, normalize, sample_seeds
+from .data import (IMAGENET_MEAN, IMAGENET_STD, Augment, ImageData, ShardedBatchSampler, channel_stats, load_data,
+                   make_loader, normalize, sample_seeds)
 from .env import environment, resolve_device, resolve_dtype
 from .errors import FunnelbenchError, UsageError
 from .exports import export_records
@@ -69,6 +70,7 @@ RECORD = "record.json"
 RUN_FILES = (CHECKPOINT, HISTORY, RECORD)
 CHECKPOINT_FORMAT = "funnelbench-train/1"
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
+NORM_CHOICES = ("imagenet", "data")
 CHECKPOINT_POLICIES = ("every-epoch", "last", "none")
 
 # What the epoch callback returns (None means CONTINUE).
@@ -126,6 +128,8 @@ class TrainConfig:
                                                "of 224 / 16).")
     width_scale: float = _opt(1.0, _DATA, "Proxy width: every stage's hidden and MLP widths times this (0 < s <= 1); the "
                                           "heads are kept and the hidden width rounded to a multiple of them.")
+    norm: str = _opt("imagenet", _DATA, "Input standardisation: the ImageNet channel mean and sd (imagenet), or the "
+                                        "training split's own (data: e.g. grey Fashion-MNIST, mean 0.29, sd 0.35).")
     epochs: int = _opt(10, _RECIPE, "Epochs.")
     batch_size: int = _opt(128, _RECIPE, "Global batch size (split over torchrun processes).")
     lr: float = _opt(1e-3, _RECIPE, "Peak learning rate of AdamW.")
@@ -193,6 +197,8 @@ class TrainConfig:
             bad("width_scale", "must be in (0, 1]; 0.25 trains a proxy a quarter as wide")
         if self.dtype not in DTYPE_CHOICES:
             bad("dtype", f"use one of {', '.join(DTYPE_CHOICES)}")
+        if self.norm not in NORM_CHOICES:
+            bad("norm", f"use one of {', '.join(NORM_CHOICES)}")
         if self.checkpoint not in CHECKPOINT_POLICIES:
             bad("checkpoint", f"use one of {', '.join(CHECKPOINT_POLICIES)}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -597,6 +603,8 @@ class Trainer:
         self.eval_samplers = {name: ShardedBatchSampler(len(split), c.batch_size, rank=self.rank, world=self.world,
                                                         shuffle=False, drop_last=False)
                               for name, split in (("val", self.data.val), ("test", self.data.test)) if split is not None}
+        # The input standardisation: fixed numbers, or the training split's own (the same on every rank).
+        self.norm_stats = channel_stats(self.data.train) if c.norm == "data" else (IMAGENET_MEAN, IMAGENET_STD)
         torch.manual_seed(c.seed)
         model = build_model(self.layout, num_classes=self.data.num_classes)
         if init_state is not None:
@@ -700,7 +708,7 @@ class Trainer:
         _sync(device)
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.train_loader):
-            x = normalize(x.to(device, non_blocking=True))
+            x = normalize(x.to(device, non_blocking=True), *self.norm_stats)
             y = y.to(device, non_blocking=True)
             if self.mixer is not None:
                 x, y = self._mix(x, y, epoch, step)
@@ -791,7 +799,7 @@ class Trainer:
         _sync(device)
         start = time.perf_counter()
         for x, y in loader:
-            x = normalize(x.to(device, non_blocking=True))
+            x = normalize(x.to(device, non_blocking=True), *self.norm_stats)
             y = y.to(device, non_blocking=True)
             with autocast:
                 logits = self.model(x)

@@ -63,8 +63,8 @@ from .sources import (FASHION_MNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, I
                       _scan_class, _Source, _unchanged, decode_file, grey_to_rgb, open_source, resize_uint8)
 from .load import CARVE_SEED, ImageData, SplitPlan, carve, choose_classes, choose_items, load_data, split_plan
 from .batches import (IMAGENET_MEAN, IMAGENET_STD, Augment, BatchSet, ShardedBatchSampler, _splitmix64, _whole_batch,
-                      make_loader, normalize, sample_seeds)
+                      channel_stats, make_loader, normalize, sample_seeds)
 
 __all__ = ["BUILTIN", "DIRECTIONS", "ImageData", "Split", "Augment", "ShardedBatchSampler", "load_data", "make_loader",
-           "normalize", "render_arrangement", "cache_root", "choose_classes", "choose_items", "decode_file",
+           "normalize", "channel_stats", "render_arrangement", "cache_root", "choose_classes", "choose_items", "decode_file",
            "resize_uint8", "open_source", "sample_seeds"]

@@ -154,6 +154,25 @@ def make_loader(split: Split, sampler: ShardedBatchSampler, augment: Augment | N
                                        persistent_workers=False)
 
 
+def channel_stats(split) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Per-channel mean and standard deviation (in [0, 1] units) of a split's images, read in
+    chunks (a cached split may be memory-mapped): what ``--norm data`` standardises with."""
+    total = np.zeros(3)
+    squares = np.zeros(3)
+    n = 0
+    for start in range(0, len(split), 4096):
+        rows = split.index[start:start + 4096]
+        x = split.images[rows].astype(np.float64) / 255
+        total += x.sum(axis=(0, 2, 3))
+        squares += (x * x).sum(axis=(0, 2, 3))
+        n += x.shape[0] * x.shape[2] * x.shape[3]
+    if n == 0:
+        return IMAGENET_MEAN, IMAGENET_STD
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean * mean, 1e-12))
+    return tuple(float(m) for m in mean), tuple(float(max(s, 1e-3)) for s in std)
+
+
 def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """uint8 ``(B, 3, S, S)`` -> float32, scaled to [0, 1] and standardised per channel (in place
     on the one new float tensor: fresh allocations cost more than the arithmetic)."""
