@@ -18,7 +18,7 @@ NAMES_OF_THE_MODULE = [
     "_ImageFolder", "_PART_RADIUS", "_RACY_NS", "_SPLIT_SEEDS", "_Source", "_build", "_build_or_load",
     "_collate_decoded", "_digest", "_few", "_open_complete", "_open_entry", "_partial_done", "_render_chunk",
     "_scan_class", "_splitmix64", "_unchanged", "_whole_batch", "cache_root", "choose_classes", "choose_items",
-    "decode_file", "load_data", "make_loader", "normalize", "open_source", "render_arrangement", "resize_uint8",
+    "decode_file", "load_data", "make_loader", "normalize", "channel_stats", "open_source", "render_arrangement", "resize_uint8",
     "sample_seeds",
 ]
 

@@ -130,6 +130,7 @@ class ImageData:
     test: Split | None = None
     val_from: str = ""  # where the validation images come from (records: val_from)
     test_from: str = ""  # where the test images come from, or why there are none (records: test_from)
+    crop_ok: bool = True  # may training shift the images by a padded random crop (the source says)
 
     @property
     def num_classes(self) -> int:
@@ -193,4 +194,5 @@ def load_data(data: str | os.PathLike | None = None, *, image_size: int, classes
     test = plans.get("test")
     return ImageData(source.name, source.kind, source.note, [all_classes[c] for c in chosen], splits["train"],
                      splits["val"], image_size, source.hflip_ok, test=splits.get("test"), val_from=plans["val"].described,
-                     test_from=test.described if test else "none (--test-split holds one out)")
+                     test_from=test.described if test else "none (--test-split holds one out)",
+                     crop_ok=source.crop_ok)
