@@ -1,0 +1,2 @@
+"""Training as composed parts (``funnelbench.train`` re-exports every public name).
+"""
