@@ -38,11 +38,9 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import fields
 from typing import Callable
 
 import numpy as np
@@ -55,8 +53,6 @@ from .data import (IMAGENET_MEAN, IMAGENET_STD, Augment, ImageData, ShardedBatch
                    make_loader, normalize, sample_seeds)
 from .env import environment, resolve_device, resolve_dtype
 from .errors import FunnelbenchError, UsageError
-from .exports import export_records
-from .layout import Layout, format_layout, parse_layout
 from .measure import is_oom
 from .models import build_model
 from .presets import resolve
@@ -67,11 +63,8 @@ from .training.config import (CHECKPOINT_POLICIES, DTYPE_CHOICES, FREE_ON_RESUME
                               make_config)
 from .training.proxy import PROXY_FIELDS, _scaled_width, proxy_layout
 
-CHECKPOINT = "checkpoint.pt"
-HISTORY = "history.csv"
-RECORD = "record.json"
-RUN_FILES = (CHECKPOINT, HISTORY, RECORD)
-CHECKPOINT_FORMAT = "funnelbench-train/1"
+from .training.checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, HISTORY, RECORD, RUN_FILES, Checkpoints, RunFolder,
+                                  checkpoint_layout, finetune_layout, read_checkpoint, remove_checkpoint)
 
 # What the epoch callback returns (None means CONTINUE).
 CONTINUE, PRUNE, STOP = "continue", "prune", "stop"
@@ -123,18 +116,6 @@ def train_dtype(name: str, device: torch.device) -> str:
 _rng_states, _set_rng_states = rng_states, set_rng_states
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint file (loaded with ``weights_only=True``: tensors and plain values only)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UsageError(f"checkpoint {str(path)!r} does not exist; give the checkpoint.pt of a run (or a state dict file)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors of every kind: not a checkpoint we can read safely
-        raise UsageError(f"cannot read checkpoint {str(path)!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                         "give a funnelbench checkpoint.pt or a plain state dict saved with torch.save") from None
-
-
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices only (timm's rule): not on biases, norms, position embedding, class token."""
     decay, no_decay = [], []
@@ -173,121 +154,6 @@ def _one_line(err: BaseException) -> str:
 def oom_message(err: BaseException, where: str) -> str:
     return (f"out of memory {where} ({_one_line(err)}); use a smaller --batch-size "
             "(or a smaller --image-size or model)")
-
-
-# ----------------------------------------------------------------------------- the run folder
-
-
-class RunFolder:
-    """A run's folder: ``checkpoint.pt``, ``history.csv``, ``record.json``.
-
-    Everything is checked when it is opened and nothing is written then: the folder is created,
-    and an older run's files (``overwrite``) are replaced, only when the new run writes its
-    first file, each written to a temporary name and renamed into place. Only rank 0 writes."""
-
-    def __init__(self, out: str | os.PathLike, *, rank: int = 0, resume: bool = False, overwrite: bool = False):
-        self.path = Path(out).expanduser()
-        self.rank = rank
-        if self.path.exists() and not self.path.is_dir():
-            raise UsageError(f"--out {self.path}: is a file; choose a folder")
-        old = [name for name in RUN_FILES if (self.path / name).exists()]
-        self.resume_state = None
-        self.claimed = resume  # whether the files here are this run's
-        if resume:
-            if CHECKPOINT not in old:
-                why = " (the run kept none: --checkpoint last or none)" if old else ""
-                raise UsageError(f"--resume: no checkpoint in {self.path}{why}; run without --resume to start there")
-            self.resume_state = read_checkpoint(self.path / CHECKPOINT)
-            if self.resume_state.get("format") != CHECKPOINT_FORMAT:
-                raise UsageError(f"--resume: {self.path / CHECKPOINT} is not a funnelbench training checkpoint")
-        elif old and not overwrite:
-            raise UsageError(f"--out {self.path} already holds a run ({self._describe()}); pass --resume to continue it, "
-                             "--overwrite to start again, or choose another --out")
-        self.had_run = bool(old) and not resume
-        if rank == 0:
-            self._check_writable()
-
-    def _describe(self) -> str:
-        try:
-            state = read_checkpoint(self.path / CHECKPOINT)
-            return f"{state.get('epoch', '?')} of {state.get('config', {}).get('epochs', '?')} epochs"
-        except UsageError:
-            return ", ".join(name for name in RUN_FILES if (self.path / name).exists())
-
-    def _check_writable(self) -> None:
-        probe = self.path
-        while not probe.exists():
-            probe = probe.parent
-        if not probe.is_dir():
-            raise UsageError(f"--out {self.path}: {probe} is a file; choose a folder")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".funnelbench-probe.", dir=probe)
-        except OSError:
-            raise UsageError(f"--out {self.path}: the folder is not writable; choose another") from None
-        os.close(fd)
-        os.unlink(tmp)
-
-    def _claim(self, keep: str) -> None:
-        """Before this run's first file lands: make the folder, remove an older run's other files."""
-        if self.claimed:
-            return
-        for name in RUN_FILES:
-            if name != keep:
-                (self.path / name).unlink(missing_ok=True)
-        self.claimed = True
-
-    def _mkdir(self) -> None:
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UsageError(f"--out {self.path}: cannot create the folder ({err.strerror}); choose a writable path") from None
-
-    def save_checkpoint(self, state: dict) -> None:
-        """``torch.save`` straight into a temporary file next to the checkpoint, then renamed."""
-        if self.rank != 0:
-            return
-        self._mkdir()
-        for stale in self.path.glob(f".{CHECKPOINT}.*.tmp"):  # left by a save that was killed
-            stale.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", suffix=".tmp", dir=self.path)
-        try:
-            os.close(fd)
-            with open(tmp, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            self._claim(keep=CHECKPOINT)
-            os.replace(tmp, self.path / CHECKPOINT)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def save_history(self, history: list[dict]) -> None:
-        if self.rank != 0:
-            return
-        self._mkdir()
-        self._claim(keep=HISTORY)
-        export_records(history, self.path / HISTORY)
-
-    def save_record(self, record: dict, *, failed_early: bool = False) -> bool:
-        """Write ``record.json``; a run that failed before it wrote anything leaves an older
-        run (``overwrite``) in place instead (returns False then)."""
-        if self.rank != 0 or (failed_early and self.had_run and not self.claimed):
-            return False
-        self._mkdir()
-        self._claim(keep=RECORD)
-        export_records([record], self.path / RECORD)
-        return True
-
-
-def remove_checkpoint(out: str | os.PathLike) -> bool:
-    """Delete the checkpoint of a finished run in ``out`` (its record and history stay; it can
-    no longer be resumed or fine-tuned from). Returns whether there was one."""
-    path = Path(out).expanduser() / CHECKPOINT
-    existed = path.exists()
-    path.unlink(missing_ok=True)
-    return existed
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -337,9 +203,9 @@ class Trainer:
             self.dtype = train_dtype(c.dtype, self.device)
             self.run = RunFolder(out, rank=self.rank, resume=resume, overwrite=overwrite)
             self.out = self.run.path
-            state = self.run.resume_state
-            if state is not None:
-                self._check_resume(state)
+            self.checkpoints = Checkpoints(self.run, c.checkpoint)
+            self.checkpoints.check_resume(c, self.device, self.dtype)
+            state = self.checkpoints.resume_state
             self.target = resolve(c.layout)
             self.layout = proxy_layout(self.target, c.image_size, c.patch_size, c.width_scale)
             init_state = self._init_weights(state)
@@ -353,26 +219,12 @@ class Trainer:
                 self._failure = ("oom", oom_message(err, "while building the model"))
                 self._release()
                 return
-            if state is not None:
-                self._restore(state)
+            self.checkpoints.restore(self)
         except BaseException:
             self.close()
             raise
 
     # -- set-up
-    def _check_resume(self, state: dict) -> None:
-        saved, now = state["config"], asdict(self.config)
-        diff = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now
-                if k not in FREE_ON_RESUME and saved.get(k, now[k]) != now[k]]
-        if diff:
-            raise UsageError(f"--resume: the run in {self.out} was made with other options: {', '.join(diff[:4])}"
-                             f"{' ...' if len(diff) > 4 else ''}; resume with the same options or choose another --out")
-        was = (state.get("device_type"), state.get("dtype_resolved"))
-        if was[0] is not None and was != (self.device.type, self.dtype):
-            raise UsageError(f"--resume: the run in {self.out} trained in {was[1]} on {was[0]}, but --device "
-                             f"{self.config.device} / --dtype {self.config.dtype} now mean {self.dtype} on {self.device.type}; "
-                             f"the results would differ: resume where it ran, or choose another --out")
-
     def _init_weights(self, resume_state: dict | None) -> dict | None:
         """The fine-tuning source's weights (checked against the proxy before the data loads);
         a resumed fine-tune has every weight in its own checkpoint and does not read it."""
@@ -390,8 +242,7 @@ class Trainer:
         if data.image_size != self.layout.image_size:
             raise UsageError(f"the data given is at {data.image_size} px but the proxy trains at {self.layout.image_size} px; "
                              f"load it with image_size={self.layout.image_size}")
-        if resume_state is not None and list(resume_state.get("classes", data.classes)) != list(data.classes):
-            raise UsageError(f"--resume: the run in {self.out} trained on other classes than the data given")
+        self.checkpoints.check_classes(data.classes)
         wanted = self.config.test_split
         if wanted is not None and wanted != (data.test is not None):
             raise UsageError(f"--{'' if wanted else 'no-'}test-split: the data given has {'no' if wanted else 'a'} test split; "
@@ -490,16 +341,6 @@ class Trainer:
               ([v2.CutMix(alpha=c.cutmix, num_classes=self.data.num_classes)] if c.cutmix else [])
         return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
 
-    def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.history = list(state["history"])
-        self.epoch = int(state["epoch"])
-        set_rng_states(state["rng"])
-
-    # -- release
     def __enter__(self) -> "Trainer":
         return self
 
@@ -735,9 +576,8 @@ class Trainer:
         self.history.append(row)
 
     def _checkpoint(self, row: dict) -> None:
-        policy = self.config.checkpoint
-        if policy == "every-epoch" or (policy == "last" and row["status"] != "running"):
-            self.run.save_checkpoint(self._state())
+        if self.checkpoints.due(row["status"]):
+            self.checkpoints.save(self)
         self.run.save_history(self.history)
 
     def _decide(self, row: dict) -> str:
@@ -768,26 +608,6 @@ class Trainer:
         self.run.save_record(rec, failed_early=status in ("interrupted", "failed", "oom") and self.epoch == 0)
         self._log_end(rec)
         return rec
-
-    def _state(self) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "config": asdict(self.config),
-            "layout": str(self.layout),
-            "target_layout": str(self.target),
-            "dataset": self.data.name,
-            "classes": list(self.data.classes),
-            "device_type": self.device.type,
-            "dtype_resolved": self.dtype,
-            "init_fields": self.init_fields,
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "history": self.history,
-            "rng": rng_states(),
-        }
 
     def record(self, status: str = "completed", error: str | None = None) -> dict:
         """The run as one flat record: the proxy that trained (``layout``, ``params``, ``macs``)
@@ -892,15 +712,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-# ----------------------------------------------------------------------------- fine-tuning
-
-
-def checkpoint_layout(checkpoint: str | os.PathLike) -> str | None:
-    """The layout a funnelbench checkpoint was trained with (None for a plain state dict)."""
-    state = read_checkpoint(checkpoint)
-    return state.get("layout") if isinstance(state, dict) and isinstance(state.get("layout"), str) else None
-
-
 # ----------------------------------------------------------------------------- entry points
 
 
@@ -933,19 +744,6 @@ def finetune(checkpoint: str | os.PathLike, layout=None, *, out: str | os.PathLi
         layout = finetune_layout(checkpoint, out=out, resume=options.get("resume", False))
     return train(layout, out=out, finetune_from=str(checkpoint), **options)
 
-
-def finetune_layout(checkpoint: str | os.PathLike, *, out: str | os.PathLike, resume: bool = False) -> str:
-    """The layout a fine-tune trains when none is given: the source checkpoint's; when resuming,
-    the one the run's own checkpoint recorded (the source need not exist any more)."""
-    own = Path(out).expanduser() / CHECKPOINT
-    if resume and own.is_file():
-        layout = read_checkpoint(own).get("config", {}).get("layout")
-        if isinstance(layout, str):
-            return layout
-    layout = checkpoint_layout(checkpoint)
-    if layout is None:
-        raise UsageError(f"{checkpoint} is a plain state dict and does not say its layout; pass --layout")
-    return layout
 
 
 __all__ = ["TrainConfig", "Trainer", "RunFolder", "Diverged", "train", "finetune", "make_config", "proxy_layout",
