@@ -45,13 +45,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from .cost import count
 from .data import (IMAGENET_MEAN, IMAGENET_STD, Augment, ImageData, ShardedBatchSampler, channel_stats, load_data,
                    make_loader, normalize, sample_seeds)
-from .env import environment, resolve_device, resolve_dtype
+from .env import environment, resolve_dtype
 from .errors import FunnelbenchError, UsageError
 from .measure import is_oom
 from .models import build_model
@@ -61,6 +60,7 @@ from .rng import GlobalState, rng_states, set_rng_states
 from .weights import load_vit_weights
 from .training.config import (CHECKPOINT_POLICIES, DTYPE_CHOICES, FREE_ON_RESUME, NORM_CHOICES, SEED_MAX, TrainConfig,
                               make_config)
+from .training.distributed import Ranks
 from .training.proxy import PROXY_FIELDS, _scaled_width, proxy_layout
 
 from .training.checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, HISTORY, RECORD, RUN_FILES, Checkpoints, RunFolder,
@@ -86,22 +86,6 @@ class _RankZeroFailed(FunnelbenchError):
 
 
 # ----------------------------------------------------------------------------- set-up helpers
-
-
-def _distributed(device_name: str) -> tuple[int, int, torch.device, bool]:
-    """(rank, world size, device, whether we started the process group) from torchrun's
-    environment; one process when ``WORLD_SIZE`` is unset."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(device_name)
-    if world <= 1:
-        return 0, 1, device, False
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device, owns
 
 
 def train_dtype(name: str, device: torch.device) -> str:
@@ -185,7 +169,7 @@ class Trainer:
         self.callback = callback
         self._caller = GlobalState()
         self._closed = False
-        self._owns_group = False
+        self.ranks = None
         self._failure: tuple[str, str] | None = None  # (status, error) of a run that cannot start (oom)
         self.model = self.ddp = self.optimizer = self.scheduler = self.scaler = None
         self.train_loader = self.val_loader = self.test_loader = self.mixer = None
@@ -198,7 +182,8 @@ class Trainer:
         try:
             if c.threads:
                 torch.set_num_threads(c.threads)
-            self.rank, self.world, self.device, self._owns_group = _distributed(c.device)
+            self.ranks = Ranks.from_env(c.device)
+            self.rank, self.world, self.device = self.ranks.rank, self.ranks.world, self.ranks.device
             self.console = console if self.rank == 0 else None
             self.dtype = train_dtype(c.dtype, self.device)
             self.run = RunFolder(out, rank=self.rank, resume=resume, overwrite=overwrite)
@@ -252,9 +237,8 @@ class Trainer:
     def _load_data(self, cache_dir) -> ImageData:
         c = self.config
         progress = ProgressBar.maybe(self.console)
-        if self.world > 1 and self.rank != 0:
-            dist.barrier()  # rank 0 builds the cache first
-        with warnings.catch_warnings(record=True) as caught:
+        # rank 0 builds the cache first
+        with self.ranks.rank_zero_first(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 data = load_data(c.data, image_size=self.layout.image_size, classes=c.classes,
@@ -268,8 +252,6 @@ class Trainer:
             finally:
                 if progress:
                     progress.close()
-        if self.world > 1 and self.rank == 0:
-            dist.barrier()
         if self.console:
             for w in caught:
                 self.console.print(f"[yellow]warning:[/yellow] {w.message}")
@@ -304,15 +286,7 @@ class Trainer:
             r = self.init_report
             self.init_fields = dict(init_loaded=len(r.loaded), init_resized=",".join(r.resized),
                                     init_new=",".join(r.new), init_skipped=",".join(r.skipped))
-        if self.world > 1 and self.device.type == "cuda":
-            # BatchNorm (PS-ViT's stem) over the global batch; SyncBatchNorm needs a GPU, so gloo
-            # ranks on CPU keep per-rank statistics.
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = self.ddp = model.to(self.device)
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.model, self.ddp = self.ranks.wrap(model)
         pin = self.device.type == "cuda"
         self.train_loader = make_loader(self.data.train, self.train_sampler, self.augment, workers=c.workers, pin_memory=pin)
         self.val_loader = make_loader(self.data.val, self.eval_samplers["val"], None, workers=c.workers, pin_memory=pin)
@@ -363,9 +337,8 @@ class Trainer:
         self._closed = True
         self.data = self.train_sampler = self.eval_samplers = None
         self._release()
-        if self._owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self._owns_group = False
+        if self.ranks is not None:
+            self.ranks.close()
         self._caller.restore()
 
     # -- one epoch
@@ -422,24 +395,18 @@ class Trainer:
                 self._raise_if_diverged(first_bad, bad_values, epoch)
         _sync(device)
         seconds = time.perf_counter() - start
-        totals = self._all_sum(torch.stack([loss_sum, torch.tensor(float(images), device=device)]))
+        totals = self.ranks.all_sum(torch.stack([loss_sum, torch.tensor(float(images), device=device)]))
         return {"train_loss": float(totals[0]) / (steps * self.world), "lr": self.optimizer.param_groups[0]["lr"],
                 "train_img_per_s": float(totals[1]) / seconds, "epoch_s": seconds}
 
     def _mix(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """MixUp / CutMix over the global batch with a seed of (seed, epoch, step) alone: every
         rank gathers the batch, mixes it as one process would, and keeps its own slice."""
-        if self.world > 1:
-            xs, ys = [torch.empty_like(x) for _ in range(self.world)], [torch.empty_like(y) for _ in range(self.world)]
-            dist.all_gather(xs, x)
-            dist.all_gather(ys, y)
-            x, y = torch.cat(xs), torch.cat(ys)
+        x, y = self.ranks.gather(x), self.ranks.gather(y)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(sample_seeds(self.config.seed, epoch, np.array([step]))[0] >> np.uint64(1)))
             x, y = self.mixer(x, y)
-        if self.world > 1:
-            n = x.shape[0] // self.world
-            x, y = x[self.rank * n:(self.rank + 1) * n], y[self.rank * n:(self.rank + 1) * n]
+        x, y = self.ranks.own_slice(x), self.ranks.own_slice(y)
         return x, y
 
     def _raise_if_diverged(self, first_bad: torch.Tensor, bad_values: torch.Tensor, epoch: int) -> None:
@@ -447,10 +414,7 @@ class Trainer:
         so that all of them stop together."""
         never = torch.iinfo(torch.int64).max
         step = torch.where(first_bad < 0, never, first_bad).reshape(1)
-        if self.world > 1:
-            step = step.clone()
-            dist.all_reduce(step, op=dist.ReduceOp.MIN)
-        step = int(step.item())
+        step = int(self.ranks.all_min(step).item())
         if step == never:
             return
         loss, norm = bad_values.tolist()
@@ -492,15 +456,9 @@ class Trainer:
                                  hit.any(1).sum().double(), torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
         _sync(device)
         seconds = time.perf_counter() - start
-        loss, top1, topk, n = self._all_sum(sums).tolist()
+        loss, top1, topk, n = self.ranks.all_sum(sums).tolist()
         return {f"{split}_loss": loss / n, f"{split}_top1": top1 / n,
                 f"{split}_top5": topk / n if self.data.num_classes > 5 else None, "eval_s": seconds}
-
-    def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            t = t.clone()
-            dist.all_reduce(t)
-        return t
 
     # -- the run
     def fit(self) -> dict:
@@ -592,10 +550,7 @@ class Trainer:
             except BaseException as err:  # noqa: BLE001 - re-raised below, after the other ranks know
                 code, error = 3, err
             self._in_callback = error is not None
-        if self.world > 1:
-            flag = torch.tensor([code], dtype=torch.int64, device=self.device)
-            dist.broadcast(flag, 0)
-            code = int(flag.item())
+        code = self.ranks.broadcast_code(code)
         if error is not None:
             raise error
         if code == 3:
