@@ -43,13 +43,11 @@ import warnings
 from dataclasses import fields
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .cost import count
-from .data import (IMAGENET_MEAN, IMAGENET_STD, Augment, ImageData, ShardedBatchSampler, channel_stats, load_data,
-                   make_loader, normalize, sample_seeds)
+from .data import ImageData, ShardedBatchSampler, load_data, make_loader, normalize
 from .env import environment, resolve_dtype
 from .errors import FunnelbenchError, UsageError
 from .measure import is_oom
@@ -61,6 +59,8 @@ from .weights import load_vit_weights
 from .training.config import (CHECKPOINT_POLICIES, DTYPE_CHOICES, FREE_ON_RESUME, NORM_CHOICES, SEED_MAX, TrainConfig,
                               make_config)
 from .training.distributed import Ranks
+from .training.recipe import (lr_factor, make_augment, make_criterion, make_mixer, make_optimizer, make_scaler,
+                              make_scheduler, mix, norm_stats, schedule, train_dtype)
 from .training.proxy import PROXY_FIELDS, _scaled_width, proxy_layout
 
 from .training.checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, HISTORY, RECORD, RUN_FILES, Checkpoints, RunFolder,
@@ -88,35 +88,8 @@ class _RankZeroFailed(FunnelbenchError):
 # ----------------------------------------------------------------------------- set-up helpers
 
 
-def train_dtype(name: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on a CUDA GPU that supports it, else fp32; fp16 needs CUDA or a recent CPU."""
-    if name == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    resolve_dtype(name)
-    return name
-
-
 # Kept under their old names: a checkpoint's "rng" entry is rng_states().
 _rng_states, _set_rng_states = rng_states, set_rng_states
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only (timm's rule): not on biases, norms, position embedding, class token."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name in ("pos_embed", "cls_token") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lr_factor(step: int, *, warmup: int, total: int, lr: float, min_lr: float) -> float:
-    """Multiplier of the base learning rate at ``step``: linear warm-up over ``warmup`` steps
-    (from lr/warmup to lr), then cosine decay to ``min_lr`` at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return (min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
 
 
 def _decision(value) -> str:
@@ -195,7 +168,7 @@ class Trainer:
             self.layout = proxy_layout(self.target, c.image_size, c.patch_size, c.width_scale)
             init_state = self._init_weights(state)
             self.data = self._inject(data, state) if data is not None else self._load_data(cache_dir)
-            self.augment = self._augment()
+            self.augment = make_augment(c, self.data, self.layout.image_size)
             try:
                 self._build(init_state)
             except Exception as err:  # noqa: BLE001 - out of memory is a status, anything else a bug
@@ -257,14 +230,6 @@ class Trainer:
                 self.console.print(f"[yellow]warning:[/yellow] {w.message}")
         return data
 
-    def _augment(self) -> Augment:
-        c = self.config
-        hflip = self.data.hflip_ok if c.hflip is None else c.hflip
-        crop_pad = self.layout.image_size // 8 if c.crop_pad is None else c.crop_pad
-        if crop_pad > self.layout.image_size:
-            raise UsageError(f"--crop-pad {crop_pad}: more than the {self.layout.image_size} px image; use at most that")
-        return Augment(crop_pad=crop_pad, hflip=hflip, randaugment=c.randaugment, magnitude=c.randaugment_magnitude)
-
     def _build(self, init_state: dict | None) -> None:
         """Model (seeded), DDP wrapper, loaders, optimizer, schedule, scaler, loss, mixer."""
         c = self.config
@@ -277,8 +242,7 @@ class Trainer:
         self.eval_samplers = {name: ShardedBatchSampler(len(split), c.batch_size, rank=self.rank, world=self.world,
                                                         shuffle=False, drop_last=False)
                               for name, split in (("val", self.data.val), ("test", self.data.test)) if split is not None}
-        # The input standardisation: fixed numbers, or the training split's own (the same on every rank).
-        self.norm_stats = channel_stats(self.data.train) if c.norm == "data" else (IMAGENET_MEAN, IMAGENET_STD)
+        self.norm_stats = norm_stats(c, self.data)
         torch.manual_seed(c.seed)
         model = build_model(self.layout, num_classes=self.data.num_classes)
         if init_state is not None:
@@ -293,27 +257,11 @@ class Trainer:
         if self.data.test is not None:
             self.test_loader = make_loader(self.data.test, self.eval_samplers["test"], None, workers=c.workers,
                                            pin_memory=pin)
-        # The fused AdamW kernel (CPU and CUDA) is 3-4x faster than the per-tensor loop on small models.
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr,
-                                           fused=self.device.type in ("cpu", "cuda"))
-        total = c.epochs * self.steps_per_epoch
-        warmup = min(total, round(c.warmup_epochs * self.steps_per_epoch))
-        lr, min_lr = c.lr, c.min_lr
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, warmup=warmup, total=total, lr=lr, min_lr=min_lr))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "fp16")
-        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
-        self.mixer = self._mixer()
-
-    def _mixer(self):
-        c = self.config
-        if not (c.mixup or c.cutmix):
-            return None
-        from torchvision.transforms import v2
-
-        ops = ([v2.MixUp(alpha=c.mixup, num_classes=self.data.num_classes)] if c.mixup else []) + \
-              ([v2.CutMix(alpha=c.cutmix, num_classes=self.data.num_classes)] if c.cutmix else [])
-        return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
+        self.optimizer = make_optimizer(self.model, c, self.device)
+        self.scheduler = make_scheduler(self.optimizer, c, self.steps_per_epoch)
+        self.scaler = make_scaler(self.device, self.dtype)
+        self.criterion = make_criterion(c)
+        self.mixer = make_mixer(c, self.data.num_classes)
 
     def __enter__(self) -> "Trainer":
         return self
@@ -366,7 +314,7 @@ class Trainer:
             x = normalize(x.to(device, non_blocking=True), *self.norm_stats)
             y = y.to(device, non_blocking=True)
             if self.mixer is not None:
-                x, y = self._mix(x, y, epoch, step)
+                x, y = mix(self.mixer, x, y, seed=c.seed, epoch=epoch, step=step, ranks=self.ranks)
             with autocast:
                 loss = self.criterion(self.ddp(x), y)
             self.optimizer.zero_grad(set_to_none=True)
@@ -399,16 +347,6 @@ class Trainer:
         return {"train_loss": float(totals[0]) / (steps * self.world), "lr": self.optimizer.param_groups[0]["lr"],
                 "train_img_per_s": float(totals[1]) / seconds, "epoch_s": seconds}
 
-    def _mix(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """MixUp / CutMix over the global batch with a seed of (seed, epoch, step) alone: every
-        rank gathers the batch, mixes it as one process would, and keeps its own slice."""
-        x, y = self.ranks.gather(x), self.ranks.gather(y)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(sample_seeds(self.config.seed, epoch, np.array([step]))[0] >> np.uint64(1)))
-            x, y = self.mixer(x, y)
-        x, y = self.ranks.own_slice(x), self.ranks.own_slice(y)
-        return x, y
-
     def _raise_if_diverged(self, first_bad: torch.Tensor, bad_values: torch.Tensor, epoch: int) -> None:
         """Read the on-device flag (a host sync); agreed over the ranks (the earliest bad step),
         so that all of them stop together."""
@@ -419,14 +357,9 @@ class Trainer:
             return
         loss, norm = bad_values.tolist()
         what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm}"
-        lr = self.config.lr * lr_factor(epoch * self.steps_per_epoch + step, **self._schedule())
+        lr = self.config.lr * lr_factor(epoch * self.steps_per_epoch + step, **schedule(self.config, self.steps_per_epoch))
         raise Diverged(f"the {what} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g}); "
                        "the run stopped: lower --lr, lengthen --warmup-epochs or keep --clip-grad on")
-
-    def _schedule(self) -> dict:
-        c = self.config
-        total = c.epochs * self.steps_per_epoch
-        return dict(warmup=min(total, round(c.warmup_epochs * self.steps_per_epoch)), total=total, lr=c.lr, min_lr=c.min_lr)
 
     @torch.inference_mode()
     def evaluate(self, split: str = "val") -> dict:
