@@ -36,7 +36,6 @@ records; its decision is broadcast to every rank.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -44,11 +43,10 @@ from dataclasses import fields
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .cost import count
-from .data import ImageData, ShardedBatchSampler, load_data, make_loader, normalize
-from .env import environment, resolve_dtype
+from .data import ImageData, ShardedBatchSampler, load_data, make_loader
+from .env import environment
 from .errors import FunnelbenchError, UsageError
 from .measure import is_oom
 from .models import build_model
@@ -60,7 +58,9 @@ from .training.config import (CHECKPOINT_POLICIES, DTYPE_CHOICES, FREE_ON_RESUME
                               make_config)
 from .training.distributed import Ranks
 from .training.recipe import (lr_factor, make_augment, make_criterion, make_mixer, make_optimizer, make_scaler,
-                              make_scheduler, mix, norm_stats, schedule, train_dtype)
+                              make_scheduler, mix, norm_stats, train_dtype)
+from .training.steps import (Diverged, NonFiniteWatch, diverged, evaluate_split, one_line, oom_message,
+                             train_steps)
 from .training.proxy import PROXY_FIELDS, _scaled_width, proxy_layout
 
 from .training.checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, HISTORY, RECORD, RUN_FILES, Checkpoints, RunFolder,
@@ -75,10 +75,6 @@ _DECISION_STATUS = {CONTINUE: "running", PRUNE: "pruned", STOP: "stopped"}
 # One place for the metric columns a callback and the history see (besides the epoch number).
 EPOCH_METRICS = ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "train_img_per_s", "epoch_s", "eval_s")
 
-
-
-class Diverged(FunnelbenchError):
-    """The loss (or the gradient norm) became NaN or infinite."""
 
 
 class _RankZeroFailed(FunnelbenchError):
@@ -101,16 +97,6 @@ def _decision(value) -> str:
     if value == PRUNE:
         return PRUNE
     raise UsageError(f"the epoch callback returned {value!r}; return None, {CONTINUE!r}, {PRUNE!r} or {STOP!r}")
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
-
-
-def oom_message(err: BaseException, where: str) -> str:
-    return (f"out of memory {where} ({_one_line(err)}); use a smaller --batch-size "
-            "(or a smaller --image-size or model)")
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -295,73 +281,24 @@ class Trainer:
         :class:`Diverged` on a NaN or infinite loss (or gradient norm), naming the first such
         step. No step waits for the device: the clipping is tensor-only and the non-finite
         check is accumulated on the device and read every ``check_every`` steps."""
-        c, device = self.config, self.device
+        c = self.config
         self.ddp.train()
         self.train_sampler.set_epoch(epoch)
-        autocast = torch.autocast(device.type, dtype=resolve_dtype(self.dtype), enabled=self.dtype != "fp32")
-        loss_sum = torch.zeros((), device=device)
-        first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite value
-        bad_values = torch.zeros(2, device=device)  # its loss and gradient norm
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        # On CPU reading the norm costs nothing: clip (a pass over the gradients) only when needed.
-        # Elsewhere always multiply by min(1, clip / norm) on the device (no host sync).
-        clip_on_host = device.type == "cpu"
-        fp16 = self.scaler.is_enabled()
-        images, steps = 0, self.steps_per_epoch
-        _sync(device)
-        start = time.perf_counter()
-        for step, (x, y) in enumerate(self.train_loader):
-            x = normalize(x.to(device, non_blocking=True), *self.norm_stats)
-            y = y.to(device, non_blocking=True)
-            if self.mixer is not None:
-                x, y = mix(self.mixer, x, y, seed=c.seed, epoch=epoch, step=step, ranks=self.ranks)
-            with autocast:
-                loss = self.criterion(self.ddp(x), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            grads = [p.grad for p in params if p.grad is not None]
-            grad_norm = torch.nn.utils.get_total_norm(grads, foreach=not clip_on_host or None)
-            if c.clip_grad > 0 and (not clip_on_host or c.clip_grad < grad_norm):
-                torch.nn.utils.clip_grads_with_norm_(params, c.clip_grad, grad_norm, foreach=not clip_on_host or None)
-            # fp16: an infinite gradient is the scaler's business (it skips the step); only the loss
-            # counts. Otherwise a non-finite loss on any rank makes the all-reduced gradient
-            # non-finite on every rank, and the gradient norm catches it everywhere.
-            value = loss.detach().float()
-            finite = torch.isfinite(value) if fp16 else torch.isfinite(value) & torch.isfinite(grad_norm)
-            new = (first_bad < 0) & ~finite
-            first_bad = torch.where(new, step, first_bad)
-            bad_values = torch.where(new, torch.stack([value, grad_norm.float()]), bad_values)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            loss_sum += value
-            images += x.shape[0]
-            if progress:
-                progress.advance(loss)
-            if (step + 1) % self.check_every == 0 or step + 1 == steps:
-                self._raise_if_diverged(first_bad, bad_values, epoch)
-        _sync(device)
-        seconds = time.perf_counter() - start
-        totals = self.ranks.all_sum(torch.stack([loss_sum, torch.tensor(float(images), device=device)]))
-        return {"train_loss": float(totals[0]) / (steps * self.world), "lr": self.optimizer.param_groups[0]["lr"],
-                "train_img_per_s": float(totals[1]) / seconds, "epoch_s": seconds}
+        mixing = None if self.mixer is None else (
+            lambda x, y, step: mix(self.mixer, x, y, seed=c.seed, epoch=epoch, step=step, ranks=self.ranks))
+        return train_steps(model=self.model, ddp=self.ddp, loader=self.train_loader, optimizer=self.optimizer,
+                           scheduler=self.scheduler, scaler=self.scaler, criterion=self.criterion, mix=mixing,
+                           norm_stats=self.norm_stats, dtype=self.dtype, clip_grad=c.clip_grad, ranks=self.ranks,
+                           steps=self.steps_per_epoch, check_every=self.check_every,
+                           check=lambda watch: self._raise_if_diverged(watch, epoch), progress=progress)
 
-    def _raise_if_diverged(self, first_bad: torch.Tensor, bad_values: torch.Tensor, epoch: int) -> None:
-        """Read the on-device flag (a host sync); agreed over the ranks (the earliest bad step),
-        so that all of them stop together."""
-        never = torch.iinfo(torch.int64).max
-        step = torch.where(first_bad < 0, never, first_bad).reshape(1)
-        step = int(self.ranks.all_min(step).item())
-        if step == never:
-            return
-        loss, norm = bad_values.tolist()
-        what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm}"
-        lr = self.config.lr * lr_factor(epoch * self.steps_per_epoch + step, **schedule(self.config, self.steps_per_epoch))
-        raise Diverged(f"the {what} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g}); "
-                       "the run stopped: lower --lr, lengthen --warmup-epochs or keep --clip-grad on")
+    def _raise_if_diverged(self, watch: NonFiniteWatch, epoch: int) -> None:
+        """Read the non-finite watch (a host sync, agreed over the ranks); raise :class:`Diverged`
+        naming the first bad step."""
+        bad = watch.read(self.ranks)
+        if bad is not None:
+            raise diverged(bad, epoch=epoch, config=self.config, steps_per_epoch=self.steps_per_epoch)
 
-    @torch.inference_mode()
     def evaluate(self, split: str = "val") -> dict:
         """Loss (no label smoothing), top-1 and top-5 accuracy (top-5 only with more than 5
         classes) on the ``val`` or ``test`` split, summed over ranks: ``{split}_loss``,
@@ -370,28 +307,8 @@ class Trainer:
         loader = {"val": self.val_loader, "test": self.test_loader}[split]
         if loader is None:
             raise UsageError(f"this run has no {split} split ({self.data.test_from})")
-        device = self.device
-        self.model.eval()
-        autocast = torch.autocast(device.type, dtype=resolve_dtype(self.dtype), enabled=self.dtype != "fp32")
-        k = min(5, self.data.num_classes)
-        sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, top-1, top-k, n
-        _sync(device)
-        start = time.perf_counter()
-        for x, y in loader:
-            x = normalize(x.to(device, non_blocking=True), *self.norm_stats)
-            y = y.to(device, non_blocking=True)
-            with autocast:
-                logits = self.model(x)
-            logits = logits.float()
-            top = logits.topk(k, dim=1).indices
-            hit = top == y[:, None]
-            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), hit[:, 0].sum().double(),
-                                 hit.any(1).sum().double(), torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
-        _sync(device)
-        seconds = time.perf_counter() - start
-        loss, top1, topk, n = self.ranks.all_sum(sums).tolist()
-        return {f"{split}_loss": loss / n, f"{split}_top1": top1 / n,
-                f"{split}_top5": topk / n if self.data.num_classes > 5 else None, "eval_s": seconds}
+        return evaluate_split(self.model, loader, split=split, num_classes=self.data.num_classes,
+                              norm_stats=self.norm_stats, dtype=self.dtype, ranks=self.ranks)
 
     # -- the run
     def fit(self) -> dict:
@@ -431,8 +348,8 @@ class Trainer:
                 status, error = "oom", oom_message(err, f"in epoch {self.epoch + 1}")
             else:
                 interrupted = self._in_callback or isinstance(err, (KeyboardInterrupt, _RankZeroFailed))
-                self._finish("interrupted" if interrupted else "failed", _one_line(err) if interrupted else
-                             f"{type(err).__name__}: {_one_line(err)}", started)
+                self._finish("interrupted" if interrupted else "failed", one_line(err) if interrupted else
+                             f"{type(err).__name__}: {one_line(err)}", started)
                 raise
         return self._finish(status, error, started)
 
@@ -593,11 +510,6 @@ class Trainer:
         self.console.print(f"{ended}val top-1 [bold]{100 * record['val_top1']:.1f} %[/bold] (best "
                            f"{100 * record['best_val_top1']:.1f} % at epoch {record['best_epoch']}){test}; "
                            f"{record['train_img_per_s']:.0f} img/s; {kept} in {self.out}")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ----------------------------------------------------------------------------- entry points
