@@ -47,7 +47,7 @@ import torch
 from .cost import count
 from .data import ImageData, ShardedBatchSampler, load_data, make_loader
 from .env import environment
-from .errors import FunnelbenchError, UsageError
+from .errors import UsageError
 from .measure import is_oom
 from .models import build_model
 from .presets import resolve
@@ -61,42 +61,18 @@ from .training.recipe import (lr_factor, make_augment, make_criterion, make_mixe
                               make_scheduler, mix, norm_stats, train_dtype)
 from .training.steps import (Diverged, NonFiniteWatch, diverged, evaluate_split, one_line, oom_message,
                              train_steps)
+from .training.hooks import (CONTINUE, DECISION_STATUS, EPOCH_METRICS, PRUNE, STATUSES, STOP, CheckpointHook,
+                             ConsoleHook, Decider, HistoryHook, _RankZeroFailed)
 from .training.proxy import PROXY_FIELDS, _scaled_width, proxy_layout
 
 from .training.checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, HISTORY, RECORD, RUN_FILES, Checkpoints, RunFolder,
                                   checkpoint_layout, finetune_layout, read_checkpoint, remove_checkpoint)
-
-# What the epoch callback returns (None means CONTINUE).
-CONTINUE, PRUNE, STOP = "continue", "prune", "stop"
-# How a run ends (record["status"]); history rows of epochs after which it went on say "running".
-STATUSES = ("completed", "pruned", "stopped", "diverged", "oom", "interrupted", "failed")
-_DECISION_STATUS = {CONTINUE: "running", PRUNE: "pruned", STOP: "stopped"}
-
-# One place for the metric columns a callback and the history see (besides the epoch number).
-EPOCH_METRICS = ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "train_img_per_s", "epoch_s", "eval_s")
-
-
-
-class _RankZeroFailed(FunnelbenchError):
-    """Rank 0's epoch callback raised; the other ranks stop with it."""
-
 
 # ----------------------------------------------------------------------------- set-up helpers
 
 
 # Kept under their old names: a checkpoint's "rng" entry is rng_states().
 _rng_states, _set_rng_states = rng_states, set_rng_states
-
-
-def _decision(value) -> str:
-    """The callback's return value as CONTINUE / PRUNE / STOP (True is STOP, as it used to be)."""
-    if value is None or value is False or value == CONTINUE:
-        return CONTINUE
-    if value is True or value == STOP:
-        return STOP
-    if value == PRUNE:
-        return PRUNE
-    raise UsageError(f"the epoch callback returned {value!r}; return None, {CONTINUE!r}, {PRUNE!r} or {STOP!r}")
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -137,17 +113,20 @@ class Trainer:
         self.epoch = 0  # epochs completed
         # Called in order with each finished epoch's row (metrics and status), after the
         # callback's decision; append your own to watch a run.
-        self.epoch_hooks: list[Callable[[dict], None]] = [self._append_history, self._checkpoint, self._log_epoch]
+        self.epoch_hooks: list[Callable[[dict], None]] = []
         try:
             if c.threads:
                 torch.set_num_threads(c.threads)
             self.ranks = Ranks.from_env(c.device)
             self.rank, self.world, self.device = self.ranks.rank, self.ranks.world, self.ranks.device
             self.console = console if self.rank == 0 else None
+            self.log = ConsoleHook(self.console, c.epochs)
             self.dtype = train_dtype(c.dtype, self.device)
             self.run = RunFolder(out, rank=self.rank, resume=resume, overwrite=overwrite)
             self.out = self.run.path
             self.checkpoints = Checkpoints(self.run, c.checkpoint)
+            self.epoch_hooks += [HistoryHook(self.history), CheckpointHook(self.checkpoints, self), self.log]
+            self.decide = Decider(callback, self.ranks)
             self.checkpoints.check_resume(c, self.device, self.dtype)
             state = self.checkpoints.resume_state
             self.target = resolve(c.layout)
@@ -324,13 +303,13 @@ class Trainer:
             return self._finish(*self._failure, started)
         c = self.config
         status, error = "completed", None
-        self._in_callback = False
+        self.decide.in_callback = False
         try:
-            self._log_start()
+            self.log.start(self)
             while self.epoch < c.epochs:
                 row = self._one_epoch()
                 try:
-                    status = _DECISION_STATUS[self._decide(row)]
+                    status = DECISION_STATUS[self.decide(row)]
                 except BaseException:
                     self._end_epoch(row, "interrupted")  # the epoch is done: keep it
                     raise
@@ -347,7 +326,7 @@ class Trainer:
             if isinstance(err, Exception) and is_oom(err):
                 status, error = "oom", oom_message(err, f"in epoch {self.epoch + 1}")
             else:
-                interrupted = self._in_callback or isinstance(err, (KeyboardInterrupt, _RankZeroFailed))
+                interrupted = self.decide.in_callback or isinstance(err, (KeyboardInterrupt, _RankZeroFailed))
                 self._finish("interrupted" if interrupted else "failed", one_line(err) if interrupted else
                              f"{type(err).__name__}: {one_line(err)}", started)
                 raise
@@ -380,38 +359,11 @@ class Trainer:
         for hook in self.epoch_hooks:
             hook(row)
 
-    def _append_history(self, row: dict) -> None:
-        self.history.append(row)
-
-    def _checkpoint(self, row: dict) -> None:
-        if self.checkpoints.due(row["status"]):
-            self.checkpoints.save(self)
-        self.run.save_history(self.history)
-
-    def _decide(self, row: dict) -> str:
-        """Rank 0 asks the callback; every rank gets its decision (one broadcast), so no rank
-        is left waiting in a collective when rank 0 prunes, stops or fails."""
-        codes = (CONTINUE, PRUNE, STOP, "failed")
-        code, error = 0, None
-        if self.rank == 0 and self.callback is not None:
-            self._in_callback = True
-            try:
-                code = codes.index(_decision(self.callback(dict(row))))
-            except BaseException as err:  # noqa: BLE001 - re-raised below, after the other ranks know
-                code, error = 3, err
-            self._in_callback = error is not None
-        code = self.ranks.broadcast_code(code)
-        if error is not None:
-            raise error
-        if code == 3:
-            raise _RankZeroFailed("rank 0's epoch callback raised; this rank stops with it")
-        return codes[code]
-
     def _finish(self, status: str, error: str | None, started: float) -> dict:
         rec = self.record(status, error)
         rec["wall_s"] = time.time() - started
         self.run.save_record(rec, failed_early=status in ("interrupted", "failed", "oom") and self.epoch == 0)
-        self._log_end(rec)
+        self.log.end(rec, self.out)
         return rec
 
     def record(self, status: str = "completed", error: str | None = None) -> dict:
@@ -467,51 +419,6 @@ class Trainer:
         return rec
 
     # -- output
-    def _log_start(self) -> None:
-        if not self.console:
-            return
-        d, c = self.data, self.config
-        world = f", {self.world} processes" if self.world > 1 else ""
-        what = "resuming" if self.epoch else ("fine-tuning" if c.finetune_from else "training")
-        proxy = f" (proxy of {self.target})" if str(self.target) != str(self.layout) else ""
-        self.console.print(f"{what} [bold]{self.layout}[/bold]{proxy} on [bold]{d.name}[/bold]: {d.num_classes} classes, "
-                           f"{len(d.train)} train / {len(d.val)} val{'' if d.test is None else f' / {len(d.test)} test'} "
-                           f"images at {d.image_size} px; "
-                           f"{c.epochs} epoch{'s' * (c.epochs != 1)} of {self.steps_per_epoch} steps, batch {c.batch_size}, "
-                           f"{self.dtype} on {self.device}{world}")
-        if d.kind == "builtin":
-            self.console.print(f"[dim]{d.note}; for real images: --data fashion-mnist (apt-get install "
-                               "dataset-fashion-mnist)[/dim]")
-        once = ", read once at the end" if d.test is not None else ""
-        self.console.print(f"[dim]val: {d.val_from}; test: {d.test_from}{once}[/dim]")
-        if self.init_report is not None:
-            r = self.init_report
-            self.console.print(f"weights from {c.finetune_from}: {len(r.loaded)} tensors loaded"
-                               + (f", resized {', '.join(r.resized)}" if r.resized else "")
-                               + (f", new {', '.join(r.new)}" if r.new else "")
-                               + (f", re-initialised {', '.join(r.skipped)}" if r.skipped else ""))
-        if self.epoch:
-            self.console.print(f"continuing after epoch {self.epoch} from {self.out / CHECKPOINT}")
-
-    def _log_epoch(self, row: dict) -> None:
-        if not self.console:
-            return
-        top5 = f"  top-5 {100 * row['val_top5']:5.1f} %" if row["val_top5"] is not None else ""
-        self.console.print(f"epoch {row['epoch']:>3}/{self.config.epochs}  train loss {row['train_loss']:.4f}  "
-                           f"val loss {row['val_loss']:.4f}  top-1 {100 * row['val_top1']:5.1f} %{top5}  "
-                           f"lr {row['lr']:.2e}  {row['train_img_per_s']:7.0f} img/s  {row['epoch_s'] + row['eval_s']:6.1f} s")
-
-    def _log_end(self, record: dict) -> None:
-        if not self.console or record["val_top1"] is None or record["status"] in ("diverged", "oom", "failed"):
-            return
-        ended = "" if record["status"] == "completed" else f"{record['status']} after epoch {record['epochs_done']}: "
-        kept = "record and history" + (", checkpoint" if (self.out / CHECKPOINT).exists() else "")
-        test = "" if record["test_top1"] is None else f"; test top-1 [bold]{100 * record['test_top1']:.1f} %[/bold]"
-        self.console.print(f"{ended}val top-1 [bold]{100 * record['val_top1']:.1f} %[/bold] (best "
-                           f"{100 * record['best_val_top1']:.1f} % at epoch {record['best_epoch']}){test}; "
-                           f"{record['train_img_per_s']:.0f} img/s; {kept} in {self.out}")
-
-
 # ----------------------------------------------------------------------------- entry points
 
 
