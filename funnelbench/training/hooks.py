@@ -29,6 +29,9 @@ class _RankZeroFailed(FunnelbenchError):
     """Rank 0's epoch callback raised; the other ranks stop with it."""
 
 
+RankZeroFailed = _RankZeroFailed  # (the class keeps its old name: a record's error names it)
+
+
 class EpochCallback(Protocol):
     """The epoch callback (the search's pruning adapter is one): called on rank 0 with
     ``{"epoch": e, **EPOCH_METRICS}`` after every epoch; returns None or :data:`CONTINUE`,
@@ -71,7 +74,7 @@ class Decider:
         if error is not None:
             raise error
         if code == 3:
-            raise _RankZeroFailed("rank 0's epoch callback raised; this rank stops with it")
+            raise RankZeroFailed("rank 0's epoch callback raised; this rank stops with it")
         return codes[code]
 
 
@@ -151,4 +154,4 @@ class ConsoleHook:
 
 
 __all__ = ["CONTINUE", "PRUNE", "STOP", "STATUSES", "EPOCH_METRICS", "EpochCallback", "Decider", "HistoryHook",
-           "CheckpointHook", "ConsoleHook", "decision"]
+           "CheckpointHook", "ConsoleHook", "RankZeroFailed", "decision"]

@@ -26,7 +26,7 @@ from .checkpoint import Checkpoints, RunFolder
 from .config import TrainConfig
 from .distributed import Ranks
 from .hooks import (DECISION_STATUS, EPOCH_METRICS, CheckpointHook, ConsoleHook, Decider, EpochCallback, HistoryHook,
-                    _RankZeroFailed)
+                    RankZeroFailed)
 from .proxy import proxy_layout
 from .recipe import (make_augment, make_criterion, make_mixer, make_optimizer, make_scaler, make_scheduler, mix,
                      norm_stats, train_dtype)
@@ -223,7 +223,7 @@ class Trainer:
             if isinstance(err, Exception) and is_oom(err):
                 status, error = "oom", oom_message(err, f"in epoch {self.epoch + 1}")
             else:
-                interrupted = self.decide.in_callback or isinstance(err, (KeyboardInterrupt, _RankZeroFailed))
+                interrupted = self.decide.in_callback or isinstance(err, (KeyboardInterrupt, RankZeroFailed))
                 self._finish("interrupted" if interrupted else "failed", one_line(err) if interrupted else
                              f"{type(err).__name__}: {one_line(err)}", started)
                 raise
