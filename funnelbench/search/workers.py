@@ -916,19 +916,8 @@ def _search_worker(kwargs: dict, events) -> None:
 
 
 def resume_point(source: Path | None, target: Path) -> list[dict] | None:
-    """Prepare a retried trial to continue where its dead predecessor stopped: copy the last
-    epoch checkpoint (and history) of the run folder ``source`` into ``target`` and return the
-    epochs it holds. None (train from the start) without a predecessor or a readable checkpoint."""
-    from ..train import CHECKPOINT, HISTORY, read_checkpoint
+    """Prepare a retried trial to continue where its dead predecessor stopped (the checkpoint
+    manager's :func:`funnelbench.training.checkpoint.resume_point`)."""
+    from ..training.checkpoint import resume_point as from_checkpoint
 
-    if source is None or not (source / CHECKPOINT).is_file():
-        return None
-    try:
-        history = list(read_checkpoint(source / CHECKPOINT).get("history") or [])
-    except Exception:  # noqa: BLE001 - a damaged checkpoint: start again
-        return None
-    target.mkdir(parents=True, exist_ok=True)
-    for name in (CHECKPOINT, HISTORY):
-        if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
-    return history
+    return from_checkpoint(source, target)
