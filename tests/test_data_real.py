@@ -104,6 +104,7 @@ def test_train_on_fashion_mnist_records_val_and_test_top1(fashion_mnist, tmp_pat
     assert (record["train_images"], record["val_images"], record["test_images"]) == (100, 50, 80)
     assert 0 <= record["val_top1"] <= 1 and 0 <= record["test_top1"] <= 1 and record["test_epoch"] == 1
     assert record["hflip"] is True and "t10k" in record["test_from"] and "carved" in record["val_from"]
+    assert record["crop_pad"] == 0  # centred, size-normalised images: no padded random crop unless asked
     assert "test" not in (out / "history.csv").read_text().splitlines()[0]  # per epoch: validation only
 
 
@@ -120,6 +121,18 @@ def test_an_idx_folder_trains_and_does_not_flip_by_default(tmp_path, gz):
     assert data.test.labels.tolist() == written["t10k"][1].tolist()
     resized = fb.load_data(tmp_path / "mnist", image_size=16, val_per_class=1)
     assert resized.train.images.shape[1:] == (3, 16, 16)
+
+
+def test_the_crop_default_follows_the_source_and_the_flag_wins(tmp_path):
+    from funnelbench.training.recipe import make_augment
+
+    write_idx(tmp_path / "mnist", n_train=40, n_test=20, gz=True)
+    idx = fb.load_data(tmp_path / "mnist", image_size=32, val_per_class=1)
+    builtin = fb.load_data(None, image_size=32, train_per_class=2, val_per_class=1, cache_dir=tmp_path / "c")
+    assert not idx.crop_ok and builtin.crop_ok
+    assert make_augment(make_config("test-vit"), idx, 32).crop_pad == 0
+    assert make_augment(make_config("test-vit"), builtin, 32).crop_pad == 4  # image size / 8
+    assert make_augment(make_config("test-vit", crop_pad=3), idx, 32).crop_pad == 3
 
 
 # ----------------------------------------------------------------------------- downsampled ImageNet

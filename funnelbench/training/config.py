@@ -78,7 +78,9 @@ class TrainConfig:
     cutmix: float = _opt(0.0, _AUG, "CutMix alpha; 0 = off (with --mixup too, one of the two per batch).")
     hflip: bool | None = _opt(None, _AUG, "Random horizontal flips. Default: on, except on the built-in data (a flip "
                                           "changes its class).")
-    crop_pad: int | None = _opt(None, _AUG, "Random crop after zero-padding this many px per side. Default: image size / 8.")
+    crop_pad: int | None = _opt(None, _AUG, "Random crop after zero-padding this many px per side. Default: image size / 8, "
+                                                 "except on centred, size-normalised images (idx files: Fashion-MNIST, "
+                                                 "MNIST), where it is 0 (measured: results/proxy_recipe.md).")
     seed: int = _opt(0, _RECIPE, f"Seed of the initialisation, data order and augmentation (0 to {SEED_MAX}).")
     device: str = _opt("auto", _RECIPE, "auto, cpu or cuda (under torchrun: each rank's local GPU).")
     dtype: str = _opt("auto", _RECIPE, f"Autocast dtype: {', '.join(DTYPE_CHOICES)} (auto: bf16 on a CUDA GPU that has it, "

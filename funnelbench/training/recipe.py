@@ -77,7 +77,7 @@ def make_augment(config: TrainConfig, data: ImageData, image_size: int) -> Augme
     """The per-image augmentation (random crop after padding, flips, RandAugment)."""
     c = config
     hflip = data.hflip_ok if c.hflip is None else c.hflip
-    crop_pad = image_size // 8 if c.crop_pad is None else c.crop_pad
+    crop_pad = (image_size // 8 if data.crop_ok else 0) if c.crop_pad is None else c.crop_pad
     if crop_pad > image_size:
         raise UsageError(f"--crop-pad {crop_pad}: more than the {image_size} px image; use at most that")
     return Augment(crop_pad=crop_pad, hflip=hflip, randaugment=c.randaugment, magnitude=c.randaugment_magnitude)
