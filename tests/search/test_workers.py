@@ -20,7 +20,7 @@ from funnelbench.train import read_checkpoint
 from funnelbench.search.workers import (JOURNAL_FILE, StorageError, open_storage, retried_from,
                                         storage_url)
 
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 def _study_name(prefix):
