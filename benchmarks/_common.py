@@ -102,3 +102,25 @@ def before_measuring(args) -> float:
     """Before each measured group: wait again for a quiet machine (unless a smoke run) and
     return the load, which the row records next to the load after it."""
     return load_1m() if (args.quick or args.no_wait) else round(wait_for_quiet(), 2)
+
+
+def train_with_test_curve(config, out: str | os.PathLike, *, data=None, cache_dir=None) -> dict:
+    """Train ``config`` (a TrainConfig) into ``out`` and return its record with the per-epoch
+    history: ``val_top1_by_epoch``, ``test_top1_by_epoch`` (the benchmark's own measurement: an
+    epoch hook reads the test split after every epoch; nothing decides on it), seconds per epoch
+    and the wall time. The test split must exist (Fashion-MNIST, idx, downsampled ImageNet)."""
+    from funnelbench.train import Trainer
+
+    tests = []
+    started = time.time()
+    with Trainer(config, out=out, data=data, overwrite=True, cache_dir=cache_dir) as trainer:
+        trainer.epoch_hooks.append(lambda row: tests.append(trainer.evaluate("test")))
+        rec = trainer.fit()
+        history = list(trainer.history)
+    return {**rec,
+            "val_top1_by_epoch": [h["val_top1"] for h in history],
+            "test_top1_by_epoch": [t["test_top1"] for t in tests],
+            "train_s_by_epoch": [h["epoch_s"] for h in history],
+            "val_s_by_epoch": [h["eval_s"] for h in history],
+            "test_s_by_epoch": [t["eval_s"] for t in tests],
+            "wall_s": time.time() - started}

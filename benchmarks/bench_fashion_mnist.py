@@ -25,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import load_average, machine, markdown_table, write_result
+from _common import load_average, machine, markdown_table, train_with_test_curve, write_result
 
 import funnelbench as fb
-from funnelbench.train import Trainer, make_config
+from funnelbench.train import make_config
 
 LAYOUTS = [
     ("ViT, 16 patch tokens throughout", "B4(17), h96, a3, img32, patch8"),
@@ -47,26 +47,16 @@ def run_one(shape: str, layout: str, seed: int, data, tmp: str) -> dict:
     config = make_config(layout, data="fashion-mnist", seed=seed, threads=1, checkpoint="none",
                          train_per_class=SHAPES[shape]["train_per_class"], val_per_class=SHAPES[shape]["val_per_class"],
                          **options)
-    tests = []
-    started = time.time()
-    with Trainer(config, out=os.path.join(tmp, f"{shape}-{seed}-{abs(hash(layout))}"), data=data,
-                 overwrite=True) as trainer:
-        # The benchmark's own measurement: test top-1 after every epoch (never reaches a decision).
-        trainer.epoch_hooks.append(lambda row: tests.append(trainer.evaluate("test")))
-        rec = trainer.fit()
-        history = list(trainer.history)
+    rec = train_with_test_curve(config, os.path.join(tmp, f"{shape}-{seed}-{abs(hash(layout))}"), data=data)
     return {
         "shape": shape, "layout": layout, "seed": seed, "status": rec["status"],
         "train_images": rec["train_images"], "val_images": rec["val_images"], "test_images": rec["test_images"],
         "epochs": rec["epochs_done"], "params": rec["params"], "macs": rec["macs"],
         "val_top1": rec["val_top1"], "best_val_top1": rec["best_val_top1"], "best_epoch": rec["best_epoch"],
         "test_top1": rec["test_top1"],
-        "val_top1_by_epoch": [h["val_top1"] for h in history],
-        "test_top1_by_epoch": [t["test_top1"] for t in tests],
-        "train_s_by_epoch": [h["epoch_s"] for h in history],
-        "val_s_by_epoch": [h["eval_s"] for h in history],
-        "test_s_by_epoch": [t["eval_s"] for t in tests],
-        "train_img_per_s": rec["train_img_per_s"], "wall_s": time.time() - started,
+        **{k: rec[k] for k in ("val_top1_by_epoch", "test_top1_by_epoch", "train_s_by_epoch", "val_s_by_epoch",
+                               "test_s_by_epoch")},
+        "train_img_per_s": rec["train_img_per_s"], "wall_s": rec["wall_s"],
         "threads": 1, "load_1m_after": round(os.getloadavg()[0], 2), "machine": machine(),
     }
 

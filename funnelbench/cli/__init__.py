@@ -12,6 +12,7 @@ from . import layout_cmds  # noqa: F401  parse, presets
 from . import profile_cmds  # noqa: F401  profile, reproduce, memory
 from . import search_cmds  # noqa: F401  spaces, search
 from . import report_cmds  # noqa: F401  report
+from . import compare_cmds  # noqa: F401  compare
 from . import train_cmds  # noqa: F401  train, finetune
 from ._common import DEBUG_ENV, app
 

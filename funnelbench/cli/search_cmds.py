@@ -69,7 +69,7 @@ def spaces_cmd(
                       + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in space.proxy.items()))
     if feasible:
         count, text = feasible
-        share = "" if count is None else f" ({100 * count / stats.layouts:.2g} %)"
+        share = "" if count is None else f" ({100 * count / stats.layouts:.3g} %)"
         console.print(f"within the budget ({text}): "
                       + (f"{count:,} of {stats.layouts:,} layouts{share}" if count is not None
                          else "too many prefixes to count exactly; a search draws from them by rejection"))

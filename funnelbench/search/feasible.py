@@ -94,7 +94,14 @@ class LayoutDraws:
 
     def draw_values(self, rng: random.Random) -> list[dict]:
         """One layout's per-stage decision values, every layout of the space equally likely."""
-        r = rng.randrange(self.total)
+        return self.values_at(rng.randrange(self.total))
+
+    def values_at(self, index: int) -> list[dict]:
+        """The per-stage decision values of the space's ``index``-th layout (0 <= index < total):
+        a one-to-one numbering of its distinct layouts, which uniform draws pick from."""
+        if not 0 <= index < self.total:
+            raise IndexError(f"layout {index} of a space with {self.total}")
+        r = index
         for n in self.space.counts.values:
             here = self.ways[n][0].get(self.start, 0)
             if r < here:
@@ -113,6 +120,11 @@ class LayoutDraws:
 
     def draw(self, rng: random.Random) -> Layout:
         return self.space.build(self.draw_values(rng))
+
+    def layouts(self) -> list[Layout]:
+        """Every distinct layout of the space, in the numbering of :meth:`values_at` (for a space
+        small enough to enumerate: a tabular benchmark's)."""
+        return [self.space.build(self.values_at(i)) for i in range(self.total)]
 
     def draw_feasible(self, rng: random.Random, budgets: Budgets) -> Layout:
         """A uniform draw among the layouts every budget accepts (memory included), by rejection."""

@@ -66,7 +66,8 @@ def check_figure_path(path: str | Path) -> Path:
     return path
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (its suffix the format), atomically."""
     path = check_figure_path(path)
     buf = BytesIO()
     fig.savefig(buf, format=path.suffix.lower()[1:], bbox_inches="tight", pad_inches=0.02)
@@ -141,7 +142,7 @@ def plot_tradeoff(rep: dict, path: str | Path) -> Path:
         fig.set_layout_engine("constrained")
         _label_baselines(fig, ax, [(_value(r, x_name), _value(r, y_name), _short_layout(r["target_layout"]),
                                     f"#{r['trial']}") for r in baselines])
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def _legend(ax) -> None:
@@ -230,8 +231,8 @@ def plot_history(rep: dict, path: str | Path) -> Path:
         ax.set_axisbelow(True)
         _legend(ax)
         fig.set_layout_engine("constrained")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
-__all__ = ["plot_tradeoff", "plot_history", "plot_axes", "tradeoff_front", "check_figure_path", "FIGURE_SUFFIXES",
+__all__ = ["plot_tradeoff", "plot_history", "plot_axes", "tradeoff_front", "check_figure_path", "save_figure", "FIGURE_SUFFIXES",
            "AXIS_LABELS", "AXIS_SCALES", "AXIS_UNITS", "BUDGET_OF_AXIS", "PAPER_STYLE", "COLUMN_WIDTH_IN"]

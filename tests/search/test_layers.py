@@ -24,7 +24,7 @@ FLOORS = [
     ["faults", "journal", "storage", "locks", "folders", "readonly"],  # storage
     ["accounting", "signals", "liveness"],  # liveness
     ["pruners", "settings", "studies", "trial", "plan", "loop", "workers", "run"],  # the search
-    ["records", "importances", "summary", "plots"],  # results
+    ["records", "importances", "summary", "plots", "compare"],  # results
     ["report", "study"],  # one import each for the reader and for the search (they define nothing)
 ]
 

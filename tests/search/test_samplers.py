@@ -312,3 +312,19 @@ def test_a_candidate_the_memory_estimate_cannot_judge_is_skipped_and_not_counted
     assert c["trained"] == 4 and c["skipped"] >= 1 and c["failed"] == 0
     skipped = [t for t in finished(study) if t.user_attrs["status"] == "skipped"]
     assert all("made up for the test" in t.user_attrs["error"] for t in skipped)
+
+
+def test_the_numbering_of_layouts_is_one_to_one_and_draws_follow_it():
+    # funnel-table-ti: 315 layouts (the tabular benchmark enumerates them); every one a point of
+    # the space, none twice, and the count agrees with the space's own walk
+    space = load_space("funnel-table-ti")
+    draws = LayoutDraws(space)
+    layouts = draws.layouts()
+    assert len(layouts) == draws.total == space.stats().layouts == 315
+    assert len({str(lay) for lay in layouts}) == 315
+    assert all(space.contains(lay) is None for lay in layouts[::7])
+    assert str(space.build(draws.values_at(42))) == str(layouts[42])
+    with pytest.raises(IndexError):
+        draws.values_at(315)
+    # a draw is the layout at a uniform index: the same generator state gives the same layout
+    assert str(draws.draw(random.Random(3))) == str(layouts[random.Random(3).randrange(315)])

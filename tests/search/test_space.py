@@ -18,7 +18,7 @@ from funnelbench.cli import app
 from funnelbench.search.space import list_spaces, load_space
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = ["funnel-reinvest", "funnel-reinvest-ti", "hvt-scale", "t2t-deep-narrow", "tiny"]
+SHIPPED = ["funnel-reinvest", "funnel-reinvest-ti", "funnel-table-ti", "hvt-scale", "t2t-deep-narrow", "tiny"]
 GOOD = """\
 name: good
 shared:
