@@ -8,7 +8,7 @@ import typer
 
 from ..errors import UsageError
 from ..exports import check_export_path, export_records
-from ..search.report import DEFAULT_OUT_DIR, check_figure_path, default_storage, open_study
+from ..search.report import DEFAULT_OUT_DIR, check_figure_path, default_storage, read_study
 from ._common import command, console, make_table, print_json
 
 
@@ -40,7 +40,7 @@ def compare_cmd(
         check_figure_path(plot)
     if export:
         check_export_path(export)
-    curves = [study_curve(open_study(name, storage or default_storage(name, out_dir))) for name in studies]
+    curves = [study_curve(read_study(name, storage or default_storage(name, out_dir))) for name in studies]
     kinds = {c.metric for c in curves}
     if len(kinds) > 1:
         raise UsageError(f"the studies optimise different things ({', '.join(sorted(kinds))}); compare studies of one "

@@ -11,7 +11,7 @@ from rich.console import Console
 from ..errors import UsageError, redact
 from ..exports import check_export_path, export_records
 from ..search.report import (DEFAULT_OUT_DIR, build_report, check_figure_path, counts_line, default_storage,
-                             open_study, plot_history, plot_tradeoff, trial_table)
+                             plot_history, plot_tradeoff, read_study, trial_table)
 from ..tables import MACS_NOTE, human
 from ._common import command, console, make_table, print_json
 
@@ -94,7 +94,7 @@ def report_cmd(
         if path:
             check_figure_path(path)
     url = storage or default_storage(study, out_dir)
-    rep = build_report(open_study(study, url), storage=redact(url))
+    rep = build_report(read_study(study, url), storage=redact(url))
     if (plot or history) and not any(r["status"] == "completed" for r in rep["trials"]):
         raise UsageError(f"cannot plot: no trial of study {study!r} has been trained yet; leave out --plot and --history")
     shown = rep["trials"][:top] if top else rep["trials"]

@@ -163,7 +163,7 @@ def search_cmd(
                                 "are left to train. "
                                 "Many machines: run the same command on each with one --storage postgresql://...",
                                 rich_help_panel=_WORKERS),
-    # 20 = search.workers.HEARTBEAT_S (not imported here: it loads optuna for every command)
+    # 20 = search.storage.HEARTBEAT_S (not imported here: it loads optuna for every command)
     heartbeat: int = typer.Option(20, "--heartbeat", help="Seconds between a running trial's heartbeats; a trial "
                                   "silent for 3 of them (its worker was killed, its machine stopped) is recorded as "
                                   "interrupted and its configuration tried once more, from its last epoch checkpoint.",
@@ -190,8 +190,9 @@ def search_cmd(
 
     from rich.console import Console
 
+    from ..search.faults import one_line, storage_errors
+    from ..search.signals import Interrupted, signals_interrupt
     from ..search.study import search, summary
-    from ..search.workers import Interrupted, signals_interrupt, storage_errors
     from ..units import parse_bytes, parse_count
 
     for option, value, largest in (("--heartbeat", heartbeat, MAX_HEARTBEAT_S), ("--memory-batch", memory_batch, 2 ** 20)):
@@ -220,9 +221,7 @@ def search_cmd(
              code=stop.exit_code)
     except storage_errors() as err:
         progress.close()
-        from ..search.workers import _one_line
-
-        fail(f"storage: {_one_line(err)}; no finished trial is lost: fix it and re-run the command to continue")
+        fail(f"storage: {one_line(err)}; no finished trial is lost: fix it and re-run the command to continue")
     finally:
         progress.close()
     info = summary(result)

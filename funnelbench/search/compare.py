@@ -24,6 +24,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .plots import COLUMN_WIDTH_IN, PAPER_STYLE, save_figure
+from .records import settings_of, trial_record
+
 TRAINED = ("completed", "pruned", "failed", "diverged", "oom")
 # settings that do not make a search a different configuration
 _FREE = {"seed", "proxy.seed", "proxy.workers", "proxy.threads", "proxy.checkpoint", "proxy.device"}
@@ -79,8 +82,6 @@ def study_config(settings: dict) -> dict:
 def study_curve(study) -> Curve:
     """The curve of a study written by ``funnelbench search`` (a single- or multi-objective one;
     the latter as its hypervolume history, with the reference point set by :func:`group_curves`)."""
-    from .report import settings_of, trial_record
-
     settings = settings_of(study)
     trials = [(t, trial_record(t)) for t in study.get_trials(deepcopy=False)]
     trained = [(t, r) for t, r in trials if r["status"] in TRAINED]
@@ -248,7 +249,6 @@ def plot_compare(groups: dict[str, list[Curve]], path, *, title: str | None = No
     import matplotlib
     from matplotlib.figure import Figure
 
-    from .report import COLUMN_WIDTH_IN, PAPER_STYLE, _save
 
     metric = next(iter(groups.values()))[0].metric
     with matplotlib.rc_context(PAPER_STYLE):
@@ -283,4 +283,4 @@ def plot_compare(groups: dict[str, list[Curve]], path, *, title: str | None = No
         if title:
             fig.suptitle(title)
         fig.set_layout_engine("constrained")
-        return _save(fig, path)
+        return save_figure(fig, path)

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..layout import Layout, Stage
+from ..layout import Layout, Stage, stem_grid
 from .budget import Budgets, over_budget
-from .space import Space, _stage_cost, _stage_options, _tie, checked_layout
+from .space import Space, added_cost, checked_layout, stage_after, stage_options, tie
 
 MAX_PREFIXES = 400_000  # stage sequences but the last, held in memory by feasible_count
 MAX_REJECTIONS = 20_000  # draws in a row the budgets may reject before a draw gives up
@@ -52,11 +52,11 @@ class LayoutDraws:
 
     def __init__(self, space: Space):
         self.space = space
-        stem, image, patch, head, pos = space._stem()
+        stem, image, patch, head, pos = space.geometry()
         self.prefix = 1 if head == "cls" else 0
         side = _grid_side(space)
         self.start = (side * side, side, 0, tuple(None for _ in space.tied))
-        self.options = [_stage_options(space, i) for i in range(space.max_stages)]
+        self.options = [stage_options(space, i) for i in range(space.max_stages)]
         # per stage count n: levels[n][i] = {state: [(option index, next state), ...]},
         # ways[n][i] = {state: complete layouts that follow it}
         self.ways: dict[int, list[dict]] = {}
@@ -75,10 +75,10 @@ class LayoutDraws:
                 tokens, side, depth, tied = state
                 out = level[state] = []
                 for k, values in enumerate(self.options[i]):
-                    tie_now = _tie(space.tied, tied, values, i)
+                    tie_now = tie(space.tied, tied, values, i)
                     if tie_now is None:
                         continue
-                    stage, new_n, new_side, problem = Space._stage(values, i, tokens, side, self.prefix)
+                    stage, new_n, new_side, problem = stage_after(values, i, tokens, side, self.prefix)
                     if problem:  # a space that loaded has none (every transition was checked)
                         continue
                     nxt = (new_n, new_side, depth + stage.layers, tie_now)
@@ -139,16 +139,14 @@ class LayoutDraws:
 
 
 def _grid_side(space: Space) -> int:
-    from ..layout import stem_grid
-
-    stem, image, patch, _, _ = space._stem()
+    stem, image, patch, _, _ = space.geometry()
     return stem_grid(stem, image, patch)
 
 
 def feasible_count(space: Space, budgets: Budgets) -> FeasibleCount | None:
     """How many distinct layouts of ``space`` meet the MACs and params budgets and the space's
     total_layers, exactly; None when the space is too large to enumerate (see the module doc)."""
-    stem, image, patch, head, pos = space._stem()
+    stem, image, patch, head, pos = space.geometry()
     prefix = 1 if head == "cls" else 0
     side0 = _grid_side(space)
     total_layers = space.total_layers
@@ -158,7 +156,7 @@ def feasible_count(space: Space, budgets: Budgets) -> FeasibleCount | None:
         key = (n, hidden, stage)
         if key not in costs:
             prev = None if hidden is None else Stage(1, n + prefix, hidden, hidden, 1)
-            costs[key] = _stage_cost(prev, stage, image, patch, head, stem, pos)
+            costs[key] = added_cost(prev, stage, image, patch, head, stem, pos)
         return costs[key]
 
     max_macs = budgets.macs if budgets.macs is not None else np.inf
@@ -172,11 +170,11 @@ def feasible_count(space: Space, budgets: Budgets) -> FeasibleCount | None:
         for i in range(n_stages - 1):
             grown: dict = {}
             for (tokens, side, hidden, depth, tied), sums in prefixes.items():
-                for values in _stage_options(space, i):
-                    tie_now = _tie(space.tied, tied, values, i)
+                for values in stage_options(space, i):
+                    tie_now = tie(space.tied, tied, values, i)
                     if tie_now is None:
                         continue
-                    stage, new_n, new_side, problem = Space._stage(values, i, tokens, side, prefix)
+                    stage, new_n, new_side, problem = stage_after(values, i, tokens, side, prefix)
                     if problem:
                         continue
                     m, p = cost(tokens, hidden, stage)
@@ -190,10 +188,10 @@ def feasible_count(space: Space, budgets: Budgets) -> FeasibleCount | None:
         last = n_stages - 1
         for (tokens, side, hidden, depth, tied), sums in prefixes.items():
             arr = np.asarray(sums, dtype=np.int64).reshape(-1, 2)
-            for values in _stage_options(space, last):
-                if _tie(space.tied, tied, values, last) is None:
+            for values in stage_options(space, last):
+                if tie(space.tied, tied, values, last) is None:
                     continue
-                stage, _, _, problem = Space._stage(values, last, tokens, side, prefix)
+                stage, _, _, problem = stage_after(values, last, tokens, side, prefix)
                 if problem:
                     continue
                 d = depth + stage.layers

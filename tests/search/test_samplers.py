@@ -285,7 +285,7 @@ def test_hyperband_needs_a_schedule_with_brackets():
     assert "--pruner hyperband with 4 epochs" in result.output and "--epochs 9 or more" in result.output
     assert [study_mod.hyperband_brackets(e) for e in (4, 8, 9, 26, 27)] == [2, 2, 3, 3, 4]
     pruner = study_mod.make_pruner("hyperband", 27)
-    assert pruner._min_resource == 1 and pruner._max_resource == 27  # Optuna's private fields (tests/test_optuna_hooks.py)
+    assert pruner._min_resource == 1 and pruner._max_resource == 27  # Optuna's private fields (tests/search/test_optuna_hooks.py)
 
 
 def test_the_default_pruner_follows_the_schedule():

@@ -20,7 +20,7 @@ from funnelbench.train import read_checkpoint
 from funnelbench.search.workers import (JOURNAL_FILE, StorageError, open_storage, retried_from,
                                         storage_url)
 
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 def _study_name(prefix):
@@ -383,6 +383,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch
     import importlib
 
     search_study = importlib.import_module("funnelbench.search.study")  # fb.search, the function, hides the package
+    search_trial = importlib.import_module("funnelbench.search.trial")  # where a trial calls train_trial
     train_mod = importlib.import_module("funnelbench.train")
 
     models = []
@@ -403,7 +404,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch
         return real_build(layout, *args, **kwargs)
 
     building = [None]
-    real_train = search_study.train_trial
+    real_train = search_trial.train_trial
 
     def train_trial(layout, *, out, **kwargs):
         building[0] = int(Path(out).name.split("-")[1])
@@ -411,7 +412,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch
 
     monkeypatch.setattr(train_mod.Trainer, "train_epoch", train_epoch)
     monkeypatch.setattr(train_mod, "build_model", build_model)
-    monkeypatch.setattr(search_study, "train_trial", train_trial)
+    monkeypatch.setattr(search_trial, "train_trial", train_trial)
     study = search_study.search("tiny", trials=6, epochs=1, train_per_class=8, val_per_class=4, batch_size=16,
                                 root=tmp_path / "runs")
     trials = {t.number: t for t in _check_study(study, 6)}

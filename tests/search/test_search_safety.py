@@ -18,7 +18,7 @@ import funnelbench as fb
 from funnelbench.cli import app
 from funnelbench.errors import UsageError
 
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 PROXY = dict(epochs=1, train_per_class=8, val_per_class=4, batch_size=16, threads=1)  # a real training, under a second
 PROXY_ARGS = ["--epochs", "1", "--train-per-class", "8", "--val-per-class", "4", "--batch-size", "16", "--threads", "1"]
 COST_ONLY = ["--objective", "macs", "--pruner", "none"]  # a search that trains nothing: seconds

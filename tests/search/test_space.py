@@ -17,7 +17,7 @@ import funnelbench as fb
 from funnelbench.cli import app
 from funnelbench.search.space import list_spaces, load_space
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = ["funnel-reinvest", "funnel-reinvest-ti", "funnel-table-ti", "hvt-scale", "t2t-deep-narrow", "tiny"]
 GOOD = """\
 name: good

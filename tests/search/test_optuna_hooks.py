@@ -17,7 +17,7 @@ from funnelbench.search import samplers as samplers_mod
 def test_the_pinned_optuna_is_the_one_installed():
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "constraints.txt").read_text()
+    text = (Path(__file__).resolve().parents[2] / "constraints.txt").read_text()
     pins = dict(line.strip().split("==") for line in text.splitlines() if "==" in line and not line.startswith("#"))
     assert importlib.metadata.version("optuna") == pins["optuna"]
 

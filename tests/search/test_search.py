@@ -21,7 +21,7 @@ from funnelbench.search import samplers
 from funnelbench.search import study as study_mod
 from funnelbench.search.study import TRIAL_KEYS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROXY = dict(epochs=1, train_per_class=8, val_per_class=4, batch_size=16)  # 64 / 32 built-in images: under a second
 PROXY_ARGS = ["--epochs", "1", "--train-per-class", "8", "--val-per-class", "4", "--batch-size", "16"]
 CHEAPEST_TINY = "B1(17)-1(9), h64, m128, a2, img32, patch8"  # 1.23 MMACs

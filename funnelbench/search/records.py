@@ -1,0 +1,184 @@
+"""A study's trials as flat records: the search's settings as stored, one record per trial
+(state, status, target layout and counts, proxy metrics, budget excess, error, the space's
+decisions as ``param_<name>``), the trials best first, the best trial or Pareto front, and the
+counts by outcome in words.
+
+Results floor: it only reads a study (:mod:`.readonly` opens one), and a study another program
+wrote or edited may hold any JSON under any name: a value of the wrong kind reads as missing,
+never as a crash.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from .accounting import counts as search_counts
+from .vocabulary import FAILED, STATUS_OF_STATE
+
+# Trial attributes copied into a record, in this order (units in the names; top1/top5 in %).
+TRIAL_COLUMNS = ("target_layout", "params", "macs", "flops", "top1", "top5", "val_loss", "test_top1", "epochs_done",
+                 "train_img_per_s", "infer_img_per_s", "train_mem_est_bytes", "wall_s")
+EXTRA_COLUMNS = ("proxy_layout", "proxy_params", "proxy_macs", "run_dir")
+TEXT_ATTRS = ("target_layout", "proxy_layout", "run_dir")  # the other columns are numbers
+PARAM_PREFIX = "param_"  # search-space decisions: param_stage0_layers, ... (``params`` is the count)
+
+
+def settings_of(study) -> dict:
+    """The search's settings (space, budgets, objectives, ...) with the objectives and
+    directions filled in from Optuna when absent."""
+    stored = study.user_attrs.get("settings")
+    settings = dict(stored) if isinstance(stored, dict) else {}
+    objectives = settings.get("objectives")
+    if not (isinstance(objectives, list) and len(objectives) == len(study.directions)
+            and all(isinstance(o, str) for o in objectives)):
+        settings["objectives"] = (["top1"] if len(study.directions) == 1 else
+                                  [f"value{i}" for i in range(len(study.directions))])
+    settings["directions"] = [d.name.lower() for d in study.directions]  # Optuna's own, always right
+    budgets = settings.get("budgets") if isinstance(settings.get("budgets"), dict) else {}
+    settings["budgets"] = {k: (as_text if k in ("memory_device", "memory_dtype") else as_number)(v)
+                           for k, v in budgets.items()}
+    for key, kind in (("baselines", list), ("proxy", dict)):
+        if not isinstance(settings.get(key), kind):
+            settings[key] = kind()
+    return settings
+
+
+# Reading a study attribute by attribute: a study another program wrote (or edited) may hold any
+# JSON under any name; a value of the wrong kind reads as missing, never as a crash.
+
+def as_number(value):
+    """A finite int or float, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def as_text(value):
+    return value if isinstance(value, str) else None
+
+
+def _over(value) -> dict | None:
+    """The ``over_budget`` attribute: {budget name: excess as a number}, or None."""
+    if not isinstance(value, dict):
+        return None
+    return {str(k): v for k, v in value.items() if as_number(v) is not None}
+
+
+def status_of(trial) -> str:
+    """The funnelbench status of a trial: its attribute, or what its Optuna state implies;
+    ``repeat`` for a candidate whose layout had already been trained (the search copied that
+    trial's result instead of training it twice: ``repeat_of`` names it)."""
+    status = as_text(trial.user_attrs.get("status"))
+    if trial.state.name in ("RUNNING", "WAITING"):
+        return STATUS_OF_STATE[trial.state.name]
+    if trial.user_attrs.get("duplicate_of") is not None:
+        return "repeat"
+    return status or STATUS_OF_STATE.get(trial.state.name, trial.state.name.lower())
+
+
+def _feasible(trial) -> bool:
+    """Optuna's rule: feasible when every constraint value is <= 0 (no constraints: feasible)."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def _over_budget_text(over: dict | None) -> str | None:
+    """{"macs": 0.123} -> 'macs +12.3%'; {} -> '' (within every budget); None when unknown."""
+    if over is None:
+        return None
+    return ", ".join(f"{name} {100 * float(x):+.1f}%" for name, x in sorted(over.items()))
+
+
+def final_value(trial, index: int = 0):
+    """The trial's value for objective ``index`` if it was trained to the end, else None (a
+    rejected trial is COMPLETE in Optuna, with values that mean nothing)."""
+    if trial.state.name != "COMPLETE" or status_of(trial) != "completed" or trial.values is None:
+        return None
+    return trial.values[index]
+
+
+def trial_record(trial) -> dict:
+    """One flat record of a trial: number, Optuna state, funnelbench status, baseline mark, the
+    target layout with its counts and proxy metrics, budget excess, error, and every decision
+    of the space as ``param_<name>``."""
+    a = trial.user_attrs
+    record = {"trial": trial.number, "state": trial.state.name, "status": status_of(trial),
+              "baseline": a.get("baseline") is True}
+    record.update({k: (as_text if k in TEXT_ATTRS else as_number)(a.get(k)) for k in TRIAL_COLUMNS})
+    record["repeat_of"] = as_number(a.get("duplicate_of"))
+    record["feasible"] = _feasible(trial)
+    record["over_budget"] = _over_budget_text(_over(a.get("over_budget")))
+    record["error"] = as_text(a.get("error"))
+    record.update({k: (as_text if k in TEXT_ATTRS else as_number)(a.get(k)) for k in EXTRA_COLUMNS})
+    record.update({PARAM_PREFIX + k: v for k, v in trial.params.items()})
+    return record
+
+
+def sorted_trials(study) -> list:
+    """Every trial, best first by the first objective; trials without a value (pruned, rejected,
+    failed, running) after them by number."""
+    maximize = study.directions[0].name == "MAXIMIZE"
+    trials = study.get_trials(deepcopy=False)
+    scored = [t for t in trials if final_value(t) is not None]
+    scored.sort(key=lambda t: (-final_value(t) if maximize else final_value(t), t.number))
+    return scored + [t for t in trials if final_value(t) is None]
+
+
+def trial_records(study) -> list[dict]:
+    """Flat records of every trial, sorted as :func:`sorted_trials`. Records have the union of
+    every trial's ``param_*`` columns (None where a trial lacks a decision)."""
+    records = [trial_record(t) for t in sorted_trials(study)]
+    params = sorted({k for r in records for k in r if k.startswith(PARAM_PREFIX)})
+    return [{**{k: v for k, v in r.items() if not k.startswith(PARAM_PREFIX)}, **{p: r.get(p) for p in params}}
+            for r in records]
+
+
+def front_trials(study) -> list:
+    """The best trial (one objective) or the Pareto front (several), from feasible trials only
+    (every constraint <= 0: never a rejected candidate or a baseline over budget), best first by
+    the first objective. Optuna's ``study.best_trials`` decides; trials not trained to the end
+    are left out."""
+    front = [t for t in study.best_trials if final_value(t) is not None]
+    maximize = study.directions[0].name == "MAXIMIZE"
+    return sorted(front, key=lambda t: (-final_value(t) if maximize else final_value(t), t.number))
+
+
+def state_counts(study) -> dict:
+    """The search's own counts (:func:`funnelbench.search.accounting.counts`: ``trained`` is what
+    ``--trials`` counts, i.e. completed, pruned and failed trainings, never a repeat), plus the
+    trials in all, the baselines trained to the end, which budget rejected how many, and the
+    failures by status and error."""
+    trials = study.get_trials(deepcopy=False)
+    rejected_by = Counter(name for t in trials if status_of(t) == "rejected"
+                          for name in (_over(t.user_attrs.get("over_budget")) or {"unknown budget": None}))
+    failures = Counter((status_of(t), as_text(t.user_attrs.get("error")) or "") for t in trials if status_of(t) in FAILED)
+    return {
+        "trials": len(trials),
+        **search_counts(study),
+        "baselines": sum(1 for t in trials if t.user_attrs.get("baseline") is True and status_of(t) == "completed"),
+        "rejected_by": dict(sorted(rejected_by.items())),
+        "failures": [{"status": s, "error": e or None, "trials": n} for (s, e), n in failures.most_common()],
+    }
+
+
+def counts_line(counts: dict) -> str:
+    """'42 trials: 31 trained (24 completed, 6 pruned, 1 failed; 2 baselines), 11 rejected by the
+    budget (macs 11)'."""
+    inner = [f"{counts['completed']} completed"] + [f"{counts[k]} {k}" for k in ("pruned", "failed") if counts[k]]
+    trained = f"{counts['trained']} trained ({', '.join(inner)}" + (
+        f"; {counts['baselines']} baselines)" if counts["baselines"] else ")")
+    parts = [trained]
+    if counts["rejected"]:
+        by = ", ".join(f"{k} {n}" for k, n in counts["rejected_by"].items())
+        parts.append(f"{counts['rejected']} rejected by the budget ({by})")
+    if counts["repeats"]:
+        parts.append(f"{counts['repeats']} repeat{'s' if counts['repeats'] != 1 else ''} of a trained layout")
+    for key in ("running", "waiting"):
+        if counts[key]:
+            parts.append(f"{counts[key]} {key}")
+    return f"{counts['trials']} trials: " + ", ".join(parts)
+
+
+__all__ = ["settings_of", "as_number", "as_text", "status_of", "final_value", "trial_record", "sorted_trials",
+           "trial_records", "front_trials", "state_counts", "counts_line", "TRIAL_COLUMNS", "EXTRA_COLUMNS",
+           "TEXT_ATTRS", "PARAM_PREFIX"]
