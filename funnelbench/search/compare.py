@@ -242,7 +242,8 @@ def curve_rows(groups: dict[str, list[Curve]]) -> list[dict]:
             for n, s, b in zip(c.trainings, c.seconds, c.best)]
 
 
-def plot_compare(groups: dict[str, list[Curve]], path, *, title: str | None = None, hline: tuple[float, str] | None = None):
+def plot_compare(groups: dict[str, list[Curve]], path, *, title: str | None = None, hline: tuple[float, str] | None = None,
+                 ylabel: str | None = None):
     """Two panels: best so far against trainings and against training seconds, a line per
     configuration (the mean) with its 95 % band (two searches or more), thin lines for single
     searches. ``hline``: a reference value and its label (e.g. the best hand layout)."""
@@ -275,7 +276,7 @@ def plot_compare(groups: dict[str, list[Curve]], path, *, title: str | None = No
                 ax.axhline(hline[0], color="black", ls="--", lw=0.7, label=hline[1] if ax is axes[0] else None)
         axes[0].set_xlabel("trainings")
         axes[1].set_xlabel("training seconds (summed)")
-        axes[0].set_ylabel(f"best {metric}" + (" %" if metric in PERCENT else "") + " so far")
+        axes[0].set_ylabel(ylabel or f"best {metric}" + (" %" if metric in PERCENT else "") + " so far")
         for ax in axes:
             ax.grid(True, lw=0.3, color="#e0e0e0")
             ax.set_axisbelow(True)
