@@ -279,6 +279,9 @@ def main(argv=None):
         "Cost: img/s is measured with two runs sharing the 2 cores (and other work at times): compare the ratios "
         "within this table, not with other files.",
     ]
+    notes.append("Made by: `--group floor factor` (round 1), `--group recipe` (round 2), `--group floor search-proxy` "
+                 "(round 3), one after another on 2 cores shared with other work; `--group none` rewrites this summary "
+                 "from the run file; `--cost 3` measures the speed of batch 32 (proxy_recipe_cost.md).")
     notes.append("vs default: the change of the mean validation top-1 against the default recipe on the same model "
                  "(the search proxy's rows: against the same layout's default); cost vs default likewise.")
     write_result(out.name, summary, "The proxy's recipe on Fashion-MNIST, one factor at a time (3 seeds)", notes,
