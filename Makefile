@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-cuda install clean
+.PHONY: demo test lint test-cuda install clean
 
 # constraints.txt pins the tested torch and torchvision; pyproject.toml holds only ranges.
 $(STAMP): pyproject.toml constraints.txt
@@ -29,6 +29,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# ruff (configured in pyproject.toml): lint and the formatter's check, as CI runs them.
+lint: $(STAMP)
+	$(BIN)/ruff check funnelbench tests benchmarks
+	$(BIN)/ruff format --check funnelbench tests benchmarks
 
 # On a machine with a GPU (two for the NCCL test): the CUDA checks the CPU suite cannot make.
 test-cuda: $(STAMP)
