@@ -10,8 +10,7 @@ from rich.console import Console
 
 from ..errors import UsageError, redact
 from ..exports import check_export_path, export_records
-from ..search.report import (DEFAULT_OUT_DIR, build_report, check_figure_path, counts_line, default_storage,
-                             plot_history, plot_tradeoff, read_study, trial_table)
+from ..search.vocabulary import DEFAULT_OUT_DIR
 from ..tables import MACS_NOTE, human
 from ._common import command, console, make_table, print_json
 
@@ -33,6 +32,8 @@ def _print_table(title: str, rows: list[dict]) -> None:
 
 def _export(path: str | None, records: list[dict], title: str) -> None:
     """``.csv``/``.json`` get every field of every record, ``.md``/``.tex`` the table as printed."""
+    from ..search.report import trial_table
+
     if path:
         compact = Path(path).suffix.lower() in (".md", ".tex")
         export_records(trial_table(records) if compact else records, path,
@@ -87,6 +88,9 @@ def report_cmd(
     writing (running trials show as running). MACs = multiply-accumulates, what the seed papers
     call "FLOPs"; FLOPs = 2 x MACs. top-1 and top-5 are the proxy's validation accuracy in %.
     """
+    from ..search.report import (build_report, check_figure_path, counts_line, default_storage, plot_history,
+                                 plot_tradeoff, read_study)
+
     for path in (export, front):
         if path:
             check_export_path(path)

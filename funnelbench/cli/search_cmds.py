@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from ..tables import MACS_NOTE, human
-from ..train import PROXY_FIELDS
+from ..training.proxy import PROXY_FIELDS
 from ._common import command, console, fail, make_table, print_json
 from .train_cmds import _RUN_OPTIONS, with_training_options
 

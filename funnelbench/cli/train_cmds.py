@@ -16,8 +16,7 @@ from pathlib import Path
 
 import typer
 
-from ..train import FREE_ON_RESUME, TrainConfig, finetune_layout
-from ..train import train as run_training
+from ..training.config import FREE_ON_RESUME, TrainConfig  # no torch: the command line starts fast
 from ._common import command, console, err_console, fail, print_json
 
 # Every TrainConfig field with help metadata is an option (layout and finetune_from are the
@@ -91,6 +90,8 @@ def with_training_options(exclude: frozenset[str] = frozenset(), defaults_from: 
 
 
 def _run(command_name: str, layout: str, options: dict, finetune_from: str | None = None) -> None:
+    from ..training import train as run_training
+
     run = {name: options.pop(name) for name, _, _ in _RUN_OPTIONS}
     config = TrainConfig(layout=layout, finetune_from=finetune_from, **options)
     out = run["out"] or Path("runs") / f"{command_name}-{_options_digest(config)}"
@@ -144,6 +145,8 @@ def finetune_cmd(
     --image-size: the position embedding is interpolated in 2D (bicubic) to the new patch grid,
     the class token's embedding is kept. ViT -> Funnel-ViT and back work (same weight shapes).
     """
+    from ..training import finetune_layout
+
     if layout is None:
         layout = finetune_layout(source, out=options["out"] or "", resume=options["resume"])
     _run("finetune", layout, options, finetune_from=str(source))

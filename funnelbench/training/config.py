@@ -5,9 +5,8 @@ every value checked when it is made; :func:`make_config` builds one from a layou
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field, fields, replace
-
-import numpy as np
 
 from ..errors import UsageError
 from ..presets import resolve
@@ -15,6 +14,13 @@ from ..presets import resolve
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 NORM_CHOICES = ("imagenet", "data")
 CHECKPOINT_POLICIES = ("every-epoch", "last", "none")
+
+
+def _numpy(*names: str) -> tuple[type, ...]:
+    """NumPy's scalar types of these names, or none while NumPy is not imported (no value can be
+    one then): the command line reads this module without loading NumPy."""
+    np = sys.modules.get("numpy")
+    return tuple(getattr(np, name) for name in names) if np is not None else ()
 
 # Fields that do not change the numbers: a resumed run may use other values, and the default
 # --out folder's name ignores them.
@@ -103,10 +109,10 @@ class TrainConfig:
                 continue
             if kind.startswith("bool") and not isinstance(value, bool):
                 bad(name, "expected true or false")
-            if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, (int, *_numpy("integer")))):
                 bad(name, "expected an integer")
             if kind.startswith("float"):
-                if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+                if isinstance(value, bool) or not isinstance(value, (int, float, *_numpy("floating", "integer"))):
                     bad(name, "expected a number")
                 if not math.isfinite(value):
                     bad(name, "must be a finite number")
