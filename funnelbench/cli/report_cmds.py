@@ -11,7 +11,7 @@ from rich.console import Console
 from ..errors import UsageError, redact
 from ..exports import check_export_path, export_records
 from ..search.vocabulary import DEFAULT_OUT_DIR
-from ..tables import MACS_NOTE, human
+from ..tables import MACS_NOTE
 from ._common import command, console, make_table, print_json
 
 # Messages about files go to stderr, so that --json output on stdout stays parseable.
@@ -41,28 +41,16 @@ def _export(path: str | None, records: list[dict], title: str) -> None:
         log.print(f"[dim]wrote {path}[/dim]")
 
 
-def _budget_text(budgets: dict) -> str:
-    parts = []
-    if budgets.get("macs"):
-        parts.append(f"{budgets['macs'] / 1e9:.2f} GMACs (= {2 * budgets['macs'] / 1e9:.2f} GFLOPs as 2 x MACs)")
-    if budgets.get("min_macs"):
-        parts.append(f"at least {budgets['min_macs'] / 1e9:.2f} GMACs")
-    if budgets.get("params"):
-        parts.append(f"{human(budgets['params'])} params")
-    if budgets.get("memory_bytes"):
-        parts.append(f"{budgets['memory_bytes'] / 2 ** 30:.1f} GiB training memory at batch {budgets.get('memory_batch')} "
-                     f"({budgets.get('memory_device')}, {budgets.get('memory_dtype')})")
-    return "; ".join(parts) or "none"
-
-
 def _header(rep: dict) -> str:
+    from ..search.records import budget_text
+
     s = rep["settings"]
     objectives = ", ".join(f"{o} ({d})" for o, d in zip(rep["objectives"], rep["directions"]))
     proxy = s.get("proxy") or {}
     proxy_text = ", ".join(f"{k} {v}" for k, v in proxy.items() if k in ("epochs", "image_size", "patch_size", "width_scale")
                            and v is not None)
     return (f"study {rep['study']} in {rep['storage']}\n"
-            f"space {s.get('space')}, objectives {objectives}, budget {_budget_text(s.get('budgets') or {})}\n"
+            f"space {s.get('space')}, objectives {objectives}, budget {budget_text(s.get('budgets') or {})}\n"
             f"sampler {s.get('sampler')} seed {s.get('seed')}, pruner {s.get('pruner')}"
             + (f", proxy {proxy_text}" if proxy_text else ""))
 
@@ -89,7 +77,7 @@ def report_cmd(
     call "FLOPs"; FLOPs = 2 x MACs. top-1 and top-5 are the proxy's validation accuracy in %.
     """
     from ..search.report import (build_report, check_figure_path, counts_line, default_storage, plot_history,
-                                 plot_tradeoff, read_study)
+                                 plot_tradeoff, read_study, trial_table)
 
     for path in (export, front):
         if path:

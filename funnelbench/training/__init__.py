@@ -45,7 +45,7 @@ _HOMES = {
     "checkpoint": ("CHECKPOINT", "CHECKPOINT_FORMAT", "HISTORY", "RECORD", "RUN_FILES", "Checkpoints", "RunFolder",
                    "checkpoint_layout", "finetune_layout", "read_checkpoint", "remove_checkpoint", "resume_point"),
     "config": ("CHECKPOINT_POLICIES", "DTYPE_CHOICES", "FREE_ON_RESUME", "NORM_CHOICES", "SEED_MAX", "TrainConfig",
-               "make_config"),
+               "make_config", "default_run_folder"),
     "distributed": ("Ranks",),
     "hooks": ("CONTINUE", "EPOCH_METRICS", "PRUNE", "STATUSES", "STOP", "EpochCallback"),
     "proxy": ("PROXY_FIELDS", "proxy_layout"),
@@ -69,7 +69,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["TrainConfig", "Trainer", "RunFolder", "Checkpoints", "Ranks", "Diverged", "OutOfMemory", "EpochCallback",
-           "train", "finetune", "make_config", "proxy_layout", "remove_checkpoint", "read_checkpoint",
+           "train", "finetune", "make_config", "default_run_folder", "proxy_layout", "remove_checkpoint", "read_checkpoint",
            "checkpoint_layout", "finetune_layout", "resume_point", "lr_factor", "train_dtype", "oom_message",
            "EPOCH_METRICS", "CONTINUE", "PRUNE", "STOP", "STATUSES", "CHECKPOINT_POLICIES", "FREE_ON_RESUME",
            "DTYPE_CHOICES", "NORM_CHOICES", "SEED_MAX", "PROXY_FIELDS", "CHECKPOINT", "HISTORY", "RECORD", "RUN_FILES",

@@ -4,9 +4,12 @@ every value checked when it is made; :func:`make_config` builds one from a layou
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 from ..errors import UsageError
 from ..presets import resolve
@@ -21,6 +24,7 @@ def _numpy(*names: str) -> tuple[type, ...]:
     one then): the command line reads this module without loading NumPy."""
     np = sys.modules.get("numpy")
     return tuple(getattr(np, name) for name in names) if np is not None else ()
+
 
 # Fields that do not change the numbers: a resumed run may use other values, and the default
 # --out folder's name ignores them.
@@ -164,3 +168,13 @@ def make_config(layout=None, *, config: TrainConfig | None = None, **options) ->
 
 __all__ = ["TrainConfig", "make_config", "DTYPE_CHOICES", "NORM_CHOICES", "CHECKPOINT_POLICIES", "FREE_ON_RESUME",
            "SEED_MAX"]
+
+
+def default_run_folder(config: TrainConfig, command: str = "train") -> Path:
+    """Where a run of ``config`` goes when no ``--out`` is given: ``runs/<command>-<hash>``, the
+    hash (8 hex digits of SHA-1) over every field but :data:`FREE_ON_RESUME`, so that the same
+    command with the same numbers lands in the same folder (and ``--resume`` finds it), whatever
+    the worker and thread counts."""
+    values = {k: v for k, v in asdict(config).items() if k not in FREE_ON_RESUME}
+    digest = hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path("runs") / f"{command}-{digest}"

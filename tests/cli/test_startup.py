@@ -21,8 +21,8 @@ HEAVY = ("torch", "optuna", "matplotlib", "pandas", "sqlalchemy")
 def loaded_after(code: str) -> dict:
     """Run ``code`` in a fresh interpreter (this checkout's package first on the path); return
     which of HEAVY it left in ``sys.modules`` and what the command printed."""
-    probe = (f"import sys, json, contextlib, io\nout = io.StringIO()\n"
-             f"with contextlib.redirect_stdout(out):\n"
+    probe = ("import sys, json, contextlib, io\nout = io.StringIO()\n"
+             "with contextlib.redirect_stdout(out):\n"
              + "".join(f"    {line}\n" for line in code.splitlines())
              + f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules], 'out': out.getvalue()}}))\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
