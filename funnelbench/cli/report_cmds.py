@@ -41,6 +41,15 @@ def _export(path: str | None, records: list[dict], title: str) -> None:
         log.print(f"[dim]wrote {path}[/dim]")
 
 
+def default_storage(study: str, out_dir: str) -> str:
+    """The storage of ``study`` when --storage is not given: the search's own rule
+    (:func:`funnelbench.search.readonly.default_storage`), imported when a report runs (the
+    reader loads Optuna). Looked up here at call time, so a test can replace it."""
+    from ..search.readonly import default_storage as rule
+
+    return rule(study, out_dir)
+
+
 def _header(rep: dict) -> str:
     from ..search.records import budget_text
 
@@ -76,8 +85,8 @@ def report_cmd(
     writing (running trials show as running). MACs = multiply-accumulates, what the seed papers
     call "FLOPs"; FLOPs = 2 x MACs. top-1 and top-5 are the proxy's validation accuracy in %.
     """
-    from ..search.report import (build_report, check_figure_path, counts_line, default_storage, plot_history,
-                                 plot_tradeoff, read_study, trial_table)
+    from ..search.report import (build_report, check_figure_path, counts_line, plot_history, plot_tradeoff,
+                                 read_study, trial_table)
 
     for path in (export, front):
         if path:
