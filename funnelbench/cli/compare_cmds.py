@@ -8,7 +8,7 @@ import typer
 
 from ..errors import UsageError
 from ..exports import check_export_path, export_records
-from ..search.report import DEFAULT_OUT_DIR, check_figure_path, default_storage, read_study
+from ..search.vocabulary import DEFAULT_OUT_DIR
 from ._common import command, console, make_table, print_json
 
 
@@ -33,6 +33,7 @@ def compare_cmd(
     with one reference point for all.
     """
     from ..search.compare import compare_rows, curve_rows, group_curves, plot_compare, study_curve
+    from ..search.report import check_figure_path, default_storage, read_study
 
     if len(set(studies)) != len(studies):
         raise UsageError(f"a study is named twice in {' '.join(studies)}; name each once")

@@ -235,33 +235,11 @@ def memory_cmd(
     Weights, gradients, optimizer state, input batch and saved activations, with the peak of a
     training step (end of forward, worst moment of backward, or optimizer step).
     """
-    from ..memory import UnmodelledLayout, estimate_memory, max_batch_size
-    from ..presets import resolve
+    from ..memory import memory_records
 
     budget_bytes = parse_bytes(budget, "--budget") if budget is not None else None
-    kw = dict(dtype=dtype, device=device, attention=attention, optimizer=optimizer, num_classes=num_classes)
-    rows, refused = [], []
-    for name in layouts:
-        try:
-            est = estimate_memory(name, batch_size, **kw)
-        except UnmodelledLayout as err:  # a limit of the estimate, not bad input: the other rows go on
-            refused.append(err)
-            rows.append({"model": name, "layout": str(resolve(name)), "batch_size": batch_size, **kw,
-                         "error": str(err)})
-            continue
-        row = {
-            "model": name, "layout": est.layout, "batch_size": batch_size,
-            "weights_bytes": est.weights_bytes, "optimizer_bytes": est.optimizer_bytes,
-            "activations_bytes": est.activations_bytes, "train_peak_bytes": est.train_peak_bytes,
-            "train_peak_phase": est.train_peak_phase, "infer_peak_bytes": est.infer_peak_bytes,
-            **kw,
-        }
-        if budget_bytes is not None:
-            row["budget_bytes"] = budget_bytes
-            row["max_batch_size"] = max_batch_size(name, budget_bytes, **kw)
-        rows.append(row)
-    if len(refused) == len(rows):
-        raise refused[0]
+    rows = memory_records(layouts, batch_size, budget_bytes=budget_bytes, dtype=dtype, device=device,
+                          attention=attention, optimizer=optimizer, num_classes=num_classes)
     if json_out:
         print_json(rows)
         return

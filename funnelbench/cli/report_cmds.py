@@ -10,9 +10,8 @@ from rich.console import Console
 
 from ..errors import UsageError, redact
 from ..exports import check_export_path, export_records
-from ..search.report import (DEFAULT_OUT_DIR, build_report, check_figure_path, counts_line, default_storage,
-                             plot_history, plot_tradeoff, read_study, trial_table)
-from ..tables import MACS_NOTE, human
+from ..search.vocabulary import DEFAULT_OUT_DIR
+from ..tables import MACS_NOTE
 from ._common import command, console, make_table, print_json
 
 # Messages about files go to stderr, so that --json output on stdout stays parseable.
@@ -33,6 +32,8 @@ def _print_table(title: str, rows: list[dict]) -> None:
 
 def _export(path: str | None, records: list[dict], title: str) -> None:
     """``.csv``/``.json`` get every field of every record, ``.md``/``.tex`` the table as printed."""
+    from ..search.report import trial_table
+
     if path:
         compact = Path(path).suffix.lower() in (".md", ".tex")
         export_records(trial_table(records) if compact else records, path,
@@ -40,28 +41,25 @@ def _export(path: str | None, records: list[dict], title: str) -> None:
         log.print(f"[dim]wrote {path}[/dim]")
 
 
-def _budget_text(budgets: dict) -> str:
-    parts = []
-    if budgets.get("macs"):
-        parts.append(f"{budgets['macs'] / 1e9:.2f} GMACs (= {2 * budgets['macs'] / 1e9:.2f} GFLOPs as 2 x MACs)")
-    if budgets.get("min_macs"):
-        parts.append(f"at least {budgets['min_macs'] / 1e9:.2f} GMACs")
-    if budgets.get("params"):
-        parts.append(f"{human(budgets['params'])} params")
-    if budgets.get("memory_bytes"):
-        parts.append(f"{budgets['memory_bytes'] / 2 ** 30:.1f} GiB training memory at batch {budgets.get('memory_batch')} "
-                     f"({budgets.get('memory_device')}, {budgets.get('memory_dtype')})")
-    return "; ".join(parts) or "none"
+def default_storage(study: str, out_dir: str) -> str:
+    """The storage of ``study`` when --storage is not given: the search's own rule
+    (:func:`funnelbench.search.readonly.default_storage`), imported when a report runs (the
+    reader loads Optuna). Looked up here at call time, so a test can replace it."""
+    from ..search.readonly import default_storage as rule
+
+    return rule(study, out_dir)
 
 
 def _header(rep: dict) -> str:
+    from ..search.records import budget_text
+
     s = rep["settings"]
     objectives = ", ".join(f"{o} ({d})" for o, d in zip(rep["objectives"], rep["directions"]))
     proxy = s.get("proxy") or {}
     proxy_text = ", ".join(f"{k} {v}" for k, v in proxy.items() if k in ("epochs", "image_size", "patch_size", "width_scale")
                            and v is not None)
     return (f"study {rep['study']} in {rep['storage']}\n"
-            f"space {s.get('space')}, objectives {objectives}, budget {_budget_text(s.get('budgets') or {})}\n"
+            f"space {s.get('space')}, objectives {objectives}, budget {budget_text(s.get('budgets') or {})}\n"
             f"sampler {s.get('sampler')} seed {s.get('seed')}, pruner {s.get('pruner')}"
             + (f", proxy {proxy_text}" if proxy_text else ""))
 
@@ -87,6 +85,9 @@ def report_cmd(
     writing (running trials show as running). MACs = multiply-accumulates, what the seed papers
     call "FLOPs"; FLOPs = 2 x MACs. top-1 and top-5 are the proxy's validation accuracy in %.
     """
+    from ..search.report import (build_report, check_figure_path, counts_line, plot_history, plot_tradeoff,
+                                 read_study, trial_table)
+
     for path in (export, front):
         if path:
             check_export_path(path)

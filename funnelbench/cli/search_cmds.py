@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from ..tables import MACS_NOTE, human
-from ..train import PROXY_FIELDS
+from ..training.proxy import PROXY_FIELDS
 from ._common import command, console, fail, make_table, print_json
 from .train_cmds import _RUN_OPTIONS, with_training_options
 
@@ -25,16 +25,10 @@ def spaces_cmd(
     holds, and its cheapest and dearest layouts in MACs and params (exact, nothing built). With
     a budget, how many layouts meet it (exact): what random search and every sampler's start-up
     draw from, uniformly."""
-    from ..search.space import describe, list_spaces, load_space
+    from ..search.space import describe, load_space, space_summaries
 
     if name is None:
-        rows = []
-        for n in list_spaces():
-            space = load_space(n)
-            stats = space.stats()
-            rows.append({"space": n, "layouts": stats.layouts, "min_macs": stats.cheapest_macs[1],
-                         "max_macs": stats.dearest_macs[1], "baselines": len(space.baselines),
-                         "description": space.description})
+        rows = space_summaries()
         if json_out:
             print_json(rows)
             return

@@ -6,18 +6,15 @@ Both commands take the same data and recipe options; they are declared once, fro
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
-import json
 import os
 import typing
-from dataclasses import MISSING, asdict, fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import typer
 
-from ..train import FREE_ON_RESUME, TrainConfig, finetune_layout
-from ..train import train as run_training
+from ..training.config import TrainConfig, default_run_folder  # no torch: the command line starts fast
 from ._common import command, console, err_console, fail, print_json
 
 # Every TrainConfig field with help metadata is an option (layout and finetune_from are the
@@ -91,9 +88,11 @@ def with_training_options(exclude: frozenset[str] = frozenset(), defaults_from: 
 
 
 def _run(command_name: str, layout: str, options: dict, finetune_from: str | None = None) -> None:
+    from ..training import train as run_training
+
     run = {name: options.pop(name) for name, _, _ in _RUN_OPTIONS}
     config = TrainConfig(layout=layout, finetune_from=finetune_from, **options)
-    out = run["out"] or Path("runs") / f"{command_name}-{_options_digest(config)}"
+    out = run["out"] or default_run_folder(config, command_name)
     # --json keeps stdout for the record: progress and epoch lines go to stderr.
     out_console = err_console if run["json_out"] else console
     record = run_training(config=config, out=out, resume=run["resume"], overwrite=run["overwrite"],
@@ -103,11 +102,6 @@ def _run(command_name: str, layout: str, options: dict, finetune_from: str | Non
     if record["status"] in ("diverged", "oom"):
         where = f" (record in {Path(out) / 'record.json'})" if (Path(out) / "record.json").exists() else ""
         fail(f"{record['error']}{where}", code=1)
-
-
-def _options_digest(config: TrainConfig) -> str:
-    values = {k: v for k, v in asdict(config).items() if k not in FREE_ON_RESUME}
-    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 @command("train")
@@ -144,6 +138,8 @@ def finetune_cmd(
     --image-size: the position embedding is interpolated in 2D (bicubic) to the new patch grid,
     the class token's embedding is kept. ViT -> Funnel-ViT and back work (same weight shapes).
     """
+    from ..training import finetune_layout
+
     if layout is None:
         layout = finetune_layout(source, out=options["out"] or "", resume=options["resume"])
     _run("finetune", layout, options, finetune_from=str(source))

@@ -26,14 +26,15 @@ The package, in the order a reader needs it:
                  worst moments, and from them the forward, backward and optimizer peaks
     backbone.py  class token and position embedding, transformer layer, transition, head and loss
     stems.py     patches, Tokens-to-Token (with the Performer layer), progressive sampling
-    estimate.py  the public API: estimate_memory, max_batch_size, MemoryEstimate, what is modelled
+    estimate.py  the public API: estimate_memory, max_batch_size, memory_records (the flat rows of
+                 `funnelbench memory`), MemoryEstimate, what is modelled
 
 All of them walk the parts of :func:`funnelbench.parts.describe`, the description that
 ``build_model`` and ``count`` read too.
 """
 
 from .estimate import (MAX_BUDGET_BYTES, MemoryEstimate, PartMemory, UnmodelledLayout, _param_sizes, check_modelled,
-                       estimate_memory, max_batch_size, unmodelled_parts)
+                       estimate_memory, max_batch_size, memory_records, unmodelled_parts)
 from .walk import F32, LABEL
 
 # Names the one-file module had imported, importable from here as before.
@@ -41,5 +42,5 @@ from ..cost import count, layer_params, t2t_layer_params, t2t_sides  # noqa: E40
 from ..errors import LayoutError, UsageError  # noqa: E402, F401
 from ..layout import Layout, Stage, check_int, ps_feature_size, unfold_length, validate_layout  # noqa: E402, F401
 
-__all__ = ["estimate_memory", "max_batch_size", "MemoryEstimate", "PartMemory", "UnmodelledLayout", "unmodelled_parts",
+__all__ = ["estimate_memory", "max_batch_size", "memory_records", "MemoryEstimate", "PartMemory", "UnmodelledLayout", "unmodelled_parts",
            "check_modelled", "MAX_BUDGET_BYTES", "F32", "LABEL"]

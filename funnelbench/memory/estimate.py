@@ -1,5 +1,5 @@
 """The public API: :func:`estimate_memory`, :func:`max_batch_size`, their results
-(:class:`MemoryEstimate`, :class:`PartMemory`) and what the estimate refuses to guess
+(:class:`MemoryEstimate`, :class:`PartMemory`, the flat :func:`memory_records`) and what the estimate refuses to guess
 (:class:`UnmodelledLayout`, :func:`unmodelled_parts`, :func:`check_modelled`)."""
 
 from __future__ import annotations
@@ -253,3 +253,41 @@ def max_batch_size(x, budget_bytes: int, *, limit: int = 1 << 16, **kwargs) -> i
         else:
             hi = mid
     return lo
+
+
+def memory_records(layouts, batch_size: int, *, budget_bytes: int | None = None, dtype: str = "fp32",
+                   device: str = "cpu", attention: str = "fused", optimizer: str = "adamw",
+                   num_classes: int = 1000) -> list[dict]:
+    """One flat record per layout (or preset name), what ``funnelbench memory`` prints and its
+    ``--json`` gives: ``model`` (as given), ``layout``, ``batch_size``, the bytes of weights,
+    optimizer state, saved activations and the training and inference peaks, the phase of the
+    training peak, the settings; with ``budget_bytes``, also the largest batch that fits
+    (``max_batch_size``). A layout the estimate does not model gets a record with its
+    ``error`` instead of numbers, so that the others go on; when no layout is modelled, the
+    first :class:`UnmodelledLayout` is raised."""
+    from ..presets import resolve
+
+    kw = dict(dtype=dtype, device=device, attention=attention, optimizer=optimizer, num_classes=num_classes)
+    rows, refused = [], []
+    for name in layouts:
+        try:
+            est = estimate_memory(name, batch_size, **kw)
+        except UnmodelledLayout as err:  # a limit of the estimate, not bad input: the other rows go on
+            refused.append(err)
+            rows.append({"model": name, "layout": str(resolve(name)), "batch_size": batch_size, **kw,
+                         "error": str(err)})
+            continue
+        row = {
+            "model": name, "layout": est.layout, "batch_size": batch_size,
+            "weights_bytes": est.weights_bytes, "optimizer_bytes": est.optimizer_bytes,
+            "activations_bytes": est.activations_bytes, "train_peak_bytes": est.train_peak_bytes,
+            "train_peak_phase": est.train_peak_phase, "infer_peak_bytes": est.infer_peak_bytes,
+            **kw,
+        }
+        if budget_bytes is not None:
+            row["budget_bytes"] = budget_bytes
+            row["max_batch_size"] = max_batch_size(name, budget_bytes, **kw)
+        rows.append(row)
+    if len(refused) == len(rows):
+        raise refused[0]
+    return rows

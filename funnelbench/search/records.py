@@ -1,7 +1,7 @@
 """A study's trials as flat records: the search's settings as stored, one record per trial
 (state, status, target layout and counts, proxy metrics, budget excess, error, the space's
 decisions as ``param_<name>``), the trials best first, the best trial or Pareto front, and the
-counts by outcome in words.
+counts by outcome in words, and the budgets in words (:func:`budget_text`).
 
 Results floor: it only reads a study (:mod:`.readonly` opens one), and a study another program
 wrote or edited may hold any JSON under any name: a value of the wrong kind reads as missing,
@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from ..tables import human
 from .accounting import counts as search_counts
 from .vocabulary import FAILED, STATUS_OF_STATE
 
@@ -22,6 +23,22 @@ TRIAL_COLUMNS = ("target_layout", "params", "macs", "flops", "top1", "top5", "va
 EXTRA_COLUMNS = ("proxy_layout", "proxy_params", "proxy_macs", "run_dir")
 TEXT_ATTRS = ("target_layout", "proxy_layout", "run_dir")  # the other columns are numbers
 PARAM_PREFIX = "param_"  # search-space decisions: param_stage0_layers, ... (``params`` is the count)
+
+
+def budget_text(budgets: dict) -> str:
+    """A study's budgets (``settings_of(study)["budgets"]``, as stored) in words, as ``funnelbench
+    report`` heads its table: '1.26 GMACs (= 2.52 GFLOPs as 2 x MACs); 22.00 M params', or 'none'."""
+    parts = []
+    if budgets.get("macs"):
+        parts.append(f"{budgets['macs'] / 1e9:.2f} GMACs (= {2 * budgets['macs'] / 1e9:.2f} GFLOPs as 2 x MACs)")
+    if budgets.get("min_macs"):
+        parts.append(f"at least {budgets['min_macs'] / 1e9:.2f} GMACs")
+    if budgets.get("params"):
+        parts.append(f"{human(budgets['params'])} params")
+    if budgets.get("memory_bytes"):
+        parts.append(f"{budgets['memory_bytes'] / 2 ** 30:.1f} GiB training memory at batch {budgets.get('memory_batch')} "
+                     f"({budgets.get('memory_device')}, {budgets.get('memory_dtype')})")
+    return "; ".join(parts) or "none"
 
 
 def settings_of(study) -> dict:

@@ -36,20 +36,40 @@ back when the trainer closes. Only rank 0 calls the callback, prints, checkpoint
 records; its decision is broadcast to every rank.
 """
 
-from .api import finetune, train
-from .checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, HISTORY, RECORD, RUN_FILES, Checkpoints, RunFolder,
-                         checkpoint_layout, finetune_layout, read_checkpoint, remove_checkpoint, resume_point)
-from .config import (CHECKPOINT_POLICIES, DTYPE_CHOICES, FREE_ON_RESUME, NORM_CHOICES, SEED_MAX, TrainConfig,
-                     make_config)
-from .distributed import Ranks
-from .hooks import CONTINUE, EPOCH_METRICS, PRUNE, STATUSES, STOP, EpochCallback
-from .proxy import PROXY_FIELDS, proxy_layout
-from .recipe import lr_factor, train_dtype
-from .steps import Diverged, OutOfMemory, oom_message
-from .trainer import Trainer
+import importlib
+
+# The public names, each imported from its module on first use (PEP 562): ``config`` and
+# ``proxy`` need no torch, so the command line reads TrainConfig's fields without loading it.
+_HOMES = {
+    "api": ("finetune", "train"),
+    "checkpoint": ("CHECKPOINT", "CHECKPOINT_FORMAT", "HISTORY", "RECORD", "RUN_FILES", "Checkpoints", "RunFolder",
+                   "checkpoint_layout", "finetune_layout", "read_checkpoint", "remove_checkpoint", "resume_point"),
+    "config": ("CHECKPOINT_POLICIES", "DTYPE_CHOICES", "FREE_ON_RESUME", "NORM_CHOICES", "SEED_MAX", "TrainConfig",
+               "make_config", "default_run_folder"),
+    "distributed": ("Ranks",),
+    "hooks": ("CONTINUE", "EPOCH_METRICS", "PRUNE", "STATUSES", "STOP", "EpochCallback"),
+    "proxy": ("PROXY_FIELDS", "proxy_layout"),
+    "recipe": ("lr_factor", "train_dtype"),
+    "steps": ("Diverged", "OutOfMemory", "oom_message"),
+    "trainer": ("Trainer",),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _HOME_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME_OF))
+
 
 __all__ = ["TrainConfig", "Trainer", "RunFolder", "Checkpoints", "Ranks", "Diverged", "OutOfMemory", "EpochCallback",
-           "train", "finetune", "make_config", "proxy_layout", "remove_checkpoint", "read_checkpoint",
+           "train", "finetune", "make_config", "default_run_folder", "proxy_layout", "remove_checkpoint", "read_checkpoint",
            "checkpoint_layout", "finetune_layout", "resume_point", "lr_factor", "train_dtype", "oom_message",
            "EPOCH_METRICS", "CONTINUE", "PRUNE", "STOP", "STATUSES", "CHECKPOINT_POLICIES", "FREE_ON_RESUME",
            "DTYPE_CHOICES", "NORM_CHOICES", "SEED_MAX", "PROXY_FIELDS", "CHECKPOINT", "HISTORY", "RECORD", "RUN_FILES",

@@ -4,10 +4,12 @@ every value checked when it is made; :func:`make_config` builds one from a layou
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import dataclass, field, fields, replace
-
-import numpy as np
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 from ..errors import UsageError
 from ..presets import resolve
@@ -15,6 +17,14 @@ from ..presets import resolve
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 NORM_CHOICES = ("imagenet", "data")
 CHECKPOINT_POLICIES = ("every-epoch", "last", "none")
+
+
+def _numpy(*names: str) -> tuple[type, ...]:
+    """NumPy's scalar types of these names, or none while NumPy is not imported (no value can be
+    one then): the command line reads this module without loading NumPy."""
+    np = sys.modules.get("numpy")
+    return tuple(getattr(np, name) for name in names) if np is not None else ()
+
 
 # Fields that do not change the numbers: a resumed run may use other values, and the default
 # --out folder's name ignores them.
@@ -103,10 +113,10 @@ class TrainConfig:
                 continue
             if kind.startswith("bool") and not isinstance(value, bool):
                 bad(name, "expected true or false")
-            if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, (int, *_numpy("integer")))):
                 bad(name, "expected an integer")
             if kind.startswith("float"):
-                if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+                if isinstance(value, bool) or not isinstance(value, (int, float, *_numpy("floating", "integer"))):
                     bad(name, "expected a number")
                 if not math.isfinite(value):
                     bad(name, "must be a finite number")
@@ -158,3 +168,13 @@ def make_config(layout=None, *, config: TrainConfig | None = None, **options) ->
 
 __all__ = ["TrainConfig", "make_config", "DTYPE_CHOICES", "NORM_CHOICES", "CHECKPOINT_POLICIES", "FREE_ON_RESUME",
            "SEED_MAX"]
+
+
+def default_run_folder(config: TrainConfig, command: str = "train") -> Path:
+    """Where a run of ``config`` goes when no ``--out`` is given: ``runs/<command>-<hash>``, the
+    hash (8 hex digits of SHA-1) over every field but :data:`FREE_ON_RESUME`, so that the same
+    command with the same numbers lands in the same folder (and ``--resume`` finds it), whatever
+    the worker and thread counts."""
+    values = {k: v for k, v in asdict(config).items() if k not in FREE_ON_RESUME}
+    digest = hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path("runs") / f"{command}-{digest}"

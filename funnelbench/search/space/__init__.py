@@ -45,7 +45,7 @@ space from its YAML), :mod:`.files` (reading a file, :func:`load_space`).
 from __future__ import annotations
 
 from .build import build_space
-from .files import list_spaces, load_space, resolve_space, spaces_dir
+from .files import list_spaces, load_space, resolve_space, space_summaries, spaces_dir
 from .geometry import added_cost, checked_layout, stage_after, stem_of
 from .model import Space, describe
 from .schema import (CONSTRAINT_KEYS, DEFAULTS, FIRST_STAGE_STEPS, LARGEST, MAX_KEY_CHARS, MAX_POINTS_SHOWN,
@@ -53,7 +53,7 @@ from .schema import (CONSTRAINT_KEYS, DEFAULTS, FIRST_STAGE_STEPS, LARGEST, MAX_
                      SHARED_KEYS, STAGE_KEYS, STAGES_KEYS, TOP_KEYS, Decision, SpaceError)
 from .walk import SpaceStats, stage_options, tie, walk, walk_steps
 
-__all__ = ["Space", "SpaceStats", "Decision", "SpaceError", "load_space", "list_spaces", "spaces_dir", "resolve_space",
+__all__ = ["Space", "SpaceStats", "Decision", "SpaceError", "load_space", "list_spaces", "space_summaries", "spaces_dir", "resolve_space",
            "build_space", "checked_layout", "describe", "walk", "walk_steps", "stage_options", "stage_after", "tie",
            "added_cost", "stem_of", "TOP_KEYS", "SHARED_KEYS", "STAGE_KEYS", "STAGES_KEYS", "CONSTRAINT_KEYS",
            "POOL_KEYS", "MAX_STAGES", "LARGEST", "MAX_SPACE_BYTES", "MAX_YAML_VALUES", "MAX_YAML_DEPTH",

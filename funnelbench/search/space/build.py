@@ -135,7 +135,8 @@ def _proxy(proxy) -> dict:
     """The space's ``proxy`` section, checked as the trainer checks its options."""
     if proxy is None:
         return {}
-    from ...train import PROXY_FIELDS, TrainConfig  # the trainer (torch): only for a space with a proxy section
+    from ...training.config import TrainConfig  # no torch: the trainer's options alone
+    from ...training.proxy import PROXY_FIELDS
 
     allowed = list(PROXY_FIELDS)
     if not isinstance(proxy, dict):

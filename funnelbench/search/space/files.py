@@ -1,7 +1,7 @@
 """Loading a space: the shipped spaces (package data), a space file read with bounds (size,
 UTF-8, YAML values after anchors and aliases, nesting) and the line of every key, and
 :func:`load_space`, which builds the space, bounds and then does the exact walk, and checks its
-baselines. Any problem is one line naming the file, the key and its line.
+baselines; :func:`space_summaries`, a row per space. Any problem is one line naming the file, the key and its line.
 """
 
 from __future__ import annotations
@@ -28,6 +28,21 @@ def spaces_dir():
 def list_spaces() -> list[str]:
     """Names of the shipped spaces."""
     return sorted(p.name[:-5] for p in spaces_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def space_summaries(names: list[str] | None = None) -> list[dict]:
+    """One row per space (default: every shipped one), what ``funnelbench spaces`` lists: ``space``
+    (the name), ``layouts`` (how many distinct layouts it holds), ``min_macs`` and ``max_macs``
+    (of its cheapest and dearest layout, exact, nothing built), ``baselines`` (how many) and
+    ``description``."""
+    rows = []
+    for name in list_spaces() if names is None else names:
+        space = load_space(name)
+        stats = space.stats()
+        rows.append({"space": name, "layouts": stats.layouts, "min_macs": stats.cheapest_macs[1],
+                     "max_macs": stats.dearest_macs[1], "baselines": len(space.baselines),
+                     "description": space.description})
+    return rows
 
 
 

@@ -1,8 +1,8 @@
 """Bad numbers never end in a traceback.
 
 Every numeric option of every command but train and finetune (those are in
-``training/test_train_bad_input.py``; the search's hostile space files and damaged studies are in
-``test_search_hostile.py``) gets negative, zero, NaN, infinite, huge and malformed values:
+``tests/training/test_train_bad_input.py``; the search's hostile space files and damaged studies
+are in ``tests/search/test_search_hostile.py``) gets negative, zero, NaN, infinite, huge and malformed values:
 each is one line ``error: ...`` naming the option, exit code 2, nothing on stdout, nothing
 written, nothing measured. The library functions behind the commands refuse the same values
 with a :class:`UsageError`, so a script gets the same answer as the command line.
