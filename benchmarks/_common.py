@@ -52,9 +52,18 @@ def markdown_table(records: list[dict]) -> str:
     return pd.DataFrame.from_records(records).to_markdown(index=False)
 
 
-def write_result(name: str, records: list[dict], title: str, notes: list[str], *, rows: list[dict] | None = None,
-                 rows_suffix: str = "_rows", load_before: str | None = None, folder: str | os.PathLike = RESULTS,
-                 argv: list[str] | None = None) -> Path:
+def write_result(
+    name: str,
+    records: list[dict],
+    title: str,
+    notes: list[str],
+    *,
+    rows: list[dict] | None = None,
+    rows_suffix: str = "_rows",
+    load_before: str | None = None,
+    folder: str | os.PathLike = RESULTS,
+    argv: list[str] | None = None,
+) -> Path:
     """The one results writer of the benchmarks: ``<folder>/<name>.md`` (title, the command that
     made it, machine, date, load average before and after when ``load_before`` is given, the
     table of ``records``, the notes) and ``<name>.csv`` of ``records``; with ``rows`` (per run or
@@ -65,14 +74,22 @@ def write_result(name: str, records: list[dict], title: str, notes: list[str], *
         export_records(rows, folder / f"{name}{rows_suffix}.csv")
     script = os.path.relpath(os.path.abspath(sys.argv[0]), RESULTS.parent)
     command = "PYTHONPATH=. python " + " ".join([script, *(sys.argv[1:] if argv is None else argv)])
-    load = f"Load average (1/5/15 min) before: {load_before}, after: {load_average()}  \n" if load_before is not None else ""
-    text = (f"# {title}\n\n"
-            f"Command: `{command}`  \n"
-            f"Machine: {machine()}  \n"
-            f"{load}"
-            f"Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}\n\n"
-            + markdown_table(records) + "\n\n"
-            + "\n".join(f"- {n}" for n in notes) + "\n")
+    load = (
+        f"Load average (1/5/15 min) before: {load_before}, after: {load_average()}  \n"
+        if load_before is not None
+        else ""
+    )
+    text = (
+        f"# {title}\n\n"
+        f"Command: `{command}`  \n"
+        f"Machine: {machine()}  \n"
+        f"{load}"
+        f"Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}\n\n"
+        + markdown_table(records)
+        + "\n\n"
+        + "\n".join(f"- {n}" for n in notes)
+        + "\n"
+    )
     return atomic_write(folder / f"{name}.md", text)
 
 
@@ -117,10 +134,12 @@ def train_with_test_curve(config, out: str | os.PathLike, *, data=None, cache_di
         trainer.epoch_hooks.append(lambda row: tests.append(trainer.evaluate("test")))
         rec = trainer.fit()
         history = list(trainer.history)
-    return {**rec,
-            "val_top1_by_epoch": [h["val_top1"] for h in history],
-            "test_top1_by_epoch": [t["test_top1"] for t in tests],
-            "train_s_by_epoch": [h["epoch_s"] for h in history],
-            "val_s_by_epoch": [h["eval_s"] for h in history],
-            "test_s_by_epoch": [t["eval_s"] for t in tests],
-            "wall_s": time.time() - started}
+    return {
+        **rec,
+        "val_top1_by_epoch": [h["val_top1"] for h in history],
+        "test_top1_by_epoch": [t["test_top1"] for t in tests],
+        "train_s_by_epoch": [h["epoch_s"] for h in history],
+        "val_s_by_epoch": [h["eval_s"] for h in history],
+        "test_s_by_epoch": [t["eval_s"] for t in tests],
+        "wall_s": time.time() - started,
+    }

@@ -61,8 +61,9 @@ def spearman_rho(x: list[float], y: list[float]) -> float | None:
     return None if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
 
 
-def bootstrap_interval(x: list[float], y: list[float], stat=kendall_tau, *, draws: int = 2000, level: float = 0.9,
-                       seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_interval(
+    x: list[float], y: list[float], stat=kendall_tau, *, draws: int = 2000, level: float = 0.9, seed: int = 0
+) -> tuple[float, float] | None:
     """A percentile bootstrap interval of ``stat`` over the pairs (resampled with replacement)."""
     rng = random.Random(seed)
     n = len(x)
@@ -80,8 +81,16 @@ def bootstrap_interval(x: list[float], y: list[float], stat=kendall_tau, *, draw
     return lo, hi
 
 
-def paired_difference_interval(a: list[float], b: list[float], reference: list[float], stat=kendall_tau, *,
-                               draws: int = 2000, level: float = 0.9, seed: int = 0) -> tuple[float, float] | None:
+def paired_difference_interval(
+    a: list[float],
+    b: list[float],
+    reference: list[float],
+    stat=kendall_tau,
+    *,
+    draws: int = 2000,
+    level: float = 0.9,
+    seed: int = 0,
+) -> tuple[float, float] | None:
     """A percentile bootstrap interval of ``stat(a, reference) - stat(b, reference)``: two scorings
     of the same layouts, resampled together, so what they share cancels (an interval excluding 0
     says one ranks better than the other beyond the noise of which layouts were picked)."""

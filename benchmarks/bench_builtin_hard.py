@@ -24,15 +24,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_proxy_fidelity import _slug  # noqa: E402
 
 LAYOUTS = ("B12(197), h192", "B6(197)-6(50), max, h192")
-BASE = {"image_size": 32, "patch_size": 8, "width_scale": 0.25, "lr": 2e-3, "train_per_class": 1000,
-        "data": "builtin-hard"}
-SCHEDULES = {"reference (20 epochs, batch 128)": {"epochs": 20, "batch_size": 128},
-             "proxy (4 epochs, batch 128)": {"epochs": 4, "batch_size": 128},
-             "proxy (4 epochs, batch 32)": {"epochs": 4, "batch_size": 32},
-             # the search's default proxy since the fidelity study (16 px, 4 px patches), and its
-             # 20-epoch reference: does the smaller image keep what this set's classes need?
-             "default proxy (4 epochs at 16 px)": {"epochs": 4, "batch_size": 128, "image_size": 16, "patch_size": 4},
-             "20 epochs at 16 px": {"epochs": 20, "batch_size": 128, "image_size": 16, "patch_size": 4}}
+BASE = {
+    "image_size": 32,
+    "patch_size": 8,
+    "width_scale": 0.25,
+    "lr": 2e-3,
+    "train_per_class": 1000,
+    "data": "builtin-hard",
+}
+SCHEDULES = {
+    "reference (20 epochs, batch 128)": {"epochs": 20, "batch_size": 128},
+    "proxy (4 epochs, batch 128)": {"epochs": 4, "batch_size": 128},
+    "proxy (4 epochs, batch 32)": {"epochs": 4, "batch_size": 32},
+    # the search's default proxy since the fidelity study (16 px, 4 px patches), and its
+    # 20-epoch reference: does the smaller image keep what this set's classes need?
+    "default proxy (4 epochs at 16 px)": {"epochs": 4, "batch_size": 128, "image_size": 16, "patch_size": 4},
+    "20 epochs at 16 px": {"epochs": 20, "batch_size": 128, "image_size": 16, "patch_size": 4},
+}
 
 
 def _folder(runs: str, schedule: str, layout: str) -> Path:
@@ -80,22 +88,37 @@ def main() -> None:
             if h is None:
                 continue
             curve = " ".join(f"{100 * v:.1f}" for v in h["val_top1"])
-            rows.append({"schedule": schedule, "layout": layout, "epochs_done": len(h),
-                         "best_top1_pct": round(100 * h["val_top1"].max(), 2), "top1_pct_per_epoch": curve})
+            rows.append(
+                {
+                    "schedule": schedule,
+                    "layout": layout,
+                    "epochs_done": len(h),
+                    "best_top1_pct": round(100 * h["val_top1"].max(), 2),
+                    "top1_pct_per_epoch": curve,
+                }
+            )
     from _common import write_result
 
-    notes = ["Data: synthetic-arrangement-hard, 16 classes (chance 6.25 %), 16,000 training / 4,000 validation images "
-             "at 32 px (16 px in the 16 px rows); seed 0; one torch thread per run, two runs at a time.",
-             "On the first built-in set the same two layouts reach 99.45 % and 99.90 % at the reference schedule "
-             "(seed 0), where every layout that learns at all ends within 2 points of 100 % "
-             "(results/proxy_fidelity.md): too easy to rank layouts. Here the reference leaves room (85 %), but a "
-             "4-epoch proxy is still at or near chance: a proxy for this set needs more epochs.",
-             "At 16 px with 4 px patches (the search's default proxy since results/proxy_fidelity.md) the "
-             "same scenes are rasterised at 16 px; the 20-epoch runs there show how much of "
-             "the task survives the smaller image, and the 4-epoch default proxy whether it leaves chance.",
-             "Synthetic data: this says whether a layout can learn the task on this proxy, nothing about ImageNet."]
-    write_result(Path(args.out).name, rows, "The harder built-in dataset: learnable at 20 epochs, barely at 4", notes,
-                 folder=Path(args.out).parent, argv=[a for a in sys.argv[1:] if a != "--no-train"])
+    notes = [
+        "Data: synthetic-arrangement-hard, 16 classes (chance 6.25 %), 16,000 training / 4,000 validation images "
+        "at 32 px (16 px in the 16 px rows); seed 0; one torch thread per run, two runs at a time.",
+        "On the first built-in set the same two layouts reach 99.45 % and 99.90 % at the reference schedule "
+        "(seed 0), where every layout that learns at all ends within 2 points of 100 % "
+        "(results/proxy_fidelity.md): too easy to rank layouts. Here the reference leaves room (85 %), but a "
+        "4-epoch proxy is still at or near chance: a proxy for this set needs more epochs.",
+        "At 16 px with 4 px patches (the search's default proxy since results/proxy_fidelity.md) the "
+        "same scenes are rasterised at 16 px; the 20-epoch runs there show how much of "
+        "the task survives the smaller image, and the 4-epoch default proxy whether it leaves chance.",
+        "Synthetic data: this says whether a layout can learn the task on this proxy, nothing about ImageNet.",
+    ]
+    write_result(
+        Path(args.out).name,
+        rows,
+        "The harder built-in dataset: learnable at 20 epochs, barely at 4",
+        notes,
+        folder=Path(args.out).parent,
+        argv=[a for a in sys.argv[1:] if a != "--no-train"],
+    )
     print(Path(args.out).with_suffix(".md").read_text())
 
 

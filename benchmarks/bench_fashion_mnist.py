@@ -44,20 +44,47 @@ SHAPES = {
 
 def run_one(shape: str, layout: str, seed: int, data, tmp: str) -> dict:
     options = {k: v for k, v in SHAPES[shape].items() if k in ("epochs",)}
-    config = make_config(layout, data="fashion-mnist", seed=seed, threads=1, checkpoint="none",
-                         train_per_class=SHAPES[shape]["train_per_class"], val_per_class=SHAPES[shape]["val_per_class"],
-                         **options)
+    config = make_config(
+        layout,
+        data="fashion-mnist",
+        seed=seed,
+        threads=1,
+        checkpoint="none",
+        train_per_class=SHAPES[shape]["train_per_class"],
+        val_per_class=SHAPES[shape]["val_per_class"],
+        **options,
+    )
     rec = train_with_test_curve(config, os.path.join(tmp, f"{shape}-{seed}-{abs(hash(layout))}"), data=data)
     return {
-        "shape": shape, "layout": layout, "seed": seed, "status": rec["status"],
-        "train_images": rec["train_images"], "val_images": rec["val_images"], "test_images": rec["test_images"],
-        "epochs": rec["epochs_done"], "params": rec["params"], "macs": rec["macs"],
-        "val_top1": rec["val_top1"], "best_val_top1": rec["best_val_top1"], "best_epoch": rec["best_epoch"],
+        "shape": shape,
+        "layout": layout,
+        "seed": seed,
+        "status": rec["status"],
+        "train_images": rec["train_images"],
+        "val_images": rec["val_images"],
+        "test_images": rec["test_images"],
+        "epochs": rec["epochs_done"],
+        "params": rec["params"],
+        "macs": rec["macs"],
+        "val_top1": rec["val_top1"],
+        "best_val_top1": rec["best_val_top1"],
+        "best_epoch": rec["best_epoch"],
         "test_top1": rec["test_top1"],
-        **{k: rec[k] for k in ("val_top1_by_epoch", "test_top1_by_epoch", "train_s_by_epoch", "val_s_by_epoch",
-                               "test_s_by_epoch")},
-        "train_img_per_s": rec["train_img_per_s"], "wall_s": rec["wall_s"],
-        "threads": 1, "load_1m_after": round(os.getloadavg()[0], 2), "machine": machine(),
+        **{
+            k: rec[k]
+            for k in (
+                "val_top1_by_epoch",
+                "test_top1_by_epoch",
+                "train_s_by_epoch",
+                "val_s_by_epoch",
+                "test_s_by_epoch",
+            )
+        },
+        "train_img_per_s": rec["train_img_per_s"],
+        "wall_s": rec["wall_s"],
+        "threads": 1,
+        "load_1m_after": round(os.getloadavg()[0], 2),
+        "machine": machine(),
     }
 
 
@@ -81,25 +108,37 @@ def summarize(rows: list[dict]) -> tuple[list[dict], list[dict]]:
             rs = [r for r in rows if r["shape"] == shape and r["layout"] == layout and r["status"] == "completed"]
             if not rs:
                 continue
-            summary.append({
-                "shape": shape, "model": what, "layout": layout, "seeds": len(rs),
-                "train/val/test images": f"{rs[0]['train_images']}/{rs[0]['val_images']}/{rs[0]['test_images']}",
-                "epochs": rs[0]["epochs"], "M params": round(rs[0]["params"] / 1e6, 3),
-                "MMACs": round(rs[0]["macs"] / 1e6, 1),
-                "final val top-1 % (mean ± sd)": _mean_sd([r["val_top1"] for r in rs]),
-                "test top-1 % (mean ± sd)": _mean_sd([r["test_top1"] for r in rs]),
-                "test top-1 range %": _range([r["test_top1"] for r in rs]),
-                "test - val (pts)": round(100 * statistics.mean(r["test_top1"] - r["val_top1"] for r in rs), 2),
-                "train s/epoch": round(statistics.mean(s for r in rs for s in r["train_s_by_epoch"]), 1),
-                "val s/epoch": round(statistics.mean(s for r in rs for s in r["val_s_by_epoch"]), 1),
-                "test s/pass": round(statistics.mean(s for r in rs for s in r["test_s_by_epoch"]), 1),
-                "train img/s": round(statistics.mean(r["train_img_per_s"] for r in rs)),
-                "wall s/run": round(statistics.mean(r["wall_s"] for r in rs)),
-            })
+            summary.append(
+                {
+                    "shape": shape,
+                    "model": what,
+                    "layout": layout,
+                    "seeds": len(rs),
+                    "train/val/test images": f"{rs[0]['train_images']}/{rs[0]['val_images']}/{rs[0]['test_images']}",
+                    "epochs": rs[0]["epochs"],
+                    "M params": round(rs[0]["params"] / 1e6, 3),
+                    "MMACs": round(rs[0]["macs"] / 1e6, 1),
+                    "final val top-1 % (mean ± sd)": _mean_sd([r["val_top1"] for r in rs]),
+                    "test top-1 % (mean ± sd)": _mean_sd([r["test_top1"] for r in rs]),
+                    "test top-1 range %": _range([r["test_top1"] for r in rs]),
+                    "test - val (pts)": round(100 * statistics.mean(r["test_top1"] - r["val_top1"] for r in rs), 2),
+                    "train s/epoch": round(statistics.mean(s for r in rs for s in r["train_s_by_epoch"]), 1),
+                    "val s/epoch": round(statistics.mean(s for r in rs for s in r["val_s_by_epoch"]), 1),
+                    "test s/pass": round(statistics.mean(s for r in rs for s in r["test_s_by_epoch"]), 1),
+                    "train img/s": round(statistics.mean(r["train_img_per_s"] for r in rs)),
+                    "wall s/run": round(statistics.mean(r["wall_s"] for r in rs)),
+                }
+            )
             for e in range(rs[0]["epochs"]):
-                curves.append({"shape": shape, "layout": layout, "epoch": e + 1,
-                               "val top-1 % (mean ± sd)": _mean_sd([r["val_top1_by_epoch"][e] for r in rs]),
-                               "test top-1 % (mean ± sd)": _mean_sd([r["test_top1_by_epoch"][e] for r in rs])})
+                curves.append(
+                    {
+                        "shape": shape,
+                        "layout": layout,
+                        "epoch": e + 1,
+                        "val top-1 % (mean ± sd)": _mean_sd([r["val_top1_by_epoch"][e] for r in rs]),
+                        "test top-1 % (mean ± sd)": _mean_sd([r["test_top1_by_epoch"][e] for r in rs]),
+                    }
+                )
     return summary, curves
 
 
@@ -114,7 +153,9 @@ def main(argv=None):
     out = Path(args.out)
     runs_path = out.with_name(out.name + "_runs.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()] if runs_path.exists() else []
+    rows = (
+        [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()] if runs_path.exists() else []
+    )
     done = {(r["shape"], r["layout"], r["seed"]) for r in rows}
     load_before = load_average()
     started = time.time()
@@ -124,16 +165,24 @@ def main(argv=None):
             if not todo:
                 continue
             s = SHAPES[shape]
-            data = fb.load_data("fashion-mnist", image_size=32, train_per_class=s["train_per_class"],
-                                val_per_class=s["val_per_class"], cache_dir=args.cache_dir)
+            data = fb.load_data(
+                "fashion-mnist",
+                image_size=32,
+                train_per_class=s["train_per_class"],
+                val_per_class=s["val_per_class"],
+                cache_dir=args.cache_dir,
+            )
             for layout, seed in todo:
                 row = run_one(shape, layout, seed, data, tmp)
                 rows.append(row)
                 with open(runs_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"{shape} {layout:38s} seed {seed}: val {' '.join(f'{100 * v:.1f}' for v in row['val_top1_by_epoch'])}"
-                      f" | test {' '.join(f'{100 * v:.1f}' for v in row['test_top1_by_epoch'])}"
-                      f" | {row['wall_s']:.0f} s, {row['train_img_per_s']:.0f} img/s", flush=True)
+                print(
+                    f"{shape} {layout:38s} seed {seed}: val {' '.join(f'{100 * v:.1f}' for v in row['val_top1_by_epoch'])}"
+                    f" | test {' '.join(f'{100 * v:.1f}' for v in row['test_top1_by_epoch'])}"
+                    f" | {row['wall_s']:.0f} s, {row['train_img_per_s']:.0f} img/s",
+                    flush=True,
+                )
     summary, curves = summarize(rows)
     total_s = sum(r["wall_s"] for r in rows)
     notes = [
@@ -151,9 +200,17 @@ def main(argv=None):
         f"Per-run rows (per-epoch val and test top-1, seconds per epoch): {runs_path.name}; per-epoch means: "
         f"{out.name}_curves.csv.",
     ]
-    write_result(out.name, summary, "Fashion-MNIST: a ViT and two Funnel-ViTs, 3 seeds, two schedules", notes,
-                 rows=curves, rows_suffix="_curves", load_before=load_before, folder=out.parent,
-                 argv=sys.argv[1:] if argv is None else argv)
+    write_result(
+        out.name,
+        summary,
+        "Fashion-MNIST: a ViT and two Funnel-ViTs, 3 seeds, two schedules",
+        notes,
+        rows=curves,
+        rows_suffix="_curves",
+        load_before=load_before,
+        folder=out.parent,
+        argv=sys.argv[1:] if argv is None else argv,
+    )
     print(markdown_table(summary))
 
 

@@ -11,10 +11,10 @@ measured interleaved in one process (``funnelbench.measure.time_interleaved``), 
 from __future__ import annotations
 
 import torch
+from _common import before_measuring, load_1m, load_note, machine, timing_arguments, write_result
 
 import funnelbench as fb
 from funnelbench.measure import InferStep, TrainStep, make_optimizer, time_interleaved
-from _common import before_measuring, load_1m, load_note, machine, timing_arguments, write_result
 
 CPU = torch.device("cpu")
 LAYOUTS = ["B12(197)", "B6(197)-6(99)", "B4(197)-4(99)-4(50)"]
@@ -44,16 +44,24 @@ def main():
         for layout in layouts:
             macs_ratio = fb.count(base).macs / fb.count(layout).macs
             speedup = t_train[base].median_s / t_train[layout].median_s
-            rows.append({
-                "width": width, "layout": layout, "batch_size": batch, "gmacs": round(fb.count(layout).macs / 1e9, 3),
-                "macs_ratio_x": round(macs_ratio, 3),
-                "train_step_ms": round(1000 * t_train[layout].median_s, 1),
-                "train_speedup_x": round(speedup, 3),
-                "speedup_over_macs_ratio": round(speedup / macs_ratio, 3),
-                "infer_speedup_x": round(t_infer[base].median_s / t_infer[layout].median_s, 3),
-                "train_range_pct": round(100 * (t_train[layout].max_s - t_train[layout].min_s) / t_train[layout].median_s, 1),
-                "load_before": load_before, "load_after": load_after,
-            })
+            rows.append(
+                {
+                    "width": width,
+                    "layout": layout,
+                    "batch_size": batch,
+                    "gmacs": round(fb.count(layout).macs / 1e9, 3),
+                    "macs_ratio_x": round(macs_ratio, 3),
+                    "train_step_ms": round(1000 * t_train[layout].median_s, 1),
+                    "train_speedup_x": round(speedup, 3),
+                    "speedup_over_macs_ratio": round(speedup / macs_ratio, 3),
+                    "infer_speedup_x": round(t_infer[base].median_s / t_infer[layout].median_s, 3),
+                    "train_range_pct": round(
+                        100 * (t_train[layout].max_s - t_train[layout].min_s) / t_train[layout].median_s, 1
+                    ),
+                    "load_before": load_before,
+                    "load_after": load_after,
+                }
+            )
             print(rows[-1], flush=True)
     funnels = [r for r in rows if r["macs_ratio_x"] > 1]
     worst = min(r["speedup_over_macs_ratio"] for r in funnels)
@@ -63,8 +71,12 @@ def main():
         "training step = forward, backward, AdamW; speed-ups from median step times; inference batch = training batch.",
         load_note(load),
     ]
-    path = write_result("bench_funnel_speedup" + ("_quick" if args.quick else ""), rows,
-                        "Funnel speed-up over B12(197) against the MACs ratio", notes)
+    path = write_result(
+        "bench_funnel_speedup" + ("_quick" if args.quick else ""),
+        rows,
+        "Funnel speed-up over B12(197) against the MACs ratio",
+        notes,
+    )
     print(f"worst speedup / MACs ratio {worst:.3f}; wrote {path}; {machine()}")
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _common import machine, write_result
 
 import funnelbench as fb
 from funnelbench.measure import TrainStep, attention_kernel, make_optimizer, peak_memory
-from _common import machine, write_result
 
 CPU = torch.device("cpu")
-MIB = 2 ** 20
+MIB = 2**20
 
 
 def measure(name: str, batch: int, dtype: str) -> dict:
@@ -37,12 +37,19 @@ def measure(name: str, batch: int, dtype: str) -> dict:
     est = fb.estimate_memory(layout, batch, dtype=dtype, device="cpu")
     cat = peak.by_category
     return {
-        "preset": name, "layout": str(layout), "batch_size": batch, "dtype": dtype,
-        "measured_mib": round(peak.bytes / MIB, 1), "estimate_mib": round(est.train_peak_bytes / MIB, 1),
+        "preset": name,
+        "layout": str(layout),
+        "batch_size": batch,
+        "dtype": dtype,
+        "measured_mib": round(peak.bytes / MIB, 1),
+        "estimate_mib": round(est.train_peak_bytes / MIB, 1),
         "error_pct": round(100 * (est.train_peak_bytes / peak.bytes - 1), 3),
-        "measured_phase": peak.phase, "estimate_phase": est.train_peak_phase,
-        "weights_mib": round(cat["weights"] / MIB, 1), "grads_mib": round(cat["grads"] / MIB, 1),
-        "optimizer_mib": round(cat["optimizer_state"] / MIB, 1), "inputs_mib": round(cat["inputs"] / MIB, 1),
+        "measured_phase": peak.phase,
+        "estimate_phase": est.train_peak_phase,
+        "weights_mib": round(cat["weights"] / MIB, 1),
+        "grads_mib": round(cat["grads"] / MIB, 1),
+        "optimizer_mib": round(cat["optimizer_state"] / MIB, 1),
+        "inputs_mib": round(cat["inputs"] / MIB, 1),
         "activations_mib": round(cat["activations"] / MIB, 1),
         "est_saved_activations_mib": round(est.activations_bytes / MIB, 1),
         "attention_kernel": attention_kernel(ops),
@@ -57,8 +64,10 @@ def main():
     names = fb.list_presets("deit-*") + fb.list_presets("vit-*") + fb.list_presets("funnel-*")
     names = [n for n in names if n != "vit-l16"]  # ViT-L: 4.8 GB of AdamW state alone; same code path as vit-b16
     batches = [int(b) for b in args.batch_sizes.split(",")]
-    runs = [(n, b, "fp32") for b in batches for n in names] + [("deit-s", batches[-1], "bf16"),
-                                                             ("funnel-b6-6", batches[-1], "bf16")]
+    runs = [(n, b, "fp32") for b in batches for n in names] + [
+        ("deit-s", batches[-1], "bf16"),
+        ("funnel-b6-6", batches[-1], "bf16"),
+    ]
     if args.quick:
         runs = [("deit-ti", 2, "fp32"), ("funnel-b6-6", 2, "fp32")]
     rows = []
@@ -76,8 +85,12 @@ def main():
         "that is never a tensor is in neither figure.",
         "Memory does not depend on the machine's load, so this runs without waiting for a quiet machine.",
     ]
-    path = write_result("bench_memory" + ("_quick" if args.quick else ""), rows,
-                        "Peak training memory on CPU: measured vs analytic estimate", notes)
+    path = write_result(
+        "bench_memory" + ("_quick" if args.quick else ""),
+        rows,
+        "Peak training memory on CPU: measured vs analytic estimate",
+        notes,
+    )
     print(f"worst |error| {worst:.3f} %; wrote {path}; {machine()}")
 
 

@@ -50,8 +50,12 @@ def time_epoch(layout: str, config: str, data, folder: Path) -> float:
     """Seconds of one epoch (train and validation) of ``config``'s proxy of ``layout``."""
     from funnelbench.search.study import train_trial
 
-    rec = train_trial(layout, out=folder / f"{config}-{abs(hash(layout))}-{time.time_ns()}", data=data,
-                      proxy={**settings(config), "epochs": 1, "seed": 0, "threads": 1, "checkpoint": "none"})
+    rec = train_trial(
+        layout,
+        out=folder / f"{config}-{abs(hash(layout))}-{time.time_ns()}",
+        data=data,
+        proxy={**settings(config), "epochs": 1, "seed": 0, "threads": 1, "checkpoint": "none"},
+    )
     return rec["train_s"]
 
 
@@ -80,8 +84,16 @@ def main() -> None:
                 for key, configs in groups.items():
                     s = time_epoch(layout, configs[0], data[key], folder)
                     times.setdefault((layout, key), []).append(s)
-                    rows.append({"round": round_, "layout": layout, "epoch_of": configs[0], "epoch_s": round(s, 2),
-                                 "load_before": before, "load_after": load_1m()})
+                    rows.append(
+                        {
+                            "round": round_,
+                            "layout": layout,
+                            "epoch_of": configs[0],
+                            "epoch_s": round(s, 2),
+                            "load_before": before,
+                            "load_after": load_1m(),
+                        }
+                    )
     records = []
     proxy_key = tuple(settings("proxy")[k] for k in EPOCH_KEYS)
     for key, configs in groups.items():
@@ -89,21 +101,30 @@ def main() -> None:
             epochs = settings(config)["epochs"]
             per_layout = {lay: statistics.median(times[(lay, key)]) * epochs for lay in layouts}
             proxy = {lay: statistics.median(times[(lay, proxy_key)]) * settings("proxy")["epochs"] for lay in layouts}
-            records.append({"proxy": config, "epochs": epochs, "image_px": settings(config)["image_size"],
-                            "width_scale": settings(config)["width_scale"],
-                            "train_per_class": settings(config)["train_per_class"],
-                            **{f"s_per_trial {lay}": round(v, 1) for lay, v in per_layout.items()},
-                            "vs_proxy (mean over the layouts)": round(statistics.mean(
-                                per_layout[lay] / proxy[lay] for lay in layouts), 2)})
+            records.append(
+                {
+                    "proxy": config,
+                    "epochs": epochs,
+                    "image_px": settings(config)["image_size"],
+                    "width_scale": settings(config)["width_scale"],
+                    "train_per_class": settings(config)["train_per_class"],
+                    **{f"s_per_trial {lay}": round(v, 1) for lay, v in per_layout.items()},
+                    "vs_proxy (mean over the layouts)": round(
+                        statistics.mean(per_layout[lay] / proxy[lay] for lay in layouts), 2
+                    ),
+                }
+            )
     order = list(CONFIGS)
     records.sort(key=lambda r: order.index(r["proxy"]))
-    notes = [load_note(load),
-             f"Layouts: the cheapest, median and dearest in MACs of the fidelity study's ({'; '.join(layouts)}); "
-             f"{args.repeats} interleaved rounds, the median epoch of each; one torch thread, nothing else running.",
-             "`s_per_trial` = median epoch x epochs (training on the built-in data and one validation pass per "
-             f"epoch); `{DEFAULT_CONFIG}` is the search's default proxy; {', '.join(FULL_CONFIGS)} trained every "
-             "layout of the fidelity study.",
-             "CPU timings on a shared 2-core machine: ratios measured side by side mean more than the seconds."]
+    notes = [
+        load_note(load),
+        f"Layouts: the cheapest, median and dearest in MACs of the fidelity study's ({'; '.join(layouts)}); "
+        f"{args.repeats} interleaved rounds, the median epoch of each; one torch thread, nothing else running.",
+        "`s_per_trial` = median epoch x epochs (training on the built-in data and one validation pass per "
+        f"epoch); `{DEFAULT_CONFIG}` is the search's default proxy; {', '.join(FULL_CONFIGS)} trained every "
+        "layout of the fidelity study.",
+        "CPU timings on a shared 2-core machine: ratios measured side by side mean more than the seconds.",
+    ]
     write_result("proxy_cost", records, "What each proxy costs per trial, measured side by side", notes, rows=rows)
     print(json.dumps(records, indent=1))
 

@@ -26,8 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_proxy_fidelity import (BUDGET_MACS, CONFIGS, DEFAULT_CONFIG, PROXY, SPACE, _init_worker,  # noqa: E402
-                                  read_rows, run_one)
+from bench_proxy_fidelity import BUDGET_MACS, CONFIGS, DEFAULT_CONFIG, PROXY, SPACE, _init_worker, read_rows, run_one  # noqa: E402
 
 SAMPLERS = ("tpe", "random")
 
@@ -53,17 +52,34 @@ def run_search(sampler: str, seed: int, trials: int, runs: str) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     # the space's own proxy section: the search's default proxy
-    study = fb.search(space_without_baselines(), trials=trials, budget_macs=BUDGET_MACS, sampler=sampler,
-                      study=name, storage=f"sqlite:///{(folder / (name + '.db')).resolve()}", root=folder,
-                      seed=seed, threads=1, checkpoint="none")
+    study = fb.search(
+        space_without_baselines(),
+        trials=trials,
+        budget_macs=BUDGET_MACS,
+        sampler=sampler,
+        study=name,
+        storage=f"sqlite:///{(folder / (name + '.db')).resolve()}",
+        root=folder,
+        seed=seed,
+        threads=1,
+        checkpoint="none",
+    )
     best = front_trials(study)[0]
     counts = state_counts(study)
-    return {"sampler": sampler, "seed": seed, "study": name, "pick": best.user_attrs["target_layout"],
-            "pick_trial": best.number, "pick_proxy_top1": round(best.user_attrs["top1"], 2),
-            "pick_gmacs": round(best.user_attrs["macs"] / 1e9, 3),
-            "trained": counts["trained"], "pruned": counts["pruned"], "rejected": counts["rejected"],
-            "proxy": json.dumps({k: study.user_attrs["settings"]["proxy"][k] for k in PROXY}),
-            "search_wall_s": round(time.time() - started, 1)}
+    return {
+        "sampler": sampler,
+        "seed": seed,
+        "study": name,
+        "pick": best.user_attrs["target_layout"],
+        "pick_trial": best.number,
+        "pick_proxy_top1": round(best.user_attrs["top1"], 2),
+        "pick_gmacs": round(best.user_attrs["macs"] / 1e9, 3),
+        "trained": counts["trained"],
+        "pruned": counts["pruned"],
+        "rejected": counts["rejected"],
+        "proxy": json.dumps({k: study.user_attrs["settings"]["proxy"][k] for k in PROXY}),
+        "search_wall_s": round(time.time() - started, 1),
+    }
 
 
 def main() -> None:
@@ -113,8 +129,11 @@ def analyse(searches: list[dict], retrain: list[dict], fidelity: list[dict], out
     long = {}
     for r in retrain + [r for r in fidelity if r["config"] == "long"]:
         long.setdefault(r["layout"], {})[r["seed"]] = r["top1"]
-    hand_layouts = [r["layout"] for r in json.loads(Path(args.fidelity).with_name(
-        Path(args.fidelity).stem + "-layouts.json").read_text()) if r["kind"] == "hand"]
+    hand_layouts = [
+        r["layout"]
+        for r in json.loads(Path(args.fidelity).with_name(Path(args.fidelity).stem + "-layouts.json").read_text())
+        if r["kind"] == "hand"
+    ]
     within = [h for h in hand_layouts if fb.count(h).macs <= BUDGET_MACS]
     # the hand layout a user would pick with one run of the search's default proxy each
     proxy_hand = {r["layout"]: r["top1"] for r in fidelity if r["config"] == DEFAULT_CONFIG and r["seed"] == 0}
@@ -125,43 +144,87 @@ def analyse(searches: list[dict], retrain: list[dict], fidelity: list[dict], out
 
     rows = []
     for r in searches:
-        rows.append({**{k: r[k] for k in ("sampler", "seed", "pick", "pick_gmacs", "pick_proxy_top1", "trained",
-                                          "pruned", "rejected")},
-                     "pick_long_top1_mean": _r(long_mean(r["pick"])), "search_wall_s": r["search_wall_s"]})
+        rows.append(
+            {
+                **{
+                    k: r[k]
+                    for k in (
+                        "sampler",
+                        "seed",
+                        "pick",
+                        "pick_gmacs",
+                        "pick_proxy_top1",
+                        "trained",
+                        "pruned",
+                        "rejected",
+                    )
+                },
+                "pick_long_top1_mean": _r(long_mean(r["pick"])),
+                "search_wall_s": r["search_wall_s"],
+            }
+        )
     hand_long = {h: long_mean(h) for h in within if long_mean(h) is not None}
     best_hand = max(hand_long, key=hand_long.get) if hand_long else None
     hand_by_proxy = max((h for h in within if h in proxy_hand), key=proxy_hand.get, default=None)
     summary = []
     for sampler in SAMPLERS:
         values = [x["pick_long_top1_mean"] for x in rows if x["sampler"] == sampler and x["pick_long_top1_mean"] != ""]
-        summary.append({"arm": f"{sampler} search ({len(values)} seeds)", "long_top1_mean": _r(_mean(values)),
-                        "long_top1_sd_over_search_seeds": _r(statistics.stdev(values) if len(values) > 1 else None),
-                        "min": _r(min(values) if values else None), "max": _r(max(values) if values else None)})
+        summary.append(
+            {
+                "arm": f"{sampler} search ({len(values)} seeds)",
+                "long_top1_mean": _r(_mean(values)),
+                "long_top1_sd_over_search_seeds": _r(statistics.stdev(values) if len(values) > 1 else None),
+                "min": _r(min(values) if values else None),
+                "max": _r(max(values) if values else None),
+            }
+        )
     if best_hand:
-        summary.append({"arm": f"best hand layout by the long schedule: {best_hand}",
-                        "long_top1_mean": _r(hand_long[best_hand]), "long_top1_sd_over_search_seeds": "",
-                        "min": _r(min(long[best_hand].values())), "max": _r(max(long[best_hand].values()))})
+        summary.append(
+            {
+                "arm": f"best hand layout by the long schedule: {best_hand}",
+                "long_top1_mean": _r(hand_long[best_hand]),
+                "long_top1_sd_over_search_seeds": "",
+                "min": _r(min(long[best_hand].values())),
+                "max": _r(max(long[best_hand].values())),
+            }
+        )
     if hand_by_proxy and hand_by_proxy in hand_long:
-        summary.append({"arm": f"hand layout the default proxy (seed 0) ranks first: {hand_by_proxy}",
-                        "long_top1_mean": _r(hand_long[hand_by_proxy]), "long_top1_sd_over_search_seeds": "",
-                        "min": _r(min(long[hand_by_proxy].values())), "max": _r(max(long[hand_by_proxy].values()))})
-    notes = [f"Space {SPACE} without its baselines; budget {BUDGET_MACS / 1e9:.2f} GMACs (DeiT-Ti); "
-             f"{args.trials} trained trials per search (rejected candidates are free and not counted); samplers "
-             "and pruner as `funnelbench search` configured them when this ran (README, 'Objectives, samplers, "
-             "pruning'; results/search_quality.md was made before the start-up and padding fixes).",
-             f"Proxy: the space's proxy section, {searches[0]['proxy'] if searches else ''}; the search's seed seeds "
-             "the sampler and the proxy training.",
-             f"Each pick re-trained at {CONFIGS['long'][0]['epochs']} epochs with seeds {list(CONFIGS['long'][1])} "
-             "(`pick_long_top1_mean`); hand layouts within the budget from bench_proxy_fidelity.py's long runs "
-             f"({len(hand_long)} of {len(hand_layouts)} hand layouts are within the budget).",
-             "`min`/`max` of an arm are over its searches' picks (search arms) or over the two long seeds (hand).",
-             f"Wall time: the {len(searches)} searches took {sum(r['search_wall_s'] for r in searches) / 60:.0f} min "
-             f"of worker time, the {len(retrain)} re-trainings here {sum(r.get('wall_s', 0) for r in retrain) / 60:.0f} "
-             "min (two at a time on the 2 cores, one torch thread each; picks that are hand layouts or were re-trained "
-             "before are read, not re-trained).",
-             "Built-in synthetic data: this says how the layouts rank on this proxy task, nothing about ImageNet."]
-    path = write_result(out.name, summary, "The search against random search and the hand layouts", notes, rows=rows,
-                        rows_suffix="_searches", folder=out.parent, argv=[a for a in sys.argv[1:] if a != "--analyse"])
+        summary.append(
+            {
+                "arm": f"hand layout the default proxy (seed 0) ranks first: {hand_by_proxy}",
+                "long_top1_mean": _r(hand_long[hand_by_proxy]),
+                "long_top1_sd_over_search_seeds": "",
+                "min": _r(min(long[hand_by_proxy].values())),
+                "max": _r(max(long[hand_by_proxy].values())),
+            }
+        )
+    notes = [
+        f"Space {SPACE} without its baselines; budget {BUDGET_MACS / 1e9:.2f} GMACs (DeiT-Ti); "
+        f"{args.trials} trained trials per search (rejected candidates are free and not counted); samplers "
+        "and pruner as `funnelbench search` configured them when this ran (README, 'Objectives, samplers, "
+        "pruning'; results/search_quality.md was made before the start-up and padding fixes).",
+        f"Proxy: the space's proxy section, {searches[0]['proxy'] if searches else ''}; the search's seed seeds "
+        "the sampler and the proxy training.",
+        f"Each pick re-trained at {CONFIGS['long'][0]['epochs']} epochs with seeds {list(CONFIGS['long'][1])} "
+        "(`pick_long_top1_mean`); hand layouts within the budget from bench_proxy_fidelity.py's long runs "
+        f"({len(hand_long)} of {len(hand_layouts)} hand layouts are within the budget).",
+        "`min`/`max` of an arm are over its searches' picks (search arms) or over the two long seeds (hand).",
+        f"Wall time: the {len(searches)} searches took {sum(r['search_wall_s'] for r in searches) / 60:.0f} min "
+        f"of worker time, the {len(retrain)} re-trainings here {sum(r.get('wall_s', 0) for r in retrain) / 60:.0f} "
+        "min (two at a time on the 2 cores, one torch thread each; picks that are hand layouts or were re-trained "
+        "before are read, not re-trained).",
+        "Built-in synthetic data: this says how the layouts rank on this proxy task, nothing about ImageNet.",
+    ]
+    path = write_result(
+        out.name,
+        summary,
+        "The search against random search and the hand layouts",
+        notes,
+        rows=rows,
+        rows_suffix="_searches",
+        folder=out.parent,
+        argv=[a for a in sys.argv[1:] if a != "--analyse"],
+    )
     _plot(rows, hand_long, out.with_suffix(".png"))
     path.write_text(path.read_text() + f"\n![each search's pick and the hand layouts]({out.name}.png)\n")
     print(json.dumps(summary, indent=1))
@@ -177,11 +240,15 @@ def _plot(rows: list[dict], hand_long: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 3.2), constrained_layout=True)
-    columns = [(f"{s} picks", [r["pick_long_top1_mean"] for r in rows if r["sampler"] == s
-                               and r["pick_long_top1_mean"] != ""]) for s in SAMPLERS]
+    columns = [
+        (f"{s} picks", [r["pick_long_top1_mean"] for r in rows if r["sampler"] == s and r["pick_long_top1_mean"] != ""])
+        for s in SAMPLERS
+    ]
     columns.append(("hand layouts", list(hand_long.values())))
     for i, (label, values) in enumerate(columns):
-        ax.scatter([i] * len(values), values, s=18, alpha=0.8, color="tab:red" if label == "hand layouts" else "tab:blue")
+        ax.scatter(
+            [i] * len(values), values, s=18, alpha=0.8, color="tab:red" if label == "hand layouts" else "tab:blue"
+        )
         if values:
             ax.hlines(statistics.mean(values), i - 0.25, i + 0.25, color="black", lw=1)
     ax.set_xticks(range(len(columns)), [c[0] for c in columns])

@@ -36,10 +36,30 @@ from funnelbench.search.workers import cpu_cores, open_storage, storage_url, wor
 
 def run_search(tmp: Path, workers: int, args, cache: Path) -> dict:
     name = f"bench-w{workers}"
-    cmd = [sys.executable, "-m", "funnelbench", "search", "--space", "tiny", "--study", name,
-           "--trials", str(args.trials), "--workers", str(workers), "--epochs", str(args.epochs),
-           "--train-per-class", str(args.train_per_class), "--val-per-class", str(args.val_per_class),
-           "--sampler", "random", "--seed", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "funnelbench",
+        "search",
+        "--space",
+        "tiny",
+        "--study",
+        name,
+        "--trials",
+        str(args.trials),
+        "--workers",
+        str(workers),
+        "--epochs",
+        str(args.epochs),
+        "--train-per-class",
+        str(args.train_per_class),
+        "--val-per-class",
+        str(args.val_per_class),
+        "--sampler",
+        "random",
+        "--seed",
+        "0",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "FUNNELBENCH_CACHE": str(cache)}
     env.pop("OMP_NUM_THREADS", None)  # each worker sets its own share of the cores
     started = time.perf_counter()
@@ -54,11 +74,17 @@ def run_search(tmp: Path, workers: int, args, cache: Path) -> dict:
     per_worker = defaultdict(list)
     for t in study.trials:
         a = t.user_attrs
-        if a.get("run_dir") is None or a.get("status") not in ("completed", "pruned") or t.datetime_complete is None \
-                or a.get("duplicate_of") is not None:
+        if (
+            a.get("run_dir") is None
+            or a.get("status") not in ("completed", "pruned")
+            or t.datetime_complete is None
+            or a.get("duplicate_of") is not None
+        ):
             continue  # rejected candidates and repeats (which carry their original's run_dir) train nothing
         record = json.loads((out / a["run_dir"] / "record.json").read_text())[0]  # a list of one record
-        per_worker[a["worker"]].append((t.datetime_start.timestamp(), t.datetime_complete.timestamp(), record["train_s"]))
+        per_worker[a["worker"]].append(
+            (t.datetime_start.timestamp(), t.datetime_complete.timestamp(), record["train_s"])
+        )
     trials = [x for rows in per_worker.values() for x in rows]
     first, last = min(s for s, _, _ in trials), max(e for _, e, _ in trials)
     span_s = last - first
@@ -66,7 +92,11 @@ def run_search(tmp: Path, workers: int, args, cache: Path) -> dict:
     train_s = sum(t for _, _, t in trials)
     # each worker from its first trial's start to its last trial's end: its trials and the gaps between them
     worker_s = sum(max(e for _, e, _ in rows) - min(s for s, _, _ in rows) for rows in per_worker.values())
-    skipped = sum(1 for t in study.trials if t.user_attrs.get("status") in ("rejected",) or t.user_attrs.get("duplicate_of") is not None)
+    skipped = sum(
+        1
+        for t in study.trials
+        if t.user_attrs.get("status") in ("rejected",) or t.user_attrs.get("duplicate_of") is not None
+    )
     return {
         "workers": workers,
         "torch_threads_per_worker": worker_resources(0, workers)["threads"],

@@ -37,8 +37,9 @@ def env_for(tree: Path) -> dict:
 
 def run_once(tree: Path, args: list[str]) -> float:
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "funnelbench", *args], env=env_for(tree), capture_output=True,
-                          text=True, cwd=tree)
+    done = subprocess.run(
+        [sys.executable, "-m", "funnelbench", *args], env=env_for(tree), capture_output=True, text=True, cwd=tree
+    )
     elapsed = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"funnelbench {' '.join(args)} failed in {tree}: {done.stderr.strip()}")
@@ -47,17 +48,20 @@ def run_once(tree: Path, args: list[str]) -> float:
 
 def heavy_modules(tree: Path, args: list[str]) -> str:
     """Which of HEAVY the command leaves imported, run in-process by a small wrapper."""
-    probe = (f"import sys, io, contextlib\nsys.argv = ['funnelbench', *{args!r}]\nfrom funnelbench.cli import main\n"
-             f"with contextlib.redirect_stdout(io.StringIO()):\n    try:\n        main()\n    except SystemExit:\n        pass\n"
-             f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules) or 'none')")
+    probe = (
+        f"import sys, io, contextlib\nsys.argv = ['funnelbench', *{args!r}]\nfrom funnelbench.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    try:\n        main()\n    except SystemExit:\n        pass\n"
+        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules) or 'none')"
+    )
     done = subprocess.run([sys.executable, "-c", probe], env=env_for(tree), capture_output=True, text=True, cwd=tree)
     return done.stdout.strip() or done.stderr.strip().splitlines()[-1]
 
 
 def commit_of(tree: Path) -> str:
     head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--", "funnelbench"], capture_output=True,
-                           text=True)
+    dirty = subprocess.run(
+        ["git", "-C", str(tree), "status", "--porcelain", "--", "funnelbench"], capture_output=True, text=True
+    )
     return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
@@ -91,8 +95,15 @@ def main():
             for which in order:
                 s = run_once(trees[which], cmd)
                 times[label, which].append(s)
-                rows.append({"run": i, "command": f"funnelbench {label}", "checkout": which, "wall_s": round(s, 4),
-                             "load_1m": load_1m()})
+                rows.append(
+                    {
+                        "run": i,
+                        "command": f"funnelbench {label}",
+                        "checkout": which,
+                        "wall_s": round(s, 4),
+                        "load_1m": load_1m(),
+                    }
+                )
     records = []
     for label, cmd in COMMANDS.items():
         medians = {}
@@ -100,9 +111,18 @@ def main():
             xs = times[label, which]
             q1, q3 = quartiles(xs)
             medians[which] = statistics.median(xs)
-            records.append({"command": f"funnelbench {label}", "checkout": which, "commit": commit_of(tree),
-                            "runs": len(xs), "median_s": round(medians[which], 3), "iqr_s": round(q3 - q1, 3),
-                            "min_s": round(min(xs), 3), "heavy_modules_loaded": heavy_modules(tree, cmd)})
+            records.append(
+                {
+                    "command": f"funnelbench {label}",
+                    "checkout": which,
+                    "commit": commit_of(tree),
+                    "runs": len(xs),
+                    "median_s": round(medians[which], 3),
+                    "iqr_s": round(q3 - q1, 3),
+                    "min_s": round(min(xs), 3),
+                    "heavy_modules_loaded": heavy_modules(tree, cmd),
+                }
+            )
         records[-1]["before_over_after_x"] = round(medians["before"] / medians["after"], 1)
         records[-2]["before_over_after_x"] = ""
     quiet = loaded < 1.5
@@ -112,13 +132,23 @@ def main():
         "iqr_s: interquartile range (q3 - q1) of the runs; before_over_after_x: ratio of the medians.",
         "heavy_modules_loaded: which of torch, optuna, matplotlib, pandas, sqlalchemy the command leaves in "
         "sys.modules (tests/cli/test_startup.py checks that the new one loads none).",
-        f"1-min load when the runs began: {loaded:.2f}" + ("" if quiet or args.no_wait else
-                                                         f" (the shared machine did not get below 1.5 within "
-                                                         f"{args.wait_s:.0f} s; it ran anyway)")
-        + (" (--no-wait: ran without waiting for a quiet machine)" if args.no_wait else "") + ".",
+        f"1-min load when the runs began: {loaded:.2f}"
+        + (
+            ""
+            if quiet or args.no_wait
+            else f" (the shared machine did not get below 1.5 within {args.wait_s:.0f} s; it ran anyway)"
+        )
+        + (" (--no-wait: ran without waiting for a quiet machine)" if args.no_wait else "")
+        + ".",
     ]
-    path = write_result("bench_startup", records, "Start-up time of the command line, before and after lazy imports",
-                        notes, rows=rows, load_before=load_before)
+    path = write_result(
+        "bench_startup",
+        records,
+        "Start-up time of the command line, before and after lazy imports",
+        notes,
+        rows=rows,
+        load_before=load_before,
+    )
     print(json.dumps(records, indent=1))
     print(f"wrote {path}", file=sys.stderr)
 

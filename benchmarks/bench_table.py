@@ -67,8 +67,13 @@ def proxy_options(phase: str) -> dict:
     trains), on Fashion-MNIST; the reference trains longer on more images."""
     from funnelbench.search import load_space
 
-    options = {**load_space(SPACE).proxy, "data": DATA, "train_per_class": PROXY_TRAIN_PER_CLASS, "threads": 1,
-               "checkpoint": "none"}
+    options = {
+        **load_space(SPACE).proxy,
+        "data": DATA,
+        "train_per_class": PROXY_TRAIN_PER_CLASS,
+        "threads": 1,
+        "checkpoint": "none",
+    }
     if phase == "reference":
         options["train_per_class"] = REFERENCE["train_per_class"]
         options["epochs"] = options.get("epochs", 10) * REFERENCE["epochs_factor"]
@@ -86,16 +91,38 @@ def train_one(phase: str, layout: str, seed: int, cache_dir) -> dict:
         rec = train_with_test_curve(config, os.path.join(tmp, "run"), cache_dir=cache_dir)
     full = count(parse_layout(layout))
     proxy = proxy_layout(layout, config.image_size, config.patch_size, config.width_scale)
-    return {"phase": phase, "layout": layout, "seed": seed, "status": rec["status"],
-            "macs": full.macs, "params": full.params, "proxy_layout": str(proxy), "proxy_macs": rec["macs"],
-            "proxy_params": rec["params"], "epochs": rec["epochs_done"], "train_images": rec["train_images"],
-            "val_images": rec["val_images"], "test_images": rec["test_images"],
-            "val_top1": rec["val_top1"], "test_top1": rec["test_top1"],
-            **{k: rec[k] for k in ("val_top1_by_epoch", "test_top1_by_epoch", "train_s_by_epoch", "val_s_by_epoch",
-                                   "test_s_by_epoch", "wall_s")},
-            "train_s": sum(rec["train_s_by_epoch"]), "train_img_per_s": rec["train_img_per_s"],
-            "options": {k: v for k, v in options.items() if k not in ("threads", "checkpoint")},
-            "load_1m_after": round(os.getloadavg()[0], 2)}
+    return {
+        "phase": phase,
+        "layout": layout,
+        "seed": seed,
+        "status": rec["status"],
+        "macs": full.macs,
+        "params": full.params,
+        "proxy_layout": str(proxy),
+        "proxy_macs": rec["macs"],
+        "proxy_params": rec["params"],
+        "epochs": rec["epochs_done"],
+        "train_images": rec["train_images"],
+        "val_images": rec["val_images"],
+        "test_images": rec["test_images"],
+        "val_top1": rec["val_top1"],
+        "test_top1": rec["test_top1"],
+        **{
+            k: rec[k]
+            for k in (
+                "val_top1_by_epoch",
+                "test_top1_by_epoch",
+                "train_s_by_epoch",
+                "val_s_by_epoch",
+                "test_s_by_epoch",
+                "wall_s",
+            )
+        },
+        "train_s": sum(rec["train_s_by_epoch"]),
+        "train_img_per_s": rec["train_img_per_s"],
+        "options": {k: v for k, v in options.items() if k not in ("threads", "checkpoint")},
+        "load_1m_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -127,27 +154,40 @@ def summary(rows: list[dict], layouts: list, hand: list[str]) -> list[dict]:
     out = []
     for lay in layouts:
         text = str(lay)
-        rs = {p: [r for r in rows if r["layout"] == text and r["phase"] == p and r["status"] == "completed"]
-              for p in ("proxy", "reference")}
+        rs = {
+            p: [r for r in rows if r["layout"] == text and r["phase"] == p and r["status"] == "completed"]
+            for p in ("proxy", "reference")
+        }
         c = count(lay)
 
         def mean(p, k):
             return round(100 * statistics.mean(r[k] for r in rs[p]), 2) if rs[p] else None
 
-        out.append({"layout": text, "hand": text in hand, "GMACs": round(c.macs / 1e9, 3), "M params": round(c.params / 1e6, 2),
-                    "stages": len(lay.stages), "proxy seeds": len(rs["proxy"]),
-                    "proxy val top-1": mean("proxy", "val_top1"), "proxy test top-1": mean("proxy", "test_top1"),
-                    "proxy train s": round(statistics.mean(r["train_s"] for r in rs["proxy"]), 1) if rs["proxy"] else None,
-                    "reference seeds": len(rs["reference"]),
-                    "reference val top-1": mean("reference", "val_top1"),
-                    "reference test top-1": mean("reference", "test_top1")})
+        out.append(
+            {
+                "layout": text,
+                "hand": text in hand,
+                "GMACs": round(c.macs / 1e9, 3),
+                "M params": round(c.params / 1e6, 2),
+                "stages": len(lay.stages),
+                "proxy seeds": len(rs["proxy"]),
+                "proxy val top-1": mean("proxy", "val_top1"),
+                "proxy test top-1": mean("proxy", "test_top1"),
+                "proxy train s": round(statistics.mean(r["train_s"] for r in rs["proxy"]), 1) if rs["proxy"] else None,
+                "reference seeds": len(rs["reference"]),
+                "reference val top-1": mean("reference", "val_top1"),
+                "reference test top-1": mean("reference", "test_top1"),
+            }
+        )
     return out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phase", choices=("proxy", "reference", "summary"), default="proxy")
-    parser.add_argument("--out", default="results/table_fashion_mnist", help="prefix of the .md, .csv and _runs.jsonl files")
+    parser.add_argument(
+        "--out", default="results/table_fashion_mnist", help="prefix of the .md, .csv and _runs.jsonl files"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time (one torch thread each)")
     parser.add_argument("--limit", type=int, default=None, help="train at most this many now (the rest on a re-run)")
     parser.add_argument("--cache-dir", default=None)
@@ -164,12 +204,14 @@ def main(argv=None):
     elif args.phase == "reference":
         proxy_done = _means(rows, "proxy", "val_top1")
         if len(proxy_done) < len(layouts):
-            sys.exit(f"error: the proxy phase has {len(proxy_done)} of {len(layouts)} layouts; finish it first "
-                     "(--phase proxy)")
+            sys.exit(
+                f"error: the proxy phase has {len(proxy_done)} of {len(layouts)} layouts; finish it first "
+                "(--phase proxy)"
+            )
         todo = [("reference", lay, s) for s in REFERENCE_SEEDS for lay in reference_layouts(rows, hand)]
     else:
         todo = []
-    todo = [t for t in todo if t not in done][:args.limit]
+    todo = [t for t in todo if t not in done][: args.limit]
     load_before = load_average()
     started = time.time()
     if todo:
@@ -182,8 +224,11 @@ def main(argv=None):
                 rows.append(row)
                 with open(runs_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"[{i}/{len(todo)}] {row['phase']} {row['layout']:40s} seed {row['seed']}: val "
-                      f"{100 * row['val_top1']:.1f} test {100 * row['test_top1']:.1f} | {row['train_s']:.0f} s", flush=True)
+                print(
+                    f"[{i}/{len(todo)}] {row['phase']} {row['layout']:40s} seed {row['seed']}: val "
+                    f"{100 * row['val_top1']:.1f} test {100 * row['test_top1']:.1f} | {row['train_s']:.0f} s",
+                    flush=True,
+                )
     table = summary(rows, layouts, hand)
     n_proxy = sum(r["phase"] == "proxy" for r in rows)
     n_ref = sum(r["phase"] == "reference" for r in rows)
@@ -199,8 +244,15 @@ def main(argv=None):
         "every epoch by this benchmark, never by a decision). Per-training rows with per-epoch curves and seconds: "
         f"{runs_path.name}.",
     ]
-    write_result(out.name, table, "A tabular benchmark of token-pooling ViTs on Fashion-MNIST", notes,
-                 load_before=load_before, folder=out.parent, argv=sys.argv[1:] if argv is None else argv)
+    write_result(
+        out.name,
+        table,
+        "A tabular benchmark of token-pooling ViTs on Fashion-MNIST",
+        notes,
+        load_before=load_before,
+        folder=out.parent,
+        argv=sys.argv[1:] if argv is None else argv,
+    )
     print(f"{n_proxy} proxy, {n_ref} reference trainings; this invocation {(time.time() - started) / 60:.1f} min")
     if args.phase == "summary":
         print(markdown_table(table))

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import load_average, markdown_table, write_result
 
 import funnelbench as fb
-from _common import load_average, markdown_table, write_result
 from funnelbench.measure import TrainStep, make_optimizer
 from funnelbench.train import TrainConfig, Trainer, proxy_layout
 
@@ -62,10 +62,20 @@ def reference_step_fns(layout, batch_size: int, dtype: str, num_classes: int) ->
 def run_case(layout_text, image_size, patch_size, batch_size, steps, dtype, rounds, cache_dir, out_dir):
     layout = proxy_layout(layout_text, image_size, patch_size)
     per_class = steps * batch_size // 8  # the built-in data has 8 classes: one epoch = `steps` steps
-    config = TrainConfig(layout=layout_text, image_size=image_size, patch_size=patch_size, batch_size=batch_size,
-                         train_per_class=per_class, val_per_class=1, epochs=rounds + 1, dtype=dtype, device="cpu")
-    trainer = Trainer(config, out=os.path.join(out_dir, f"{dtype}-{image_size}-{batch_size}"), cache_dir=cache_dir,
-                      overwrite=True)
+    config = TrainConfig(
+        layout=layout_text,
+        image_size=image_size,
+        patch_size=patch_size,
+        batch_size=batch_size,
+        train_per_class=per_class,
+        val_per_class=1,
+        epochs=rounds + 1,
+        dtype=dtype,
+        device="cpu",
+    )
+    trainer = Trainer(
+        config, out=os.path.join(out_dir, f"{dtype}-{image_size}-{batch_size}"), cache_dir=cache_dir, overwrite=True
+    )
     assert trainer.steps_per_epoch == steps
     references = reference_step_fns(layout, batch_size, dtype, trainer.data.num_classes)
 
@@ -83,8 +93,11 @@ def run_case(layout_text, image_size, patch_size, batch_size, steps, dtype, roun
         row = {"round": r + 1, "trainer_img_per_s": trainer.train_epoch(r + 1)["train_img_per_s"]}
         row.update({f"{name}_img_per_s": img_per_s(step) for name, step in references.items()})
         rows.append(row)
-        print(f"  {dtype} round {r + 1}: trainer {row['trainer_img_per_s']:8.1f} img/s  profiler "
-              f"{row['profiler_img_per_s']:8.1f} img/s  bare {row['bare_img_per_s']:8.1f} img/s", flush=True)
+        print(
+            f"  {dtype} round {r + 1}: trainer {row['trainer_img_per_s']:8.1f} img/s  profiler "
+            f"{row['profiler_img_per_s']:8.1f} img/s  bare {row['bare_img_per_s']:8.1f} img/s",
+            flush=True,
+        )
 
     def median(key):
         return round(statistics.median(r[key] for r in rows), 1)
@@ -92,12 +105,20 @@ def run_case(layout_text, image_size, patch_size, batch_size, steps, dtype, roun
     ratios = [r["trainer_img_per_s"] / r["profiler_img_per_s"] for r in rows]
     bare = [r["trainer_img_per_s"] / r["bare_img_per_s"] for r in rows]
     return {
-        "layout": str(layout), "image_size": image_size, "patch_size": patch_size, "batch_size": batch_size,
-        "dtype": dtype, "steps_per_round": steps, "rounds": rounds,
-        "trainer_img_per_s": median("trainer_img_per_s"), "profiler_img_per_s": median("profiler_img_per_s"),
+        "layout": str(layout),
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "steps_per_round": steps,
+        "rounds": rounds,
+        "trainer_img_per_s": median("trainer_img_per_s"),
+        "profiler_img_per_s": median("profiler_img_per_s"),
         "bare_img_per_s": median("bare_img_per_s"),
-        "ratio": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
-        "ratio_max": round(max(ratios), 3), "target_met": statistics.median(ratios) >= 0.9,
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_min": round(min(ratios), 3),
+        "ratio_max": round(max(ratios), 3),
+        "target_met": statistics.median(ratios) >= 0.9,
         "ratio_to_bare": round(statistics.median(bare), 3),
     }, rows
 
@@ -106,8 +127,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cases", type=int, nargs="+", default=list(range(len(CASES))),
-                        help="indices into CASES (default: all)")
+    parser.add_argument(
+        "--cases", type=int, nargs="+", default=list(range(len(CASES))), help="indices into CASES (default: all)"
+    )
     parser.add_argument("--out", default=None, help="markdown file for the summary (a .csv of rounds goes next to it)")
     args = parser.parse_args(argv)
 
@@ -118,22 +140,41 @@ def main(argv=None):
             layout, size, patch, batch, steps = CASES[i]
             for dtype in args.dtypes:
                 print(f"{layout} at {size} px / {patch} px patches, batch {batch}, {dtype}", flush=True)
-                row, rounds = run_case(layout, size, patch, batch, steps, dtype, args.rounds,
-                                       os.path.join(tmp, "cache"), os.path.join(tmp, "runs"))
+                row, rounds = run_case(
+                    layout,
+                    size,
+                    patch,
+                    batch,
+                    steps,
+                    dtype,
+                    args.rounds,
+                    os.path.join(tmp, "cache"),
+                    os.path.join(tmp, "runs"),
+                )
                 summary.append(row)
                 raw += [{"layout": row["layout"], "dtype": dtype, **r} for r in rounds]
 
     if args.out:
         out = Path(args.out)
-        write_result(out.stem, summary, "Trainer vs the profiler's train step (images/s, CPU)", [
-            "Trainer, profiler step and bare step interleaved round by round in one process; img/s columns are medians "
-            "over rounds, `ratio` is the median of the per-round ratios (min and max beside it). Trainer: "
-            "`Trainer.train_epoch` on cached built-in data (gather, crop augmentation, normalise, label "
-            "smoothing, clipping, fused AdamW, schedule). Profiler: the step `funnelbench profile` times "
-            "(funnelbench.measure.TrainStep, torch's default AdamW, in-memory batch); `ratio` = trainer / "
-            "profiler, target >= 0.9. Bare: the same step with the trainer's fused AdamW; `ratio_to_bare` = "
-            "trainer / bare (a stricter reference)."], rows=raw, rows_suffix="_rounds", load_before=load_before,
-            folder=out.parent, argv=argv)
+        write_result(
+            out.stem,
+            summary,
+            "Trainer vs the profiler's train step (images/s, CPU)",
+            [
+                "Trainer, profiler step and bare step interleaved round by round in one process; img/s columns are medians "
+                "over rounds, `ratio` is the median of the per-round ratios (min and max beside it). Trainer: "
+                "`Trainer.train_epoch` on cached built-in data (gather, crop augmentation, normalise, label "
+                "smoothing, clipping, fused AdamW, schedule). Profiler: the step `funnelbench profile` times "
+                "(funnelbench.measure.TrainStep, torch's default AdamW, in-memory batch); `ratio` = trainer / "
+                "profiler, target >= 0.9. Bare: the same step with the trainer's fused AdamW; `ratio_to_bare` = "
+                "trainer / bare (a stricter reference)."
+            ],
+            rows=raw,
+            rows_suffix="_rounds",
+            load_before=load_before,
+            folder=out.parent,
+            argv=argv,
+        )
     table = markdown_table(summary)
     print(table)
     return summary

@@ -13,11 +13,11 @@ same batch, the same AdamW step and the same timing loop (``funnelbench.measure`
 from __future__ import annotations
 
 import torch
+from _common import before_measuring, load_1m, load_note, machine, timing_arguments, write_result
 from timm.models.vision_transformer import VisionTransformer
 
 import funnelbench as fb
 from funnelbench.measure import InferStep, TrainStep, make_optimizer, time_interleaved
-from _common import before_measuring, load_1m, load_note, machine, timing_arguments, write_result
 
 CPU = torch.device("cpu")
 CONFIGS = [
@@ -60,14 +60,27 @@ def main():
                 load_before = before_measuring(args)
                 timings = time_interleaved(steps, CPU, warmup=args.warmup, repeats=args.repeats)
                 o, t = (batch / timings[k].median_s for k in ("ours", "timm"))
-                rows.append({
-                    "config": name, "layout": layout, "dtype": dtype, "mode": mode, "batch_size": batch,
-                    "ours_img_per_s": round(o, 1), "timm_img_per_s": round(t, 1), "ours_over_timm": round(o / t, 3),
-                    "ours_range_pct": round(100 * (timings["ours"].max_s - timings["ours"].min_s) / timings["ours"].median_s, 1),
-                    "timm_range_pct": round(100 * (timings["timm"].max_s - timings["timm"].min_s) / timings["timm"].median_s, 1),
-                    "max_abs_logit_diff": float(f"{diff:.2e}"),
-                    "load_before": load_before, "load_after": load_1m(),
-                })
+                rows.append(
+                    {
+                        "config": name,
+                        "layout": layout,
+                        "dtype": dtype,
+                        "mode": mode,
+                        "batch_size": batch,
+                        "ours_img_per_s": round(o, 1),
+                        "timm_img_per_s": round(t, 1),
+                        "ours_over_timm": round(o / t, 3),
+                        "ours_range_pct": round(
+                            100 * (timings["ours"].max_s - timings["ours"].min_s) / timings["ours"].median_s, 1
+                        ),
+                        "timm_range_pct": round(
+                            100 * (timings["timm"].max_s - timings["timm"].min_s) / timings["timm"].median_s, 1
+                        ),
+                        "max_abs_logit_diff": float(f"{diff:.2e}"),
+                        "load_before": load_before,
+                        "load_after": load_1m(),
+                    }
+                )
                 print(rows[-1], flush=True)
     worst = min(r["ours_over_timm"] for r in rows)
     notes = [
@@ -77,8 +90,12 @@ def main():
         "Same weights in both models (max_abs_logit_diff: fp32 logits of 2 images); train = AdamW step.",
         load_note(load),
     ]
-    path = write_result("bench_vs_timm" + ("_quick" if args.quick else ""), rows,
-                        "Ours vs timm VisionTransformer (identical widths, interleaved)", notes)
+    path = write_result(
+        "bench_vs_timm" + ("_quick" if args.quick else ""),
+        rows,
+        "Ours vs timm VisionTransformer (identical widths, interleaved)",
+        notes,
+    )
     print(f"worst ours/timm ratio {worst:.3f}; wrote {path}; {machine()}")
 
 

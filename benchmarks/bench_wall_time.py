@@ -18,8 +18,9 @@ import subprocess
 import sys
 import time
 
-import funnelbench as fb
 from _common import load_1m, load_note, machine, wait_for_quiet, write_result
+
+import funnelbench as fb
 
 
 def main():
@@ -37,7 +38,18 @@ def main():
         rounds.append(time.perf_counter() - t0)
     count_s = min(rounds)
 
-    cmd = [sys.executable, "-m", "funnelbench", "profile", "deit-ti", "--batch-size", "8", "--counters", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "funnelbench",
+        "profile",
+        "deit-ti",
+        "--batch-size",
+        "8",
+        "--counters",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
     if not args.no_wait:
         load = wait_for_quiet()
@@ -49,14 +61,26 @@ def main():
         raise SystemExit(out.stderr)
     print(out.stdout)
     rows = [
-        {"target": f"count all {len(names)} presets", "limit_s": 1.0, "measured_s": round(count_s, 5),
-         "per_layout_us": round(1e6 * count_s / len(names), 1), "met": count_s < 1.0},
-        {"target": "funnelbench profile deit-ti --batch-size 8 --counters (fresh process)", "limit_s": 30.0,
-         "measured_s": round(profile_s, 2), "per_layout_us": None, "met": profile_s < 30.0, "load_after": load_after},
+        {
+            "target": f"count all {len(names)} presets",
+            "limit_s": 1.0,
+            "measured_s": round(count_s, 5),
+            "per_layout_us": round(1e6 * count_s / len(names), 1),
+            "met": count_s < 1.0,
+        },
+        {
+            "target": "funnelbench profile deit-ti --batch-size 8 --counters (fresh process)",
+            "limit_s": 30.0,
+            "measured_s": round(profile_s, 2),
+            "per_layout_us": None,
+            "met": profile_s < 30.0,
+            "load_after": load_after,
+        },
     ]
     notes = [
         "count: best of 20 rounds over every preset in this process; profile: wall time of `"
-        + " ".join(["python", *cmd[1:]]) + "` from start to exit, with its default 2 warm-up steps and 5 timed "
+        + " ".join(["python", *cmd[1:]])
+        + "` from start to exit, with its default 2 warm-up steps and 5 timed "
         "repeats for training and for inference, peak memory of both, the estimate and both MAC counters.",
         load_note(load),
         "The profile's own output:\n\n```\n" + out.stdout.strip() + "\n```",

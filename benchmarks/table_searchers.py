@@ -90,8 +90,17 @@ def run_tool(sampler: str, seed: int, n: int, table: Table) -> list[tuple[str, d
     trial.train_trial, loop.load_proxy_data = lookup, lambda settings: None
     spec = dict(load_space(SPACE).spec, baselines=[])
     with tempfile.TemporaryDirectory() as tmp:
-        search(spec, trials=n, budget_macs=BUDGET_MACS, min_macs=MIN_MACS, sampler=sampler, pruner="none",
-               seed=seed, root=tmp, study=f"{sampler}-{seed}")
+        search(
+            spec,
+            trials=n,
+            budget_macs=BUDGET_MACS,
+            min_macs=MIN_MACS,
+            sampler=sampler,
+            pruner="none",
+            seed=seed,
+            root=tmp,
+            study=f"{sampler}-{seed}",
+        )
     return trained
 
 
@@ -99,9 +108,6 @@ def run_evolution(seed: int, n: int, table: Table, population: int = 10, sample:
     """Regularized evolution on the sub-space: an aging population; each child mutates one
     decision of the best of ``sample`` drawn members, redrawn until it is a new point of the space
     within the budgets; the start is uniform feasible draws (the tool's own :class:`LayoutDraws`)."""
-    from funnelbench.search import load_space
-    from funnelbench.search.budget import Budgets, over_budget
-    from funnelbench.search.feasible import LayoutDraws
 
     rng = random.Random(f"evolution-{seed}")
     space, feasible, by_params, choices = _evolution_space()
@@ -175,8 +181,10 @@ def main(argv=None):
     layouts, hand = table_layouts()
     missing = [str(lay) for lay in layouts if str(lay) not in table.rows]
     if missing:
-        sys.exit(f"error: the table lacks {len(missing)} of {len(layouts)} layouts (e.g. {missing[0]}); finish "
-                 "bench_table.py --phase proxy first")
+        sys.exit(
+            f"error: the table lacks {len(missing)} of {len(layouts)} layouts (e.g. {missing[0]}); finish "
+            "bench_table.py --phase proxy first"
+        )
     best_hand = max(table.test[h] for h in hand)
     # resumable: every finished run is a line (its trainings as layout and looked-up seed)
     runs_path = Path(args.out).with_name(Path(args.out).name + "_runs.jsonl")
@@ -189,7 +197,7 @@ def main(argv=None):
         for seed in range(args.runs):
             stored = done.get((name, seed))
             if stored is not None and (name == "hand" or len(stored["trained"]) >= args.trainings):
-                trained = [(lay, by_seed[(lay, s)]) for lay, s in stored["trained"]][:args.trainings]
+                trained = [(lay, by_seed[(lay, s)]) for lay, s in stored["trained"]][: args.trainings]
             else:
                 if name == "hand":
                     trained = run_hand(seed, hand, table)
@@ -198,8 +206,17 @@ def main(argv=None):
                 else:
                     trained = run_tool(name, seed, args.trainings, table)
                 with open(runs_path, "a") as f:
-                    f.write(json.dumps({"phase": "run", "searcher": name, "run": seed,
-                                        "trained": [[lay, r["seed"]] for lay, r in trained]}) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "phase": "run",
+                                "searcher": name,
+                                "run": seed,
+                                "trained": [[lay, r["seed"]] for lay, r in trained],
+                            }
+                        )
+                        + "\n"
+                    )
             curves.append(incumbent_curve(f"{name}-{seed}", table, trained))
         groups[name] = curves
         print(f"{name}: {len(curves)} runs", flush=True)
@@ -213,17 +230,30 @@ def main(argv=None):
             mean, lo, hi = band([table.best - v for v in at])
             row[f"regret after {n} (pts)"] = f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
     out = Path(args.out)
-    plot_compare(groups, out.with_suffix(".png"), title="incumbent's test top-1 on the Fashion-MNIST table",
-                 hline=(best_hand, "best hand layout"), ylabel="incumbent's test top-1 %")
+    plot_compare(
+        groups,
+        out.with_suffix(".png"),
+        title="incumbent's test top-1 on the Fashion-MNIST table",
+        hline=(best_hand, "best hand layout"),
+        ylabel="incumbent's test top-1 %",
+    )
     Path(out.with_name(out.name + "_curves.jsonl")).write_text(
-        "".join(json.dumps(r) + "\n" for r in curve_rows(groups)))
-    write_result(out.name, rows, "Searchers on the Fashion-MNIST table: the incumbent's test top-1", [
-        f"{len(table.rows)} layouts; best test top-1 in the sub-space {table.best:.2f} %, top 5 % from "
-        f"{table.top5:.2f} %, best hand layout {best_hand:.2f} %.",
-        f"{args.runs} runs per searcher, {args.trainings} trainings each (hand: its {len(hand)} layouts); a training "
-        "is looked up from a random one of the table's seeds.",
-        "best after N: the incumbent's test top-1 (mean [95 % t band] over runs); regret: the sub-space's best minus it.",
-    ], folder=out.parent, argv=sys.argv[1:] if argv is None else argv)
+        "".join(json.dumps(r) + "\n" for r in curve_rows(groups))
+    )
+    write_result(
+        out.name,
+        rows,
+        "Searchers on the Fashion-MNIST table: the incumbent's test top-1",
+        [
+            f"{len(table.rows)} layouts; best test top-1 in the sub-space {table.best:.2f} %, top 5 % from "
+            f"{table.top5:.2f} %, best hand layout {best_hand:.2f} %.",
+            f"{args.runs} runs per searcher, {args.trainings} trainings each (hand: its {len(hand)} layouts); a training "
+            "is looked up from a random one of the table's seeds.",
+            "best after N: the incumbent's test top-1 (mean [95 % t band] over runs); regret: the sub-space's best minus it.",
+        ],
+        folder=out.parent,
+        argv=sys.argv[1:] if argv is None else argv,
+    )
     print(markdown_table(rows))
 
 

@@ -40,10 +40,32 @@ _LAZY = {
 }
 
 __all__ = [
-    "Cost", "count", "FunnelbenchError", "LayoutError", "UsageError", "Layout", "Stage", "Stem", "format_layout",
-    "parse_layout", "build_model", "PRESETS", "get_preset", "list_presets", "resolve", "load_vit_weights",
-    "load_data", "TrainConfig", "train", "finetune",
-    "MemoryEstimate", "estimate_memory", "profile", "reproduce", "load_space", "search",
+    "Cost",
+    "count",
+    "FunnelbenchError",
+    "LayoutError",
+    "UsageError",
+    "Layout",
+    "Stage",
+    "Stem",
+    "format_layout",
+    "parse_layout",
+    "build_model",
+    "PRESETS",
+    "get_preset",
+    "list_presets",
+    "resolve",
+    "load_vit_weights",
+    "load_data",
+    "TrainConfig",
+    "train",
+    "finetune",
+    "MemoryEstimate",
+    "estimate_memory",
+    "profile",
+    "reproduce",
+    "load_space",
+    "search",
 ]
 
 

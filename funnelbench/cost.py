@@ -46,8 +46,21 @@ from dataclasses import dataclass
 
 # (ps_feature_size, unfold_length, layer_macs, t2t_layer_macs, t2t_sides: importable from here as before)
 from .layout import Layout, Stage, check_int, ps_feature_size, unfold_length, validate_layout  # noqa: F401
-from .parts import (HeadPart, LayerPart, PSStemPart, bottleneck_macs, bottleneck_shapes, describe,  # noqa: F401
-                    layer_macs, linear_shapes, make_stem_part, numel, stage_parts, t2t_layer_macs, t2t_sides)
+from .parts import (  # noqa: F401
+    HeadPart,
+    LayerPart,
+    PSStemPart,
+    bottleneck_macs,
+    bottleneck_shapes,
+    describe,
+    layer_macs,
+    linear_shapes,
+    make_stem_part,
+    numel,
+    stage_parts,
+    t2t_layer_macs,
+    t2t_sides,
+)
 
 
 @dataclass(frozen=True)
@@ -147,8 +160,10 @@ def count(x, num_classes: int = 1000) -> Cost:
     stem, embed = model.stem, model.embed
     # The stem, class token and position embedding; PS-ViT's sampling iterations apart.
     if isinstance(stem, PSStemPart):
-        parts = [Part("embed", numel(stem.feature_shapes()) + embed.params, stem.feature_macs),
-                 Part("sampling", numel(stem.sampling_shapes()), stem.sampling_macs, stem.as_stage)]
+        parts = [
+            Part("embed", numel(stem.feature_shapes()) + embed.params, stem.feature_macs),
+            Part("sampling", numel(stem.sampling_shapes()), stem.sampling_macs, stem.as_stage),
+        ]
     else:
         parts = [Part("embed", stem.params + embed.params, stem.macs)]
     parts += [Part(s.name, s.params, s.macs, s.stage) for s in model.stages]

@@ -93,13 +93,36 @@ def fvcore_count(model: torch.nn.Module, image_size: int, in_chans: int = 3) -> 
 
 # Operators that only re-describe memory (views, layout): nothing to count, so not "skipped".
 _NO_COMPUTE = {
-    "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "select", "slice", "unbind",
-    "split", "split_with_sizes", "unsqueeze", "squeeze", "detach", "alias", "as_strided", "_reshape_alias",
-    "lift_fresh", "empty", "empty_like", "empty_strided", "zeros", "zeros_like",
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "t",
+    "transpose",
+    "permute",
+    "expand",
+    "select",
+    "slice",
+    "unbind",
+    "split",
+    "split_with_sizes",
+    "unsqueeze",
+    "squeeze",
+    "detach",
+    "alias",
+    "as_strided",
+    "_reshape_alias",
+    "lift_fresh",
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "zeros",
+    "zeros_like",
 }
 
 
-def torch_flop_count(model: torch.nn.Module, image_size: int, in_chans: int = 3, force_math: bool = True) -> CounterResult:
+def torch_flop_count(
+    model: torch.nn.Module, image_size: int, in_chans: int = 3, force_math: bool = True
+) -> CounterResult:
     """torch ``FlopCounterMode``'s count of one image's forward pass, as MACs (FLOPs / 2).
 
     ``force_math`` runs attention through the math SDPA backend, whose matmuls the counter
@@ -119,7 +142,9 @@ def torch_flop_count(model: torch.nn.Module, image_size: int, in_chans: int = 3,
     backend = sdpa_kernel(SDPBackend.MATH) if force_math else contextlib.nullcontext()
     with backend, torch.no_grad(), counter, ops:
         model(x)
-    counted = {str(k).removeprefix("aten."): int(v) // 2 for k, v in counter.get_flop_counts().get("Global", {}).items()}
+    counted = {
+        str(k).removeprefix("aten."): int(v) // 2 for k, v in counter.get_flop_counts().get("Global", {}).items()
+    }
     with_formula = {str(k).removeprefix("aten.") for k in flop_registry}
     skipped = {}
     for op, n in ops.ops.items():

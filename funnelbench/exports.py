@@ -49,8 +49,10 @@ def check_export_path(path: str | os.PathLike) -> Path:
     """Fail early (before any long measurement) on an unknown suffix or an unwritable folder."""
     path = Path(path)
     if path.suffix.lower() not in EXPORT_SUFFIXES:
-        raise UsageError(f"cannot export to {str(path)!r}: unknown suffix {path.suffix or '(none)'!r}; "
-                         f"use one of {', '.join(EXPORT_SUFFIXES)}")
+        raise UsageError(
+            f"cannot export to {str(path)!r}: unknown suffix {path.suffix or '(none)'!r}; "
+            f"use one of {', '.join(EXPORT_SUFFIXES)}"
+        )
     folder = path.parent if str(path.parent) else Path(".")
     probe = folder
     while not probe.exists():

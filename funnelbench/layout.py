@@ -206,7 +206,9 @@ class Layout:
                 else:
                     patches = pooled_length(patches, s.stride, s.kernel)
                 if patches < 1:
-                    raise LayoutError(f"at {image_size} px the {s.pool_label} pool into a stage of {self} leaves no tokens")
+                    raise LayoutError(
+                        f"at {image_size} px the {s.pool_label} pool into a stage of {self} leaves no tokens"
+                    )
             stages.append(replace(s, tokens=patches + prefix))
         return parse_layout(format_layout(replace(self, stages=tuple(stages), image_size=image_size, patch_size=patch)))
 
@@ -245,17 +247,24 @@ def stem_geometry_problem(stem: Stem, image_size: int) -> tuple[str, str] | None
     """(problem, expected) when the stem cannot take ``image_size`` px images, else None."""
     if stem.is_t2t and image_size % T2T_STRIDE:
         lo = max(T2T_STRIDE, image_size // T2T_STRIDE * T2T_STRIDE)
-        return (f"the T2T stem cannot split {image_size} px images into a whole grid: its soft splits have "
-                f"strides 4, 2 and 2, so the image size must be a multiple of {T2T_STRIDE}",
-                f"img{lo} or img{lo + T2T_STRIDE}")
+        return (
+            f"the T2T stem cannot split {image_size} px images into a whole grid: its soft splits have "
+            f"strides 4, 2 and 2, so the image size must be a multiple of {T2T_STRIDE}",
+            f"img{lo} or img{lo + T2T_STRIDE}",
+        )
     if stem.kind == "ps":
         if image_size % PS_STRIDE:
-            return (f"the PS stem's feature map is img / {PS_STRIDE}, and {image_size} is not a multiple of {PS_STRIDE}",
-                    f"an image size that is a multiple of {PS_STRIDE}")
+            return (
+                f"the PS stem's feature map is img / {PS_STRIDE}, and {image_size} is not a multiple of {PS_STRIDE}",
+                f"an image size that is a multiple of {PS_STRIDE}",
+            )
         feat = ps_feature_size(image_size)
         if stem.points > feat:
-            return (f"a sampling grid of {stem.points}x{stem.points} points is larger than the {feat}x{feat} "
-                    f"feature map of {image_size} px images", f"ps<int> of at most {feat}, or a larger img")
+            return (
+                f"a sampling grid of {stem.points}x{stem.points} points is larger than the {feat}x{feat} "
+                f"feature map of {image_size} px images",
+                f"ps<int> of at most {feat}, or a larger img",
+            )
     return None
 
 
@@ -358,14 +367,19 @@ def layout_problem(layout) -> LayoutProblem | None:
     """The first problem of ``layout`` (see :func:`validate_layout`), or None. The parser runs
     the same two parts, :func:`_model_problem` and :func:`_stage_problem`, as it goes."""
     if not isinstance(layout, Layout):
-        return LayoutProblem(f"a layout must be a Layout, got {type(layout).__name__}", "a Layout or parse_layout(text)")
+        return LayoutProblem(
+            f"a layout must be a Layout, got {type(layout).__name__}", "a Layout or parse_layout(text)"
+        )
     problem = _model_problem(layout.stem, layout.image_size, layout.patch_size, layout.head, layout.pos)
     if problem:
         return problem
     stages = layout.stages
     if not isinstance(stages, tuple) or not stages or not all(isinstance(s, Stage) for s in stages):
-        return LayoutProblem(f"Layout.stages must be a non-empty tuple of Stage, got {stages!r}", "at least one Stage",
-                             fields=("stages",))
+        return LayoutProblem(
+            f"Layout.stages must be a non-empty tuple of Stage, got {stages!r}",
+            "at least one Stage",
+            fields=("stages",),
+        )
     walk = _PoolWalk(layout)
     for index, stage in enumerate(stages):
         problem = _stage_problem(index, stage, walk)
@@ -403,7 +417,9 @@ def _model_problem(stem: Stem, image: int, patch: int, head: str, pos: str) -> L
     if pos not in POS_KINDS:
         return LayoutProblem(f"position embedding {pos!r} is not one", ", ".join(POS_KINDS), fields=("pos_embed",))
     if not isinstance(stem, Stem) or stem.kind not in STEMS:
-        return LayoutProblem(f"stem {stem!r} is not a Stem of kind {', '.join(STEMS)}", "Stem(kind=...)", fields=("stem",))
+        return LayoutProblem(
+            f"stem {stem!r} is not a Stem of kind {', '.join(STEMS)}", "Stem(kind=...)", fields=("stem",)
+        )
     for name, minimum in (("token_dim", 1), ("points", 0), ("iters", 1), ("fe_width", 1)):
         problem = _int_problem(getattr(stem, name), f"Stem.{name}", minimum)
         if problem:
@@ -411,25 +427,43 @@ def _model_problem(stem: Stem, image: int, patch: int, head: str, pos: str) -> L
     if not isinstance(stem.share, bool):
         return LayoutProblem(f"Stem.share must be True or False, got {stem.share!r}", "a bool", fields=("share",))
     # Settings of another kind of stem: the text cannot write them, so they would be lost.
-    unused = {"token_dim": DEFAULT_T2T_DIM, "points": 0, "iters": DEFAULT_PS_ITERS, "share": False,
-              "fe_width": DEFAULT_PS_FE_WIDTH}
+    unused = {
+        "token_dim": DEFAULT_T2T_DIM,
+        "points": 0,
+        "iters": DEFAULT_PS_ITERS,
+        "share": False,
+        "fe_width": DEFAULT_PS_FE_WIDTH,
+    }
     used = {"patch": (), "t2t": ("token_dim",), "t2t_t": ("token_dim",), "ps": ("points", "iters", "share", "fe_width")}
     for name, default in unused.items():
         if name not in used[stem.kind] and getattr(stem, name) != default:
-            return LayoutProblem(f"the {stem.kind} stem has no {name} (Stem.{name}={getattr(stem, name)!r})",
-                                 f"Stem.{name}={default!r} (the default)", fields=(name,))
+            return LayoutProblem(
+                f"the {stem.kind} stem has no {name} (Stem.{name}={getattr(stem, name)!r})",
+                f"Stem.{name}={default!r} (the default)",
+                fields=(name,),
+            )
     if stem.kind == "ps" and stem.points < 1:
-        return LayoutProblem("the PS stem samples no points (Stem.points=0)", "ps<int> of at least 1", fields=("points",))
+        return LayoutProblem(
+            "the PS stem samples no points (Stem.points=0)", "ps<int> of at least 1", fields=("points",)
+        )
     if stem.kind != "patch" and patch != DEFAULT_PATCH_SIZE:
-        return LayoutProblem(f"the {stem.kind} stem has no patch size, and this layout sets {patch}",
-                             f"patch size {DEFAULT_PATCH_SIZE} (the default)", fields=("patch_size",))
+        return LayoutProblem(
+            f"the {stem.kind} stem has no patch size, and this layout sets {patch}",
+            f"patch size {DEFAULT_PATCH_SIZE} (the default)",
+            fields=("patch_size",),
+        )
     if stem.kind == "patch" and image % patch:
-        return LayoutProblem(f"image size {image} is not a multiple of patch size {patch}",
-                             "img and patch such that img / patch is a whole number of patches",
-                             fields=("image_size", "patch_size"))
+        return LayoutProblem(
+            f"image size {image} is not a multiple of patch size {patch}",
+            "img and patch such that img / patch is a whole number of patches",
+            fields=("image_size", "patch_size"),
+        )
     if stem.kind == "t2t" and stem.token_dim == 1:
-        return LayoutProblem("the Performer T2T layers use tok / 2 random features, so tok1 leaves none", "tok2 or more",
-                             fields=("token_dim",))
+        return LayoutProblem(
+            "the Performer T2T layers use tok / 2 random features, so tok1 leaves none",
+            "tok2 or more",
+            fields=("token_dim",),
+        )
     problem = stem_geometry_problem(stem, image)
     if problem:
         # blame the sampling grid when it is too large, else the image size
@@ -463,8 +497,14 @@ def _stage_problem(index: int, s: Stage, walk: _PoolWalk) -> LayoutProblem | Non
     """Problems of stage ``index`` after the stages before it (``walk`` moves on to it when
     there are none)."""
     n = index + 1
-    for name, what in (("layers", "number of layers"), ("tokens", "token count"), ("hidden", "hidden width"),
-                       ("mlp", "MLP width"), ("heads", "number of heads"), ("stride", "stride")):
+    for name, what in (
+        ("layers", "number of layers"),
+        ("tokens", "token count"),
+        ("hidden", "hidden width"),
+        ("mlp", "MLP width"),
+        ("heads", "number of heads"),
+        ("stride", "stride"),
+    ):
         problem = _int_problem(getattr(s, name), what)
         if problem:
             return LayoutProblem(f"stage {n}: {problem}", f"a positive {what}", index, (name,))
@@ -473,76 +513,119 @@ def _stage_problem(index: int, s: Stage, walk: _PoolWalk) -> LayoutProblem | Non
         return LayoutProblem(f"stage {n}: {problem}", "0 (window = stride) or a positive window", index, ("kernel",))
     for name in ("pqo", "newpos", "qkv_bias"):
         if not isinstance(getattr(s, name), bool):
-            return LayoutProblem(f"stage {n}: Stage.{name} must be True or False, got {getattr(s, name)!r}", "a bool",
-                                 index, (name,))
+            return LayoutProblem(
+                f"stage {n}: Stage.{name} must be True or False, got {getattr(s, name)!r}", "a bool", index, (name,)
+            )
     if s.hidden % s.heads:
-        return LayoutProblem(f"stage {n}: hidden width {s.hidden} is not divisible by {s.heads} heads",
-                             f"a width that is a multiple of the heads, or heads given with a<int> "
-                             f"(e.g. a{_divisor_near(s.hidden, s.heads)})", index, ("heads", "hidden"))
+        return LayoutProblem(
+            f"stage {n}: hidden width {s.hidden} is not divisible by {s.heads} heads",
+            f"a width that is a multiple of the heads, or heads given with a<int> "
+            f"(e.g. a{_divisor_near(s.hidden, s.heads)})",
+            index,
+            ("heads", "hidden"),
+        )
     prev, prefix = walk.prev, walk.prefix
     if prev is None:
         grid_tokens = walk.grid * walk.grid + prefix
         if s.tokens != grid_tokens:
-            return LayoutProblem(f"the first stage has {s.tokens} tokens, but {walk.describe_stem()} = {grid_tokens}",
-                                 f"{grid_tokens}, or img/patch/stem options that give {s.tokens} tokens", index, ("tokens",))
+            return LayoutProblem(
+                f"the first stage has {s.tokens} tokens, but {walk.describe_stem()} = {grid_tokens}",
+                f"{grid_tokens}, or img/patch/stem options that give {s.tokens} tokens",
+                index,
+                ("tokens",),
+            )
     if s.pool not in (NO_POOL, *POOL_OPS):
-        return LayoutProblem(f"stage {n}: pool {s.pool!r} is not a pooling operator", f"one of {', '.join(POOL_OPS)}, "
-                             f"or {NO_POOL!r} on a stage that keeps the token count", index, ("pool",))
+        return LayoutProblem(
+            f"stage {n}: pool {s.pool!r} is not a pooling operator",
+            f"one of {', '.join(POOL_OPS)}, or {NO_POOL!r} on a stage that keeps the token count",
+            index,
+            ("pool",),
+        )
     if prev is None or s.tokens == prev.tokens:
         settings = {"pool": NO_POOL, "stride": 1, "kernel": 0, "pqo": False, "newpos": False}
         for name, default in settings.items():
             if getattr(s, name) != default:
-                why = "it is the first stage" if prev is None else f"its token count equals the previous stage's ({s.tokens})"
-                return LayoutProblem(f"stage {n} does not pool ({why}), so Stage.{name}={getattr(s, name)!r} has no effect",
-                                     f"{name}={default!r}, or a smaller token count", index, (name,))
+                why = (
+                    "it is the first stage"
+                    if prev is None
+                    else f"its token count equals the previous stage's ({s.tokens})"
+                )
+                return LayoutProblem(
+                    f"stage {n} does not pool ({why}), so Stage.{name}={getattr(s, name)!r} has no effect",
+                    f"{name}={default!r}, or a smaller token count",
+                    index,
+                    (name,),
+                )
     else:
         if not s.pools:
-            return LayoutProblem(f"stage {n} has {s.tokens} tokens after {prev.tokens}, so it pools, but its pool is "
-                                 f"{NO_POOL!r}", f"one of {', '.join(POOL_OPS)}", index, ("pool",))
+            return LayoutProblem(
+                f"stage {n} has {s.tokens} tokens after {prev.tokens}, so it pools, but its pool is {NO_POOL!r}",
+                f"one of {', '.join(POOL_OPS)}",
+                index,
+                ("pool",),
+            )
         stride = infer_pool_stride(index, prev.tokens, s.tokens, prefix, walk.side, s.pool, s.kernel)
         if isinstance(stride, LayoutProblem):
             return stride
         if s.stride != stride:
-            return LayoutProblem(f"stage {n}: stride {s.stride} does not match the layout: {s.pool} pooling from "
-                                 f"{prev.tokens} to {s.tokens} tokens has stride {stride}",
-                                 f"stride={stride} (the grammar infers the smallest stride)", index, ("stride",))
+            return LayoutProblem(
+                f"stage {n}: stride {s.stride} does not match the layout: {s.pool} pooling from "
+                f"{prev.tokens} to {s.tokens} tokens has stride {stride}",
+                f"stride={stride} (the grammar infers the smallest stride)",
+                index,
+                ("stride",),
+            )
         walk.side = pooled_length(walk.side, stride, s.kernel) if s.pool2d else None
     walk.prev = s
     return None
 
 
-def infer_pool_stride(index: int, prev_tokens: int, tokens: int, prefix: int, side: int | None, op: str,
-                      kernel: int) -> int | LayoutProblem:
+def infer_pool_stride(
+    index: int, prev_tokens: int, tokens: int, prefix: int, side: int | None, op: str, kernel: int
+) -> int | LayoutProblem:
     """The stride of the ``op`` pool (window ``kernel``, 0 = the stride) that makes stage
     ``index`` of ``tokens`` tokens from the ``prev_tokens`` before it, or why there is none
     (``side``: patch tokens per side while they form a square grid; ``prefix``: class token)."""
     n = index + 1
     if op.endswith("2d") and side is None:
-        return LayoutProblem(f"stage {n}: {op} pools the patch tokens as a square grid, but a 1D pool before it "
-                             f"left them in a sequence", "1D pooling (mean or max) here, or 2D pooling in every stage "
-                             "before it", index, ("pool",))
+        return LayoutProblem(
+            f"stage {n}: {op} pools the patch tokens as a square grid, but a 1D pool before it left them in a sequence",
+            "1D pooling (mean or max) here, or 2D pooling in every stage before it",
+            index,
+            ("pool",),
+        )
     n_prev = prev_tokens - prefix
     pool_side = side if op.endswith("2d") else None
     if tokens > prev_tokens:
-        return LayoutProblem(f"stage {n} has {tokens} tokens, more than the {prev_tokens} before it",
-                             "a token count that pooling can reach: " + reachable_lengths(n_prev, prefix, kernel=kernel, side=pool_side),
-                             index, ("tokens",))
+        return LayoutProblem(
+            f"stage {n} has {tokens} tokens, more than the {prev_tokens} before it",
+            "a token count that pooling can reach: " + reachable_lengths(n_prev, prefix, kernel=kernel, side=pool_side),
+            index,
+            ("tokens",),
+        )
     if kernel and (pool_side or n_prev) < kernel:
-        return LayoutProblem(f"stage {n}: a pooling window of {kernel} is wider than the {pool_side or n_prev} patch "
-                             f"tokens{' per side' if pool_side else ''} before it, so the pool would leave no tokens",
-                             f"a window of at most {pool_side or n_prev}, fewer pools, or {prev_tokens} tokens (no pooling)",
-                             index, ("kernel",))
+        return LayoutProblem(
+            f"stage {n}: a pooling window of {kernel} is wider than the {pool_side or n_prev} patch "
+            f"tokens{' per side' if pool_side else ''} before it, so the pool would leave no tokens",
+            f"a window of at most {pool_side or n_prev}, fewer pools, or {prev_tokens} tokens (no pooling)",
+            index,
+            ("kernel",),
+        )
     if pool_side:
         new_side = math.isqrt(max(tokens - prefix, 0))
         stride = infer_stride(side, new_side, kernel) if new_side * new_side == tokens - prefix else None
     else:
         stride = infer_stride(n_prev, tokens - prefix, kernel)
     if stride is None:
-        what = (f"{op} pooling of the {side}x{side} grid" if pool_side else f"pooling the {n_prev} patch tokens") + \
-               ((f" in {kernel}x{kernel} windows" if pool_side else f" in windows of {kernel}") if kernel else "")
-        return LayoutProblem(f"stage {n}: {tokens} tokens cannot be reached from {prev_tokens} by {what} with a "
-                             f"whole-number stride", "one of " + reachable_lengths(n_prev, prefix, kernel=kernel, side=pool_side),
-                             index, ("tokens",))
+        what = (f"{op} pooling of the {side}x{side} grid" if pool_side else f"pooling the {n_prev} patch tokens") + (
+            (f" in {kernel}x{kernel} windows" if pool_side else f" in windows of {kernel}") if kernel else ""
+        )
+        return LayoutProblem(
+            f"stage {n}: {tokens} tokens cannot be reached from {prev_tokens} by {what} with a whole-number stride",
+            "one of " + reachable_lengths(n_prev, prefix, kernel=kernel, side=pool_side),
+            index,
+            ("tokens",),
+        )
     return stride
 
 
@@ -550,7 +633,9 @@ def infer_pool_stride(index: int, prev_tokens: int, tokens: int, prefix: int, si
 
 
 # A number with a fraction is an "int" token too, so that the parser can say it wants an integer.
-_TOKEN_RE = re.compile(r"\s*(?:(?P<int>\d+(?:\.\d+)?)|(?P<word>[A-Za-z_][A-Za-z0-9_.]*)|(?P<punct>[()\-,=])|(?P<bad>\S))")
+_TOKEN_RE = re.compile(
+    r"\s*(?:(?P<int>\d+(?:\.\d+)?)|(?P<word>[A-Za-z_][A-Za-z0-9_.]*)|(?P<punct>[()\-,=])|(?P<bad>\S))"
+)
 
 
 @dataclass
@@ -649,59 +734,117 @@ class Option:
 OPTIONS = (
     Option("hidden", "stage, global", "hidden width (768)", keys=("h", "hidden")),
     Option("mlp", "stage, global", "MLP width (4 x hidden: 3072 for h768)", keys=("m", "mlp")),
-    Option("heads", "stage, global", "attention heads (hidden / 64: 12 for h768, 16 for h1024, 6 for h384)",
-           keys=("a", "heads")),
-    Option("qkv_bias", "stage, global",
-           "bias in the q, k, v projection (`qkvbias`, as ViT and HVT; T2T-ViT and PS-ViT have none)",
-           keys=("qkvbias",), values=_ON_OFF, flags={"qkvbias": True, "noqkvbias": False}),
-    Option("pool", "stage, global",
-           "operator of the pool entering the stage (`mean`, the paper's better one): 1D pooling of the patch "
-           "tokens, stride inferred from the two token counts. Without `k`, window = stride, ceil mode as in "
-           "Funnel-Transformer (49 -> 25 is stride 2)",
-           keys=("pool",), values=POOL_OPS, flags={"mean": "mean", "max": "max"}),
-    Option("pool", "stage, global",
-           "2D pooling of the patch tokens as their square grid, in raster order (14 x 14 -> 7 x 7: 197 -> 50); "
-           "every pool before it must be 2D too",
-           flags={"mean2d": "mean2d", "max2d": "max2d"}),
-    Option("kernel", "stage, global",
-           "pooling window of k tokens (k x k in 2D), no padding, floor mode, as `nn.MaxPool1d(k, stride)`: HVT's "
-           "`max, k3` pools 196 -> 97 -> 48 -> 23 -> 11 with stride 2 (default: window = stride)",
-           keys=("k", "kernel")),
-    Option("pqo", "stage, global",
-           "pool-query-only attention in the first layer after a pool: queries from the pooled sequence, keys and "
-           "values from the unpooled one (`pqo`)",
-           keys=("pqo",), values=_ON_OFF, flags={"pqo": True, "nopqo": False}),
-    Option("newpos", "stage, global",
-           "a new learned position embedding (trunc-normal 0.02) added to the pooled sequence, as HVT does after "
-           "every pool (`nonewpos`)",
-           keys=("newpos",), values=_ON_OFF, flags={"newpos": True, "nonewpos": False}),
+    Option(
+        "heads",
+        "stage, global",
+        "attention heads (hidden / 64: 12 for h768, 16 for h1024, 6 for h384)",
+        keys=("a", "heads"),
+    ),
+    Option(
+        "qkv_bias",
+        "stage, global",
+        "bias in the q, k, v projection (`qkvbias`, as ViT and HVT; T2T-ViT and PS-ViT have none)",
+        keys=("qkvbias",),
+        values=_ON_OFF,
+        flags={"qkvbias": True, "noqkvbias": False},
+    ),
+    Option(
+        "pool",
+        "stage, global",
+        "operator of the pool entering the stage (`mean`, the paper's better one): 1D pooling of the patch "
+        "tokens, stride inferred from the two token counts. Without `k`, window = stride, ceil mode as in "
+        "Funnel-Transformer (49 -> 25 is stride 2)",
+        keys=("pool",),
+        values=POOL_OPS,
+        flags={"mean": "mean", "max": "max"},
+    ),
+    Option(
+        "pool",
+        "stage, global",
+        "2D pooling of the patch tokens as their square grid, in raster order (14 x 14 -> 7 x 7: 197 -> 50); "
+        "every pool before it must be 2D too",
+        flags={"mean2d": "mean2d", "max2d": "max2d"},
+    ),
+    Option(
+        "kernel",
+        "stage, global",
+        "pooling window of k tokens (k x k in 2D), no padding, floor mode, as `nn.MaxPool1d(k, stride)`: HVT's "
+        "`max, k3` pools 196 -> 97 -> 48 -> 23 -> 11 with stride 2 (default: window = stride)",
+        keys=("k", "kernel"),
+    ),
+    Option(
+        "pqo",
+        "stage, global",
+        "pool-query-only attention in the first layer after a pool: queries from the pooled sequence, keys and "
+        "values from the unpooled one (`pqo`)",
+        keys=("pqo",),
+        values=_ON_OFF,
+        flags={"pqo": True, "nopqo": False},
+    ),
+    Option(
+        "newpos",
+        "stage, global",
+        "a new learned position embedding (trunc-normal 0.02) added to the pooled sequence, as HVT does after "
+        "every pool (`nonewpos`)",
+        keys=("newpos",),
+        values=_ON_OFF,
+        flags={"newpos": True, "nonewpos": False},
+    ),
     Option("image_size", "global", "image size in px (224)", keys=("img",)),
     Option("patch_size", "global", "patch stem: p x p patches (16)", keys=("patch",)),
-    Option("stem", "global",
-           "Tokens-to-Token stem with Performer (`t2t`) or Transformer (`t2t_t`) layers: unfold 7/4 -> T2T layer "
-           "-> unfold 3/2 -> T2T layer -> unfold 3/2 -> linear, an img/16 grid",
-           keys=("stem",), values=("patch", "t2t", "t2t_t"), flags={"t2t": "t2t", "t2t_t": "t2t_t"}),
+    Option(
+        "stem",
+        "global",
+        "Tokens-to-Token stem with Performer (`t2t`) or Transformer (`t2t_t`) layers: unfold 7/4 -> T2T layer "
+        "-> unfold 3/2 -> T2T layer -> unfold 3/2 -> linear, an img/16 grid",
+        keys=("stem",),
+        values=("patch", "t2t", "t2t_t"),
+        flags={"t2t": "t2t", "t2t_t": "t2t_t"},
+    ),
     Option("token_dim", "global, T2T", "width of the T2T layers' tokens (64)", keys=("tok",)),
-    Option("points", "global",
-           "progressive-sampling stem (PS-ViT): conv feature map at img/4, n x n sampled points, `iters` "
-           "transformer layers with the first stage's widths",
-           keys=("ps",)),
+    Option(
+        "points",
+        "global",
+        "progressive-sampling stem (PS-ViT): conv feature map at img/4, n x n sampled points, `iters` "
+        "transformer layers with the first stage's widths",
+        keys=("ps",),
+    ),
     Option("iters", "global, PS", "sampling iterations N (4)", keys=("iters",)),
-    Option("share", "global, PS", "one sampling layer shared by all iterations (PS-ViT's Table 8; `noshare`)",
-           keys=("share",), values=_ON_OFF, flags={"share": True, "noshare": False},
-           hint=("share",)),  # the errors have always listed `share` alone
-    Option("fe_width", "global, PS",
-           "output width of the feature extractor's first bottleneck (256, ResNet-50's; the second bottleneck "
-           "outputs the first stage's width)",
-           keys=("fe",)),
-    Option("pos_embed", "global",
-           "position embedding added after the stem: learned, fixed sinusoid (a buffer, not trained) or none "
-           "(learned; `sincos` with a T2T stem; `none` with a PS stem)",
-           keys=("pos",), values=POS_KINDS),
-    Option("head", "global",
-           "head on the class token (`cls`), or no class token and the mean of the final tokens (`avg`)",
-           keys=("head",), values=HEADS, flags={"cls": "cls", "avg": "avg"}),
+    Option(
+        "share",
+        "global, PS",
+        "one sampling layer shared by all iterations (PS-ViT's Table 8; `noshare`)",
+        keys=("share",),
+        values=_ON_OFF,
+        flags={"share": True, "noshare": False},
+        hint=("share",),
+    ),  # the errors have always listed `share` alone
+    Option(
+        "fe_width",
+        "global, PS",
+        "output width of the feature extractor's first bottleneck (256, ResNet-50's; the second bottleneck "
+        "outputs the first stage's width)",
+        keys=("fe",),
+    ),
+    Option(
+        "pos_embed",
+        "global",
+        "position embedding added after the stem: learned, fixed sinusoid (a buffer, not trained) or none "
+        "(learned; `sincos` with a T2T stem; `none` with a PS stem)",
+        keys=("pos",),
+        values=POS_KINDS,
+    ),
+    Option(
+        "head",
+        "global",
+        "head on the class token (`cls`), or no class token and the mean of the final tokens (`avg`)",
+        keys=("head",),
+        values=HEADS,
+        flags={"cls": "cls", "avg": "avg"},
+    ),
 )
+
+
 def options_markdown(width: int = 95) -> str:
     """The option table and the long forms as markdown, as docs/grammar.md shows them (and
     ``funnelbench parse --help``)."""
@@ -710,8 +853,11 @@ def options_markdown(width: int = 95) -> str:
         forms = ", ".join(f"`{f}`".replace("|", "\\|") for f in o.forms)  # a | inside a table cell is escaped
         rows.append(f"| {forms} | {o.where} | {o.meaning} |")
     long_forms = ", ".join(f"`{o.long_form}`" for o in OPTIONS if o.long_form)
-    return "\n".join(rows) + "\n\n" + textwrap.fill(f"Long forms: {long_forms}.", width, break_on_hyphens=False,
-                                                        break_long_words=False)
+    return (
+        "\n".join(rows)
+        + "\n\n"
+        + textwrap.fill(f"Long forms: {long_forms}.", width, break_on_hyphens=False, break_long_words=False)
+    )
 
 
 def _options_rst(width: int = 100) -> str:
@@ -731,14 +877,18 @@ def _options_rst(width: int = 100) -> str:
         lines.append(f"{forms:<{w1}}  {where:<{w2}}  {wrapped[0]}")
         lines += [f"{'':<{w1}}  {'':<{w2}}  {more}" for more in wrapped[1:]]
     long_forms = ", ".join(f"``{o.long_form}``" for o in OPTIONS if o.long_form)
-    return "\n".join([*lines, rule, "", ""]) + textwrap.fill(f"Long forms: {long_forms}.", width,
-                                                         break_on_hyphens=False, break_long_words=False)
+    return "\n".join([*lines, rule, "", ""]) + textwrap.fill(
+        f"Long forms: {long_forms}.", width, break_on_hyphens=False, break_long_words=False
+    )
 
 
 if __doc__:  # None under python -OO
     __doc__ = __doc__.replace("{OPTION_TABLE}", _options_rst())
 
-_STEM_OF = {"T2T": ("t2t", "t2t or t2t_t"), "PS": ("ps", "ps<int>")}  # where "global, T2T": (stem kind, how to choose it)
+_STEM_OF = {
+    "T2T": ("t2t", "t2t or t2t_t"),
+    "PS": ("ps", "ps<int>"),
+}  # where "global, T2T": (stem kind, how to choose it)
 
 # The parser's tables, made from OPTIONS.
 # name -> (field, kind). kind "int" takes a number, anything else is the set of words accepted.
@@ -882,11 +1032,18 @@ class _Parser:
             fieldname = _KEYS[m.group(1)][0]
             value = self.check_int(m.group(2), pos + len(m.group(1)), fieldname.replace("_", " "))
         if not is_global and fieldname in _GLOBAL_ONLY:
-            raise self.error(f"option {name!r} applies to the whole model, not to one stage", pos,
-                             "it after the last stage, as in 'B12(197), " + name + "'")
+            raise self.error(
+                f"option {name!r} applies to the whole model, not to one stage",
+                pos,
+                "it after the last stage, as in 'B12(197), " + name + "'",
+            )
         if fieldname in ("stem", "points") and (opts.stem is not None or opts.points is not None):
             first = opts.written.get("stem", opts.written.get("points"))
-            raise self.error(f"option {name!r} chooses a second stem after {first!r}", pos, "one stem: patch<int>, t2t, t2t_t or ps<int>")
+            raise self.error(
+                f"option {name!r} chooses a second stem after {first!r}",
+                pos,
+                "one stem: patch<int>, t2t, t2t_t or ps<int>",
+            )
         if getattr(opts, fieldname) is not None:
             raise self.error(f"option {name!r} repeats a value given before", pos, "each option once")
         setattr(opts, fieldname, value)
@@ -907,17 +1064,31 @@ def _resolve_stem(parser: _Parser, glob: _Opts) -> tuple[Stem, int, int]:
     kind = "ps" if glob.points is not None else (glob.stem or "patch")
     for name, (needs, how) in _STEM_ONLY.items():
         if getattr(glob, name) is not None and not kind.startswith(needs):
-            raise parser.error(f"option {glob.written[name]!r} applies to the {needs} stem only, and this layout has the {kind} stem",
-                               glob.pos[name], f"the option removed, or {how}")
+            raise parser.error(
+                f"option {glob.written[name]!r} applies to the {needs} stem only, and this layout has the {kind} stem",
+                glob.pos[name],
+                f"the option removed, or {how}",
+            )
     if kind != "patch" and glob.patch_size is not None:
-        raise parser.error(f"option {glob.written['patch_size']!r} sets the patch stem's patch size, and this layout has the {kind} stem",
-                           glob.pos["patch_size"], "the option removed")
-    stem = Stem(kind, token_dim=glob.token_dim or DEFAULT_T2T_DIM, points=glob.points or 0,
-                iters=glob.iters or DEFAULT_PS_ITERS, share=bool(glob.share), fe_width=glob.fe_width or DEFAULT_PS_FE_WIDTH)
+        raise parser.error(
+            f"option {glob.written['patch_size']!r} sets the patch stem's patch size, and this layout has the {kind} stem",
+            glob.pos["patch_size"],
+            "the option removed",
+        )
+    stem = Stem(
+        kind,
+        token_dim=glob.token_dim or DEFAULT_T2T_DIM,
+        points=glob.points or 0,
+        iters=glob.iters or DEFAULT_PS_ITERS,
+        share=bool(glob.share),
+        fe_width=glob.fe_width or DEFAULT_PS_FE_WIDTH,
+    )
     return stem, image, patch
 
 
-def _error_at(parser: _Parser, problem: LayoutProblem, glob: _Opts, stage: tuple[int, int, _Opts] | None = None) -> LayoutError:
+def _error_at(
+    parser: _Parser, problem: LayoutProblem, glob: _Opts, stage: tuple[int, int, _Opts] | None = None
+) -> LayoutError:
     """The problem as a LayoutError at the column of the first blamed field the text wrote
     (in the stage, then globally); else at the stage's token count, or the start."""
     if stage is None:
@@ -975,17 +1146,26 @@ def parse_layout(text: str) -> Layout:
             raise _error_at(parser, problem, glob, where)
         for name in _POOL_OPTIONS:
             if getattr(opts, name) is not None and not stage.pools:
-                why = "it is the first stage" if prev is None else f"its token count equals the previous stage's ({tokens})"
-                raise parser.error(f"stage {index + 1} does not pool ({why}), so option {opts.written[name]!r} has no effect",
-                                   opts.pos[name], "the option removed, or a smaller token count")
+                why = (
+                    "it is the first stage"
+                    if prev is None
+                    else f"its token count equals the previous stage's ({tokens})"
+                )
+                raise parser.error(
+                    f"stage {index + 1} does not pool ({why}), so option {opts.written[name]!r} has no effect",
+                    opts.pos[name],
+                    "the option removed, or a smaller token count",
+                )
         stages.append(stage)
     if not any(s.pools for s in stages):  # pool options for every stage, and no stage pools
         for name in _POOL_OPTIONS:
             if getattr(glob, name) is not None:
                 why = "one stage" if len(stages) == 1 else "every stage has the token count of the stage before it"
-                raise parser.error(f"no stage pools ({why}), so option {glob.written[name]!r} has no effect",
-                                   glob.pos[name], "the option removed, or a stage with fewer tokens, as in "
-                                   "'B6(197)-6(99), max'")
+                raise parser.error(
+                    f"no stage pools ({why}), so option {glob.written[name]!r} has no effect",
+                    glob.pos[name],
+                    "the option removed, or a stage with fewer tokens, as in 'B6(197)-6(99), max'",
+                )
     return Layout(tuple(stages), image, patch, head, stem, pos_embed)
 
 
@@ -1087,7 +1267,5 @@ def format_layout(layout: Layout) -> str:
     if layout.head != "cls":
         glob.append(layout.head)
 
-    text = "B" + "-".join(
-        f"{s.layers}({', '.join([str(s.tokens), *opts])})" for s, opts in zip(stages, per_stage)
-    )
+    text = "B" + "-".join(f"{s.layers}({', '.join([str(s.tokens), *opts])})" for s, opts in zip(stages, per_stage))
     return ", ".join([text, *glob])

@@ -76,8 +76,16 @@ class Timing:
         return max(self.per_step_s)
 
 
-def time_steps(step: Callable[[], object], device: torch.device, *, warmup: int = 2, repeats: int = 5,
-               steps: int | None = None, min_repeat_s: float = 0.2, settle: int = 8) -> Timing:
+def time_steps(
+    step: Callable[[], object],
+    device: torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    steps: int | None = None,
+    min_repeat_s: float = 0.2,
+    settle: int = 8,
+) -> Timing:
     """Time ``step()``: ``warmup`` untimed calls, then ``repeats`` timed repeats.
 
     After the ``warmup`` calls, up to ``settle`` more untimed calls run until the step is
@@ -98,6 +106,7 @@ def time_steps(step: Callable[[], object], device: torch.device, *, warmup: int 
         return time.perf_counter() - t0
 
     warm = [once() for _ in range(max(0, warmup))]
+
     def steady() -> bool:
         return len(warm) >= 2 and warm[-1] <= 1.1 * min(warm) and abs(warm[-1] - warm[-2]) <= 0.1 * warm[-2]
 
@@ -116,8 +125,15 @@ def time_steps(step: Callable[[], object], device: torch.device, *, warmup: int 
     return Timing(tuple(per_step), steps, len(warm))
 
 
-def time_interleaved(steps: dict[str, Callable[[], object]], device: torch.device, *, warmup: int = 2,
-                     repeats: int = 5, min_repeat_s: float = 0.2, settle: int = 8) -> dict[str, Timing]:
+def time_interleaved(
+    steps: dict[str, Callable[[], object]],
+    device: torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    min_repeat_s: float = 0.2,
+    settle: int = 8,
+) -> dict[str, Timing]:
     """Time several steps side by side: each is warmed up, then the timed repeats alternate
     (A B C, C B A, A B C, ...), so that a machine that slows down mid-run slows all of them
     alike, no step always runs first, and their ratios stay fair. One :class:`Timing` per name."""
@@ -159,8 +175,15 @@ class TrainStep:
     """One training step of ``model`` on a fixed random batch, split in phases so that a
     memory tracker can tell where the peak is (``phase`` is called with each phase's name)."""
 
-    def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-                 device: torch.device, dtype: str):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        dtype: str,
+    ):
         self.model, self.x, self.y, self.optimizer = model, x, y, optimizer
         self.device, self.dtype = device, dtype
 
@@ -280,8 +303,9 @@ class MemoryTracker(TorchDispatchMode):
             if p.requires_grad:
                 if p.grad is not None:
                     self.register(p.grad, "grads")
-                self._hooks.append(p.register_post_accumulate_grad_hook(
-                    lambda param: self._recategorize(param.grad, "grads")))
+                self._hooks.append(
+                    p.register_post_accumulate_grad_hook(lambda param: self._recategorize(param.grad, "grads"))
+                )
 
     def set_phase(self, name: str) -> None:
         """Name the part of the step that runs from now on (``forward``, ``backward``, ...)."""
@@ -331,7 +355,9 @@ ATTENTION_KERNELS = {
 def attention_kernel(ops: Counter) -> str:
     """The SDPA kernel(s) that ran, from the operators counted; ``math`` when attention was
     computed from plain matmuls and softmax, ``none`` without attention."""
-    found = sorted({name for op, name in ATTENTION_KERNELS.items() if any(k.startswith(op + ".") or k == op for k in ops)})
+    found = sorted(
+        {name for op, name in ATTENTION_KERNELS.items() if any(k.startswith(op + ".") or k == op for k in ops)}
+    )
     if found:
         return "+".join(found)
     if any(k.startswith(("_softmax", "_safe_softmax", "softmax")) for k in ops):
@@ -370,8 +396,9 @@ def optimizer_state(optimizer: torch.optim.Optimizer | None) -> list[torch.Tenso
     return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
 
 
-def peak_memory(step, device: torch.device, model: torch.nn.Module, inputs,
-                optimizer: torch.optim.Optimizer | None = None) -> tuple[PeakMemory, Counter]:
+def peak_memory(
+    step, device: torch.device, model: torch.nn.Module, inputs, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[PeakMemory, Counter]:
     """Run ``step(phase)`` once and return its peak memory and the operators it ran (CPU).
 
     ``inputs`` are the tensors the step reads (the batch); they, the model's weights and
@@ -387,8 +414,9 @@ def peak_memory(step, device: torch.device, model: torch.nn.Module, inputs,
         tracker.register(inputs, "inputs")
         tracker.watch_grads(model.parameters())
         step(tracker.set_phase)
-    peak = PeakMemory(tracker.peak_bytes, tracker.peak_phase, CPU_METHOD, dict(tracker.peak_by_category),
-                      dict(tracker.phase_peaks))
+    peak = PeakMemory(
+        tracker.peak_bytes, tracker.peak_phase, CPU_METHOD, dict(tracker.peak_by_category), dict(tracker.phase_peaks)
+    )
     return peak, tracker.ops
 
 
@@ -423,8 +451,11 @@ def is_oom(err: BaseException) -> bool:
         return True
     text = str(err).lower()
     return isinstance(err, (RuntimeError, MemoryError)) and (
-        "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
-        or isinstance(err, MemoryError))
+        "out of memory" in text
+        or "can't allocate memory" in text
+        or "cannot allocate memory" in text
+        or isinstance(err, MemoryError)
+    )
 
 
 def smaller_batch(batch_size: int) -> int:

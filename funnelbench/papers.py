@@ -28,9 +28,12 @@ from .presets import resolve
 from .profiling import profile
 
 PAPERS = {
-    "funnel-vit": ("funnel_vit_tables.csv", "Funnel Vision Transformer for image classification (seed 000), Tables 2-4"),
+    "funnel-vit": (
+        "funnel_vit_tables.csv",
+        "Funnel Vision Transformer for image classification (seed 000), Tables 2-4",
+    ),
 }
-GIB = 2 ** 30  # the paper's "G" taken as GiB
+GIB = 2**30  # the paper's "G" taken as GiB
 
 
 def paper_text(paper: str) -> str:
@@ -45,24 +48,37 @@ def paper_rows(paper: str = "funnel-vit", tables=None) -> list[dict]:
     text = paper_text(paper)
     rows = []
     for r in csv.DictReader(text.splitlines()):
-        rows.append({
-            "table": int(r["table"]), "row": r["row"], "layout": str(resolve(r["layout"])), "optimizer": r["optimizer"],
-            "paper_memory_gb": float(r["paper_memory_gb"]), "paper_steps_per_s": float(r["paper_steps_per_s"]),
-            "is_baseline": r["baseline"] == "yes",
-        })
+        rows.append(
+            {
+                "table": int(r["table"]),
+                "row": r["row"],
+                "layout": str(resolve(r["layout"])),
+                "optimizer": r["optimizer"],
+                "paper_memory_gb": float(r["paper_memory_gb"]),
+                "paper_steps_per_s": float(r["paper_steps_per_s"]),
+                "is_baseline": r["baseline"] == "yes",
+            }
+        )
     available = sorted({r["table"] for r in rows})
     if tables is not None:
         tables = [int(t) for t in tables]
         unknown = [t for t in tables if t not in available]
         if unknown:
-            raise UsageError(f"{paper} has no table {', '.join(map(str, unknown))}; its tables are "
-                             f"{', '.join(map(str, available))}")
+            raise UsageError(
+                f"{paper} has no table {', '.join(map(str, unknown))}; its tables are {', '.join(map(str, available))}"
+            )
         rows = [r for r in rows if r["table"] in tables]
     return rows
 
 
-def reproduce(paper: str = "funnel-vit", tables=(2, 4), *, progress: Callable[[int, int, str], None] | None = None,
-              on_record: Callable[[dict], None] | None = None, **profile_kwargs) -> list[dict]:
+def reproduce(
+    paper: str = "funnel-vit",
+    tables=(2, 4),
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+    on_record: Callable[[dict], None] | None = None,
+    **profile_kwargs,
+) -> list[dict]:
     """Profile every layout of the chosen tables against its table's baseline and return one
     record per paper row (see the module docstring). ``profile_kwargs`` go to
     :func:`funnelbench.profile` (``batch_size``, ``repeats``, ``resume``, ``device``, ...)."""
@@ -81,12 +97,14 @@ def reproduce(paper: str = "funnel-vit", tables=(2, 4), *, progress: Callable[[i
     measured: dict[tuple[str, str], dict] = {}
     offset = 0
     for (base, optimizer), layouts in groups.items():
+
         def group_progress(done, _total, label, offset=offset):
             if progress and label != "done":
                 progress(offset + done, total, label)
 
-        for rec in profile(layouts, baseline=base, optimizer=optimizer, progress=group_progress,
-                           on_record=on_record, **profile_kwargs):
+        for rec in profile(
+            layouts, baseline=base, optimizer=optimizer, progress=group_progress, on_record=on_record, **profile_kwargs
+        ):
             measured[(rec["layout"], optimizer)] = rec
         offset += len(layouts)
     if progress:
@@ -96,26 +114,37 @@ def reproduce(paper: str = "funnel-vit", tables=(2, 4), *, progress: Callable[[i
     for r in rows:
         base_row = next(b for b in rows if b["table"] == r["table"] and b["is_baseline"])
         rec = measured[(r["layout"], r["optimizer"])]
-        out.append({
-            "paper": paper, "table": r["table"], "row": r["row"], "layout": r["layout"], "optimizer": r["optimizer"],
-            "paper_memory_gb": r["paper_memory_gb"],
-            "paper_mem_saved_pct": 100 * (1 - r["paper_memory_gb"] / base_row["paper_memory_gb"]),
-            "mem_saved_pct": rec.get("mem_saved_pct"),
-            "mem_est_saved_pct": rec.get("mem_est_saved_pct"),
-            **_at_paper_batch(r, base_row),
-            "paper_steps_per_s": r["paper_steps_per_s"],
-            "paper_speedup_x": r["paper_steps_per_s"] / base_row["paper_steps_per_s"],
-            "train_speedup_x": rec.get("train_speedup_x"),
-            "macs_ratio_x": rec.get("macs_ratio_x"),
-            "train_peak_mem_bytes": rec.get("train_peak_mem_bytes"),
-            "train_mem_est_bytes": rec.get("train_mem_est_bytes"),
-            "train_steps_per_s": rec.get("train_steps_per_s"),
-            "params": rec.get("params"), "macs": rec.get("macs"),
-            "batch_size": rec.get("batch_size"), "image_size": rec.get("image_size"),
-            "attention_kernel": rec.get("attention_kernel"), "repeats": rec.get("repeats"),
-            "device": rec.get("device"), "dtype": rec.get("dtype"), "torch_version": rec.get("torch_version"),
-            "error": rec.get("error"),
-        })
+        out.append(
+            {
+                "paper": paper,
+                "table": r["table"],
+                "row": r["row"],
+                "layout": r["layout"],
+                "optimizer": r["optimizer"],
+                "paper_memory_gb": r["paper_memory_gb"],
+                "paper_mem_saved_pct": 100 * (1 - r["paper_memory_gb"] / base_row["paper_memory_gb"]),
+                "mem_saved_pct": rec.get("mem_saved_pct"),
+                "mem_est_saved_pct": rec.get("mem_est_saved_pct"),
+                **_at_paper_batch(r, base_row),
+                "paper_steps_per_s": r["paper_steps_per_s"],
+                "paper_speedup_x": r["paper_steps_per_s"] / base_row["paper_steps_per_s"],
+                "train_speedup_x": rec.get("train_speedup_x"),
+                "macs_ratio_x": rec.get("macs_ratio_x"),
+                "train_peak_mem_bytes": rec.get("train_peak_mem_bytes"),
+                "train_mem_est_bytes": rec.get("train_mem_est_bytes"),
+                "train_steps_per_s": rec.get("train_steps_per_s"),
+                "params": rec.get("params"),
+                "macs": rec.get("macs"),
+                "batch_size": rec.get("batch_size"),
+                "image_size": rec.get("image_size"),
+                "attention_kernel": rec.get("attention_kernel"),
+                "repeats": rec.get("repeats"),
+                "device": rec.get("device"),
+                "dtype": rec.get("dtype"),
+                "torch_version": rec.get("torch_version"),
+                "error": rec.get("error"),
+            }
+        )
     return out
 
 

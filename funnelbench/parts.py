@@ -98,8 +98,14 @@ class LayerPart(_Counted):
 
     def param_shapes(self) -> list[Shape]:  # norm1, qkv, proj, norm2, fc1, fc2
         c, d, m = self.d_in or self.dim, self.dim, self.mlp
-        return (norm_shapes(c) + linear_shapes(c, 3 * d, self.qkv_bias) + linear_shapes(d, d) + norm_shapes(d)
-                + linear_shapes(d, m) + linear_shapes(m, d))
+        return (
+            norm_shapes(c)
+            + linear_shapes(c, 3 * d, self.qkv_bias)
+            + linear_shapes(d, d)
+            + norm_shapes(d)
+            + linear_shapes(d, m)
+            + linear_shapes(m, d)
+        )
 
     @property
     def macs(self) -> int:
@@ -173,10 +179,17 @@ def stage_parts(index: int, prev: Stage | None, stage: Stage, prefix: int) -> St
     if prev is not None and (stage.pools or stage.hidden != prev.hidden):
         transition = TransitionPart(f"{name}.transition", prev, stage, prefix)
     layers = tuple(
-        LayerPart(f"{name}.layer{j + 1}", stage.tokens,
-                  prev.tokens if (j == 0 and transition is not None and transition.pqo) else stage.tokens,
-                  stage.hidden, stage.heads, stage.mlp, stage.qkv_bias)
-        for j in range(stage.layers))
+        LayerPart(
+            f"{name}.layer{j + 1}",
+            stage.tokens,
+            prev.tokens if (j == 0 and transition is not None and transition.pqo) else stage.tokens,
+            stage.hidden,
+            stage.heads,
+            stage.mlp,
+            stage.qkv_bias,
+        )
+        for j in range(stage.layers)
+    )
     return StageParts(name, stage, transition, layers)
 
 
@@ -234,7 +247,7 @@ class PatchStemPart(_Counted):
 
     @property
     def macs(self) -> int:
-        return self.patches * self.in_chans * self.patch_size ** 2 * self.dim
+        return self.patches * self.in_chans * self.patch_size**2 * self.dim
 
 
 @dataclass(frozen=True)
@@ -263,9 +276,12 @@ class T2TStemPart(_Counted):
         in the Performer kind."""
         t = self.token_dim
         kind = "performer" if self.performer else "t2t"
-        return tuple(LayerPart(f"embed.t2t{i + 1}", side * side, side * side, t, 1, t, qkv_bias=self.performer,
-                               kind=kind, d_in=c)
-                     for i, (side, c) in enumerate(zip(self.sides[:2], self.widths[:2])))
+        return tuple(
+            LayerPart(
+                f"embed.t2t{i + 1}", side * side, side * side, t, 1, t, qkv_bias=self.performer, kind=kind, d_in=c
+            )
+            for i, (side, c) in enumerate(zip(self.sides[:2], self.widths[:2]))
+        )
 
     def param_shapes(self) -> list[Shape]:
         return [s for layer in self.layers for s in layer.param_shapes()] + linear_shapes(self.widths[2], self.dim)
@@ -318,8 +334,10 @@ class PSStemPart(_Counted):
     def layers(self) -> tuple[LayerPart, ...]:
         """The layer of each iteration (with ``share``, the same weights each time)."""
         n = self.points * self.points
-        return tuple(LayerPart(f"sampling.layer{t + 1}", n, n, self.dim, self.heads, self.mlp, self.qkv_bias)
-                     for t in range(self.iters))
+        return tuple(
+            LayerPart(f"sampling.layer{t + 1}", n, n, self.dim, self.heads, self.mlp, self.qkv_bias)
+            for t in range(self.iters)
+        )
 
     @property
     def offsets(self) -> int:
@@ -349,16 +367,19 @@ class PSStemPart(_Counted):
 
     def sampling_shapes(self) -> list[Shape]:  # pos_layer, layers, offsets
         layers = self.layers[:1] if self.share else self.layers
-        return (linear_shapes(2, self.dim) + [s for layer in layers for s in layer.param_shapes()]
-                + linear_shapes(self.dim, 2) * self.offsets)
+        return (
+            linear_shapes(2, self.dim)
+            + [s for layer in layers for s in layer.param_shapes()]
+            + linear_shapes(self.dim, 2) * self.offsets
+        )
 
     def param_shapes(self) -> list[Shape]:
         return self.feature_shapes() + self.sampling_shapes()
 
     @property
     def feature_macs(self) -> int:
-        hw = self.feature_side ** 2
-        macs = self.in_chans * 49 * 64 * self.conv_side ** 2
+        hw = self.feature_side**2
+        macs = self.in_chans * 49 * 64 * self.conv_side**2
         return macs + sum(bottleneck_macs(*b, hw) for b in self.bottlenecks)
 
     @property
@@ -378,8 +399,18 @@ def make_stem_part(layout: Layout, in_chans: int = 3) -> PatchStemPart | T2TStem
         return PatchStemPart(layout.patch_size, first.hidden, in_chans, layout.image_size, layout.num_patches)
     if stem.is_t2t:
         return T2TStemPart(layout.image_size, stem.token_dim, first.hidden, stem.kind == "t2t", in_chans)
-    return PSStemPart(first.hidden, first.heads, first.mlp, stem.points, stem.iters, stem.share, stem.fe_width,
-                      first.qkv_bias, layout.image_size, in_chans)
+    return PSStemPart(
+        first.hidden,
+        first.heads,
+        first.mlp,
+        stem.points,
+        stem.iters,
+        stem.share,
+        stem.fe_width,
+        first.qkv_bias,
+        layout.image_size,
+        in_chans,
+    )
 
 
 # ----------------------------------------------------------------------------- the whole model

@@ -55,13 +55,21 @@ PRESETS: dict[str, Preset] = {
         Preset("funnel-b6m4096-6-2m1536", "B6(197, m4096)-6(99)-2(50, m1536)", "Funnel-ViT", _FUNNEL + " Table 4"),
         # HVT (seed 002): DeiT-Ti/S widths, no class token, max pool kernel 3 stride 2 after block 0 and then
         # every 12 / stages blocks, a new learned position embedding after every pool.
-        Preset("hvt-ti-1", "B1(196)-11(97), max, k3, nopqo, newpos, h192, avg", "HVT", _HVT + " Main Results", 5.74, 0.64),
+        Preset(
+            "hvt-ti-1", "B1(196)-11(97), max, k3, nopqo, newpos, h192, avg", "HVT", _HVT + " Main Results", 5.74, 0.64
+        ),
         Preset("hvt-s-0", "B12(196), h384, avg", "HVT", _HVT + " (DeiT-S without class token)", 22.05, 4.57),
         Preset("hvt-s-1", "B1(196)-11(97), max, k3, nopqo, newpos, h384, avg", "HVT", _HVT, 22.09, 2.40),
         Preset("hvt-s-2", "B1(196)-6(97)-5(48), max, k3, nopqo, newpos, h384, avg", "HVT", _HVT, 22.11, 1.94),
         Preset("hvt-s-3", "B1(196)-4(97)-4(48)-3(23), max, k3, nopqo, newpos, h384, avg", "HVT", _HVT, 22.11, 1.62),
-        Preset("hvt-s-4", "B1(196)-3(97)-3(48)-3(23)-2(11), max, k3, nopqo, newpos, h384, avg", "HVT",
-               _HVT + " (= Scale HVT-Ti-4)", 22.12, 1.39),
+        Preset(
+            "hvt-s-4",
+            "B1(196)-3(97)-3(48)-3(23)-2(11), max, k3, nopqo, newpos, h384, avg",
+            "HVT",
+            _HVT + " (= Scale HVT-Ti-4)",
+            22.12,
+            1.39,
+        ),
         # T2T-ViT (seed 003): Tokens-to-Token stem (Performer layers; Transformer layers for _t), class token,
         # fixed sinusoid position embedding, no qkv bias, MLP ratio 2 (7-12) or 3.
         Preset("t2t-vit-7", "B7(197), h256, m512, noqkvbias, t2t", "T2T-ViT", _T2T, 4.3, 1.1),
@@ -82,17 +90,42 @@ PRESETS: dict[str, Preset] = {
         # Tiny models for tests and smoke runs (32 px images, 8 px patches: 16 patches + class token).
         Preset("test-vit", "B2(17), h64, a2, img32, patch8", "test", "tiny, for tests"),
         Preset("test-funnel", "B1(17)-1(9)-1(5), h64, a2, img32, patch8", "test", "tiny, for tests"),
-        Preset("test-funnel-proj", "B1(17)-1(9, h96, m128)-1(5, max, nopqo), h64, a2, img32, patch8", "test",
-               "tiny, for tests: width change, max pool, pqo off"),
-        Preset("test-hvt", "B1(16)-1(7)-1(3), max, k3, nopqo, newpos, h64, a2, img32, patch8, avg", "test",
-               "tiny, for tests: HVT pooling"),
-        Preset("test-pool2d", "B1(17)-1(5, mean2d)-1(2, max2d), h64, a2, img32, patch8", "test",
-               "tiny, for tests: 2D pooling of the patch grid"),
-        Preset("test-t2t", "B1(5)-1(3), h64, a2, noqkvbias, img32, t2t, tok16", "test",
-               "tiny, for tests: T2T stem (Performer) with funnel stages"),
-        Preset("test-t2t_t", "B2(5), h64, a2, noqkvbias, img32, t2t_t, tok16", "test", "tiny, for tests: T2T stem (Transformer)"),
-        Preset("test-ps", "B1(17)-1(9), h64, a2, noqkvbias, img32, ps4, iters2, fe32", "test",
-               "tiny, for tests: progressive sampling with funnel stages"),
+        Preset(
+            "test-funnel-proj",
+            "B1(17)-1(9, h96, m128)-1(5, max, nopqo), h64, a2, img32, patch8",
+            "test",
+            "tiny, for tests: width change, max pool, pqo off",
+        ),
+        Preset(
+            "test-hvt",
+            "B1(16)-1(7)-1(3), max, k3, nopqo, newpos, h64, a2, img32, patch8, avg",
+            "test",
+            "tiny, for tests: HVT pooling",
+        ),
+        Preset(
+            "test-pool2d",
+            "B1(17)-1(5, mean2d)-1(2, max2d), h64, a2, img32, patch8",
+            "test",
+            "tiny, for tests: 2D pooling of the patch grid",
+        ),
+        Preset(
+            "test-t2t",
+            "B1(5)-1(3), h64, a2, noqkvbias, img32, t2t, tok16",
+            "test",
+            "tiny, for tests: T2T stem (Performer) with funnel stages",
+        ),
+        Preset(
+            "test-t2t_t",
+            "B2(5), h64, a2, noqkvbias, img32, t2t_t, tok16",
+            "test",
+            "tiny, for tests: T2T stem (Transformer)",
+        ),
+        Preset(
+            "test-ps",
+            "B1(17)-1(9), h64, a2, noqkvbias, img32, ps4, iters2, fe32",
+            "test",
+            "tiny, for tests: progressive sampling with funnel stages",
+        ),
     ]
 }
 

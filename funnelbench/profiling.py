@@ -37,8 +37,20 @@ from .env import environment, resolve_device, resolve_dtype
 from .errors import UsageError
 from .exports import atomic_write
 from .layout import Layout, check_int, validate_layout
-from .measure import (InferStep, autocast, OpRecorder, TrainStep, attention_kernel, free_memory, is_fused_kernel,
-                      is_oom, make_optimizer, peak_memory, smaller_batch, time_steps)
+from .measure import (
+    InferStep,
+    OpRecorder,
+    TrainStep,
+    attention_kernel,
+    autocast,
+    free_memory,
+    is_fused_kernel,
+    is_oom,
+    make_optimizer,
+    peak_memory,
+    smaller_batch,
+    time_steps,
+)
 from .memory import UnmodelledLayout, estimate_memory
 from .presets import resolve
 from .rng import keeps_global_state
@@ -86,37 +98,107 @@ class Settings:
 
 # Column order of a record (every record has every column, None where not measured).
 COLUMNS = [
-    "name", "layout", "params", "macs", "flops", "batch_size", "requested_batch_size", "image_size", "num_classes",
-    "train_img_per_s", "train_steps_per_s", "train_step_ms", "train_step_ms_min", "train_step_ms_max",
-    "infer_img_per_s", "infer_step_ms", "infer_step_ms_min", "infer_step_ms_max",
-    "train_peak_mem_bytes", "train_peak_phase", "train_mem_est_bytes", "train_mem_est_phase",
-    "infer_peak_mem_bytes", "infer_mem_est_bytes",
-    "est_weights_bytes", "est_optimizer_bytes", "est_activations_bytes", "mem_est_note",
-    "mem_method", "cuda_reserved_peak_bytes",
-    "fvcore_macs", "fvcore_skipped", "torch_macs", "torch_skipped",
-    "baseline", "train_speedup_x", "infer_speedup_x", "mem_saved_pct", "infer_mem_saved_pct",
-    "mem_est_saved_pct", "macs_saved_pct", "macs_ratio_x", "ratio_note",
-    "attention_kernel", "compile", "optimizer", "warmup", "repeats", "train_steps_per_repeat",
-    "infer_steps_per_repeat", "metrics",
-    "device", "dtype", "torch_version", "cuda_version", "tf32", "threads", "load_1m",
+    "name",
+    "layout",
+    "params",
+    "macs",
+    "flops",
+    "batch_size",
+    "requested_batch_size",
+    "image_size",
+    "num_classes",
+    "train_img_per_s",
+    "train_steps_per_s",
+    "train_step_ms",
+    "train_step_ms_min",
+    "train_step_ms_max",
+    "infer_img_per_s",
+    "infer_step_ms",
+    "infer_step_ms_min",
+    "infer_step_ms_max",
+    "train_peak_mem_bytes",
+    "train_peak_phase",
+    "train_mem_est_bytes",
+    "train_mem_est_phase",
+    "infer_peak_mem_bytes",
+    "infer_mem_est_bytes",
+    "est_weights_bytes",
+    "est_optimizer_bytes",
+    "est_activations_bytes",
+    "mem_est_note",
+    "mem_method",
+    "cuda_reserved_peak_bytes",
+    "fvcore_macs",
+    "fvcore_skipped",
+    "torch_macs",
+    "torch_skipped",
+    "baseline",
+    "train_speedup_x",
+    "infer_speedup_x",
+    "mem_saved_pct",
+    "infer_mem_saved_pct",
+    "mem_est_saved_pct",
+    "macs_saved_pct",
+    "macs_ratio_x",
+    "ratio_note",
+    "attention_kernel",
+    "compile",
+    "optimizer",
+    "warmup",
+    "repeats",
+    "train_steps_per_repeat",
+    "infer_steps_per_repeat",
+    "metrics",
+    "device",
+    "dtype",
+    "torch_version",
+    "cuda_version",
+    "tf32",
+    "threads",
+    "load_1m",
     "error",
 ]
 # Devices whose process warm-up has run (see _warm_up_process).
 _WARMED: set[str] = set()
 
 # The columns that identify a measurement (a resumed run skips records that match them).
-RESUME_KEY = ("layout", "requested_batch_size", "device", "dtype", "compile", "optimizer", "warmup", "repeats",
-              "metrics", "num_classes")
+RESUME_KEY = (
+    "layout",
+    "requested_batch_size",
+    "device",
+    "dtype",
+    "compile",
+    "optimizer",
+    "warmup",
+    "repeats",
+    "metrics",
+    "num_classes",
+)
 
 
 @keeps_global_state  # _measure seeds the global generators: the caller's come back
-def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "auto", dtype: str = "fp32",
-            batch_size: int = 8, image_size: int | None = None, warmup: int = 2, repeats: int = 5,
-            train: bool = True, infer: bool = True, memory: bool = True, counters: bool = False,
-            compile: str | None = None, optimizer: str = "adamw", num_classes: int = 1000, oom_retry: bool = True,
-            resume: str | os.PathLike | None = None,
-            progress: Callable[[int, int, str], None] | None = None,
-            on_record: Callable[[dict], None] | None = None) -> list[dict]:
+def profile(
+    layouts: Iterable | str | Layout,
+    *,
+    baseline=None,
+    device: str = "auto",
+    dtype: str = "fp32",
+    batch_size: int = 8,
+    image_size: int | None = None,
+    warmup: int = 2,
+    repeats: int = 5,
+    train: bool = True,
+    infer: bool = True,
+    memory: bool = True,
+    counters: bool = False,
+    compile: str | None = None,
+    optimizer: str = "adamw",
+    num_classes: int = 1000,
+    oom_retry: bool = True,
+    resume: str | os.PathLike | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    on_record: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Measure each layout (a preset name, layout string or :class:`Layout`); see the module
     docstring. ``baseline`` is measured first, in the same run, and is the first record unless
     it is one of ``layouts``. ``image_size`` rebuilds every layout at that resolution.
@@ -124,8 +206,21 @@ def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "a
     ``on_record(record)`` as each record is finished. Bad input raises :class:`UsageError`
     or :class:`LayoutError` before anything is measured.
     """
-    settings = Settings(device, dtype, batch_size, warmup, repeats, train, infer, memory, counters, compile,
-                        optimizer, num_classes, oom_retry)
+    settings = Settings(
+        device,
+        dtype,
+        batch_size,
+        warmup,
+        repeats,
+        train,
+        infer,
+        memory,
+        counters,
+        compile,
+        optimizer,
+        num_classes,
+        oom_retry,
+    )
     dev = settings.validate()
     if isinstance(layouts, (str, Layout)):
         layouts = [layouts]
@@ -146,9 +241,19 @@ def profile(layouts: Iterable | str | Layout, *, baseline=None, device: str = "a
     for i, (name, layout) in enumerate(jobs):
         if progress:
             progress(i, len(jobs), name)
-        key = _key({**env, "layout": str(layout), "requested_batch_size": batch_size, "compile": compile or "none",
-                    "optimizer": optimizer, "warmup": warmup, "repeats": repeats, "metrics": settings.metrics,
-                    "num_classes": num_classes})
+        key = _key(
+            {
+                **env,
+                "layout": str(layout),
+                "requested_batch_size": batch_size,
+                "compile": compile or "none",
+                "optimizer": optimizer,
+                "warmup": warmup,
+                "repeats": repeats,
+                "metrics": settings.metrics,
+                "num_classes": num_classes,
+            }
+        )
         record = done.get(key)
         if record is not None:  # named as this run names it (presets may share a layout: vit-b16, deit-b)
             record = {**record, "name": name}
@@ -191,14 +296,28 @@ def _at_size(layout: Layout, image_size: int | None) -> Layout:
 # ----------------------------------------------------------------------------- one layout
 
 
-def measure_layout(layout: Layout, settings: Settings, device: torch.device, env: dict, name: str | None = None) -> dict:
+def measure_layout(
+    layout: Layout, settings: Settings, device: torch.device, env: dict, name: str | None = None
+) -> dict:
     """One record: counts, estimate and measurements of ``layout`` (errors recorded, not raised)."""
     cost = count(layout, num_classes=settings.num_classes)
     record = dict.fromkeys(COLUMNS)
-    record.update(name=name or str(layout), layout=str(layout), params=cost.params, macs=cost.macs, flops=cost.flops,
-                  requested_batch_size=settings.batch_size, image_size=layout.image_size,
-                  num_classes=settings.num_classes, compile=settings.compile or "none", optimizer=settings.optimizer,
-                  warmup=settings.warmup, repeats=settings.repeats, metrics=settings.metrics, **env)
+    record.update(
+        name=name or str(layout),
+        layout=str(layout),
+        params=cost.params,
+        macs=cost.macs,
+        flops=cost.flops,
+        requested_batch_size=settings.batch_size,
+        image_size=layout.image_size,
+        num_classes=settings.num_classes,
+        compile=settings.compile or "none",
+        optimizer=settings.optimizer,
+        warmup=settings.warmup,
+        repeats=settings.repeats,
+        metrics=settings.metrics,
+        **env,
+    )
     record["load_1m"] = _load()
     batch = settings.batch_size
     while True:
@@ -250,8 +369,12 @@ def _measure(layout: Layout, settings: Settings, device: torch.device, batch: in
             out.update(_timing("train", timing, batch))
             if track_memory:
                 peak, _ = peak_memory(step, device, model, (x, y), opt)
-                out.update(train_peak_mem_bytes=peak.bytes, train_peak_phase=peak.phase, mem_method=peak.method,
-                           cuda_reserved_peak_bytes=peak.reserved_bytes)
+                out.update(
+                    train_peak_mem_bytes=peak.bytes,
+                    train_peak_phase=peak.phase,
+                    mem_method=peak.method,
+                    cuda_reserved_peak_bytes=peak.reserved_bytes,
+                )
             # Inference's peak must not include training's leftovers (it is read from the allocator on CUDA).
             del opt, step
             model.zero_grad(set_to_none=True)
@@ -325,9 +448,15 @@ def _estimate(layout: Layout, settings: Settings, device: torch.device, record: 
     kernel = record.get("attention_kernel")
     attention = "fused" if kernel is None or is_fused_kernel(kernel) else "math"
     try:
-        est = estimate_memory(layout, record["batch_size"] or settings.batch_size, dtype=settings.dtype,
-                              device=device.type, attention=attention, optimizer=settings.optimizer,
-                              num_classes=settings.num_classes)
+        est = estimate_memory(
+            layout,
+            record["batch_size"] or settings.batch_size,
+            dtype=settings.dtype,
+            device=device.type,
+            attention=attention,
+            optimizer=settings.optimizer,
+            num_classes=settings.num_classes,
+        )
     except UnmodelledLayout as err:
         return {"mem_est_note": str(err)}
     out = est.record()
@@ -362,13 +491,18 @@ def add_baseline_ratios(records: list[dict], baseline: str) -> list[dict]:
         r["train_speedup_x"] = ratio(r.get("train_img_per_s"), base.get("train_img_per_s"))
         r["infer_speedup_x"] = ratio(r.get("infer_img_per_s"), base.get("infer_img_per_s"))
         same_batch = r.get("batch_size") == base.get("batch_size")
-        for col, measured in (("mem_saved_pct", "train_peak_mem_bytes"), ("infer_mem_saved_pct", "infer_peak_mem_bytes"),
-                              ("mem_est_saved_pct", "train_mem_est_bytes")):
+        for col, measured in (
+            ("mem_saved_pct", "train_peak_mem_bytes"),
+            ("infer_mem_saved_pct", "infer_peak_mem_bytes"),
+            ("mem_est_saved_pct", "train_mem_est_bytes"),
+        ):
             r[col] = saved(r.get(measured), base.get(measured)) if same_batch else None
         r["ratio_note"] = None
         if not same_batch and not r.get("error") and not base.get("error"):
-            r["ratio_note"] = (f"batch {r['batch_size']}, the baseline's {base['batch_size']} (out of memory at a larger "
-                               "batch): speed-ups compare images/s; memory is not compared")
+            r["ratio_note"] = (
+                f"batch {r['batch_size']}, the baseline's {base['batch_size']} (out of memory at a larger "
+                "batch): speed-ups compare images/s; memory is not compared"
+            )
         r["macs_saved_pct"] = saved(r["macs"], base["macs"])
         r["macs_ratio_x"] = ratio(base["macs"], r["macs"])
     return records
@@ -407,8 +541,11 @@ def _load_resume(path) -> dict:
 def _append_jsonl(path, record: dict) -> None:
     """Append one record as a line, flushed to disk before the next measurement starts."""
     path = Path(path)
-    clean = {k: v for k, v in record.items() if k not in ("baseline", "macs_ratio_x", "ratio_note")
-             and not k.endswith(("_speedup_x", "_saved_pct"))}
+    clean = {
+        k: v
+        for k, v in record.items()
+        if k not in ("baseline", "macs_ratio_x", "ratio_note") and not k.endswith(("_speedup_x", "_saved_pct"))
+    }
     try:
         torn = not _ends_with_newline(path)  # an interrupted write: start a fresh line
         with open(path, "a") as f:

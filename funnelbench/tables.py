@@ -27,21 +27,23 @@ def layout_summary(x, num_classes: int = 1000) -> dict:
     parts = []
     for part in cost.parts:
         s = part.stage
-        parts.append({
-            "part": part.name,
-            "layers": s.layers if s else None,
-            "tokens": s.tokens if s else None,
-            "hidden": s.hidden if s else None,
-            "mlp": s.mlp if s else None,
-            "heads": s.heads if s else None,
-            "pool": s.pool if s else None,
-            "stride": s.stride if s else None,
-            "pqo": s.pqo if s else None,
-            "pool_in": s.pool_label if s else "-",
-            "params": part.params,
-            "macs": part.macs,
-            "macs_share": part.macs / cost.macs,
-        })
+        parts.append(
+            {
+                "part": part.name,
+                "layers": s.layers if s else None,
+                "tokens": s.tokens if s else None,
+                "hidden": s.hidden if s else None,
+                "mlp": s.mlp if s else None,
+                "heads": s.heads if s else None,
+                "pool": s.pool if s else None,
+                "stride": s.stride if s else None,
+                "pqo": s.pqo if s else None,
+                "pool_in": s.pool_label if s else "-",
+                "params": part.params,
+                "macs": part.macs,
+                "macs_share": part.macs / cost.macs,
+            }
+        )
     return {
         "layout": str(layout),
         "image_size": layout.image_size,
@@ -64,24 +66,28 @@ def presets_summary(pattern: str = "*") -> list[dict]:
         preset = PRESETS[name]
         layout = resolve(name)
         cost = count(layout)
-        rows.append({
-            "name": name,
-            "layout": str(layout),
-            "family": preset.family,
-            "params": cost.params,
-            "macs": cost.macs,
-            "paper_params_m": preset.paper_params_m,
-            "paper_gmacs": preset.paper_gmacs,
-            "source": preset.source,
-        })
+        rows.append(
+            {
+                "name": name,
+                "layout": str(layout),
+                "family": preset.family,
+                "params": cost.params,
+                "macs": cost.macs,
+                "paper_params_m": preset.paper_params_m,
+                "paper_gmacs": preset.paper_gmacs,
+                "source": preset.source,
+            }
+        )
     return rows
 
 
 # ----------------------------------------------------------------------------- profile records
 
-MIB = 2 ** 20
-MEMORY_NOTE = ("peak memory = weights + gradients + optimizer state + batch + activations and temporaries at the "
-               "worst moment of a step (CPU: live tensor bytes; CUDA: max_memory_allocated)")
+MIB = 2**20
+MEMORY_NOTE = (
+    "peak memory = weights + gradients + optimizer state + batch + activations and temporaries at the "
+    "worst moment of a step (CPU: live tensor bytes; CUDA: max_memory_allocated)"
+)
 TIMING_NOTE = "img/s and steps/s: median of the timed repeats after warm-up; ± = (slowest - fastest) / median"
 
 
@@ -130,9 +136,13 @@ def profile_table(records: list[dict]) -> list[dict]:
             row["fvcore_gmacs"] = _round((r.get("fvcore_macs") or 0) / 1e9, 3) if r.get("fvcore_macs") else None
             row["torch_gmacs"] = _round((r.get("torch_macs") or 0) / 1e9, 3) if r.get("torch_macs") else None
         if with_baseline:
-            row.update(train_speedup_x=_round(r.get("train_speedup_x"), 2), mem_saved_pct=_round(r.get("mem_saved_pct")),
-                       mem_est_saved_pct=_round(r.get("mem_est_saved_pct")), macs_saved_pct=_round(r.get("macs_saved_pct")),
-                       macs_ratio_x=_round(r.get("macs_ratio_x"), 2))
+            row.update(
+                train_speedup_x=_round(r.get("train_speedup_x"), 2),
+                mem_saved_pct=_round(r.get("mem_saved_pct")),
+                mem_est_saved_pct=_round(r.get("mem_est_saved_pct")),
+                macs_saved_pct=_round(r.get("macs_saved_pct")),
+                macs_ratio_x=_round(r.get("macs_ratio_x"), 2),
+            )
         if any_error:
             row["error"] = r.get("error")
         rows.append(row)
@@ -141,17 +151,20 @@ def profile_table(records: list[dict]) -> list[dict]:
 
 def reproduce_table(rows: list[dict]) -> list[dict]:
     """Compact rows of ``reproduce`` records: the paper's ratios next to ours."""
-    return [{
-        "table": r["table"],
-        "row": r["row"],
-        "paper_mem_saved_pct": _round(r["paper_mem_saved_pct"]),
-        "mem_saved_pct": _round(r.get("mem_saved_pct")),
-        "mem_est_saved_pct": _round(r.get("mem_est_saved_pct")),
-        "est_mem_saved_pct_at_paper_batch": _round(r.get("est_mem_saved_pct_at_paper_batch")),
-        "paper_speedup_x": _round(r["paper_speedup_x"], 2),
-        "train_speedup_x": _round(r.get("train_speedup_x"), 2),
-        "macs_ratio_x": _round(r.get("macs_ratio_x"), 2),
-        "train_peak_mem_mib": _mib(r.get("train_peak_mem_bytes")),
-        "train_steps_per_s": _round(r.get("train_steps_per_s"), 3),
-        **({"error": r.get("error")} if any(x.get("error") for x in rows) else {}),
-    } for r in rows]
+    return [
+        {
+            "table": r["table"],
+            "row": r["row"],
+            "paper_mem_saved_pct": _round(r["paper_mem_saved_pct"]),
+            "mem_saved_pct": _round(r.get("mem_saved_pct")),
+            "mem_est_saved_pct": _round(r.get("mem_est_saved_pct")),
+            "est_mem_saved_pct_at_paper_batch": _round(r.get("est_mem_saved_pct_at_paper_batch")),
+            "paper_speedup_x": _round(r["paper_speedup_x"], 2),
+            "train_speedup_x": _round(r.get("train_speedup_x"), 2),
+            "macs_ratio_x": _round(r.get("macs_ratio_x"), 2),
+            "train_peak_mem_mib": _mib(r.get("train_peak_mem_bytes")),
+            "train_steps_per_s": _round(r.get("train_steps_per_s"), 3),
+            **({"error": r.get("error")} if any(x.get("error") for x in rows) else {}),
+        }
+        for r in rows
+    ]

@@ -16,6 +16,7 @@ from .rng import rng_states, set_rng_states
 from .training import *  # noqa: F403 - the public names, re-exported
 from .training import __all__ as _public
 from .training import api, build, checkpoint, config, distributed, hooks, proxy, recipe, record, steps, trainer
+
 # the private names the old module had, for code that reached into it
 from .training.hooks import DECISION_STATUS as _DECISION_STATUS  # noqa: F401
 from .training.hooks import _RankZeroFailed  # noqa: F401

@@ -22,8 +22,8 @@ import re
 from .errors import UsageError
 
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:e[+-]?[0-9]+)?|\.[0-9]+(?:e[+-]?[0-9]+)?)"
-_SI = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12}
-_IEC = {"ki": 2 ** 10, "mi": 2 ** 20, "gi": 2 ** 30, "ti": 2 ** 40}
+_SI = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_IEC = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 
 def _split(text, what: str, example: str) -> tuple[float, str]:

@@ -65,9 +65,11 @@ def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
             if key in obj and isinstance(obj[key], dict):
                 return unwrap_state_dict(obj[key])
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError("the checkpoint holds no state dict of tensors (looked in the top level, 'model' and 'state_dict')")
+        raise WeightsError(
+            "the checkpoint holds no state dict of tensors (looked in the top level, 'model' and 'state_dict')"
+        )
     if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return dict(obj)
 
 
@@ -82,7 +84,7 @@ def to_timm_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             index, rest = m.groups()
             for old, new in _TV_MAP.items():
                 if rest == old or rest.startswith(old + "."):
-                    rest = new + rest[len(old):]
+                    rest = new + rest[len(old) :]
                     break
             out[f"blocks.{index}.{rest}"] = value
         else:
@@ -128,10 +130,12 @@ def load_vit_weights(model, state_dict, *, strict: bool = True) -> LoadReport:
     if "pos_embed" in sd and "pos_embed" in target:
         pos = sd["pos_embed"]
         if ckpt_prefix > prefix:  # class-token model into an average-pool model: drop the token's embedding
-            pos = pos[:, ckpt_prefix - prefix:]
+            pos = pos[:, ckpt_prefix - prefix :]
             sd.pop("cls_token", None)
         elif ckpt_prefix < prefix:
-            raise WeightsError("the checkpoint has no class token but the model's head needs one; build the layout with 'avg'")
+            raise WeightsError(
+                "the checkpoint has no class token but the model's head needs one; build the layout with 'avg'"
+            )
         if pos.shape[1] != target["pos_embed"].shape[1] and pos.shape[-1] == target["pos_embed"].shape[-1]:
             grid = math.isqrt(target["pos_embed"].shape[1] - prefix)
             pos = resize_pos_embed(pos, grid, prefix)
@@ -157,11 +161,14 @@ def load_vit_weights(model, state_dict, *, strict: bool = True) -> LoadReport:
         if key != "pos_embed" or "pos_embed" not in report.resized:
             report.loaded.append(key)
     report.unused = sorted(k for k in sd if k not in target)
-    problems = mismatched + ([f"unexpected keys {report.unused[:5]}{'...' if len(report.unused) > 5 else ''}"]
-                             if report.unused else [])
+    problems = mismatched + (
+        [f"unexpected keys {report.unused[:5]}{'...' if len(report.unused) > 5 else ''}"] if report.unused else []
+    )
     if strict and problems:
-        raise WeightsError(f"checkpoint does not fit {getattr(model, 'layout', 'the model')}: "
-                           f"{'; '.join(problems[:4])}{' ...' if len(problems) > 4 else ''} "
-                           f"(widths and depth must match; strict=False loads what fits)")
+        raise WeightsError(
+            f"checkpoint does not fit {getattr(model, 'layout', 'the model')}: "
+            f"{'; '.join(problems[:4])}{' ...' if len(problems) > 4 else ''} "
+            f"(widths and depth must match; strict=False loads what fits)"
+        )
     model.load_state_dict(to_load, strict=False)
     return report

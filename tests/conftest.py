@@ -39,7 +39,9 @@ def postgres_url():
     url = os.environ.get("FUNNELBENCH_TEST_POSTGRES_URL")
     if not url:
         if os.environ.get("FUNNELBENCH_REQUIRE_POSTGRES"):
-            pytest.fail("FUNNELBENCH_REQUIRE_POSTGRES is set but FUNNELBENCH_TEST_POSTGRES_URL is not: "
-                        "PostgreSQL did not start (see .ci/postgres.sh)")
+            pytest.fail(
+                "FUNNELBENCH_REQUIRE_POSTGRES is set but FUNNELBENCH_TEST_POSTGRES_URL is not: "
+                "PostgreSQL did not start (see .ci/postgres.sh)"
+            )
         pytest.skip("no PostgreSQL: set FUNNELBENCH_TEST_POSTGRES_URL (.ci/postgres.sh prints one)")
     return url

@@ -13,8 +13,16 @@ import numpy as np
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
-def write_idx(folder: Path, *, n_train: int = 20, n_test: int = 10, size: int = 28, classes: int = 10,
-              gz: bool = True, seed: int = 0) -> dict:
+def write_idx(
+    folder: Path,
+    *,
+    n_train: int = 20,
+    n_test: int = 10,
+    size: int = 28,
+    classes: int = 10,
+    gz: bool = True,
+    seed: int = 0,
+) -> dict:
     """The four idx files of a tiny MNIST-style dataset; returns ``{split: (images, labels)}``
     (``train`` and ``t10k``), label ``i % classes`` for image ``i``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -23,7 +31,9 @@ def write_idx(folder: Path, *, n_train: int = 20, n_test: int = 10, size: int = 
     for split, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
         labels = (np.arange(n) % classes).astype(np.uint8)
-        write_file(folder / f"{split}-images-idx3-ubyte", struct.pack(">IIII", 2051, n, size, size) + images.tobytes(), gz)
+        write_file(
+            folder / f"{split}-images-idx3-ubyte", struct.pack(">IIII", 2051, n, size, size) + images.tobytes(), gz
+        )
         write_file(folder / f"{split}-labels-idx1-ubyte", struct.pack(">II", 2049, n) + labels.tobytes(), gz)
         written[split] = (images, labels)
     return written
@@ -35,8 +45,17 @@ def write_file(path: Path, data: bytes, gz: bool) -> Path:
     return path
 
 
-def write_batches(folder: Path, *, size: int = 8, classes: int = 4, per_class: int = 6, val_per_class: int = 3,
-                  batches: int = 2, fmt: str = "npz", seed: int = 0) -> dict:
+def write_batches(
+    folder: Path,
+    *,
+    size: int = 8,
+    classes: int = 4,
+    per_class: int = 6,
+    val_per_class: int = 3,
+    batches: int = 2,
+    fmt: str = "npz",
+    seed: int = 0,
+) -> dict:
     """``train_data_batch_1 .. batches`` and ``val_data`` of a tiny downsampled ImageNet:
     ``data`` N x 3*s*s uint8 stored plane by plane (R, G, B), ``labels`` 1 to ``classes``.
     Returns ``{"train": (images (N, 3, s, s), labels from 1), "val": ...}``."""

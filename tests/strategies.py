@@ -28,8 +28,13 @@ def tiny_layouts(draw, funnel_only: bool = False, stems: tuple[str, ...] = STEMS
     else:
         image = draw(st.sampled_from([8, 12, 16, 24, 32]))
         grid = draw(st.integers(1, min(4, image // 4)))
-        glob = [f"img{image}", f"ps{grid}", f"iters{draw(st.integers(1, 3))}", draw(st.sampled_from(["share", "noshare"])),
-                f"fe{draw(st.sampled_from([4, 8, 16]))}"]
+        glob = [
+            f"img{image}",
+            f"ps{grid}",
+            f"iters{draw(st.integers(1, 3))}",
+            draw(st.sampled_from(["share", "noshare"])),
+            f"fe{draw(st.sampled_from([4, 8, 16]))}",
+        ]
     glob.append(f"pos={draw(st.sampled_from(['learned'] if funnel_only else ['learned', 'sincos', 'none']))}")
     head = draw(st.sampled_from(["cls", "avg"]))
     glob.append(head)
@@ -39,7 +44,12 @@ def tiny_layouts(draw, funnel_only: bool = False, stems: tuple[str, ...] = STEMS
     for i in range(draw(st.integers(1, 3))):
         heads = draw(st.sampled_from([1, 2, 4]))
         hidden = heads * draw(st.sampled_from([4, 8, 12]))
-        opts = [f"h{hidden}", f"a{heads}", f"m{draw(st.integers(1, 40))}", draw(st.sampled_from(["qkvbias"] if funnel_only else ["qkvbias", "noqkvbias"]))]
+        opts = [
+            f"h{hidden}",
+            f"a{heads}",
+            f"m{draw(st.integers(1, 40))}",
+            draw(st.sampled_from(["qkvbias"] if funnel_only else ["qkvbias", "noqkvbias"])),
+        ]
         if i:
             op = draw(st.sampled_from(["mean", "max"] + (["mean2d", "max2d"] if side and not funnel_only else [])))
             n = side if op.endswith("2d") else patches
@@ -48,7 +58,11 @@ def tiny_layouts(draw, funnel_only: bool = False, stems: tuple[str, ...] = STEMS
             new = pooled_length(n, draw(st.integers(1, n)), kernel)
             new_patches = new * new if op.endswith("2d") else new
             if new_patches < patches:  # the stage pools
-                opts += [op, draw(st.sampled_from(["pqo", "nopqo"])), draw(st.sampled_from(["nonewpos"] if funnel_only else ["newpos", "nonewpos"]))]
+                opts += [
+                    op,
+                    draw(st.sampled_from(["pqo", "nopqo"])),
+                    draw(st.sampled_from(["nonewpos"] if funnel_only else ["newpos", "nonewpos"])),
+                ]
                 opts += [f"k{kernel}"] if kernel else []
                 patches, side = new_patches, (new if op.endswith("2d") else None)
         stages.append(f"{draw(st.integers(1, 2))}({patches + prefix}, {', '.join(opts)})")

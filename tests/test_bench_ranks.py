@@ -19,7 +19,7 @@ def test_kendall_tau_b_matches_scipys_documented_example_with_ties():
 
 def test_kendall_tau_counts_a_tie_in_one_ranking_only_against_that_side():
     # pairs of x=[1,2,2,3], y=[1,3,2,4]: 5 concordant, 0 discordant, 1 tied in x only -> 5 / sqrt(6 * 5)
-    assert kendall_tau([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(5 / 30 ** 0.5, abs=1e-12)
+    assert kendall_tau([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(5 / 30**0.5, abs=1e-12)
     assert kendall_tau([1, 2, 3], [3, 2, 1]) == -1
     assert kendall_tau([1, 1, 1], [1, 2, 3]) is None
 
@@ -72,14 +72,43 @@ def test_the_fidelity_summary_ranks_what_it_has(tmp_path):
     rows = []
     for i, lay in enumerate(layouts):
         for seed in (0, 1):
-            rows.append({"config": "proxy", "layout": lay["layout"], "seed": seed, "top1": 10.0 * i + seed,
-                         "val_loss": 1.0 - 0.1 * i, "sum_train_loss": 5.0 - i, "wall_s": 2.0, "proxy_macs": 100})
+            rows.append(
+                {
+                    "config": "proxy",
+                    "layout": lay["layout"],
+                    "seed": seed,
+                    "top1": 10.0 * i + seed,
+                    "val_loss": 1.0 - 0.1 * i,
+                    "sum_train_loss": 5.0 - i,
+                    "wall_s": 2.0,
+                    "proxy_macs": 100,
+                }
+            )
             # a candidate proxy trained on every layout that orders them backwards
-            rows.append({"config": "image-16", "layout": lay["layout"], "seed": seed, "top1": 60.0 - i,
-                         "val_loss": 1.0, "sum_train_loss": 5.0, "wall_s": 2.0, "proxy_macs": 100})
+            rows.append(
+                {
+                    "config": "image-16",
+                    "layout": lay["layout"],
+                    "seed": seed,
+                    "top1": 60.0 - i,
+                    "val_loss": 1.0,
+                    "sum_train_loss": 5.0,
+                    "wall_s": 2.0,
+                    "proxy_macs": 100,
+                }
+            )
             if i < 5:  # L5 has no long run yet
-                rows.append({"config": "long", "layout": lay["layout"], "seed": seed, "top1": 50.0 + i + seed / 10,
-                             "val_loss": 0.5, "sum_train_loss": 1.0, "wall_s": 10.0})
+                rows.append(
+                    {
+                        "config": "long",
+                        "layout": lay["layout"],
+                        "seed": seed,
+                        "top1": 50.0 + i + seed / 10,
+                        "val_loss": 0.5,
+                        "sum_train_loss": 1.0,
+                        "wall_s": 10.0,
+                    }
+                )
     out = tmp_path / "fidelity"
     bench.analyse(rows, layouts, out, argv=[])
     table = {r["scoring"]: r for r in __import__("csv").DictReader(open(out.with_suffix(".csv")))}
@@ -130,16 +159,28 @@ def test_the_search_quality_summary_sets_each_arms_picks_beside_the_best_hand_la
     (tmp_path / "fidelity-layouts.json").write_text(json.dumps([{"layout": h, "kind": "hand"} for h in hand]))
     picks = {("tpe", 0): "A", ("tpe", 1): "B", ("random", 0): "C", ("random", 1): "D"}
     long_of = {"A": 96.0, "B": 98.0, "C": 80.0, "D": 90.0}
-    searches = [{"sampler": sa, "seed": se, "pick": p, "pick_gmacs": 1.0, "pick_proxy_top1": 50.0, "trained": 16,
-                 "pruned": 0, "rejected": 3, "search_wall_s": 1.0, "proxy": "{}"} for (sa, se), p in picks.items()]
+    searches = [
+        {
+            "sampler": sa,
+            "seed": se,
+            "pick": p,
+            "pick_gmacs": 1.0,
+            "pick_proxy_top1": 50.0,
+            "trained": 16,
+            "pruned": 0,
+            "rejected": 3,
+            "search_wall_s": 1.0,
+            "proxy": "{}",
+        }
+        for (sa, se), p in picks.items()
+    ]
     retrain = [{"layout": p, "seed": s, "top1": long_of[p] + (1 if s else -1)} for p in long_of for s in (0, 1)]
     out = tmp_path / "quality"
-    bench.analyse(searches, retrain, bench.read_rows(fidelity), out,
-                  SimpleNamespace(fidelity=str(fidelity), trials=16))
+    bench.analyse(searches, retrain, bench.read_rows(fidelity), out, SimpleNamespace(fidelity=str(fidelity), trials=16))
     summary = {r["arm"]: r for r in csv.DictReader(open(out.with_suffix(".csv")))}
     tpe, rnd = summary["tpe search (2 seeds)"], summary["random search (2 seeds)"]
     assert float(tpe["long_top1_mean"]) == 97.0 and float(tpe["min"]) == 96.0 and float(tpe["max"]) == 98.0
-    assert float(rnd["long_top1_mean"]) == 85.0 and float(rnd["long_top1_sd_over_search_seeds"]) == round(50 ** 0.5, 2)
+    assert float(rnd["long_top1_mean"]) == 85.0 and float(rnd["long_top1_sd_over_search_seeds"]) == round(50**0.5, 2)
     best = summary["best hand layout by the long schedule: B6(197)-6(50), max, h192"]
     assert float(best["long_top1_mean"]) == 95.5  # not the 99 % layout: it is over the budget
     assert "hand layout the default proxy (seed 0) ranks first: B12(197), h192" in summary

@@ -54,7 +54,9 @@ def test_hard_set_has_its_own_name_note_classes_and_cache_entry(tmp_path, monkey
     hard = fb.load_data("builtin-hard", image_size=32, train_per_class=8, val_per_class=4)
     assert hard.name == "synthetic-arrangement-hard" and hard.num_classes == 16 and not hard.hflip_ok
     assert hard.classes[0] == "east near" and hard.classes[8] == "east far" and "ImageNet" in hard.note
-    assert fb.load_data("synthetic-arrangement-hard", image_size=32, train_per_class=8, val_per_class=4).name == hard.name
+    assert (
+        fb.load_data("synthetic-arrangement-hard", image_size=32, train_per_class=8, val_per_class=4).name == hard.name
+    )
     easy = fb.load_data("builtin", image_size=32, train_per_class=8, val_per_class=4)
     entries = sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith("."))
     assert any(e.startswith("synthetic-arrangement-hard-") for e in entries)

@@ -2,10 +2,10 @@
 
 import pytest
 from hypothesis import given, settings
+from strategies import tiny_layouts
 
 import funnelbench as fb
 from funnelbench.counters import fvcore_count
-from strategies import tiny_layouts
 
 
 def n_params(model):
@@ -59,8 +59,19 @@ def test_family_presets_macs_equal_fvcore(name):
         assert ref.by_operator["scaled_dot_product_attention"] > 2 * 3136 * 3136 * 64
 
 
-@pytest.mark.parametrize("name", ["deit-ti", "deit-s", "vit-b16", "funnel-b6-6", "funnel-b4-4-4-max",
-                                  "funnel-b6-6-h1024", "funnel-b6m4096-6-2m1536", "test-funnel-proj"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "deit-ti",
+        "deit-s",
+        "vit-b16",
+        "funnel-b6-6",
+        "funnel-b4-4-4-max",
+        "funnel-b6-6-h1024",
+        "funnel-b6m4096-6-2m1536",
+        "test-funnel-proj",
+    ],
+)
 def test_macs_within_half_percent_of_fvcore(name):
     layout = fb.resolve(name)
     ref = fvcore_count(fb.build_model(layout), layout.image_size)
@@ -73,9 +84,15 @@ def test_macs_within_half_percent_of_fvcore(name):
     assert ref.by_operator["scaled_dot_product_attention"] > 0
 
 
-@pytest.mark.parametrize("name, params_m, gmacs", [
-    ("deit-ti", 5.7, 1.3), ("deit-s", 22.1, 4.6), ("deit-b", 86.6, 17.6), ("vit-b16", 86.6, 17.6),
-])
+@pytest.mark.parametrize(
+    "name, params_m, gmacs",
+    [
+        ("deit-ti", 5.7, 1.3),
+        ("deit-s", 22.1, 4.6),
+        ("deit-b", 86.6, 17.6),
+        ("vit-b16", 86.6, 17.6),
+    ],
+)
 def test_paper_numbers(name, params_m, gmacs):
     cost = fb.count(name)
     assert round(cost.params / 1e6, 1) == params_m
@@ -106,8 +123,17 @@ def test_pool_query_only_and_projection_costs():
     c = fb.count("B1(197)-1(99, h1024)")
     d2 = 1024
     assert c.parts[2].params - fb.count("B1(197, h1024)").parts[1].params == 768 * d2 + d2
-    assert c.parts[2].macs - (pooled * 4 * d2 * d2 - pooled * 2 * d2 * d2 + full * 2 * d2 * d2
-                              + 2 * pooled * full * d2 + 2 * pooled * d2 * 4096) == full * 768 * d2
+    assert (
+        c.parts[2].macs
+        - (
+            pooled * 4 * d2 * d2
+            - pooled * 2 * d2 * d2
+            + full * 2 * d2 * d2
+            + 2 * pooled * full * d2
+            + 2 * pooled * d2 * 4096
+        )
+        == full * 768 * d2
+    )
 
 
 def test_funnel_saves_macs_not_params():

@@ -30,14 +30,17 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("name, batch, dtype", [
-    ("deit-ti", 32, "fp32"),
-    ("deit-s", 32, "fp32"),
-    ("funnel-b6-6", 16, "fp32"),
-    ("funnel-b4-4-4-max", 16, "fp32"),
-    ("deit-s", 32, "bf16"),
-    ("hvt-s-1", 16, "fp32"),
-])
+@pytest.mark.parametrize(
+    "name, batch, dtype",
+    [
+        ("deit-ti", 32, "fp32"),
+        ("deit-s", 32, "fp32"),
+        ("funnel-b6-6", 16, "fp32"),
+        ("funnel-b4-4-4-max", 16, "fp32"),
+        ("deit-s", 32, "bf16"),
+        ("hvt-s-1", 16, "fp32"),
+    ],
+)
 def test_the_estimate_with_cuda_rules_matches_the_measured_cuda_peak(name, batch, dtype):
     """The profiler estimates with the rules of the device it runs on (``device="cuda"``) and
     measures ``max_memory_allocated`` per phase: within 5 % for the training peak (not in the
@@ -47,8 +50,9 @@ def test_the_estimate_with_cuda_rules_matches_the_measured_cuda_peak(name, batch
     [r] = fb.profile(name, device="cuda", dtype=dtype, batch_size=batch, warmup=1, repeats=1, oom_retry=False)
     assert r["error"] is None, r["error"]
     assert r["device"].startswith("cuda") and r["mem_method"] == CUDA_METHOD
-    est = fb.estimate_memory(name, batch, device="cuda", dtype=dtype,
-                             attention="fused" if is_fused_kernel(r["attention_kernel"]) else "math")
+    est = fb.estimate_memory(
+        name, batch, device="cuda", dtype=dtype, attention="fused" if is_fused_kernel(r["attention_kernel"]) else "math"
+    )
     assert r["train_mem_est_bytes"] == est.train_peak_bytes  # the profiler used the CUDA rules
     assert r["train_peak_mem_bytes"] == pytest.approx(est.train_peak_bytes, rel=0.05)
     assert r["train_peak_phase"] == est.train_peak_phase
@@ -68,9 +72,9 @@ def test_profile_on_cuda_times_measures_and_compares():
 def test_a_real_out_of_memory_is_retried_with_smaller_batches():
     """ViT-B/16 at 2**16 images a step does not fit any GPU: torch's OutOfMemoryError is caught
     and the batch lowered until a step fits."""
-    [r] = fb.profile("vit-b16", device="cuda", batch_size=2 ** 16, warmup=0, repeats=1, infer=False, memory=False)
+    [r] = fb.profile("vit-b16", device="cuda", batch_size=2**16, warmup=0, repeats=1, infer=False, memory=False)
     assert r["error"] is None, r["error"]
-    assert r["requested_batch_size"] == 2 ** 16 and 1 <= r["batch_size"] < 2 ** 16
+    assert r["requested_batch_size"] == 2**16 and 1 <= r["batch_size"] < 2**16
     assert r["train_img_per_s"] > 0
 
 
@@ -93,14 +97,52 @@ def test_the_fake_out_of_memory_hook_agrees_with_the_real_one(monkeypatch):
 def test_two_nccl_processes_match_one_gpu(tmp_path):
     """torchrun with 2 GPUs (NCCL), each rank half the global batch: the same steps as one GPU,
     up to floating-point summation order (and TF32, if on)."""
-    flags = ["--train-per-class", "16", "--val-per-class", "8", "--batch-size", "32", "--epochs", "2",
-             "--device", "cuda", "--dtype", "fp32"]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "funnelbench", "train", "test-vit", *flags, "--out", str(tmp_path / "ddp")],
-                         env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    flags = [
+        "--train-per-class",
+        "16",
+        "--val-per-class",
+        "8",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--device",
+        "cuda",
+        "--dtype",
+        "fp32",
+    ]
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "funnelbench",
+            "train",
+            "test-vit",
+            *flags,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ddp.returncode == 0, ddp.stderr[-2000:]
-    single = fb.train("test-vit", out=tmp_path / "one", epochs=2, device="cuda", dtype="fp32", train_per_class=16,
-                      val_per_class=8, batch_size=32)
+    single = fb.train(
+        "test-vit",
+        out=tmp_path / "one",
+        epochs=2,
+        device="cuda",
+        dtype="fp32",
+        train_per_class=16,
+        val_per_class=8,
+        batch_size=32,
+    )
     record = json.loads((tmp_path / "ddp" / "record.json").read_text())[0]
     assert record["world_size"] == 2 and single["world_size"] == 1
     for key in ("train_loss", "val_loss"):

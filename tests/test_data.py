@@ -86,8 +86,10 @@ def test_second_load_reads_the_cache_not_the_source(tmp_path, monkeypatch):
 
 
 def test_cache_is_keyed_by_size_and_subset(tmp_path):
-    paths = {fb.load_data(image_size=s, train_per_class=n, val_per_class=2).train.cache_path
-             for s, n in ((32, 4), (40, 4), (32, 5))}
+    paths = {
+        fb.load_data(image_size=s, train_per_class=n, val_per_class=2).train.cache_path
+        for s, n in ((32, 4), (40, 4), (32, 5))
+    }
     assert len(paths) == 3
     other = fb.load_data(image_size=32, train_per_class=4, val_per_class=2, cache_dir=tmp_path / "elsewhere")
     assert str(other.train.cache_path).startswith(str(tmp_path / "elsewhere"))
@@ -158,15 +160,25 @@ print(json.dumps({"reads": len(reads), "arrays": {
 
 
 def _digests(data):
-    return {split: [hashlib.sha256(a.tobytes()).hexdigest() for a in (s.images, s.index, s.labels)]
-            for split, s in (("train", data.train), ("val", data.val))}
+    return {
+        split: [hashlib.sha256(a.tobytes()).hexdigest() for a in (s.images, s.index, s.labels)]
+        for split, s in (("train", data.train), ("val", data.val))
+    }
 
 
 def test_two_processes_building_the_same_entry_get_what_one_process_builds(tmp_path, monkeypatch):
     tree = _image_tree(tmp_path / "tree", per_class=40)  # 160 training images: 3 reads of 64
     env = {**os.environ, "PYTHONPATH": str(Path(fb.__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_IN_CHILD, str(tmp_path), str(i), str(tree)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BUILD_IN_CHILD, str(tmp_path), str(i), str(tree)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=240)
@@ -174,18 +186,24 @@ def test_two_processes_building_the_same_entry_get_what_one_process_builds(tmp_p
         results.append(json.loads(out))
     reads = []
     for cls in (D._Builtin, D._ImageFolder):
+
         def counted(self, *args, _read=cls.read):
             for chunk in _read(self, *args):
                 reads.append(1)
                 yield chunk
+
         monkeypatch.setattr(cls, "read", counted)
     alone = tmp_path / "alone"
-    expected = {"builtin": _digests(fb.load_data(image_size=16, train_per_class=70, val_per_class=2, cache_dir=alone)),
-                "tree": _digests(fb.load_data(tree, image_size=16, cache_dir=alone))}
+    expected = {
+        "builtin": _digests(fb.load_data(image_size=16, train_per_class=70, val_per_class=2, cache_dir=alone)),
+        "tree": _digests(fb.load_data(tree, image_size=16, cache_dir=alone)),
+    }
     assert [r["arrays"] for r in results] == [expected, expected]
     assert sum(r["reads"] for r in results) == len(reads) == 8  # built once: the other process waited
-    again = {"builtin": _digests(fb.load_data(image_size=16, train_per_class=70, val_per_class=2)),
-             "tree": _digests(fb.load_data(tree, image_size=16))}  # the shared cache, read back
+    again = {
+        "builtin": _digests(fb.load_data(image_size=16, train_per_class=70, val_per_class=2)),
+        "tree": _digests(fb.load_data(tree, image_size=16)),
+    }  # the shared cache, read back
     assert again == expected
     cache = Path(os.environ[D.CACHE_ENV])
     entries = sorted(p.name for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -196,26 +214,33 @@ def test_two_processes_building_the_same_entry_get_what_one_process_builds(tmp_p
 def test_a_killed_build_leaves_no_lock_and_resumes(tmp_path, monkeypatch):
     """A process killed (SIGKILL) while it builds: the operating system drops its lock, and the
     next build reads only the images it had not written."""
-    child = ("import time\nimport funnelbench as fb\nfrom funnelbench import data as D\n"
-             "real = D._Builtin.read\n"
-             "def slow(self, *args):\n"
-             "    for chunk in real(self, *args):\n"
-             "        yield chunk\n"
-             "        time.sleep(60)\n"
-             "D._Builtin.read = slow\n"
-             "fb.load_data(image_size=16, train_per_class=40, val_per_class=2)\n")
+    child = (
+        "import time\nimport funnelbench as fb\nfrom funnelbench import data as D\n"
+        "real = D._Builtin.read\n"
+        "def slow(self, *args):\n"
+        "    for chunk in real(self, *args):\n"
+        "        yield chunk\n"
+        "        time.sleep(60)\n"
+        "D._Builtin.read = slow\n"
+        "fb.load_data(image_size=16, train_per_class=40, val_per_class=2)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(fb.__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", child], env=env)
     cache = Path(os.environ[D.CACHE_ENV])
     deadline = time.time() + 120
-    while not any(json.loads(p.read_text() or "{}").get("done") == D.CHUNK for p in cache.glob(".*.partial/partial.json")):
+    while not any(
+        json.loads(p.read_text() or "{}").get("done") == D.CHUNK for p in cache.glob(".*.partial/partial.json")
+    ):
         assert proc.poll() is None and time.time() < deadline, "the builder never wrote its first chunk"
         time.sleep(0.05)
     proc.kill()
     proc.wait()
     real_read, starts = D._Builtin.read, []
-    monkeypatch.setattr(D._Builtin, "read", lambda self, split, items, *a: starts.append(len(items)) or real_read(
-        self, split, items, *a))
+    monkeypatch.setattr(
+        D._Builtin,
+        "read",
+        lambda self, split, items, *a: starts.append(len(items)) or real_read(self, split, items, *a),
+    )
     resumed = fb.load_data(image_size=16, train_per_class=40, val_per_class=2)
     assert starts == [320 - D.CHUNK, 16]  # train: the rest only; val: all of it
     fresh = fb.load_data(image_size=16, train_per_class=40, val_per_class=2, cache_dir=tmp_path / "fresh")
@@ -256,7 +281,9 @@ def test_imagefolder_subset_is_seeded(tmp_path):
     b = fb.load_data(root, image_size=16, classes=2, train_per_class=2, subset_seed=0)
     assert a.classes == b.classes and len(a.train) == 4 and len(a.val) == 4
     assert np.array_equal(a.train.images, b.train.images)
-    picks = {tuple(fb.load_data(root, image_size=16, classes=2, train_per_class=2, subset_seed=s).classes) for s in range(6)}
+    picks = {
+        tuple(fb.load_data(root, image_size=16, classes=2, train_per_class=2, subset_seed=s).classes) for s in range(6)
+    }
     assert len(picks) > 1
 
 
@@ -330,14 +357,19 @@ def test_a_cache_hit_lists_no_class_folder_and_stats_no_image(tmp_path, monkeypa
     assert len(fb.load_data(root, image_size=16).val) == len(first.val) + 1
 
 
-@pytest.mark.parametrize("setup, words", [
-    (lambda r: None, ["no such file"]),
-    (lambda r: (r / "train" / "a").mkdir(parents=True) or (r / "val" / "a").mkdir(parents=True), ["no images"]),
-    (lambda r: _image_tree(r, classes=("a", "b")) and (r / "val" / "b").rename(r / "val" / "c"),
-     ["different classes", "only in train: b", "only in val: c"]),
-    (lambda r: (r / "x").mkdir(parents=True), ["not an ImageFolder tree"]),
-    (lambda r: r.parent.mkdir(exist_ok=True) or r.write_text("x"), ["is a file"]),
-])
+@pytest.mark.parametrize(
+    "setup, words",
+    [
+        (lambda r: None, ["no such file"]),
+        (lambda r: (r / "train" / "a").mkdir(parents=True) or (r / "val" / "a").mkdir(parents=True), ["no images"]),
+        (
+            lambda r: _image_tree(r, classes=("a", "b")) and (r / "val" / "b").rename(r / "val" / "c"),
+            ["different classes", "only in train: b", "only in val: c"],
+        ),
+        (lambda r: (r / "x").mkdir(parents=True), ["not an ImageFolder tree"]),
+        (lambda r: r.parent.mkdir(exist_ok=True) or r.write_text("x"), ["is a file"]),
+    ],
+)
 def test_bad_data_folders_are_one_line_errors(tmp_path, setup, words):
     root = tmp_path / "data"
     setup(root)
@@ -426,15 +458,17 @@ def test_augmentation_is_a_crop_of_the_padded_image_and_a_flip():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     offsets = set()
     for i in range(6):
-        hits = [(a, b) for a in range(5) for b in range(5) if torch.equal(crop[i], padded[i, :, a:a + 8, b:b + 8])]
+        hits = [(a, b) for a in range(5) for b in range(5) if torch.equal(crop[i], padded[i, :, a : a + 8, b : b + 8])]
         assert hits
         offsets.add(hits[0])
     assert len(offsets) > 1
     flipped = D.Augment(hflip=True)(x, seeds)
     assert all(torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1)) for i in range(6))
     assert not torch.equal(flipped, x)
-    assert torch.equal(D.Augment(crop_pad=2, hflip=True, randaugment=2)(x, seeds),
-                       D.Augment(crop_pad=2, hflip=True, randaugment=2)(x, seeds))
+    assert torch.equal(
+        D.Augment(crop_pad=2, hflip=True, randaugment=2)(x, seeds),
+        D.Augment(crop_pad=2, hflip=True, randaugment=2)(x, seeds),
+    )
 
 
 def test_normalize_matches_the_formula():

@@ -10,14 +10,13 @@ import os
 
 import numpy as np
 import pytest
+from data_files import FASHION_MNIST_DIR, write_batches, write_idx
 from typer.testing import CliRunner
 
 import funnelbench as fb
 from funnelbench import data as D
 from funnelbench.cli import app
 from funnelbench.train import EPOCH_METRICS, Trainer, make_config
-
-from data_files import FASHION_MNIST_DIR, write_batches, write_idx
 
 runner = CliRunner()
 
@@ -32,8 +31,10 @@ def fashion_mnist():
     """The Debian package's folder; skipped when it is missing, unless CI requires it."""
     if not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         if os.environ.get("FUNNELBENCH_REQUIRE_FASHION_MNIST"):
-            pytest.fail(f"FUNNELBENCH_REQUIRE_FASHION_MNIST is set but {FASHION_MNIST_DIR} has no Fashion-MNIST: "
-                        "install Debian's dataset-fashion-mnist (.ci/run does)")
+            pytest.fail(
+                f"FUNNELBENCH_REQUIRE_FASHION_MNIST is set but {FASHION_MNIST_DIR} has no Fashion-MNIST: "
+                "install Debian's dataset-fashion-mnist (.ci/run does)"
+            )
         pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
     return FASHION_MNIST_DIR
 
@@ -69,18 +70,21 @@ def test_fashion_mnist_splits_the_real_files_three_ways(fashion_mnist):
 def test_fashion_mnist_validation_is_fixed_and_disjoint_from_training(fashion_mnist):
     source = D.open_source("fashion-mnist")
     chosen = list(range(10))
-    a = D.split_plan(source, chosen, test_split=None, train_per_class=100, val_per_class=None, test_per_class=None,
-                     subset_seed=0)
-    b = D.split_plan(source, chosen, test_split=None, train_per_class=None, val_per_class=50, test_per_class=None,
-                     subset_seed=7)
+    a = D.split_plan(
+        source, chosen, test_split=None, train_per_class=100, val_per_class=None, test_per_class=None, subset_seed=0
+    )
+    b = D.split_plan(
+        source, chosen, test_split=None, train_per_class=None, val_per_class=50, test_per_class=None, subset_seed=7
+    )
     assert a["val"].native == a["train"].native == "train" and a["test"].native == "test"
     assert len(a["val"].items) == 5000 and len(a["test"].items) == 10000 and len(b["train"].items) == 59500
     assert not set(a["val"].items) & set(a["train"].items) and not set(b["val"].items) & set(b["train"].items)
     # the same validation images whatever the subset seed; a smaller carve is a subset of the larger one
     assert set(b["val"].items) <= set(a["val"].items)
     # --no-test-split: validation on the official test images, no test split
-    c = D.split_plan(source, chosen, test_split=False, train_per_class=None, val_per_class=None, test_per_class=None,
-                     subset_seed=0)
+    c = D.split_plan(
+        source, chosen, test_split=False, train_per_class=None, val_per_class=None, test_per_class=None, subset_seed=0
+    )
     assert set(c) == {"train", "val"} and c["val"].native == "test" and len(c["train"].items) == 60000
 
 
@@ -95,9 +99,28 @@ def test_fashion_mnist_second_load_decodes_nothing(fashion_mnist, monkeypatch):
 
 def test_train_on_fashion_mnist_records_val_and_test_top1(fashion_mnist, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", "test-vit", "--data", "fashion-mnist", "--epochs", "1", "--train-per-class",
-                                 "10", "--val-per-class", "5", "--test-per-class", "8", "--batch-size", "20",
-                                 "--out", str(out), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "test-vit",
+            "--data",
+            "fashion-mnist",
+            "--epochs",
+            "1",
+            "--train-per-class",
+            "10",
+            "--val-per-class",
+            "5",
+            "--test-per-class",
+            "8",
+            "--batch-size",
+            "20",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["dataset"] == "fashion-mnist" and record["status"] == "completed"
@@ -166,8 +189,24 @@ def test_downsampled_imagenet_second_load_opens_no_batch_file(tmp_path, monkeypa
 
 def test_a_downsampled_imagenet_folder_trains_from_the_command_line(tmp_path):
     write_batches(tmp_path / "imagenet8", classes=3, per_class=8)
-    result = runner.invoke(app, ["train", "test-vit", "--data", str(tmp_path / "imagenet8"), "--epochs", "1",
-                                 "--val-per-class", "2", "--batch-size", "6", "--out", str(tmp_path / "run"), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "test-vit",
+            "--data",
+            str(tmp_path / "imagenet8"),
+            "--epochs",
+            "1",
+            "--val-per-class",
+            "2",
+            "--batch-size",
+            "6",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["dataset"] == f"downsampled-imagenet:{tmp_path / 'imagenet8'}"
@@ -206,7 +245,9 @@ def test_the_test_split_is_read_once_after_every_callback_and_never_reaches_one(
     test split is evaluated once, after the last callback, and lands in the record."""
     events = []
     real_evaluate = Trainer.evaluate
-    monkeypatch.setattr(Trainer, "evaluate", lambda self, split="val": events.append(split) or real_evaluate(self, split))
+    monkeypatch.setattr(
+        Trainer, "evaluate", lambda self, split="val": events.append(split) or real_evaluate(self, split)
+    )
     seen = []
 
     def callback(row):
@@ -221,8 +262,9 @@ def test_the_test_split_is_read_once_after_every_callback_and_never_reaches_one(
     assert all(set(row) == {"epoch", *EPOCH_METRICS} for row in seen)
     assert record["test_epoch"] == 3 and record["test_images"] == 16 and record["test_top1"] is not None
     # a pruned run is not a final result: no test number
-    pruned = fb.train("test-vit", out=tmp_path / "pruned", data=data, epochs=2, batch_size=16,
-                      callback=lambda row: "prune")
+    pruned = fb.train(
+        "test-vit", out=tmp_path / "pruned", data=data, epochs=2, batch_size=16, callback=lambda row: "prune"
+    )
     assert pruned["status"] == "pruned" and pruned["test_top1"] is None and events[-1] == "val"
 
 
@@ -231,11 +273,22 @@ def test_a_search_shows_test_top1_but_its_pruner_and_objective_read_validation(t
 
     reported = []
     real_report = optuna.trial.Trial.report
-    monkeypatch.setattr(optuna.trial.Trial, "report",
-                        lambda self, value, step: reported.append((self.number, step, value)) or real_report(self, value, step))
+    monkeypatch.setattr(
+        optuna.trial.Trial,
+        "report",
+        lambda self, value, step: reported.append((self.number, step, value)) or real_report(self, value, step),
+    )
     write_batches(tmp_path / "imagenet8", classes=3, per_class=8, val_per_class=6, seed=3)
-    study = fb.search("tiny", trials=2, pruner="median", data=str(tmp_path / "imagenet8"), epochs=2,
-                      val_per_class=2, batch_size=6, root=tmp_path / "runs")
+    study = fb.search(
+        "tiny",
+        trials=2,
+        pruner="median",
+        data=str(tmp_path / "imagenet8"),
+        epochs=2,
+        val_per_class=2,
+        batch_size=6,
+        root=tmp_path / "runs",
+    )
     trained = [t for t in study.trials if t.user_attrs.get("run_dir") and t.user_attrs["status"] == "completed"]
     assert trained
     differs = False

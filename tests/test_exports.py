@@ -10,8 +10,10 @@ import funnelbench as fb
 from funnelbench.env import resolve_device, resolve_dtype
 from funnelbench.exports import atomic_write, check_export_path, export_records
 
-RECORDS = [{"layout": "B12(197)", "params": 86567656, "macs": 17563594752, "error": None},
-           {"layout": "B6(197)-6(99)", "params": 86567656, "macs": 13265200128, "error": "oom"}]
+RECORDS = [
+    {"layout": "B12(197)", "params": 86567656, "macs": 17563594752, "error": None},
+    {"layout": "B6(197)-6(99)", "params": 86567656, "macs": 13265200128, "error": "oom"},
+]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".json", ".md", ".tex"])

@@ -26,17 +26,33 @@ from funnelbench.models.vit import sincos_table
 # T2T-ViT README "T2T-ViT Models" and the lite variants (#params, MACs);
 # PS-ViT README "Results and Models" (#params, FLOPS).
 README = [
-    ("hvt-ti-1", "5.74", "0.64"), ("hvt-s-0", "22.05", "4.57"), ("hvt-s-1", "22.09", "2.40"),
-    ("hvt-s-2", "22.11", "1.94"), ("hvt-s-3", "22.11", "1.62"), ("hvt-s-4", "22.12", "1.39"),
-    ("t2t-vit-7", "4.3", "1.1"), ("t2t-vit-10", "5.9", "1.5"), ("t2t-vit-12", "6.9", "1.8"),
-    ("t2t-vit-14", "21.5", "4.8"), ("t2t-vit-19", "39.2", "8.5"), ("t2t-vit-24", "64.1", "13.8"),
-    ("t2t-vit_t-14", "21.5", "6.1"), ("t2t-vit_t-19", "39.2", "9.8"), ("t2t-vit_t-24", "64.1", "15.0"),
-    ("ps-vit-ti-14", "4.8", "1.6"), ("ps-vit-b-10", "21.3", "3.1"), ("ps-vit-b-14", "21.3", "5.4"),
+    ("hvt-ti-1", "5.74", "0.64"),
+    ("hvt-s-0", "22.05", "4.57"),
+    ("hvt-s-1", "22.09", "2.40"),
+    ("hvt-s-2", "22.11", "1.94"),
+    ("hvt-s-3", "22.11", "1.62"),
+    ("hvt-s-4", "22.12", "1.39"),
+    ("t2t-vit-7", "4.3", "1.1"),
+    ("t2t-vit-10", "5.9", "1.5"),
+    ("t2t-vit-12", "6.9", "1.8"),
+    ("t2t-vit-14", "21.5", "4.8"),
+    ("t2t-vit-19", "39.2", "8.5"),
+    ("t2t-vit-24", "64.1", "13.8"),
+    ("t2t-vit_t-14", "21.5", "6.1"),
+    ("t2t-vit_t-19", "39.2", "9.8"),
+    ("t2t-vit_t-24", "64.1", "15.0"),
+    ("ps-vit-ti-14", "4.8", "1.6"),
+    ("ps-vit-b-10", "21.3", "3.1"),
+    ("ps-vit-b-14", "21.3", "5.4"),
     ("ps-vit-b-18", "21.3", "8.8"),
 ]
 # Where ours do not round to the README's figure, and why (also in the README's presets section).
 PARAMS_DIFFER = {  # the T2T-ViT README counts two fixed tensors that are buffers here
-    "t2t-vit-10", "t2t-vit-19", "t2t-vit-24", "t2t-vit_t-19", "t2t-vit_t-24",
+    "t2t-vit-10",
+    "t2t-vit-19",
+    "t2t-vit-24",
+    "t2t-vit_t-19",
+    "t2t-vit_t-24",
 }
 MACS_DIFFER = {
     "t2t-vit-24",  # 13.66 G (fvcore: 13.66 G + 0.03 G of LayerNorm); the README's 13.8 G is not 15.0 G - 1.3 G
@@ -114,6 +130,7 @@ def test_hvt_s_1_by_hand():
 def test_t2t_vit_14_by_hand():
     """T2T module with Performer layers (r = 32 random features) on 56x56 and 28x28 tokens,
     projection of 14x14 tokens, 14 backbone layers on 197 tokens."""
+
     def performer(T, c, t=64, r=32):
         return T * c * 3 * t + 4 * T * t * r + T * r + T * t * t + 2 * T * t * t
 
@@ -172,7 +189,9 @@ def test_hvt_adds_a_new_position_embedding_after_each_pool():
 def test_hvt_s_4_sequence_lengths():
     """196 -> 97 after block 0, then a pool after every third block: 97 -> 48 -> 23 -> 11."""
     layout = fb.resolve("hvt-s-4")  # the preset's pools, narrower layers (the lengths do not depend on the widths)
-    narrow = dataclasses.replace(layout, stages=tuple(dataclasses.replace(s, hidden=32, mlp=32, heads=1) for s in layout.stages))
+    narrow = dataclasses.replace(
+        layout, stages=tuple(dataclasses.replace(s, hidden=32, mlp=32, heads=1) for s in layout.stages)
+    )
     model = fb.build_model(narrow).eval()
     lengths = []
     for block in model.blocks:
@@ -181,7 +200,12 @@ def test_hvt_s_4_sequence_lengths():
         model(torch.randn(1, 3, 224, 224))
     assert lengths == [196] + [97] * 3 + [48] * 3 + [23] * 3 + [11] * 2
     assert model.cls_token is None and [k for k, _ in model.named_parameters() if k.endswith("pos_embed")] == [
-        "pos_embed", "transitions.1.pos_embed", "transitions.4.pos_embed", "transitions.7.pos_embed", "transitions.10.pos_embed"]
+        "pos_embed",
+        "transitions.1.pos_embed",
+        "transitions.4.pos_embed",
+        "transitions.7.pos_embed",
+        "transitions.10.pos_embed",
+    ]
 
 
 def test_deit_weights_load_into_hvt():
@@ -245,7 +269,7 @@ def test_t2t_transformer_layer_one_head_input_width_scale_v_residual():
     x = torch.randn(2, 30, 147)
     with torch.no_grad():
         q, k, v = layer.qkv(layer.norm1(x)).chunk(3, dim=-1)
-        attn = torch.softmax((q * 147 ** -0.5) @ k.transpose(1, 2), dim=-1)
+        attn = torch.softmax((q * 147**-0.5) @ k.transpose(1, 2), dim=-1)
         h = v + layer.proj(attn @ v)
         assert torch.allclose(layer(x), h + layer.mlp(layer.norm2(h)), atol=1e-5)
     assert layer.qkv.bias is None
@@ -256,7 +280,9 @@ def test_t2t_token_grids_and_sinusoid_embedding():
     model = fb.build_model("t2t-vit-7").eval()
     shapes = []
     for name in ("attention1", "attention2", "project"):
-        getattr(model.patch_embed, name).register_forward_hook(lambda m, i, o: shapes.append((i[0].shape[1:], o.shape[1:])))
+        getattr(model.patch_embed, name).register_forward_hook(
+            lambda m, i, o: shapes.append((i[0].shape[1:], o.shape[1:]))
+        )
     with torch.no_grad():
         model(torch.randn(1, 3, 224, 224))
     assert shapes == [((3136, 147), (3136, 64)), ((784, 576), (784, 64)), ((196, 576), (196, 256))]
@@ -280,7 +306,12 @@ def official_bilinear(feat, y, x):
     y0, x0 = math.floor(y), math.floor(x)
     ly, lx = y - y0, x - x0
     val = 0.0
-    for yy, xx, w in ((y0, x0, (1 - ly) * (1 - lx)), (y0, x0 + 1, (1 - ly) * lx), (y0 + 1, x0, ly * (1 - lx)), (y0 + 1, x0 + 1, ly * lx)):
+    for yy, xx, w in (
+        (y0, x0, (1 - ly) * (1 - lx)),
+        (y0, x0 + 1, (1 - ly) * lx),
+        (y0 + 1, x0, ly * (1 - lx)),
+        (y0 + 1, x0 + 1, ly * lx),
+    ):
         if 0 <= yy < H and 0 <= xx < W:
             val += w * float(feat[yy, xx])
     return val
@@ -336,9 +367,14 @@ def test_bottleneck_equals_torchvision_where_widths_fit():
 # ----------------------------------------------------------------------------- mixing parts, CLI
 
 
-@pytest.mark.parametrize("text", ["B2(17)-2(8, max, k3, nopqo, newpos), h64, a2, img64, t2t, tok8",
-                                  "B2(16)-2(4, mean2d), h64, a2, img32, ps4, iters2, fe16, avg",
-                                  "B2(65)-2(17, max2d)-1(5, mean2d), h64, a2, img128, t2t_t, tok8, pos=learned"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "B2(17)-2(8, max, k3, nopqo, newpos), h64, a2, img64, t2t, tok8",
+        "B2(16)-2(4, mean2d), h64, a2, img32, ps4, iters2, fe16, avg",
+        "B2(65)-2(17, max2d)-1(5, mean2d), h64, a2, img128, t2t_t, tok8, pos=learned",
+    ],
+)
 def test_mixed_parts_build_count_and_train(text):
     layout = fb.parse_layout(text)
     model = fb.build_model(layout, num_classes=5)

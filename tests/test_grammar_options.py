@@ -17,11 +17,12 @@ BEGIN, END = "<!-- The option table and the long forms are made from", "<!-- end
 
 def test_the_readme_table_is_the_one_made_from_the_options():
     text = README.read_text()
-    block = text[text.index(BEGIN):text.index(END)]
-    block = block[block.index("-->") + 3:].strip()
-    assert block == L.options_markdown(), ("the README's option table differs from funnelbench.layout.OPTIONS; paste "
-                                           "the output of options_markdown() between the two comments:\n"
-                                           + L.options_markdown())
+    block = text[text.index(BEGIN) : text.index(END)]
+    block = block[block.index("-->") + 3 :].strip()
+    assert block == L.options_markdown(), (
+        "the README's option table differs from funnelbench.layout.OPTIONS; paste "
+        "the output of options_markdown() between the two comments:\n" + L.options_markdown()
+    )
 
 
 def test_the_docstring_and_parse_help_show_the_table():
@@ -71,10 +72,14 @@ def test_the_parser_reads_every_form_the_table_lists_where_it_says(option):
 
 def test_error_messages_list_the_options_as_before():
     """The lists of options an error names, as the parser wrote them by hand before the table."""
-    stage = "h<int>, m<int>, a<int>, qkvbias, noqkvbias, mean, max, mean2d, max2d, k<int>, pqo, nopqo, newpos or nonewpos"
-    whole = ("h<int>, m<int>, a<int>, qkvbias, noqkvbias, mean, max, mean2d, max2d, k<int>, pqo, nopqo, newpos, "
-             "nonewpos, img<int>, patch<int>, t2t, t2t_t, tok<int>, ps<int>, iters<int>, share, fe<int>, "
-             "pos=learned|sincos|none, cls or avg")
+    stage = (
+        "h<int>, m<int>, a<int>, qkvbias, noqkvbias, mean, max, mean2d, max2d, k<int>, pqo, nopqo, newpos or nonewpos"
+    )
+    whole = (
+        "h<int>, m<int>, a<int>, qkvbias, noqkvbias, mean, max, mean2d, max2d, k<int>, pqo, nopqo, newpos, "
+        "nonewpos, img<int>, patch<int>, t2t, t2t_t, tok<int>, ps<int>, iters<int>, share, fe<int>, "
+        "pos=learned|sincos|none, cls or avg"
+    )
     with pytest.raises(L.LayoutError) as err:
         L.parse_layout("B6(197)-6(99, zzz)")
     assert str(err.value).endswith(f"expected {stage}")

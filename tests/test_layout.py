@@ -6,12 +6,20 @@ import string
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import tiny_layouts
 
 import funnelbench as fb
+from funnelbench.layout import (
+    POOL_OPS,
+    Stage,
+    format_layout,
+    infer_stride,
+    layout_problem,
+    pooled_length,
+    ps_feature_size,
+    validate_layout,
+)
 from funnelbench.memory import UnmodelledLayout
-from funnelbench.layout import (POOL_OPS, Stage, format_layout, infer_stride, layout_problem, pooled_length,
-                                ps_feature_size, validate_layout)
-from strategies import tiny_layouts
 
 # Every layout string of the Funnel-ViT seed's Tables 2, 3 and 4, verbatim, with the stages it
 # means: (layers, tokens, hidden, mlp, heads, pool, stride, pqo).
@@ -19,20 +27,37 @@ PAPER = {
     "B12(197)": [(12, 197, 768, 3072, 12, "none", 1, False)],
     "B6(197)-6(99), max": [(6, 197, 768, 3072, 12, "none", 1, False), (6, 99, 768, 3072, 12, "max", 2, True)],
     "B6(197)-6(99), mean": [(6, 197, 768, 3072, 12, "none", 1, False), (6, 99, 768, 3072, 12, "mean", 2, True)],
-    "B4(197)-4(99)-4(50), max": [(4, 197, 768, 3072, 12, "none", 1, False), (4, 99, 768, 3072, 12, "max", 2, True),
-                                 (4, 50, 768, 3072, 12, "max", 2, True)],
+    "B4(197)-4(99)-4(50), max": [
+        (4, 197, 768, 3072, 12, "none", 1, False),
+        (4, 99, 768, 3072, 12, "max", 2, True),
+        (4, 50, 768, 3072, 12, "max", 2, True),
+    ],
     "B6(197)-6(50), max": [(6, 197, 768, 3072, 12, "none", 1, False), (6, 50, 768, 3072, 12, "max", 4, True)],
-    "B6(197)-6(99)-4(50)": [(6, 197, 768, 3072, 12, "none", 1, False), (6, 99, 768, 3072, 12, "mean", 2, True),
-                            (4, 50, 768, 3072, 12, "mean", 2, True)],
-    "B6(197, h1024)-6(99, h1024)": [(6, 197, 1024, 4096, 16, "none", 1, False), (6, 99, 1024, 4096, 16, "mean", 2, True)],
+    "B6(197)-6(99)-4(50)": [
+        (6, 197, 768, 3072, 12, "none", 1, False),
+        (6, 99, 768, 3072, 12, "mean", 2, True),
+        (4, 50, 768, 3072, 12, "mean", 2, True),
+    ],
+    "B6(197, h1024)-6(99, h1024)": [
+        (6, 197, 1024, 4096, 16, "none", 1, False),
+        (6, 99, 1024, 4096, 16, "mean", 2, True),
+    ],
     "B6(197, m4096)-6(99, m4096)": [(6, 197, 768, 4096, 12, "none", 1, False), (6, 99, 768, 4096, 12, "mean", 2, True)],
-    "B6(197)-6(99)-4(50, m1536)": [(6, 197, 768, 3072, 12, "none", 1, False), (6, 99, 768, 3072, 12, "mean", 2, True),
-                                   (4, 50, 768, 1536, 12, "mean", 2, True)],
-    "B6(197)-6(99)-2(50, m1536)": [(6, 197, 768, 3072, 12, "none", 1, False), (6, 99, 768, 3072, 12, "mean", 2, True),
-                                   (2, 50, 768, 1536, 12, "mean", 2, True)],
-    "B6(197, m4096)-6(99)-2(50, m1536)": [(6, 197, 768, 4096, 12, "none", 1, False),
-                                          (6, 99, 768, 3072, 12, "mean", 2, True),
-                                          (2, 50, 768, 1536, 12, "mean", 2, True)],
+    "B6(197)-6(99)-4(50, m1536)": [
+        (6, 197, 768, 3072, 12, "none", 1, False),
+        (6, 99, 768, 3072, 12, "mean", 2, True),
+        (4, 50, 768, 1536, 12, "mean", 2, True),
+    ],
+    "B6(197)-6(99)-2(50, m1536)": [
+        (6, 197, 768, 3072, 12, "none", 1, False),
+        (6, 99, 768, 3072, 12, "mean", 2, True),
+        (2, 50, 768, 1536, 12, "mean", 2, True),
+    ],
+    "B6(197, m4096)-6(99)-2(50, m1536)": [
+        (6, 197, 768, 4096, 12, "none", 1, False),
+        (6, 99, 768, 3072, 12, "mean", 2, True),
+        (2, 50, 768, 1536, 12, "mean", 2, True),
+    ],
 }
 
 
@@ -56,12 +81,24 @@ GOOD = {
     "12(197)": ("B12(197)", lambda l: l.depth == 12),
     "B 6 ( 197 ) - 6 ( 99 ) ,max": ("B6(197)-6(99), max", lambda l: l.stages[1].pool == "max"),
     "B6(197)-6(99, nopqo)": ("B6(197)-6(99), nopqo", lambda l: not l.stages[1].pqo),
-    "B6(197)-6(99, pqo=off)-2(50)": ("B6(197)-6(99, nopqo)-2(50)", lambda l: [s.pqo for s in l.stages] == [False, False, True]),
-    "B6(197, hidden=512, heads=8, mlp=1000)": ("B6(197), h512, m1000", lambda l: l.stages[0] == Stage(6, 197, 512, 1000, 8)),
+    "B6(197)-6(99, pqo=off)-2(50)": (
+        "B6(197)-6(99, nopqo)-2(50)",
+        lambda l: [s.pqo for s in l.stages] == [False, False, True],
+    ),
+    "B6(197, hidden=512, heads=8, mlp=1000)": (
+        "B6(197), h512, m1000",
+        lambda l: l.stages[0] == Stage(6, 197, 512, 1000, 8),
+    ),
     "B4(65)-4(33), h192, img32, patch4": ("B4(65)-4(33), h192, img32, patch4", lambda l: l.num_patches == 64),
-    "B4(64)-4(32), h192, img=32, patch=4, head=avg": ("B4(64)-4(32), h192, img32, patch4, avg", lambda l: l.head == "avg"),
+    "B4(64)-4(32), h192, img=32, patch=4, head=avg": (
+        "B4(64)-4(32), h192, img32, patch4, avg",
+        lambda l: l.head == "avg",
+    ),
     "B12(577), img384": ("B12(577), img384", lambda l: l.grid == 24),
-    "B6(197)-6(99, max)-2(50), mean": ("B6(197)-6(99, max)-2(50)", lambda l: [s.pool for s in l.stages] == ["none", "max", "mean"]),
+    "B6(197)-6(99, max)-2(50), mean": (
+        "B6(197)-6(99, max)-2(50)",
+        lambda l: [s.pool for s in l.stages] == ["none", "max", "mean"],
+    ),
     "B2(197)-2(67)-2(23)": ("B2(197)-2(67)-2(23)", lambda l: [s.stride for s in l.stages] == [1, 3, 3]),
     "B2(197)-2(99)-2(26)": ("B2(197)-2(99)-2(26)", lambda l: l.stages[2].stride == 4),  # 98 -> 25 (ceil mode)
     "B2(197)-2(50)-2(26)": ("B2(197)-2(50)-2(26)", lambda l: l.stages[2].stride == 2),  # 49 -> 25 (ceil mode)
@@ -70,43 +107,67 @@ GOOD = {
     # HVT: max pool with window 3, stride 2, no padding (196 -> 97 -> 48 -> 23 -> 11), a new position embedding per pool
     "B1(196)-11(97), pool=max, kernel=3, pqo=off, newpos=on, hidden=384, head=avg": (
         "B1(196)-11(97), max, k3, nopqo, newpos, h384, avg",
-        lambda l: (l.stages[1].pool, l.stages[1].stride, l.stages[1].kernel, l.stages[1].pqo, l.stages[1].newpos)
-        == ("max", 2, 3, False, True) and l.num_prefix_tokens == 0),
+        lambda l: (
+            (l.stages[1].pool, l.stages[1].stride, l.stages[1].kernel, l.stages[1].pqo, l.stages[1].newpos)
+            == ("max", 2, 3, False, True)
+            and l.num_prefix_tokens == 0
+        ),
+    ),
     "B1(196)-3(97)-3(48)-3(23)-2(11), h384, max, k3, nopqo, newpos, avg": (
         "B1(196)-3(97)-3(48)-3(23)-2(11), max, k3, nopqo, newpos, h384, avg",
-        lambda l: [s.stride for s in l.stages] == [1, 2, 2, 2, 2] and l.depth == 12),
+        lambda l: [s.stride for s in l.stages] == [1, 2, 2, 2, 2] and l.depth == 12,
+    ),
     "B1(197)-1(195, max, k3)": ("B1(197)-1(195), max, k3", lambda l: l.stages[1].pools and l.stages[1].stride == 1),
     # T2T-ViT: Tokens-to-Token stem, sinusoid position embedding by default, no qkv bias
     "B14(197), h384, m1152, noqkvbias, t2t": (
         "B14(197), h384, m1152, noqkvbias, t2t",
-        lambda l: (l.stem.kind, l.stem.token_dim, l.pos, l.grid, l.stages[0].qkv_bias) == ("t2t", 64, "sincos", 14, False)),
+        lambda l: (
+            (l.stem.kind, l.stem.token_dim, l.pos, l.grid, l.stages[0].qkv_bias) == ("t2t", 64, "sincos", 14, False)
+        ),
+    ),
     "B14(197), h384, m1152, qkvbias=off, stem=t2t_t, tok=32": (
-        "B14(197), h384, m1152, noqkvbias, t2t_t, tok32", lambda l: (l.stem.kind, l.stem.token_dim) == ("t2t_t", 32)),
+        "B14(197), h384, m1152, noqkvbias, t2t_t, tok32",
+        lambda l: (l.stem.kind, l.stem.token_dim) == ("t2t_t", 32),
+    ),
     "B12(197), t2t, pos=sincos": ("B12(197), t2t", lambda l: l.pos == "sincos"),
     "B12(197), t2t, pos=learned": ("B12(197), t2t, pos=learned", lambda l: l.pos == "learned"),
     "B5(17), t2t, img64, h64": ("B5(17), h64, img64, t2t", lambda l: l.grid == 4),
     # PS-ViT: progressive sampling of n x n points on a conv feature map, no position embedding after the stem
     "B10(197), h384, m1152, noqkvbias, ps14": (
         "B10(197), h384, m1152, noqkvbias, ps14",
-        lambda l: (l.stem.points, l.stem.iters, l.stem.share, l.stem.fe_width, l.pos) == (14, 4, False, 256, "none")),
+        lambda l: (l.stem.points, l.stem.iters, l.stem.share, l.stem.fe_width, l.pos) == (14, 4, False, 256, "none"),
+    ),
     "B8(197), h192, m576, noqkvbias, ps=14, iters=2, share=on, fe=192": (
         "B8(197), h192, m576, noqkvbias, ps14, iters2, share, fe192",
-        lambda l: (l.stem.iters, l.stem.share, l.stem.fe_width) == (2, True, 192)),
+        lambda l: (l.stem.iters, l.stem.share, l.stem.fe_width) == (2, True, 192),
+    ),
     "B10(101), ps10, h384": ("B10(101), h384, ps10", lambda l: l.num_patches == 100),
     "B12(197), ps14, pos=learned": ("B12(197), ps14, pos=learned", lambda l: l.pos == "learned"),
     "B12(197), pos=sincos": ("B12(197), pos=sincos", lambda l: l.stem.kind == "patch" and l.pos == "sincos"),
     # mixing parts: a T2T stem with funnel stages, progressive sampling with HVT pooling
     "B7(197)-7(99), h384, m1152, t2t": (
-        "B7(197)-7(99), h384, m1152, t2t", lambda l: (l.stem.kind, l.stages[1].pool, l.stages[1].stride) == ("t2t", "mean", 2)),
+        "B7(197)-7(99), h384, m1152, t2t",
+        lambda l: (l.stem.kind, l.stages[1].pool, l.stages[1].stride) == ("t2t", "mean", 2),
+    ),
     "B2(196)-2(97, max, k3, nopqo, newpos), h384, ps14, avg": (
-        "B2(196)-2(97), max, k3, nopqo, newpos, h384, ps14, avg", lambda l: l.stages[1].newpos and l.stem.kind == "ps"),
+        "B2(196)-2(97), max, k3, nopqo, newpos, h384, ps14, avg",
+        lambda l: l.stages[1].newpos and l.stem.kind == "ps",
+    ),
     # 2D pooling of the patch grid: 14x14 -> 7x7 -> 4x4 (ceil mode)
     "B4(197)-4(50, mean2d)-4(17, max2d)": (
-        "B4(197)-4(50)-4(17, max2d), mean2d", lambda l: [s.stride for s in l.stages] == [1, 2, 2] and l.stages[2].pool2d),
+        "B4(197)-4(50)-4(17, max2d), mean2d",
+        lambda l: [s.stride for s in l.stages] == [1, 2, 2] and l.stages[2].pool2d,
+    ),
     "B4(197)-4(50, mean2d, k2)": ("B4(197)-4(50), mean2d, k2", lambda l: l.stages[1].kernel == 2),
-    "B4(197)-4(37, max2d, k3)": ("B4(197)-4(37), max2d, k3", lambda l: l.stages[1].stride == 2),  # (14 - 3) // 2 + 1 = 6
+    "B4(197)-4(37, max2d, k3)": (
+        "B4(197)-4(37), max2d, k3",
+        lambda l: l.stages[1].stride == 2,
+    ),  # (14 - 3) // 2 + 1 = 6
     # per-stage qkv bias
-    "B12(197, noqkvbias)-1(197, h384)": ("B12(197, noqkvbias)-1(197, h384)", lambda l: [s.qkv_bias for s in l.stages] == [False, True]),
+    "B12(197, noqkvbias)-1(197, h384)": (
+        "B12(197, noqkvbias)-1(197, h384)",
+        lambda l: [s.qkv_bias for s in l.stages] == [False, True],
+    ),
 }
 
 
@@ -205,13 +266,16 @@ def test_not_a_string():
         fb.parse_layout(197)
 
 
-@pytest.mark.parametrize("name, size, tokens", [
-    ("hvt-s-1", 384, [576, 287]),  # (576 - 3) // 2 + 1
-    ("hvt-s-4", 160, [100, 49, 24, 11, 5]),
-    ("t2t-vit-14", 384, [577]),
-    ("ps-vit-b-14", 384, [197]),  # the same 14 x 14 points on a 96 x 96 feature map
-    ("test-pool2d", 64, [65, 17, 5]),  # 8x8 -> 4x4 -> 2x2 grids + class token
-])
+@pytest.mark.parametrize(
+    "name, size, tokens",
+    [
+        ("hvt-s-1", 384, [576, 287]),  # (576 - 3) // 2 + 1
+        ("hvt-s-4", 160, [100, 49, 24, 11, 5]),
+        ("t2t-vit-14", 384, [577]),
+        ("ps-vit-b-14", 384, [197]),  # the same 14 x 14 points on a 96 x 96 feature map
+        ("test-pool2d", 64, [65, 17, 5]),  # 8x8 -> 4x4 -> 2x2 grids + class token
+    ],
+)
 def test_at_image_size_for_every_stem_and_pool(name, size, tokens):
     layout = fb.resolve(name)
     big = layout.at_image_size(size)
@@ -221,12 +285,15 @@ def test_at_image_size_for_every_stem_and_pool(name, size, tokens):
     assert big.at_image_size(layout.image_size) == layout
 
 
-@pytest.mark.parametrize("name, size, words", [
-    ("t2t-vit-14", 200, "multiple of 16"),
-    ("ps-vit-b-14", 32, "larger than the 8x8 feature map"),
-    ("hvt-s-4", 64, "leaves no tokens"),  # 16 -> 7 -> 3 -> 1 -> nothing
-    ("vit-b16", 100, "not a multiple"),
-])
+@pytest.mark.parametrize(
+    "name, size, words",
+    [
+        ("t2t-vit-14", 200, "multiple of 16"),
+        ("ps-vit-b-14", 32, "larger than the 8x8 feature map"),
+        ("hvt-s-4", 64, "leaves no tokens"),  # 16 -> 7 -> 3 -> 1 -> nothing
+        ("vit-b16", 100, "not a multiple"),
+    ],
+)
 def test_at_image_size_errors(name, size, words):
     with pytest.raises(fb.LayoutError, match=words):
         fb.resolve(name).at_image_size(size)
@@ -288,11 +355,11 @@ def mutations(draw):
         if kind == "insert":
             text = text[:i] + ch + text[i:]
         elif kind == "delete":
-            text = text[:i] + text[i + 1:]
+            text = text[:i] + text[i + 1 :]
         elif kind == "replace":
-            text = text[:i] + ch + text[i + 1:]
+            text = text[:i] + ch + text[i + 1 :]
         else:
-            text = text[:i] + text[i:i + 3] + text[i:]
+            text = text[:i] + text[i : i + 3] + text[i:]
     return text
 
 
@@ -362,8 +429,10 @@ BAD_BUILT = {
     "wrong stride": (lambda l: _stage(l, 1, stride=3), "stride 3 does not match", "stride=2"),
     "pool on the first stage": (lambda l: _stage(l, 0, pool="max"), "stage 1 does not pool", "Stage.pool='max'"),
     "pqo on the first stage": (lambda l: _stage(l, 0, pqo=True), "Stage.pqo=True has no effect"),
-    "kernel without a pool": (lambda l: _stage(l, 1, tokens=197, pool="none", stride=1, pqo=False, kernel=3),
-                              "Stage.kernel=3 has no effect"),
+    "kernel without a pool": (
+        lambda l: _stage(l, 1, tokens=197, pool="none", stride=1, pqo=False, kernel=3),
+        "Stage.kernel=3 has no effect",
+    ),
     "fewer tokens, no pool": (lambda l: _stage(l, 1, pool="none", stride=1), "so it pools", "'none'"),
     "unknown pool": (lambda l: _stage(l, 1, pool="median"), "'median' is not a pooling operator"),
     "unreachable tokens": (lambda l: _stage(l, 1, tokens=98), "cannot be reached", "99 (stride 2)"),
@@ -371,13 +440,15 @@ BAD_BUILT = {
     "first stage tokens": (lambda l: _stage(l, 0, tokens=196), "first stage has 196 tokens", "= 197"),
     "heads": (lambda l: _stage(l, 0, hidden=1000), "not divisible by 12 heads", "a10"),
     "zero layers": (lambda l: _stage(l, 0, layers=0), "number of layers must be from 1"),
-    "huge width": (lambda l: _stage(l, 0, mlp=10 ** 7), "MLP width must be from 1 to 1000000"),
+    "huge width": (lambda l: _stage(l, 0, mlp=10**7), "MLP width must be from 1 to 1000000"),
     "float width": (lambda l: _stage(l, 0, hidden=768.0), "hidden width must be an int, got 768.0"),
     "bool layers": (lambda l: _stage(l, 0, layers=True), "must be an int, got True"),
     "int flag": (lambda l: _stage(l, 1, pqo=1), "Stage.pqo must be True or False"),
     "2d after 1d": (lambda l: _stage(fb.parse_layout("B1(197)-1(99)-1(50)"), 2, pool="mean2d"), "square grid"),
-    "kernel too wide": (lambda l: _stage(fb.parse_layout("B1(17)-1(9)-1(5), img32, patch8"), 2, kernel=9),
-                        "wider than the 8 patch tokens"),
+    "kernel too wide": (
+        lambda l: _stage(fb.parse_layout("B1(17)-1(9)-1(5), img32, patch8"), 2, kernel=9),
+        "wider than the 8 patch tokens",
+    ),
     "no stages": (lambda l: dataclasses.replace(l, stages=()), "non-empty tuple of Stage"),
     "stages as a list": (lambda l: dataclasses.replace(l, stages=list(l.stages)), "non-empty tuple of Stage"),
     "image size": (lambda l: dataclasses.replace(l, image_size=225), "not a multiple of patch size 16"),
@@ -386,11 +457,21 @@ BAD_BUILT = {
     "position embedding": (lambda l: dataclasses.replace(l, pos="rope"), "'rope' is not one"),
     "stem kind": (lambda l: dataclasses.replace(l, stem=fb.Stem("conv")), "is not a Stem of kind"),
     "token_dim on a patch stem": (lambda l: dataclasses.replace(l, stem=fb.Stem(token_dim=32)), "no token_dim"),
-    "patch size on a t2t stem": (lambda l: dataclasses.replace(fb.resolve("t2t-vit-14"), patch_size=8), "no patch size"),
+    "patch size on a t2t stem": (
+        lambda l: dataclasses.replace(fb.resolve("t2t-vit-14"), patch_size=8),
+        "no patch size",
+    ),
     "tok1": (lambda l: dataclasses.replace(fb.resolve("test-t2t"), stem=fb.Stem("t2t", token_dim=1)), "tok2 or more"),
-    "ps without points": (lambda l: dataclasses.replace(fb.resolve("test-ps"), stem=fb.Stem("ps")), "samples no points"),
-    "ps grid too large": (lambda l: dataclasses.replace(l, stages=(dataclasses.replace(l.stages[0], tokens=60 * 60 + 1),),
-                                                        stem=fb.Stem("ps", points=60)), "larger than the 56x56"),
+    "ps without points": (
+        lambda l: dataclasses.replace(fb.resolve("test-ps"), stem=fb.Stem("ps")),
+        "samples no points",
+    ),
+    "ps grid too large": (
+        lambda l: dataclasses.replace(
+            l, stages=(dataclasses.replace(l.stages[0], tokens=60 * 60 + 1),), stem=fb.Stem("ps", points=60)
+        ),
+        "larger than the 56x56",
+    ),
 }
 
 
@@ -415,8 +496,11 @@ def test_layouts_built_in_code_are_checked_as_text_is(case):
 GOOD_BUILT = [
     (FUNNEL, lambda l: _stage(l, 1, pool="max"), "B6(197)-6(99), max"),
     ("B12(197)", lambda l: _stage(l, 0, hidden=384, mlp=1536, heads=6), "B12(197), h384"),
-    ("B1(196)-11(98), avg", lambda l: _stage(l, 1, pool="max", kernel=3, tokens=97, newpos=True, pqo=False),
-     "B1(196)-11(97, max, k3, nopqo, newpos), avg"),
+    (
+        "B1(196)-11(98), avg",
+        lambda l: _stage(l, 1, pool="max", kernel=3, tokens=97, newpos=True, pqo=False),
+        "B1(196)-11(97, max, k3, nopqo, newpos), avg",
+    ),
     ("B4(197)-4(99)", lambda l: _stage(l, 1, pool="mean2d", tokens=50, stride=2), "B4(197)-4(50, mean2d)"),
     ("B2(197)-2(197)", lambda l: _stage(l, 1, tokens=50, pool="mean", stride=4, pqo=True), "B2(197)-2(50)"),
     ("B14(197), t2t", lambda l: dataclasses.replace(l, stem=fb.Stem("t2t_t", token_dim=32)), "B14(197), t2t_t, tok32"),
@@ -449,17 +533,32 @@ def test_profile_checks_a_built_layout_before_measuring_anything(monkeypatch):
 # Random edits of valid layouts: validate_layout accepts one exactly when the text it formats
 # to parses back to the same layout (the parser is the independent reference).
 _STAGE_EDITS = {
-    "layers": st.integers(0, 3), "tokens": st.integers(1, 70), "hidden": st.sampled_from([4, 6, 8, 12]),
-    "mlp": st.integers(1, 20), "heads": st.integers(1, 4), "pool": st.sampled_from(("none",) + POOL_OPS),
-    "stride": st.integers(1, 5), "kernel": st.integers(0, 4), "pqo": st.booleans(), "newpos": st.booleans(),
+    "layers": st.integers(0, 3),
+    "tokens": st.integers(1, 70),
+    "hidden": st.sampled_from([4, 6, 8, 12]),
+    "mlp": st.integers(1, 20),
+    "heads": st.integers(1, 4),
+    "pool": st.sampled_from(("none",) + POOL_OPS),
+    "stride": st.integers(1, 5),
+    "kernel": st.integers(0, 4),
+    "pqo": st.booleans(),
+    "newpos": st.booleans(),
     "qkv_bias": st.booleans(),
 }
 _LAYOUT_EDITS = {
-    "image_size": st.sampled_from([8, 12, 16, 24, 30, 32, 48]), "patch_size": st.sampled_from([4, 8, 16]),
-    "head": st.sampled_from(["cls", "avg"]), "pos": st.sampled_from(["learned", "sincos", "none"]),
-    "stem": st.builds(fb.Stem, kind=st.sampled_from(list(fb.layout.STEMS)), token_dim=st.sampled_from([1, 2, 64]),
-                      points=st.integers(0, 4), iters=st.sampled_from([1, 4]), share=st.booleans(),
-                      fe_width=st.sampled_from([8, 256])),
+    "image_size": st.sampled_from([8, 12, 16, 24, 30, 32, 48]),
+    "patch_size": st.sampled_from([4, 8, 16]),
+    "head": st.sampled_from(["cls", "avg"]),
+    "pos": st.sampled_from(["learned", "sincos", "none"]),
+    "stem": st.builds(
+        fb.Stem,
+        kind=st.sampled_from(list(fb.layout.STEMS)),
+        token_dim=st.sampled_from([1, 2, 64]),
+        points=st.integers(0, 4),
+        iters=st.sampled_from([1, 4]),
+        share=st.booleans(),
+        fe_width=st.sampled_from([8, 256]),
+    ),
 }
 
 

@@ -14,8 +14,18 @@ import funnelbench as fb
 from funnelbench import measure
 from funnelbench.counters import torch_flop_count
 from funnelbench.errors import UsageError
-from funnelbench.measure import (InferStep, MemoryTracker, TrainStep, attention_kernel, is_oom, make_optimizer,
-                                 peak_memory, smaller_batch, time_interleaved, time_steps)
+from funnelbench.measure import (
+    InferStep,
+    MemoryTracker,
+    TrainStep,
+    attention_kernel,
+    is_oom,
+    make_optimizer,
+    peak_memory,
+    smaller_batch,
+    time_interleaved,
+    time_steps,
+)
 
 CPU = torch.device("cpu")
 
@@ -48,8 +58,13 @@ def test_tracker_matches_a_hand_computed_training_step():
     peak, ops = peak_memory(step, CPU, model, (x, y), opt)
     assert peak.bytes == 4592
     assert peak.phase == "optimizer"
-    assert peak.by_category == {"weights": 848, "grads": 848, "optimizer_state": 1712, "inputs": 160,
-                                "activations": 1024}
+    assert peak.by_category == {
+        "weights": 848,
+        "grads": 848,
+        "optimizer_state": 1712,
+        "inputs": 160,
+        "activations": 1024,
+    }
     assert peak.by_phase["forward"] < peak.by_phase["optimizer"]
     assert ops["addmm.default"] == 2
 
@@ -105,6 +120,7 @@ class FakeClock:
 
         def advance():
             self.now += next(durations)
+
         return advance
 
 
@@ -122,8 +138,8 @@ def test_time_steps_runs_warmup_then_repeats(clock):
     assert len(timing.per_step_s) == 4 and timing.steps == 2 and timing.warmup == 3
     assert timing.min_s <= timing.median_s <= timing.max_s
     # a step of 2**-14 s is repeated 16 times, so that a repeat lasts min_repeat_s = 2**-10 s
-    auto = time_steps(clock.step([2 ** -14] * 100), CPU, warmup=1, repeats=2, min_repeat_s=2 ** -10, settle=0)
-    assert auto.steps == 16 and auto.per_step_s == (2 ** -14, 2 ** -14)
+    auto = time_steps(clock.step([2**-14] * 100), CPU, warmup=1, repeats=2, min_repeat_s=2**-10, settle=0)
+    assert auto.steps == 16 and auto.per_step_s == (2**-14, 2**-14)
     with pytest.raises(UsageError):
         time_steps(lambda: None, CPU, repeats=0)
 
@@ -145,14 +161,22 @@ def test_smaller_batch_is_timms_decay():
     assert seq[:6] == [256, 192, 128, 96, 64, 48] and seq[-1] == 1
 
 
-@pytest.mark.parametrize("err, oom", [
-    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
-    (RuntimeError("[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: can't allocate memory: "
-                  "you tried to allocate 1000000000000 bytes."), True),
-    (MemoryError(), True),
-    (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
-    (ValueError("out of memory"), False),
-])
+@pytest.mark.parametrize(
+    "err, oom",
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: can't allocate memory: "
+                "you tried to allocate 1000000000000 bytes."
+            ),
+            True,
+        ),
+        (MemoryError(), True),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+        (ValueError("out of memory"), False),
+    ],
+)
 def test_is_oom(err, oom):
     assert is_oom(err) is oom
 
@@ -168,7 +192,7 @@ def test_attention_kernel_is_read_from_the_operators_that_ran():
     x = torch.randn(2, 3, 32, 32)
     for backend, expected in ((None, "cpu_flash"), (SDPBackend.MATH, "math")):
         tracker = MemoryTracker()
-        with (sdpa_kernel(backend) if backend else contextlib.nullcontext()), tracker:
+        with sdpa_kernel(backend) if backend else contextlib.nullcontext(), tracker:
             model(x).sum().backward()
         assert attention_kernel(tracker.ops) == expected
     assert attention_kernel({"addmm.default": 3}) == "none"
@@ -204,5 +228,12 @@ def test_time_interleaved_alternates_the_steps():
     order = []
     steps = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
     timings = time_interleaved(steps, CPU, warmup=1, repeats=3, min_repeat_s=0, settle=0)
-    assert order == ["a", "a", "b", "b"] + ["a", "b", "b", "a", "a", "b"]  # warm-up (+ one sizing step) each, then alternating
+    assert order == ["a", "a", "b", "b"] + [
+        "a",
+        "b",
+        "b",
+        "a",
+        "a",
+        "b",
+    ]  # warm-up (+ one sizing step) each, then alternating
     assert set(timings) == {"a", "b"} and all(len(t.per_step_s) == 3 and t.steps == 1 for t in timings.values())

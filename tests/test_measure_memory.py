@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import tiny_layouts
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import funnelbench as fb
 from funnelbench.errors import UsageError
-from funnelbench.measure import (InferStep, MemoryTracker, TrainStep, autocast, make_optimizer, peak_memory)
+from funnelbench.measure import InferStep, MemoryTracker, TrainStep, autocast, make_optimizer, peak_memory
 from funnelbench.memory import UnmodelledLayout, _param_sizes, estimate_memory, max_batch_size, unmodelled_parts
-from strategies import tiny_layouts
 
 CPU = torch.device("cpu")
 
@@ -58,8 +58,12 @@ def measured(layout, batch, dtype, attention, optimizer="adamw"):
 MODELLED_STEMS = ("patch", "t2t_t", "t2t", "ps")
 
 
-@given(tiny_layouts(stems=MODELLED_STEMS), st.integers(1, 6), st.sampled_from(["fp32", "bf16"]),
-       st.sampled_from(["fused", "math"]))
+@given(
+    tiny_layouts(stems=MODELLED_STEMS),
+    st.integers(1, 6),
+    st.sampled_from(["fp32", "bf16"]),
+    st.sampled_from(["fused", "math"]),
+)
 @settings(max_examples=25, deadline=None)
 def test_estimate_matches_the_tracker_on_random_layouts(text, batch, dtype, attention):
     """Saved activations are exact; the peaks depend on which gradient is in flight at the worst
@@ -90,17 +94,25 @@ def test_estimate_matches_the_tracker_on_random_layouts(text, batch, dtype, atte
         assert est.infer_peak_bytes >= 0.99 * infer.bytes, (est.infer_peak_bytes, infer)
 
 
-@pytest.mark.parametrize("name, batch, dtype, optimizer", [
-    ("test-funnel-proj", 48, "fp32", "adamw"),  # the peak is in the backward pass
-    ("test-funnel", 48, "bf16", "sgd"),
-    ("test-vit", 2, "fp32", "adamw"),  # the peak is in the optimizer step
-    ("test-hvt", 48, "fp32", "adamw"),  # kernel-window max pools, new position embeddings, no class token
-    ("test-pool2d", 48, "bf16", "sgd"),
-    ("test-t2t_t", 32, "fp32", "adamw"),  # Tokens-to-Token stem (Transformer layers)
-    ("test-t2t", 32, "fp32", "adamw"),  # Tokens-to-Token stem (Performer layers): the peak is in its backward
-    ("test-ps", 16, "fp32", "adamw"),  # progressive sampling: the peak is in the feature extractor's backward
-    ("B1(17), h64, a2, noqkvbias, img32, ps4, iters4, share, fe32", 8, "fp32", "sgd"),  # one layer for all iterations
-])
+@pytest.mark.parametrize(
+    "name, batch, dtype, optimizer",
+    [
+        ("test-funnel-proj", 48, "fp32", "adamw"),  # the peak is in the backward pass
+        ("test-funnel", 48, "bf16", "sgd"),
+        ("test-vit", 2, "fp32", "adamw"),  # the peak is in the optimizer step
+        ("test-hvt", 48, "fp32", "adamw"),  # kernel-window max pools, new position embeddings, no class token
+        ("test-pool2d", 48, "bf16", "sgd"),
+        ("test-t2t_t", 32, "fp32", "adamw"),  # Tokens-to-Token stem (Transformer layers)
+        ("test-t2t", 32, "fp32", "adamw"),  # Tokens-to-Token stem (Performer layers): the peak is in its backward
+        ("test-ps", 16, "fp32", "adamw"),  # progressive sampling: the peak is in the feature extractor's backward
+        (
+            "B1(17), h64, a2, noqkvbias, img32, ps4, iters4, share, fe32",
+            8,
+            "fp32",
+            "sgd",
+        ),  # one layer for all iterations
+    ],
+)
 def test_estimated_peak_and_phase_equal_the_measured_ones(name, batch, dtype, optimizer):
     layout = fb.resolve(name)
     _, train, infer = measured(layout, batch, dtype, "fused", optimizer)
@@ -148,7 +160,9 @@ def test_optimizer_and_device_rules():
     sgd = estimate_memory("deit-s", 1, optimizer="sgd")
     assert cpu.optimizer_bytes > cuda.optimizer_bytes and sgd.optimizer_bytes < cuda.optimizer_bytes
     assert cpu.optimizer_peak_bytes < cuda.optimizer_peak_bytes  # CPU loops over tensors, CUDA uses foreach
-    assert estimate_memory("deit-s", 64, dtype="bf16").activations_bytes < estimate_memory("deit-s", 64).activations_bytes
+    assert (
+        estimate_memory("deit-s", 64, dtype="bf16").activations_bytes < estimate_memory("deit-s", 64).activations_bytes
+    )
 
 
 @pytest.mark.parametrize("name", ["test-vit", "test-funnel-proj"])
@@ -174,11 +188,11 @@ def test_cuda_adamw_rules_equal_foreach_adamw_measured_on_cpu(name):
 
 
 def test_max_batch_size_is_the_largest_that_fits():
-    budget = 16 * 2 ** 30
+    budget = 16 * 2**30
     b = max_batch_size("vit-b16", budget, device="cuda")
     assert estimate_memory("vit-b16", b, device="cuda").train_peak_bytes <= budget
     assert estimate_memory("vit-b16", b + 1, device="cuda").train_peak_bytes > budget
-    assert max_batch_size("vit-b16", 10 * 2 ** 20) == 0  # not even the weights fit
+    assert max_batch_size("vit-b16", 10 * 2**20) == 0  # not even the weights fit
 
 
 def test_an_unknown_stem_is_reported():
@@ -219,9 +233,16 @@ def test_every_preset_is_modelled_and_its_weights_are_the_built_models(name):
     assert est.activations_bytes > 0
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"batch_size": 0}, {"dtype": "fp8"}, {"device": "tpu"}, {"attention": "flash"}, {"optimizer": "lamb"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"batch_size": 0},
+        {"dtype": "fp8"},
+        {"device": "tpu"},
+        {"attention": "flash"},
+        {"optimizer": "lamb"},
+    ],
+)
 def test_bad_arguments(kwargs):
     args = {"batch_size": 2, **kwargs}
     with pytest.raises(UsageError):

@@ -64,7 +64,7 @@ def test_pool_query_only_matches_explicit_attention():
     q = (q_in @ W[:64].T + bias[:64]).reshape(2, 9, 2, 32).transpose(1, 2)
     k = (kv_in @ W[64:128].T + bias[64:128]).reshape(2, 17, 2, 32).transpose(1, 2)
     v = (kv_in @ W[128:].T + bias[128:]).reshape(2, 17, 2, 32).transpose(1, 2)
-    att = torch.softmax(q @ k.transpose(-1, -2) / 32 ** 0.5, -1) @ v
+    att = torch.softmax(q @ k.transpose(-1, -2) / 32**0.5, -1) @ v
     h = pooled + block.attn.proj(att.transpose(1, 2).reshape(2, 9, 64))
     expected = h + block.mlp(block.norm2(h))
     with torch.no_grad():
@@ -90,8 +90,9 @@ def test_bad_num_classes():
 
 def test_same_as_timm_vision_transformer_small():
     """Same widths, same weights -> same logits as timm's VisionTransformer."""
-    ref = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2,
-                            num_heads=2, num_classes=10).eval()
+    ref = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, num_classes=10
+    ).eval()
     ours = fb.build_model("test-vit", num_classes=10).eval()
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
     fb.load_vit_weights(ours, ref.state_dict())

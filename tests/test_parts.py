@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 from hypothesis import given, settings
+from strategies import tiny_layouts
 
 import funnelbench as fb
 from funnelbench.memory import _param_sizes
 from funnelbench.parts import describe
-from strategies import tiny_layouts
 
 
 def built_shapes(layout, num_classes=1000):
@@ -55,8 +55,12 @@ def test_the_builder_and_the_memory_walk_follow_the_parts(text):
         pool = module.pool
         assert (pool is not None) == t.pools and module.pqo == t.pqo
         if pool is not None:
-            assert (pool.op, pool.stride, pool.kernel, pool.prefix) == (t.stage.pool, t.stage.stride, t.stage.kernel,
-                                                                        layout.num_prefix_tokens)
+            assert (pool.op, pool.stride, pool.kernel, pool.prefix) == (
+                t.stage.pool,
+                t.stage.stride,
+                t.stage.kernel,
+                layout.num_prefix_tokens,
+            )
     est = fb.estimate_memory(layout, 1)
     backbone = [p for p in est.parts if p.name.startswith("stage")]
     assert [(p.name, p.params_bytes) for p in backbone] == [(x.name, 4 * x.params) for x in walked(parts)]
@@ -76,8 +80,12 @@ def test_parts_follow_the_layout():
     parts = describe(layout)
     assert [s.transition is None for s in parts.stages] == [True, False, False]
     assert [(x.name, x.tokens, x.kv_tokens, x.dim) for x in parts.layers] == [
-        ("stage1.layer1", 197, 197, 768), ("stage1.layer2", 197, 197, 768),
-        ("stage2.layer1", 99, 197, 512), ("stage2.layer2", 99, 99, 512), ("stage3.layer1", 50, 50, 512)]
+        ("stage1.layer1", 197, 197, 768),
+        ("stage1.layer2", 197, 197, 768),
+        ("stage2.layer1", 99, 197, 512),
+        ("stage2.layer2", 99, 99, 512),
+        ("stage3.layer1", 50, 50, 512),
+    ]
     t = parts.stages[1].transition
     assert t.name == "stage2.transition" and t.projects and t.pools and t.pqo and t.prefix == 1
     assert t.params == 768 * 512 + 512 and t.macs == 197 * 768 * 512

@@ -24,8 +24,9 @@ def run():
     """One profile of two tiny layouts against a tiny baseline, shared by the tests below."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    records = fb.profile(["test-funnel", "B1(17)-1(9), h64, a2, img32, patch8"], baseline="test-vit", counters=True,
-                         **FAST)
+    records = fb.profile(
+        ["test-funnel", "B1(17)-1(9), h64, a2, img32, patch8"], baseline="test-vit", counters=True, **FAST
+    )
     torch.set_num_threads(before)
     return records
 
@@ -67,7 +68,9 @@ def test_baseline_ratios_are_computed_from_the_measured_numbers(run):
     assert base["train_speedup_x"] == 1.0 and base["mem_saved_pct"] == 0.0 and base["macs_saved_pct"] == 0.0
     assert funnel["train_speedup_x"] == pytest.approx(funnel["train_steps_per_s"] / base["train_steps_per_s"])
     assert funnel["infer_speedup_x"] == pytest.approx(funnel["infer_img_per_s"] / base["infer_img_per_s"])
-    assert funnel["mem_saved_pct"] == pytest.approx(100 * (1 - funnel["train_peak_mem_bytes"] / base["train_peak_mem_bytes"]))
+    assert funnel["mem_saved_pct"] == pytest.approx(
+        100 * (1 - funnel["train_peak_mem_bytes"] / base["train_peak_mem_bytes"])
+    )
     assert funnel["macs_saved_pct"] == pytest.approx(100 * (1 - funnel["macs"] / base["macs"]))
     assert funnel["macs_ratio_x"] == pytest.approx(base["macs"] / funnel["macs"])
     # the third layout has test-vit's weights and pools: fewer MACs, but at batch 2 the peak is
@@ -78,12 +81,39 @@ def test_baseline_ratios_are_computed_from_the_measured_numbers(run):
 
 def test_add_baseline_ratios_by_hand():
     records = [
-        {"layout": "a", "macs": 100, "batch_size": 8, "train_img_per_s": 16.0, "train_steps_per_s": 2.0,
-         "infer_img_per_s": 10.0, "train_peak_mem_bytes": 1000, "infer_peak_mem_bytes": 100, "train_mem_est_bytes": 900},
-        {"layout": "b", "macs": 50, "batch_size": 8, "train_img_per_s": 24.0, "train_steps_per_s": 3.0,
-         "infer_img_per_s": None, "train_peak_mem_bytes": 750, "infer_peak_mem_bytes": None, "train_mem_est_bytes": 600},
-        {"layout": "c", "macs": 400, "batch_size": 4, "train_img_per_s": 12.0, "train_steps_per_s": 3.0,
-         "infer_img_per_s": 5.0, "train_peak_mem_bytes": 750, "infer_peak_mem_bytes": 50, "train_mem_est_bytes": 600},
+        {
+            "layout": "a",
+            "macs": 100,
+            "batch_size": 8,
+            "train_img_per_s": 16.0,
+            "train_steps_per_s": 2.0,
+            "infer_img_per_s": 10.0,
+            "train_peak_mem_bytes": 1000,
+            "infer_peak_mem_bytes": 100,
+            "train_mem_est_bytes": 900,
+        },
+        {
+            "layout": "b",
+            "macs": 50,
+            "batch_size": 8,
+            "train_img_per_s": 24.0,
+            "train_steps_per_s": 3.0,
+            "infer_img_per_s": None,
+            "train_peak_mem_bytes": 750,
+            "infer_peak_mem_bytes": None,
+            "train_mem_est_bytes": 600,
+        },
+        {
+            "layout": "c",
+            "macs": 400,
+            "batch_size": 4,
+            "train_img_per_s": 12.0,
+            "train_steps_per_s": 3.0,
+            "infer_img_per_s": 5.0,
+            "train_peak_mem_bytes": 750,
+            "infer_peak_mem_bytes": 50,
+            "train_mem_est_bytes": 600,
+        },
     ]
     add_baseline_ratios(records, "a")
     b, c = records[1:]
@@ -100,8 +130,9 @@ def test_add_baseline_ratios_by_hand():
 
 
 def test_baseline_already_listed_is_not_measured_twice():
-    records = fb.profile(["test-funnel", "test-vit"], baseline="B2(17), h64, a2, img32, patch8", infer=False,
-                         memory=False, **FAST)
+    records = fb.profile(
+        ["test-funnel", "test-vit"], baseline="B2(17), h64, a2, img32, patch8", infer=False, memory=False, **FAST
+    )
     assert [r["name"] for r in records] == ["test-funnel", "test-vit"]
     assert records[1]["train_speedup_x"] == 1.0
     assert records[0]["infer_img_per_s"] is None and records[0]["train_peak_mem_bytes"] is None
@@ -152,8 +183,9 @@ def test_out_of_memory_retries_with_a_smaller_batch(monkeypatch, no_process_warm
     assert r["train_mem_est_bytes"] == fb.estimate_memory("test-vit", 3).train_peak_bytes  # at the batch used
 
 
-def test_ratios_after_an_out_of_memory_retry_compare_images_per_second_and_not_memory(monkeypatch, tmp_path,
-                                                                                     no_process_warm_up):
+def test_ratios_after_an_out_of_memory_retry_compare_images_per_second_and_not_memory(
+    monkeypatch, tmp_path, no_process_warm_up
+):
     """The baseline runs out of memory above 3 images, the other layout runs the 8 asked for:
     the speed-up is images/s over images/s (steps/s would compare 8-image steps with 3-image
     ones), and the memory of 8 images is not compared with the memory of 3."""
@@ -166,8 +198,14 @@ def test_ratios_after_an_out_of_memory_retry_compare_images_per_second_and_not_m
 
     monkeypatch.setattr(profiling, "_measure", fake)
     run_file = tmp_path / "run.jsonl"
-    base, funnel, same = fb.profile(["test-funnel", "B1(17)-1(9), h64, a2, img32, patch8"], baseline="test-vit",
-                                    batch_size=8, warmup=0, repeats=1, resume=run_file)
+    base, funnel, same = fb.profile(
+        ["test-funnel", "B1(17)-1(9), h64, a2, img32, patch8"],
+        baseline="test-vit",
+        batch_size=8,
+        warmup=0,
+        repeats=1,
+        resume=run_file,
+    )
     assert (base["batch_size"], funnel["batch_size"], same["batch_size"]) == (3, 8, 8)
     for r in (funnel, same):
         assert r["train_speedup_x"] == pytest.approx(r["train_img_per_s"] / base["train_img_per_s"])
@@ -193,8 +231,9 @@ def test_failures_become_error_fields_and_the_run_goes_on(monkeypatch, no_proces
         return real(layout, settings, device, batch)
 
     monkeypatch.setattr(profiling, "_measure", fake)
-    broken, oom, fine = fb.profile(["test-funnel", "test-vit", "B1(17), h64, a2, img32, patch8"], batch_size=2,
-                                   warmup=0, repeats=1)
+    broken, oom, fine = fb.profile(
+        ["test-funnel", "test-vit", "B1(17), h64, a2, img32, patch8"], batch_size=2, warmup=0, repeats=1
+    )
     assert broken["error"] == "RuntimeError: something broke"
     assert oom["error"].startswith("out of memory: ") and oom["batch_size"] == 1  # retried down to 1
     assert fine["error"] is None and fine["train_img_per_s"] > 0
@@ -259,19 +298,22 @@ def test_export_round_trip_read_back_by_pandas(run, tmp_path):
     assert pd.read_json(tmp_path / "p.json")["macs"].tolist() == [r["macs"] for r in run]
 
 
-@pytest.mark.parametrize("kwargs, error, words", [
-    ({"layouts": ["nope-preset"]}, UsageError, "unknown preset"),
-    ({"layouts": ["B6(197)-6(98)"]}, LayoutError, "99 (stride 2)"),
-    ({"batch_size": 0}, UsageError, "batch size"),
-    ({"device": "cuda"}, UsageError, "no CUDA GPU"),
-    ({"dtype": "fp8"}, UsageError, "unknown dtype"),
-    ({"repeats": 0}, UsageError, "repeats"),
-    ({"optimizer": "lamb"}, UsageError, "optimizer"),
-    ({"compile": "fast"}, UsageError, "compile mode"),
-    ({"layouts": []}, UsageError, "no layouts"),
-    ({"image_size": 30}, LayoutError, "not a multiple of patch size"),
-    ({"train": False, "infer": False}, UsageError, "nothing to measure"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        ({"layouts": ["nope-preset"]}, UsageError, "unknown preset"),
+        ({"layouts": ["B6(197)-6(98)"]}, LayoutError, "99 (stride 2)"),
+        ({"batch_size": 0}, UsageError, "batch size"),
+        ({"device": "cuda"}, UsageError, "no CUDA GPU"),
+        ({"dtype": "fp8"}, UsageError, "unknown dtype"),
+        ({"repeats": 0}, UsageError, "repeats"),
+        ({"optimizer": "lamb"}, UsageError, "optimizer"),
+        ({"compile": "fast"}, UsageError, "compile mode"),
+        ({"layouts": []}, UsageError, "no layouts"),
+        ({"image_size": 30}, LayoutError, "not a multiple of patch size"),
+        ({"train": False, "infer": False}, UsageError, "nothing to measure"),
+    ],
+)
 def test_bad_input_raises_before_measuring(kwargs, error, words, monkeypatch):
     monkeypatch.setattr(profiling, "_measure", lambda *a: pytest.fail("measured despite bad input"))
     args = {"layouts": ["test-vit"], **kwargs}

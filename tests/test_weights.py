@@ -82,12 +82,18 @@ def test_projection_weights_are_reported_new():
     vit = fb.build_model("B3(17), h64, a2, img32, patch8").state_dict()
     funnel = fb.build_model("test-funnel-proj")
     before = {k: v.clone() for k, v in funnel.state_dict().items()}
-    with pytest.raises(WeightsError, match=r"blocks\.1\.attn\.qkv\.weight: checkpoint \(192, 64\) vs model \(288, 96\)"):
+    with pytest.raises(
+        WeightsError, match=r"blocks\.1\.attn\.qkv\.weight: checkpoint \(192, 64\) vs model \(288, 96\)"
+    ):
         fb.load_vit_weights(funnel, vit)
     assert all(torch.equal(v, before[k]) for k, v in funnel.state_dict().items())  # nothing loaded
     report = fb.load_vit_weights(funnel, vit, strict=False)
-    projections = ["transitions.1.proj.weight", "transitions.1.proj.bias", "transitions.2.proj.weight",
-                   "transitions.2.proj.bias"]
+    projections = [
+        "transitions.1.proj.weight",
+        "transitions.1.proj.bias",
+        "transitions.2.proj.weight",
+        "transitions.2.proj.bias",
+    ]
     assert report.new == projections
     after = funnel.state_dict()
     assert all(torch.equal(after[k], before[k]) for k in projections)

@@ -8,19 +8,24 @@ import os
 import typer
 
 # Importing a module registers its commands.
-from . import layout_cmds  # noqa: F401  parse, presets
-from . import profile_cmds  # noqa: F401  profile, reproduce, memory
-from . import search_cmds  # noqa: F401  spaces, search
-from . import report_cmds  # noqa: F401  report
-from . import compare_cmds  # noqa: F401  compare
-from . import train_cmds  # noqa: F401  train, finetune
+from . import (
+    compare_cmds,  # noqa: F401  compare
+    layout_cmds,  # noqa: F401  parse, presets
+    profile_cmds,  # noqa: F401  profile, reproduce, memory
+    report_cmds,  # noqa: F401  report
+    search_cmds,  # noqa: F401  spaces, search
+    train_cmds,  # noqa: F401  train, finetune
+)
 from ._common import DEBUG_ENV, app
 
 
 @app.callback(invoke_without_command=True)
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-          debug: bool = typer.Option(False, "--debug", help=f"Show the full traceback of an unexpected error (as "
-                                     f"{DEBUG_ENV}=1 does).")):
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    debug: bool = typer.Option(
+        False, "--debug", help=f"Show the full traceback of an unexpected error (as {DEBUG_ENV}=1 does)."
+    ),
+):
     if debug:
         os.environ[DEBUG_ENV] = "1"  # also seen by worker processes
     if version:

@@ -15,7 +15,6 @@ from typer.core import TyperGroup
 
 from ..errors import FunnelbenchError, redact
 
-
 # click's UsageError (typer.BadParameter's base): recent typers vendor click, older ones import it.
 ClickUsageError = typer.BadParameter.__bases__[0]
 ClickException = ClickUsageError.__bases__[0]
@@ -84,8 +83,10 @@ def unexpected(err: BaseException) -> str:
     or a bug): its type and first line, and how to see the traceback."""
     text = (str(err).strip().splitlines() or [""])[0]
     text = text if len(text) <= 300 else text[:297] + "..."
-    return (f"unexpected {type(err).__name__}{': ' + text if text else ''} (a bug in funnelbench or a case it "
-            f"does not handle yet; run with {DEBUG_ENV}=1 or funnelbench --debug for the traceback, and report it)")
+    return (
+        f"unexpected {type(err).__name__}{': ' + text if text else ''} (a bug in funnelbench or a case it "
+        f"does not handle yet; run with {DEBUG_ENV}=1 or funnelbench --debug for the traceback, and report it)"
+    )
 
 
 def command(*args, **kwargs):

@@ -19,8 +19,10 @@ import typer
 from . import app
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference.md"
-HEADER = ("<!-- Made by `python -m funnelbench.cli.reference` from the command line itself; do not edit by hand "
-          "(tests/cli/test_reference.py checks it). Real output and explanations: commands.md. -->")
+HEADER = (
+    "<!-- Made by `python -m funnelbench.cli.reference` from the command line itself; do not edit by hand "
+    "(tests/cli/test_reference.py checks it). Real output and explanations: commands.md. -->"
+)
 
 
 def _cell(text) -> str:
@@ -124,11 +126,23 @@ def reference_markdown() -> str:
     """The whole reference page, as markdown."""
     group = typer.main.get_command(app)
     root = group.context_class(group, info_name="funnelbench")
-    lines = ["# Command reference", "", HEADER, "",
-             "Every command of `funnelbench`, as its `--help` describes it (`-h` works too). "
-             "[commands.md](commands.md) shows each with real output.", "",
-             "## `funnelbench`", "", "```", "funnelbench [OPTIONS] COMMAND [ARGS]...", "```", "",
-             _cell(inspect.cleandoc(group.help or "").split("\n\n")[0]), ""]
+    lines = [
+        "# Command reference",
+        "",
+        HEADER,
+        "",
+        "Every command of `funnelbench`, as its `--help` describes it (`-h` works too). "
+        "[commands.md](commands.md) shows each with real output.",
+        "",
+        "## `funnelbench`",
+        "",
+        "```",
+        "funnelbench [OPTIONS] COMMAND [ARGS]...",
+        "```",
+        "",
+        _cell(inspect.cleandoc(group.help or "").split("\n\n")[0]),
+        "",
+    ]
     lines += _params_markdown(group.get_params(root))
     for name in group.list_commands(root):
         command = group.get_command(root, name)
@@ -137,8 +151,15 @@ def reference_markdown() -> str:
         lines += [f"## `funnelbench {name}`", "", "```", _usage(f"funnelbench {name}", params), "```", ""]
         lines += [inspect.cleandoc(command.help or ""), ""]
         if command.epilog:
-            lines += ["`funnelbench parse --help` also shows the layout grammar's option table "
-                      "([grammar.md](grammar.md)).", ""] if name == "parse" else [inspect.cleandoc(command.epilog), ""]
+            lines += (
+                [
+                    "`funnelbench parse --help` also shows the layout grammar's option table "
+                    "([grammar.md](grammar.md)).",
+                    "",
+                ]
+                if name == "parse"
+                else [inspect.cleandoc(command.epilog), ""]
+            )
         lines += _params_markdown(params)
     return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -21,22 +21,56 @@ from ._common import command, console, err_console, fail, print_json
 # commands' own arguments); the run options below are not part of the config.
 _RUN = "Run"
 _RUN_OPTIONS = [
-    ("out", Path | None, typer.Option(None, "--out", help="Folder for checkpoint.pt, history.csv and record.json. "
-                                      "Default: `runs/<command>-<hash of the options>`.", rich_help_panel=_RUN)),
-    ("resume", bool, typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint "
-                                  "(same results as an uninterrupted run).", rich_help_panel=_RUN)),
-    ("overwrite", bool, typer.Option(False, "--overwrite", help="Start again in an --out that holds a run.",
-                                     rich_help_panel=_RUN)),
-    ("cache_dir", Path | None, typer.Option(None, "--cache-dir", envvar="FUNNELBENCH_CACHE",
-                                            help="Cache of decoded, resized images. Default: ~/.cache/funnelbench.",
-                                            rich_help_panel=_RUN)),
-    ("json_out", bool, typer.Option(False, "--json", help="Print the final record as JSON (progress goes to stderr).",
-                                    rich_help_panel=_RUN)),
+    (
+        "out",
+        Path | None,
+        typer.Option(
+            None,
+            "--out",
+            help="Folder for checkpoint.pt, history.csv and record.json. "
+            "Default: `runs/<command>-<hash of the options>`.",
+            rich_help_panel=_RUN,
+        ),
+    ),
+    (
+        "resume",
+        bool,
+        typer.Option(
+            False,
+            "--resume",
+            help="Continue the run in --out from its last checkpoint (same results as an uninterrupted run).",
+            rich_help_panel=_RUN,
+        ),
+    ),
+    (
+        "overwrite",
+        bool,
+        typer.Option(False, "--overwrite", help="Start again in an --out that holds a run.", rich_help_panel=_RUN),
+    ),
+    (
+        "cache_dir",
+        Path | None,
+        typer.Option(
+            None,
+            "--cache-dir",
+            envvar="FUNNELBENCH_CACHE",
+            help="Cache of decoded, resized images. Default: ~/.cache/funnelbench.",
+            rich_help_panel=_RUN,
+        ),
+    ),
+    (
+        "json_out",
+        bool,
+        typer.Option(
+            False, "--json", help="Print the final record as JSON (progress goes to stderr).", rich_help_panel=_RUN
+        ),
+    ),
 ]
 
 
-def _recipe_parameters(overrides: dict, defaults_from: str | None = None,
-                       defaults_for: frozenset[str] = frozenset()) -> list[inspect.Parameter]:
+def _recipe_parameters(
+    overrides: dict, defaults_from: str | None = None, defaults_for: frozenset[str] = frozenset()
+) -> list[inspect.Parameter]:
     hints = typing.get_type_hints(TrainConfig)
     params = []
     for f in fields(TrainConfig):
@@ -48,18 +82,26 @@ def _recipe_parameters(overrides: dict, defaults_from: str | None = None,
             flag = f"{flag}/--no-{flag[2:]}"
         default = overrides.get(f.name, None if f.default is MISSING else f.default)
         if f.name in defaults_for:  # the command fills it in (the search: from the space's proxy section)
-            shown = "" if default is None else f", else {str(default).lower() if isinstance(default, bool) else default}"
+            shown = (
+                "" if default is None else f", else {str(default).lower() if isinstance(default, bool) else default}"
+            )
             help_text = f"{help_text} Default: {defaults_from}{shown}."
             default = None
         option = typer.Option(default, flag, help=help_text, rich_help_panel=panel, show_default=default is not None)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name]))
+        params.append(
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name])
+        )
     for name, annotation, option in _RUN_OPTIONS:
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
     return params
 
 
-def with_training_options(exclude: frozenset[str] = frozenset(), defaults_from: str | None = None,
-                          defaults_for: frozenset[str] = frozenset(), **overrides):
+def with_training_options(
+    exclude: frozenset[str] = frozenset(),
+    defaults_from: str | None = None,
+    defaults_for: frozenset[str] = frozenset(),
+    **overrides,
+):
     """Add the data, recipe and run options to a command whose last parameter is ``options``
     (it receives them as a dict); ``overrides`` change defaults (fine-tuning's lower lr) and
     ``exclude`` leaves options out (the search has no ``--out``, and its ``--workers`` means
@@ -69,8 +111,11 @@ def with_training_options(exclude: frozenset[str] = frozenset(), defaults_from: 
 
     def decorate(fn):
         hints = typing.get_type_hints(fn)
-        own = [p.replace(annotation=hints.get(p.name, p.annotation))
-               for p in inspect.signature(fn).parameters.values() if p.name != "options"]
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(fn).parameters.values()
+            if p.name != "options"
+        ]
         mine = {p.name for p in own}
         extra = [p for p in _recipe_parameters(overrides, defaults_from, defaults_for) if p.name not in exclude | mine]
         names = [p.name for p in extra]
@@ -95,8 +140,14 @@ def _run(command_name: str, layout: str, options: dict, finetune_from: str | Non
     out = run["out"] or default_run_folder(config, command_name)
     # --json keeps stdout for the record: progress and epoch lines go to stderr.
     out_console = err_console if run["json_out"] else console
-    record = run_training(config=config, out=out, resume=run["resume"], overwrite=run["overwrite"],
-                          console=out_console, cache_dir=run["cache_dir"])
+    record = run_training(
+        config=config,
+        out=out,
+        resume=run["resume"],
+        overwrite=run["overwrite"],
+        console=out_console,
+        cache_dir=run["cache_dir"],
+    )
     if run["json_out"] and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: one record, rank 0's
         print_json(record)
     if record["status"] in ("diverged", "oom"):
@@ -128,10 +179,15 @@ def train_cmd(
 @command("finetune")
 @with_training_options(epochs=3, lr=1e-4, warmup_epochs=0.0)
 def finetune_cmd(
-    source: Path = typer.Argument(..., metavar="CHECKPOINT",
-                                  help="A run's checkpoint.pt, or a ViT state dict (timm, torchvision, funnelbench)."),
-    layout: str | None = typer.Option(None, "--layout", help="Layout to fine-tune into (same widths as the checkpoint; "
-                                      "ViT or Funnel-ViT). Default: the checkpoint's own."),
+    source: Path = typer.Argument(
+        ..., metavar="CHECKPOINT", help="A run's checkpoint.pt, or a ViT state dict (timm, torchvision, funnelbench)."
+    ),
+    layout: str | None = typer.Option(
+        None,
+        "--layout",
+        help="Layout to fine-tune into (same widths as the checkpoint; "
+        "ViT or Funnel-ViT). Default: the checkpoint's own.",
+    ),
     options: dict = None,
 ):
     """Fine-tune a trained ViT or Funnel-ViT into a layout of the same widths, e.g. at a higher

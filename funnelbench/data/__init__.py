@@ -41,7 +41,8 @@ The package, one file a concern (each imports only the ones above it):
 * ``cache.py``: the cache folder, entry keys and the safe build of an entry (:class:`Split`);
 * ``formats.py``: the idx and downsampled-ImageNet file readers, with their checks;
 * ``sources.py``: the sources (built-in, ImageFolder, CIFAR, idx, downsampled ImageNet),
-  :func:`open_source`, decoding;
+  :func:`open_source`;
+* ``files.py``: scanning image folders and decoding image files;
 * ``load.py``: :func:`load_data`, the splits (:func:`split_plan`, :func:`carve`), the subset
   (:func:`choose_classes`, :func:`choose_items`) and :class:`ImageData`;
 * ``batches.py``: the sampler, augmentation, loader and :func:`normalize` the trainer uses.
@@ -51,20 +52,97 @@ replace here: the sources look :func:`render_arrangement` and ``_scan_class`` up
 package when they call them).
 """
 
-from .builtin import (BUILTIN, BUILTIN_ALIASES, BUILTIN_HARD, BUILTIN_NOTE, BUILTIN_SETS, BUILTIN_TRAIN_PER_CLASS,
-                      BUILTIN_VAL_PER_CLASS, BUILTIN_VERSION, CHUNK, DIRECTIONS, HARD_CLASSES, _DISTRACTOR_COLORS,
-                      _PART_RADIUS, _SPLIT_SEEDS, BuiltinSet, _render_chunk, builtin_set, render_arrangement,
-                      render_arrangement_hard)
-from .cache import (CACHE_ENV, CACHE_FORMAT, Split, _build, _build_or_load, _digest, _open_complete, _open_entry,
-                    _partial_done, cache_root)
+from .batches import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augment,
+    BatchSet,
+    ShardedBatchSampler,
+    _splitmix64,
+    _whole_batch,
+    channel_stats,
+    make_loader,
+    normalize,
+    sample_seeds,
+)
+from .builtin import (
+    _DISTRACTOR_COLORS,
+    _PART_RADIUS,
+    _SPLIT_SEEDS,
+    BUILTIN,
+    BUILTIN_ALIASES,
+    BUILTIN_HARD,
+    BUILTIN_NOTE,
+    BUILTIN_SETS,
+    BUILTIN_TRAIN_PER_CLASS,
+    BUILTIN_VAL_PER_CLASS,
+    BUILTIN_VERSION,
+    CHUNK,
+    DIRECTIONS,
+    HARD_CLASSES,
+    BuiltinSet,
+    _render_chunk,
+    builtin_set,
+    render_arrangement,
+    render_arrangement_hard,
+)
+from .cache import (
+    CACHE_ENV,
+    CACHE_FORMAT,
+    Split,
+    _build,
+    _build_or_load,
+    _digest,
+    _open_complete,
+    _open_entry,
+    _partial_done,
+    cache_root,
+)
+from .files import (
+    _RACY_NS,
+    IMAGE_EXTENSIONS,
+    _collate_decoded,
+    _DecodeFiles,
+    _scan_class,
+    _unchanged,
+    decode_file,
+    resize_uint8,
+)
 from .formats import DOWNSAMPLED_SIZES, IDX_IMAGES, IDX_LABELS, batch_files, idx_header, read_batch, read_idx
-from .sources import (FASHION_MNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, IDX_PAD, IMAGE_EXTENSIONS, _RACY_NS,
-                      _Builtin, _Cifar, _collate_decoded, _DecodeFiles, _Downsampled, _few, _Idx, _ImageFolder,
-                      _scan_class, _Source, _unchanged, decode_file, grey_to_rgb, open_source, resize_uint8)
 from .load import CARVE_SEED, ImageData, SplitPlan, carve, choose_classes, choose_items, load_data, split_plan
-from .batches import (IMAGENET_MEAN, IMAGENET_STD, Augment, BatchSet, ShardedBatchSampler, _splitmix64, _whole_batch,
-                      channel_stats, make_loader, normalize, sample_seeds)
+from .sources import (
+    FASHION_MNIST,
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    IDX_PAD,
+    _Builtin,
+    _Cifar,
+    _Downsampled,
+    _few,
+    _Idx,
+    _ImageFolder,
+    _Source,
+    grey_to_rgb,
+    open_source,
+)
 
-__all__ = ["BUILTIN", "DIRECTIONS", "ImageData", "Split", "Augment", "ShardedBatchSampler", "load_data", "make_loader",
-           "normalize", "channel_stats", "render_arrangement", "cache_root", "choose_classes", "choose_items", "decode_file",
-           "resize_uint8", "open_source", "sample_seeds"]
+__all__ = [
+    "BUILTIN",
+    "DIRECTIONS",
+    "ImageData",
+    "Split",
+    "Augment",
+    "ShardedBatchSampler",
+    "load_data",
+    "make_loader",
+    "normalize",
+    "channel_stats",
+    "render_arrangement",
+    "cache_root",
+    "choose_classes",
+    "choose_items",
+    "decode_file",
+    "resize_uint8",
+    "open_source",
+    "sample_seeds",
+]

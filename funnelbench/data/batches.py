@@ -45,11 +45,21 @@ class ShardedBatchSampler(torch.utils.data.Sampler):
     last incomplete batch; evaluation keeps every sample exactly once (no padding).
     """
 
-    def __init__(self, n: int, batch_size: int, *, rank: int = 0, world: int = 1, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = True):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = True,
+    ):
         if batch_size % world:
-            raise UsageError(f"--batch-size {batch_size} is not divisible by the {world} processes; "
-                             f"use a multiple of {world}")
+            raise UsageError(
+                f"--batch-size {batch_size} is not divisible by the {world} processes; use a multiple of {world}"
+            )
         self.n, self.batch_size, self.rank, self.world = n, batch_size, rank, world
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.epoch = 0
@@ -146,12 +156,23 @@ def _whole_batch(batch):
     return batch
 
 
-def make_loader(split: Split, sampler: ShardedBatchSampler, augment: Augment | None = None, *, workers: int = 0,
-                pin_memory: bool = False) -> torch.utils.data.DataLoader:
+def make_loader(
+    split: Split,
+    sampler: ShardedBatchSampler,
+    augment: Augment | None = None,
+    *,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:
     """Batches ``(uint8 images, labels)`` in the sampler's order."""
-    return torch.utils.data.DataLoader(BatchSet(split, augment), batch_sampler=sampler, num_workers=workers,
-                                       collate_fn=_whole_batch, pin_memory=pin_memory,
-                                       persistent_workers=False)
+    return torch.utils.data.DataLoader(
+        BatchSet(split, augment),
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=_whole_batch,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
 
 
 def channel_stats(split) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -161,7 +182,7 @@ def channel_stats(split) -> tuple[tuple[float, float, float], tuple[float, float
     squares = np.zeros(3)
     n = 0
     for start in range(0, len(split), 4096):
-        rows = split.index[start:start + 4096]
+        rows = split.index[start : start + 4096]
         x = split.images[rows].astype(np.float64) / 255
         total += x.sum(axis=(0, 2, 3))
         squares += (x * x).sum(axis=(0, 2, 3))

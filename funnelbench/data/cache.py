@@ -54,8 +54,15 @@ class Split:
         return torch.from_numpy(self.images[rows]), torch.from_numpy(self.labels[positions])
 
 
-def _build_or_load(entry: Path, key: dict, n: int, size: int, labels: np.ndarray,
-                   read: Callable[[int], Iterator], progress: Callable | None) -> Split:
+def _build_or_load(
+    entry: Path,
+    key: dict,
+    n: int,
+    size: int,
+    labels: np.ndarray,
+    read: Callable[[int], Iterator],
+    progress: Callable | None,
+) -> Split:
     """Load a complete cache entry, or build it.
 
     An entry is built in a folder beside it (``.<name>.partial``) and renamed into place when
@@ -79,8 +86,10 @@ def _build_or_load(entry: Path, key: dict, n: int, size: int, labels: np.ndarray
                 if progress:
                     progress(_partial_done(partial, key), n)
     except OSError as err:
-        raise UsageError(f"cannot write the data cache in {str(entry.parent)!r}: {err.strerror or err}; "
-                         f"choose a writable --cache-dir (or ${CACHE_ENV})") from None
+        raise UsageError(
+            f"cannot write the data cache in {str(entry.parent)!r}: {err.strerror or err}; "
+            f"choose a writable --cache-dir (or ${CACHE_ENV})"
+        ) from None
     try:
         found = _open_complete(entry, key)  # built by another process while this one waited?
         if found is not None:
@@ -114,8 +123,15 @@ def _partial_done(folder: Path, key: dict) -> int:
         return 0
 
 
-def _build(folder: Path, key: dict, n: int, size: int, labels: np.ndarray, read: Callable[[int], Iterator],
-           progress: Callable | None) -> dict:
+def _build(
+    folder: Path,
+    key: dict,
+    n: int,
+    size: int,
+    labels: np.ndarray,
+    read: Callable[[int], Iterator],
+    progress: Callable | None,
+) -> dict:
     """Write a complete entry into ``folder`` (resuming an interrupted build there); its meta."""
     folder.mkdir(exist_ok=True)
     images_path, labels_path, partial_path = folder / "images.npy", folder / "labels.npy", folder / "partial.json"
@@ -139,8 +155,8 @@ def _build(folder: Path, key: dict, n: int, size: int, labels: np.ndarray, read:
     pos = done
     for chunk, ok, problems in read(done):
         m = len(ok)
-        images[pos: pos + m] = chunk
-        stored[pos: pos + m] = np.where(ok, labels[pos: pos + m], -1)
+        images[pos : pos + m] = chunk
+        stored[pos : pos + m] = np.where(ok, labels[pos : pos + m], -1)
         skipped += problems
         pos += m
         images.flush()

@@ -56,8 +56,10 @@ def idx_header(path: Path, magic: int) -> tuple[int, ...]:
     found = struct.unpack(">I", head[:4])[0]
     if found != magic:
         other = f" ({_IDX_WHAT[found]})" if found in _IDX_WHAT else ""
-        raise UsageError(f"{path}: magic number {found}{other}, expected {magic} ({_IDX_WHAT[magic]}); "
-                         "give the MNIST-style idx files (train-images-idx3-ubyte, train-labels-idx1-ubyte, ...)")
+        raise UsageError(
+            f"{path}: magic number {found}{other}, expected {magic} ({_IDX_WHAT[magic]}); "
+            "give the MNIST-style idx files (train-images-idx3-ubyte, train-labels-idx1-ubyte, ...)"
+        )
     if len(head) < head_len:
         raise UsageError(f"{path}: the idx header is cut short; the file is truncated, replace it")
     dims = struct.unpack(f">{dims_n}I", head[4:])
@@ -70,12 +72,16 @@ def idx_header(path: Path, magic: int) -> tuple[int, ...]:
             f.seek(max(0, size - 4))
             trailer = f.read(4)
         if len(trailer) < 4 or struct.unpack("<I", trailer)[0] != expected % 2**32:
-            raise UsageError(f"{path}: the gzip file does not hold the {expected} bytes its idx header declares "
-                             f"({' x '.join(map(str, dims))}); it is truncated or corrupt, replace it")
+            raise UsageError(
+                f"{path}: the gzip file does not hold the {expected} bytes its idx header declares "
+                f"({' x '.join(map(str, dims))}); it is truncated or corrupt, replace it"
+            )
     elif size != expected:
-        raise UsageError(f"{path}: {size} bytes, but its idx header declares {' x '.join(map(str, dims))} "
-                         f"({expected} bytes); the file is {'truncated' if size < expected else 'longer than declared'}, "
-                         "replace it")
+        raise UsageError(
+            f"{path}: {size} bytes, but its idx header declares {' x '.join(map(str, dims))} "
+            f"({expected} bytes); the file is {'truncated' if size < expected else 'longer than declared'}, "
+            "replace it"
+        )
     return dims
 
 
@@ -113,7 +119,9 @@ def batch_files(root: Path) -> dict[str, list[Path]]:
             continue
         split, number = ("val", 0) if m.group(1) == "val_data" else ("train", int(m.group(2)))
         if number in found[split]:
-            raise UsageError(f"--data {root}: both {found[split][number].name} and {p.name}; keep one of the two formats")
+            raise UsageError(
+                f"--data {root}: both {found[split][number].name} and {p.name}; keep one of the two formats"
+            )
         found[split][number] = p
     return {split: [files[k] for k in sorted(files)] for split, files in found.items()}
 
@@ -137,16 +145,30 @@ def read_batch(path: Path, *, labels_only: bool = False) -> tuple[np.ndarray | N
             labels, data = np.asarray(d["labels"]), np.asarray(d["data"])
         if data is not None:
             shape, dtype = data.shape, data.dtype
-    except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, AttributeError, zlib.error,
-            pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise UsageError(f"{path}: cannot read it as a downsampled-ImageNet batch ({_why(err)}); expected a dict with "
-                         "'data' (N x 3*s*s uint8) and 'labels' (1 to 1000), pickled or as .npz") from None
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        zlib.error,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    ) as err:
+        raise UsageError(
+            f"{path}: cannot read it as a downsampled-ImageNet batch ({_why(err)}); expected a dict with "
+            "'data' (N x 3*s*s uint8) and 'labels' (1 to 1000), pickled or as .npz"
+        ) from None
     if len(shape) != 2 or dtype != np.uint8:
         raise UsageError(f"{path}: 'data' is {dtype} of shape {shape}; expected an N x 3*s*s uint8 array")
     sizes = {3 * s * s: s for s in DOWNSAMPLED_SIZES}
     if shape[1] not in sizes:
-        raise UsageError(f"{path}: rows of {shape[1]} values; expected 3*s*s for s in {', '.join(map(str, DOWNSAMPLED_SIZES))} "
-                         f"px ({', '.join(map(str, sizes))} values: the R, G and B planes)")
+        raise UsageError(
+            f"{path}: rows of {shape[1]} values; expected 3*s*s for s in {', '.join(map(str, DOWNSAMPLED_SIZES))} "
+            f"px ({', '.join(map(str, sizes))} values: the R, G and B planes)"
+        )
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise UsageError(f"{path}: 'labels' is {labels.dtype} of shape {labels.shape}; expected N integers from 1")
     if shape[0] != len(labels):

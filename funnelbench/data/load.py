@@ -52,8 +52,10 @@ def carve(labels: np.ndarray, classes: list[int], per_class: int, names: list[st
     for c in classes:
         idx = np.flatnonzero(labels == c)
         if per_class >= len(idx):
-            raise UsageError(f"--val-per-class {per_class}: class {names[c]!r} has {len(idx)} training images, and "
-                             "validation images are carved from them; carve fewer so that some are left to train on")
+            raise UsageError(
+                f"--val-per-class {per_class}: class {names[c]!r} has {len(idx)} training images, and "
+                "validation images are carved from them; carve fewer so that some are left to train on"
+            )
         order = np.random.default_rng([CARVE_SEED, c]).permutation(len(idx))
         val.append(idx[order[:per_class]])
         rest.append(idx[order[per_class:]])
@@ -70,8 +72,16 @@ class SplitPlan:
     described: str
 
 
-def split_plan(source, chosen: list[int], *, test_split: bool | None, train_per_class: int | None,
-               val_per_class: int | None, test_per_class: int | None, subset_seed: int) -> dict[str, SplitPlan]:
+def split_plan(
+    source,
+    chosen: list[int],
+    *,
+    test_split: bool | None,
+    train_per_class: int | None,
+    val_per_class: int | None,
+    test_per_class: int | None,
+    subset_seed: int,
+) -> dict[str, SplitPlan]:
     """The train, val and (with a test split) test split of a run, from a source's own splits.
 
     * No test split (``test_split`` False, or None for the built-in data, ImageFolder and CIFAR):
@@ -88,30 +98,52 @@ def split_plan(source, chosen: list[int], *, test_split: bool | None, train_per_
     train_labels = source.labels("train")
     if not three:
         if test_per_class is not None:
-            raise UsageError(f"--test-per-class {test_per_class}: there is no test split (validation is on "
-                             f"{source.held_out_name}); add --test-split")
-        return {"train": SplitPlan("train", choose_items(train_labels, chosen, train_per_class, subset_seed),
-                                   "the training images"),
-                "val": SplitPlan(source.held_out, choose_items(source.labels(source.held_out), chosen, val_per_class,
-                                                               subset_seed), source.held_out_name)}
+            raise UsageError(
+                f"--test-per-class {test_per_class}: there is no test split (validation is on "
+                f"{source.held_out_name}); add --test-split"
+            )
+        return {
+            "train": SplitPlan(
+                "train", choose_items(train_labels, chosen, train_per_class, subset_seed), "the training images"
+            ),
+            "val": SplitPlan(
+                source.held_out,
+                choose_items(source.labels(source.held_out), chosen, val_per_class, subset_seed),
+                source.held_out_name,
+            ),
+        }
     if source.renders_test:
-        return {"train": SplitPlan("train", choose_items(train_labels, chosen, train_per_class, subset_seed),
-                                   "the training images"),
-                "val": SplitPlan("val", choose_items(source.labels("val"), chosen, val_per_class, subset_seed),
-                                 source.held_out_name),
-                "test": SplitPlan("test", choose_items(source.labels("test"), chosen, test_per_class, subset_seed),
-                                  "a test split rendered from a seed of its own")}
+        return {
+            "train": SplitPlan(
+                "train", choose_items(train_labels, chosen, train_per_class, subset_seed), "the training images"
+            ),
+            "val": SplitPlan(
+                "val", choose_items(source.labels("val"), chosen, val_per_class, subset_seed), source.held_out_name
+            ),
+            "test": SplitPlan(
+                "test",
+                choose_items(source.labels("test"), chosen, test_per_class, subset_seed),
+                "a test split rendered from a seed of its own",
+            ),
+        }
     per_class = val_per_class or source.carve_per_class
     val, rest = carve(train_labels, chosen, per_class, names)
     left = np.full_like(train_labels, -1)
     left[rest] = train_labels[rest]
     held = source.held_out
-    return {"train": SplitPlan("train", choose_items(left, chosen, train_per_class, subset_seed),
-                               "the training images not carved for validation"),
-            "val": SplitPlan("train", val, f"carved from the training images: {per_class} per class, stratified, "
-                                           f"fixed seed {CARVE_SEED}"),
-            "test": SplitPlan(held, choose_items(source.labels(held), chosen, test_per_class, subset_seed),
-                              source.held_out_name)}
+    return {
+        "train": SplitPlan(
+            "train",
+            choose_items(left, chosen, train_per_class, subset_seed),
+            "the training images not carved for validation",
+        ),
+        "val": SplitPlan(
+            "train", val, f"carved from the training images: {per_class} per class, stratified, fixed seed {CARVE_SEED}"
+        ),
+        "test": SplitPlan(
+            held, choose_items(source.labels(held), chosen, test_per_class, subset_seed), source.held_out_name
+        ),
+    }
 
 
 @dataclass
@@ -141,11 +173,20 @@ class ImageData:
         return sum(len(s.skipped) for s in (self.train, self.val, self.test) if s is not None)
 
 
-def load_data(data: str | os.PathLike | None = None, *, image_size: int, classes: int | None = None,
-              train_per_class: int | None = None, val_per_class: int | None = None, subset_seed: int = 0,
-              test_split: bool | None = None, test_per_class: int | None = None,
-              cache_dir: str | os.PathLike | None = None, workers: int = 0,
-              progress: Callable[[str, int, int], None] | None = None) -> ImageData:
+def load_data(
+    data: str | os.PathLike | None = None,
+    *,
+    image_size: int,
+    classes: int | None = None,
+    train_per_class: int | None = None,
+    val_per_class: int | None = None,
+    subset_seed: int = 0,
+    test_split: bool | None = None,
+    test_per_class: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ImageData:
     """Open a source, make its splits (:func:`split_plan`), cut the subset and return them as
     cached uint8 arrays.
 
@@ -154,18 +195,33 @@ def load_data(data: str | os.PathLike | None = None, *, image_size: int, classes
     """
     if image_size < 8:
         raise UsageError(f"--image-size {image_size}: too small; use at least 8 px")
-    for flag, value in (("--train-per-class", train_per_class), ("--val-per-class", val_per_class),
-                        ("--test-per-class", test_per_class)):
+    for flag, value in (
+        ("--train-per-class", train_per_class),
+        ("--val-per-class", val_per_class),
+        ("--test-per-class", test_per_class),
+    ):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be at least 1")
-    source = open_source(data, train_per_class=train_per_class, val_per_class=val_per_class,
-                         test_per_class=test_per_class, cache_dir=cache_dir)
+    source = open_source(
+        data,
+        train_per_class=train_per_class,
+        val_per_class=val_per_class,
+        test_per_class=test_per_class,
+        cache_dir=cache_dir,
+    )
     all_classes = source.classes()
     chosen = choose_classes(len(all_classes), classes, subset_seed, first=source.first_classes)
     remap = np.full(len(all_classes), -1, np.int64)
     remap[chosen] = np.arange(len(chosen))
-    plans = split_plan(source, chosen, test_split=test_split, train_per_class=train_per_class,
-                       val_per_class=val_per_class, test_per_class=test_per_class, subset_seed=subset_seed)
+    plans = split_plan(
+        source,
+        chosen,
+        test_split=test_split,
+        train_per_class=train_per_class,
+        val_per_class=val_per_class,
+        test_per_class=test_per_class,
+        subset_seed=subset_seed,
+    )
     root = cache_root(cache_dir)
     splits = {}
     for split, plan in plans.items():
@@ -173,8 +229,13 @@ def load_data(data: str | os.PathLike | None = None, *, image_size: int, classes
         labels = source.labels(native)
         if len(items) == 0:
             raise UsageError(f"--data {data}: the {split} split has no images of the chosen classes")
-        key = {"format": CACHE_FORMAT, "split": split, "size": image_size, "classes": [all_classes[c] for c in chosen],
-               **source.identity(native, items)}
+        key = {
+            "format": CACHE_FORMAT,
+            "split": split,
+            "size": image_size,
+            "classes": [all_classes[c] for c in chosen],
+            **source.identity(native, items),
+        }
         entry = root / f"{source.slug}-{split}-{image_size}px-{_digest(key)[:10]}"
         desc = f"caching {source.slug} {split} images at {image_size} px"
         report = (lambda done, total: progress(desc, done, total)) if progress else None
@@ -186,13 +247,24 @@ def load_data(data: str | os.PathLike | None = None, *, image_size: int, classes
             source.prepare(native)  # a corrupt file fails here, before anything is written
         result = _build_or_load(entry, key, len(items), image_size, remap[labels[items]], read, report)
         if result.skipped:
-            warnings.warn(f"skipped {len(result.skipped)} unreadable {split} image(s), e.g. {result.skipped[0]}",
-                          stacklevel=2)
+            warnings.warn(
+                f"skipped {len(result.skipped)} unreadable {split} image(s), e.g. {result.skipped[0]}", stacklevel=2
+            )
         if len(result) == 0:
             raise UsageError(f"--data {data}: none of the {split} images could be read (e.g. {result.skipped[0]})")
         splits[split] = result
     test = plans.get("test")
-    return ImageData(source.name, source.kind, source.note, [all_classes[c] for c in chosen], splits["train"],
-                     splits["val"], image_size, source.hflip_ok, test=splits.get("test"), val_from=plans["val"].described,
-                     test_from=test.described if test else "none (--test-split holds one out)",
-                     crop_ok=source.crop_ok)
+    return ImageData(
+        source.name,
+        source.kind,
+        source.note,
+        [all_classes[c] for c in chosen],
+        splits["train"],
+        splits["val"],
+        image_size,
+        source.hflip_ok,
+        test=splits.get("test"),
+        val_from=plans["val"].described,
+        test_from=test.described if test else "none (--test-split holds one out)",
+        crop_ok=source.crop_ok,
+    )

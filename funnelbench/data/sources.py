@@ -11,7 +11,6 @@ import io
 import json
 import os
 import pickle
-import time
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -21,50 +20,23 @@ import torch
 
 from ..errors import UsageError
 from ..exports import atomic_write
-from .builtin import BUILTIN, BUILTIN_SETS, BUILTIN_TRAIN_PER_CLASS, BUILTIN_VAL_PER_CLASS, CHUNK, BuiltinSet, builtin_set
+from .builtin import (
+    BUILTIN,
+    BUILTIN_SETS,
+    BUILTIN_TRAIN_PER_CLASS,
+    BUILTIN_VAL_PER_CLASS,
+    CHUNK,
+    BuiltinSet,
+    builtin_set,
+)
 from .cache import _digest, cache_root
-from .formats import IDX_IMAGES, IDX_LABELS, batch_files, idx_header, read_batch, read_idx
+from .files import IMAGE_EXTENSIONS, _collate_decoded, _DecodeFiles, _unchanged, resize_uint8
+from .formats import IDX_IMAGES, IDX_LABELS, batch_files, idx_header, read_idx
 
 # _PACKAGE_LOOKUPS: the built-in renderers (render_arrangement, ...) and _scan_class are looked up in ``funnelbench.data`` (the
 # package) when they are called, not bound here at import, so that replacing
 # ``funnelbench.data.render_arrangement`` (a test that checks the cache is read, not the
 # source) replaces what the sources call.
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
-_RACY_NS = 2_000_000_000  # a folder changed this recently may change again within its timestamp's tick
-
-
-def _scan_class(folder: Path) -> dict:
-    """Every image under a class folder (nested folders too): ``files`` is ``[path relative to
-    the folder, size, mtime_ns]`` sorted by path, ``dirs`` the modification time of each folder
-    visited. A folder's time is read before it is listed, so a change during the scan shows as a
-    newer time next time; a time less than ``_RACY_NS`` old is stored as ``None`` (never trusted:
-    a change within the same clock tick would not move it)."""
-    now = time.time_ns()
-    dirs, files, todo = {}, [], [""]
-    while todo:
-        rel = todo.pop()
-        path = folder / rel if rel else folder
-        mtime = path.stat().st_mtime_ns
-        dirs[rel] = mtime if now - mtime > _RACY_NS else None
-        with os.scandir(path) as entries:
-            for e in entries:
-                name = f"{rel}/{e.name}" if rel else e.name
-                if e.is_dir(follow_symlinks=False):
-                    todo.append(name)
-                elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS and e.is_file():
-                    st = e.stat()
-                    files.append([name, st.st_size, st.st_mtime_ns])
-    return {"dirs": dirs, "files": sorted(files)}
-
-
-def _unchanged(folder: Path, scan: dict) -> bool:
-    """Whether every folder of an earlier scan still has the time it had (stats folders, not files)."""
-    try:
-        return all(mtime is not None and (folder / rel if rel else folder).stat().st_mtime_ns == mtime
-                   for rel, mtime in scan["dirs"].items())
-    except (OSError, KeyError, TypeError, AttributeError):
-        return False
 
 
 class _Source:
@@ -108,7 +80,9 @@ class _Source:
         """What the cache key needs to tell this data apart from other data."""
         raise NotImplementedError
 
-    def read(self, split: str, items: np.ndarray, size: int, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+    def read(
+        self, split: str, items: np.ndarray, size: int, workers: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
         """Chunks ``(uint8 images, ok mask, problems)`` of ``items`` in order."""
         raise NotImplementedError
 
@@ -121,8 +95,13 @@ class _Builtin(_Source):
     held_out_name = "the val images (rendered from a seed of their own)"
     renders_test = True
 
-    def __init__(self, train_per_class: int, val_per_class: int, spec: BuiltinSet = BUILTIN_SETS[BUILTIN],
-                 test_per_class: int = BUILTIN_VAL_PER_CLASS):
+    def __init__(
+        self,
+        train_per_class: int,
+        val_per_class: int,
+        spec: BuiltinSet = BUILTIN_SETS[BUILTIN],
+        test_per_class: int = BUILTIN_VAL_PER_CLASS,
+    ):
         self.spec = spec
         self.name = self.slug = spec.name
         self.note = spec.note
@@ -136,8 +115,12 @@ class _Builtin(_Source):
         return np.arange(self.per_class[split] * k) % k
 
     def identity(self, split, items):
-        return {"source": self.spec.name, "version": self.spec.version,
-                "pool": int(self.per_class[split] * len(self.spec.classes)), "items": _digest(items.tolist())}
+        return {
+            "source": self.spec.name,
+            "version": self.spec.version,
+            "pool": int(self.per_class[split] * len(self.spec.classes)),
+            "items": _digest(items.tolist()),
+        }
 
     def read(self, split, items, size, workers):
         from .. import data  # the renderer is looked up in the package: see _PACKAGE_LOOKUPS
@@ -146,7 +129,7 @@ class _Builtin(_Source):
         # Items are rendered in contiguous runs; the subset of the built-in data is always a
         # whole prefix, so this is one run in practice.
         for lo in range(0, len(items), CHUNK):
-            part = items[lo: lo + CHUNK]
+            part = items[lo : lo + CHUNK]
             first, last = int(part[0]), int(part[-1]) + 1
             x, _ = render(split, first, last, size)
             yield x[torch.from_numpy(part - first)].numpy(), np.ones(len(part), bool), []
@@ -169,15 +152,25 @@ class _ImageFolder(_Source):
         self.split_dirs = {"train": train, "val": val}
         names = {s: sorted(p.name for p in d.iterdir() if p.is_dir()) for s, d in self.split_dirs.items()}
         if not names["train"]:
-            raise UsageError(f"--data {root}: {train} has no class folders; expected train/<class>/<image> "
-                             "and val/<class>/<image> (the ImageNet layout)")
+            raise UsageError(
+                f"--data {root}: {train} has no class folders; expected train/<class>/<image> "
+                "and val/<class>/<image> (the ImageNet layout)"
+            )
         if names["train"] != names["val"]:
             only_train = sorted(set(names["train"]) - set(names["val"]))
             only_val = sorted(set(names["val"]) - set(names["train"]))
-            detail = "; ".join(x for x in (f"only in train: {_few(only_train)}" if only_train else "",
-                                           f"only in val: {_few(only_val)}" if only_val else "") if x)
-            raise UsageError(f"--data {root}: train and val have different classes ({detail}); "
-                             "give both splits the same class folders")
+            detail = "; ".join(
+                x
+                for x in (
+                    f"only in train: {_few(only_train)}" if only_train else "",
+                    f"only in val: {_few(only_val)}" if only_val else "",
+                )
+                if x
+            )
+            raise UsageError(
+                f"--data {root}: train and val have different classes ({detail}); "
+                "give both splits the same class folders"
+            )
         self._classes = names["train"]
         index = self._listing(index_path)
         self._files: dict[str, list[list]] = {}  # split -> [["<class>/<path>", size, mtime_ns], ...]
@@ -189,8 +182,10 @@ class _ImageFolder(_Source):
                 files += [[f"{c}/{f}", size, mtime] for f, size, mtime in found]
                 labels += [i] * len(found)
             if not files:
-                raise UsageError(f"--data {root}: no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} "
-                                 "files in its class folders)")
+                raise UsageError(
+                    f"--data {root}: no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} "
+                    "files in its class folders)"
+                )
             self._files[split], self._labels[split] = files, np.asarray(labels, dtype=np.int64)
 
     def _listing(self, index_path: Path) -> dict:
@@ -222,8 +217,12 @@ class _ImageFolder(_Source):
 
     def read(self, split, items, size, workers):
         paths = [str(self.split_dirs[split] / self._files[split][i][0]) for i in items.tolist()]
-        loader = torch.utils.data.DataLoader(_DecodeFiles(paths, size), batch_size=64, num_workers=workers,
-                                             collate_fn=functools.partial(_collate_decoded, size=size))
+        loader = torch.utils.data.DataLoader(
+            _DecodeFiles(paths, size),
+            batch_size=64,
+            num_workers=workers,
+            collate_fn=functools.partial(_collate_decoded, size=size),
+        )
         for images, ok, problems in loader:
             yield images, ok, problems
 
@@ -251,8 +250,10 @@ class _Cifar(_Source):
             for split, train in (("train", True), ("val", False)):
                 self._sets[split] = NoChecksum(str(root), train=train, download=False)
         except (RuntimeError, OSError, pickle.UnpicklingError, KeyError, EOFError) as err:
-            raise UsageError(f"--data {root}: cannot read {variant} ({err}); expected the python version "
-                             f"({base.base_folder}/ with its batches and meta file)") from None
+            raise UsageError(
+                f"--data {root}: cannot read {variant} ({err}); expected the python version "
+                f"({base.base_folder}/ with its batches and meta file)"
+            ) from None
         self._classes = list(self._sets["train"].classes)
         self.carve_per_class = 5000 // len(self._classes)  # 5,000 in all: 500 per class of CIFAR-10, 50 of CIFAR-100
 
@@ -268,7 +269,7 @@ class _Cifar(_Source):
     def read(self, split, items, size, workers):
         data = self._sets[split].data  # (N, 32, 32, 3) uint8
         for lo in range(0, len(items), CHUNK):
-            part = items[lo: lo + CHUNK]
+            part = items[lo : lo + CHUNK]
             x = torch.from_numpy(np.ascontiguousarray(data[part])).permute(0, 3, 1, 2)
             if x.shape[-1] != size:
                 x = resize_uint8(x, size)
@@ -277,7 +278,6 @@ class _Cifar(_Source):
 
 def _few(names: list[str], n: int = 3) -> str:
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
-
 
 
 class _Idx(_Source):
@@ -297,8 +297,16 @@ class _Idx(_Source):
     test_by_default = True
     carve_per_class = 500  # 5,000 of Fashion-MNIST's 60,000 training images
 
-    def __init__(self, root: Path, *, name: str | None = None, slug: str | None = None,
-                 class_names: tuple[str, ...] | None = None, hflip_ok: bool = False, note: str | None = None):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        name: str | None = None,
+        slug: str | None = None,
+        class_names: tuple[str, ...] | None = None,
+        hflip_ok: bool = False,
+        note: str | None = None,
+    ):
         self.root = root
         self.name, self.slug = name or f"idx:{root}", slug or f"idx-{root.name}"
         self.hflip_ok, self.note = hflip_ok, note or self.note
@@ -309,12 +317,16 @@ class _Idx(_Source):
             n, rows, cols = idx_header(images, IDX_IMAGES)
             y = read_idx(labels, IDX_LABELS).astype(np.int64)
             if len(y) != n:
-                raise UsageError(f"--data {root}: {images.name} holds {n} images but {labels.name} holds {len(y)} labels; "
-                                 "the counts must match (give matching files)")
+                raise UsageError(
+                    f"--data {root}: {images.name} holds {n} images but {labels.name} holds {len(y)} labels; "
+                    "the counts must match (give matching files)"
+                )
             self.files[split], self._labels[split], self.shape[split] = (images, labels), y, (rows, cols)
         if self.shape["train"] != self.shape["test"]:
-            raise UsageError(f"--data {root}: training images are {self.shape['train']} px but test images "
-                             f"{self.shape['test']} px; give files of one dataset")
+            raise UsageError(
+                f"--data {root}: training images are {self.shape['train']} px but test images "
+                f"{self.shape['test']} px; give files of one dataset"
+            )
         top = max(int(self._labels[s].max(initial=0)) for s in self._labels)
         self._classes = list(class_names) if class_names else [str(i) for i in range(top + 1)]
         if top >= len(self._classes):
@@ -322,15 +334,23 @@ class _Idx(_Source):
         self._images: dict[str, np.ndarray] = {}
 
     def _find(self, prefixes: tuple[str, ...], kind: str) -> Path:
-        found = sorted(p for p in self.root.iterdir() for pre in prefixes
-                       if p.name.endswith((f"{pre}-{kind}", f"{pre}-{kind}.gz")) and p.is_file())
+        found = sorted(
+            p
+            for p in self.root.iterdir()
+            for pre in prefixes
+            if p.name.endswith((f"{pre}-{kind}", f"{pre}-{kind}.gz")) and p.is_file()
+        )
         if not found:
-            raise UsageError(f"--data {self.root}: no {prefixes[0]}-{kind}[.gz] file; an idx folder holds "
-                             "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
-                             "t10k-labels-idx1-ubyte (each may be .gz)")
+            raise UsageError(
+                f"--data {self.root}: no {prefixes[0]}-{kind}[.gz] file; an idx folder holds "
+                "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+                "t10k-labels-idx1-ubyte (each may be .gz)"
+            )
         if len(found) > 1:
-            raise UsageError(f"--data {self.root}: several {prefixes[0]}-{kind} files ({_few([p.name for p in found])}); "
-                             "give a folder with one dataset's four files")
+            raise UsageError(
+                f"--data {self.root}: several {prefixes[0]}-{kind} files ({_few([p.name for p in found])}); "
+                "give a folder with one dataset's four files"
+            )
         return found[0]
 
     def identity(self, split, items):
@@ -347,7 +367,7 @@ class _Idx(_Source):
         self.prepare(split)
         images = self._images[split]
         for lo in range(0, len(items), 4 * CHUNK):
-            part = items[lo: lo + 4 * CHUNK]
+            part = items[lo : lo + 4 * CHUNK]
             yield grey_to_rgb(images[part], size), np.ones(len(part), bool), []
 
 
@@ -388,21 +408,26 @@ class _Downsampled(_Source):
         self.name, self.slug = f"downsampled-imagenet:{root}", f"downsampled-{root.name}"
         for split, what in (("train", "train_data_batch_1 ..."), ("val", "val_data")):
             if not files[split]:
-                raise UsageError(f"--data {root}: no {what} file; a downsampled-ImageNet folder holds train_data_batch_1, "
-                                 "train_data_batch_2, ... and val_data (.npz or pickle)")
+                raise UsageError(
+                    f"--data {root}: no {what} file; a downsampled-ImageNet folder holds train_data_batch_1, "
+                    "train_data_batch_2, ... and val_data (.npz or pickle)"
+                )
         listing = self._listing(index_path)
         sizes = {p.name: listing[p.name]["size_px"] for split in files for p in files[split]}
         if len(set(sizes.values())) > 1:
             shown = ", ".join(f"{n} {s} px" for n, s in sorted(sizes.items())[:4])
-            raise UsageError(f"--data {root}: the files hold images of different sizes ({shown}); keep one resolution "
-                             "in a folder")
+            raise UsageError(
+                f"--data {root}: the files hold images of different sizes ({shown}); keep one resolution in a folder"
+            )
         self.native_size = next(iter(sizes.values()))
         self._labels = {split: np.concatenate([listing[p.name]["labels"] for p in files[split]]) - 1 for split in files}
         self._counts = {split: [len(listing[p.name]["labels"]) for p in files[split]] for split in files}
         top = int(self._labels["train"].max(initial=-1)) + 1
         if int(self._labels["val"].max(initial=-1)) >= top:
-            raise UsageError(f"--data {root}: val_data has label {int(self._labels['val'].max()) + 1} but the training "
-                             f"batches only labels 1 to {top}; give val_data of the same classes")
+            raise UsageError(
+                f"--data {root}: val_data has label {int(self._labels['val'].max()) + 1} but the training "
+                f"batches only labels 1 to {top}; give val_data of the same classes"
+            )
         self._classes = [str(i) for i in range(1, top + 1)]  # the files' label numbers
 
     def _listing(self, index_path: Path) -> dict:
@@ -423,12 +448,17 @@ class _Downsampled(_Source):
                 from . import read_batch as read  # looked up in the package: see _PACKAGE_LOOKUPS
 
                 _, labels, size_px = read(p, labels_only=True)
-                entry, changed = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "size_px": size_px,
-                                  "labels": labels}, True
+                entry, changed = (
+                    {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "size_px": size_px, "labels": labels},
+                    True,
+                )
             listing[p.name] = entry
         if changed or set(listing) != set(known):
-            meta = {"format": 1, "root": str(self.root),
-                    "files": {n: {k: v for k, v in e.items() if k != "labels"} for n, e in listing.items()}}
+            meta = {
+                "format": 1,
+                "root": str(self.root),
+                "files": {n: {k: v for k, v in e.items() if k != "labels"} for n, e in listing.items()},
+            }
             buf = io.BytesIO()
             np.savez(buf, meta=np.array(json.dumps(meta)), **{f"labels/{n}": e["labels"] for n, e in listing.items()})
             atomic_write(index_path, buf.getvalue())
@@ -436,8 +466,12 @@ class _Downsampled(_Source):
 
     def identity(self, split, items):
         files = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in self.files[split]]
-        return {"source": "downsampled-imagenet", "root": str(self.root), "split_files": files,
-                "items": _digest(items.tolist())}
+        return {
+            "source": "downsampled-imagenet",
+            "root": str(self.root),
+            "split_files": files,
+            "items": _digest(items.tolist()),
+        }
 
     def read(self, split, items, size, workers):
         from . import read_batch as read  # looked up in the package: see _PACKAGE_LOOKUPS
@@ -450,7 +484,7 @@ class _Downsampled(_Source):
                 continue
             data, _, _ = read(path)
             for lo in range(0, len(mine), 4 * CHUNK):
-                x = torch.from_numpy(np.ascontiguousarray(data[mine[lo: lo + 4 * CHUNK]])).view(-1, 3, s, s)
+                x = torch.from_numpy(np.ascontiguousarray(data[mine[lo : lo + 4 * CHUNK]])).view(-1, 3, s, s)
                 if s != size:
                     x = resize_uint8(x, size)
                 yield x.numpy(), np.ones(x.shape[0], bool), []
@@ -458,23 +492,47 @@ class _Downsampled(_Source):
 
 FASHION_MNIST = "fashion-mnist"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                         "Ankle boot")
-FASHION_MNIST_NOTE = ("Fashion-MNIST (Zalando, 28 px grey, 10 classes) from Debian's dataset-fashion-mnist package; "
-                      "grey replicated to 3 channels")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+FASHION_MNIST_NOTE = (
+    "Fashion-MNIST (Zalando, 28 px grey, 10 classes) from Debian's dataset-fashion-mnist package; "
+    "grey replicated to 3 channels"
+)
 
 
 def _fashion_mnist(root: Path) -> _Idx:
-    return _Idx(root, name=FASHION_MNIST, slug=FASHION_MNIST, class_names=FASHION_MNIST_CLASSES, hflip_ok=True,
-                note=FASHION_MNIST_NOTE)
+    return _Idx(
+        root,
+        name=FASHION_MNIST,
+        slug=FASHION_MNIST,
+        class_names=FASHION_MNIST_CLASSES,
+        hflip_ok=True,
+        note=FASHION_MNIST_NOTE,
+    )
 
 
 def _is_idx_folder(root: Path) -> bool:
     return any(p.name.endswith(("images-idx3-ubyte", "images-idx3-ubyte.gz")) for p in root.iterdir())
 
 
-def open_source(data: str | os.PathLike | None, *, train_per_class: int | None = None, test_per_class: int | None = None,
-                val_per_class: int | None = None, cache_dir: str | os.PathLike | None = None) -> _Source:
+def open_source(
+    data: str | os.PathLike | None,
+    *,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
+    val_per_class: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> _Source:
     """The source named by ``--data``; a one-line :class:`UsageError` when it is not one. An
     ImageFolder tree's listing is kept under the cache folder (see :func:`cache_root`)."""
     from . import FASHION_MNIST_DIR as debian  # looked up in the package: see _PACKAGE_LOOKUPS
@@ -482,17 +540,21 @@ def open_source(data: str | os.PathLike | None, *, train_per_class: int | None =
     spec = builtin_set(data)
     if str(data) == FASHION_MNIST:
         if not debian.is_dir():
-            raise UsageError(f"--data {FASHION_MNIST}: Debian's dataset-fashion-mnist package is not installed (no {debian}); "
-                             "install it with `apt-get install dataset-fashion-mnist` (about 30 MB), or give --data PATH, "
-                             "a folder holding the four idx files")
+            raise UsageError(
+                f"--data {FASHION_MNIST}: Debian's dataset-fashion-mnist package is not installed (no {debian}); "
+                "install it with `apt-get install dataset-fashion-mnist` (about 30 MB), or give --data PATH, "
+                "a folder holding the four idx files"
+            )
         return _fashion_mnist(debian)
     if spec is not None:
         return _Builtin(train_per_class or BUILTIN_TRAIN_PER_CLASS, val_per_class or BUILTIN_VAL_PER_CLASS, spec)
     root = Path(data).expanduser()
     if not root.exists():
-        raise UsageError(f"--data {data}: no such file or folder; give fashion-mnist, an ImageFolder tree, a CIFAR "
-                         "folder, an idx or downsampled-ImageNet folder, or leave --data out for the built-in synthetic "
-                         "dataset")
+        raise UsageError(
+            f"--data {data}: no such file or folder; give fashion-mnist, an ImageFolder tree, a CIFAR "
+            "folder, an idx or downsampled-ImageNet folder, or leave --data out for the built-in synthetic "
+            "dataset"
+        )
     if not root.is_dir():
         raise UsageError(f"--data {data}: is a file; give the folder that holds train/ and val/ (or the CIFAR folder)")
     root = root.resolve()
@@ -510,56 +572,8 @@ def open_source(data: str | os.PathLike | None, *, train_per_class: int | None =
     if batches["train"] or batches["val"]:
         index = cache_root(cache_dir) / "downsampled-index" / f"{root.name}-{_digest(str(root))}.npz"
         return _Downsampled(root, batches, index)
-    raise UsageError(f"--data {data}: not an ImageFolder tree (train/<class>/<image> and val/<class>/<image>), a "
-                     "CIFAR-10/100 python folder (cifar-10-batches-py, cifar-100-python), an idx folder "
-                     "(train-images-idx3-ubyte, ...) nor a downsampled-ImageNet folder (train_data_batch_1, ..., val_data)")
-
-
-# ----------------------------------------------------------------------------- decoding
-
-
-def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Shorter side to ``size`` (antialiased bilinear), then a centre crop to ``size`` x ``size``
-    (torchvision's ``Resize(size)`` + ``CenterCrop(size)``), for a uint8 ``(..., 3, H, W)``."""
-    from torchvision.transforms.v2 import functional as TF
-
-    return TF.center_crop(TF.resize(x, size, antialias=True), size)
-
-
-def decode_file(path: str, size: int) -> torch.Tensor:
-    """One image file -> ``(3, size, size)`` uint8: RGB, shorter side to ``size``, centre crop.
-    JPEGs are decoded at a reduced scale first when they are much larger (PIL ``draft``)."""
-    from PIL import Image
-    from torchvision.transforms.v2 import functional as TF
-
-    with Image.open(path) as img:
-        img.draft("RGB", (size, size))
-        img = img.convert("RGB")
-        img = TF.center_crop(TF.resize(img, size, antialias=True), size)
-        return TF.pil_to_tensor(img)
-
-
-class _DecodeFiles(torch.utils.data.Dataset):
-    def __init__(self, paths: list[str], size: int):
-        self.paths, self.size = paths, size
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        try:
-            return decode_file(self.paths[i], self.size), None
-        except Exception as err:  # any unreadable file is skipped and counted, never a crash
-            return None, f"{self.paths[i]} ({type(err).__name__}: {err})"
-
-
-def _collate_decoded(items, size: int):
-    images = np.zeros((len(items), 3, size, size), np.uint8)
-    ok = np.zeros(len(items), bool)
-    problems = []
-    for j, (x, problem) in enumerate(items):
-        if x is None:
-            problems.append(problem)
-        else:
-            images[j], ok[j] = x.numpy(), True
-    return images, ok, problems
+    raise UsageError(
+        f"--data {data}: not an ImageFolder tree (train/<class>/<image> and val/<class>/<image>), a "
+        "CIFAR-10/100 python folder (cifar-10-batches-py, cifar-100-python), an idx folder "
+        "(train-images-idx3-ubyte, ...) nor a downsampled-ImageNet folder (train_data_batch_1, ..., val_data)"
+    )

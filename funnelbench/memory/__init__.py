@@ -33,14 +33,34 @@ All of them walk the parts of :func:`funnelbench.parts.describe`, the descriptio
 ``build_model`` and ``count`` read too.
 """
 
-from .estimate import (MAX_BUDGET_BYTES, MemoryEstimate, PartMemory, UnmodelledLayout, _param_sizes, check_modelled,
-                       estimate_memory, max_batch_size, memory_records, unmodelled_parts)
-from .walk import F32, LABEL
-
 # Names the one-file module had imported, importable from here as before.
 from ..cost import count, layer_params, t2t_layer_params, t2t_sides  # noqa: E402, F401
 from ..errors import LayoutError, UsageError  # noqa: E402, F401
 from ..layout import Layout, Stage, check_int, ps_feature_size, unfold_length, validate_layout  # noqa: E402, F401
+from .estimate import (
+    MAX_BUDGET_BYTES,
+    MemoryEstimate,
+    PartMemory,
+    UnmodelledLayout,
+    _param_sizes,
+    check_modelled,
+    estimate_memory,
+    max_batch_size,
+    memory_records,
+    unmodelled_parts,
+)
+from .walk import F32, LABEL
 
-__all__ = ["estimate_memory", "max_batch_size", "memory_records", "MemoryEstimate", "PartMemory", "UnmodelledLayout", "unmodelled_parts",
-           "check_modelled", "MAX_BUDGET_BYTES", "F32", "LABEL"]
+__all__ = [
+    "estimate_memory",
+    "max_batch_size",
+    "memory_records",
+    "MemoryEstimate",
+    "PartMemory",
+    "UnmodelledLayout",
+    "unmodelled_parts",
+    "check_modelled",
+    "MAX_BUDGET_BYTES",
+    "F32",
+    "LABEL",
+]

@@ -99,7 +99,12 @@ def layer(w: Walk, part: LayerPart, x: T, kv: T | None = None, around: Around = 
     B, d, m, h, e = w.B, part.dim, part.mlp, part.heads, w.e
     n, m_tokens = part.tokens, part.kv_tokens
     out_grad, held, infer_held, grad_held, shared_weights = (
-        around.out_grad, around.held, around.infer_held, around.grad_held, around.shared_weights)
+        around.out_grad,
+        around.held,
+        around.infer_held,
+        around.grad_held,
+        around.shared_weights,
+    )
     nd, md = B * n * d, B * m_tokens * d
     t2t = part.kind != "vit"
     d_in = part.d_in or d
@@ -228,9 +233,15 @@ def layer(w: Walk, part: LayerPart, x: T, kv: T | None = None, around: Around = 
             # probabilities with the fp32 output and its 2-byte cast
             upcast = a * (nd + 2 * md) + a * (nd + md)
             fwd = max(fwd, upcast + max(a * scores, e * scores + a * nd + e * nd))
-    w.end_part(PartMoments(part.name, 0 if shared_weights else part.params, fwd_transient=held + fwd,
-                           bwd_transient=grad_held + max(bwd_mlp, bwd_attn, bwd_qkv),
-                           infer_live=infer_held + max(moments)))
+    w.end_part(
+        PartMoments(
+            part.name,
+            0 if shared_weights else part.params,
+            fwd_transient=held + fwd,
+            bwd_transient=grad_held + max(bwd_mlp, bwd_attn, bwd_qkv),
+            infer_live=infer_held + max(moments),
+        )
+    )
     return x2
 
 
@@ -275,9 +286,15 @@ def transition(w: Walk, part: TransitionPart, y: T) -> tuple[T, T | None]:
         x = chain[-1]
         fwd += chain_peak(chain)
     kv = z if part.pqo else None
-    w.end_part(PartMoments(part.name, part.params, fwd_transient=fwd,
-                           bwd_transient=z.bytes + (x.bytes if x is not z else 0),
-                           infer_live=y.bytes + fwd))
+    w.end_part(
+        PartMoments(
+            part.name,
+            part.params,
+            fwd_transient=fwd,
+            bwd_transient=z.bytes + (x.bytes if x is not z else 0),
+            infer_live=y.bytes + fwd,
+        )
+    )
     return x, kv
 
 
@@ -307,7 +324,14 @@ def head(w: Walk, part: HeadPart, x: T) -> None:
         infer_live = out.bytes + cast_and_weight + logits
     else:
         infer_live = max(out.bytes + pooled_bytes, pooled_bytes + cast_and_weight + logits)
-    w.end_part(PartMoments("head", part.params, fwd_transient=logits + (F32 * B * C if w.amp else 0),
-                           # the loss's and log-softmax's gradients; then (log-softmax freed) the
-                           # gradient of the final LayerNorm's output and of its input
-                           bwd_transient=max(2 * log_probs, 2 * x.bytes - log_probs), infer_live=infer_live))
+    w.end_part(
+        PartMoments(
+            "head",
+            part.params,
+            fwd_transient=logits + (F32 * B * C if w.amp else 0),
+            # the loss's and log-softmax's gradients; then (log-softmax freed) the
+            # gradient of the final LayerNorm's output and of its input
+            bwd_transient=max(2 * log_probs, 2 * x.bytes - log_probs),
+            infer_live=infer_live,
+        )
+    )

@@ -16,7 +16,7 @@ from .backbone import head, layer, transition
 from .stems import patch_embed, ps_embed, t2t_embed
 from .walk import F32, LABEL, Walk, optimizer_bytes, peaks
 
-MAX_BUDGET_BYTES = 2 ** 50  # 1 PiB: a larger device memory is a typo
+MAX_BUDGET_BYTES = 2**50  # 1 PiB: a larger device memory is a typo
 
 
 class UnmodelledLayout(UsageError):
@@ -31,8 +31,11 @@ _HEADS = {"cls", "avg"}
 _POOLS = {"none", "mean", "max", "mean2d", "max2d"}
 _POS = {"learned", "sincos", "none"}
 _STEMS = {"patch", "t2t_t", "t2t", "ps"}
-_STEM_NAMES = {"t2t": "Performer-kind Tokens-to-Token stem", "t2t_t": "Transformer-kind Tokens-to-Token stem",
-               "ps": "progressive-sampling stem"}  # modelled in fp32 only
+_STEM_NAMES = {
+    "t2t": "Performer-kind Tokens-to-Token stem",
+    "t2t_t": "Transformer-kind Tokens-to-Token stem",
+    "ps": "progressive-sampling stem",
+}  # modelled in fp32 only
 
 
 def unmodelled_parts(layout: Layout) -> list[str]:
@@ -85,7 +88,8 @@ def check_modelled(layout: Layout) -> None:
             "patch stems, Tokens-to-Token stems (t2t, t2t_t) and progressive-sampling stems (ps) (those in fp32), "
             "class-token and average heads, learned/sincos/no position embeddings, 1D and 2D "
             "mean/max token pooling (also with a window), pool-query-only attention, new position embeddings "
-            "and width projections (the measured figures do not depend on it)")
+            "and width projections (the measured figures do not depend on it)"
+        )
 
 
 # ----------------------------------------------------------------------------- results
@@ -128,8 +132,11 @@ class MemoryEstimate:
 
     @property
     def train_peak_phase(self) -> str:
-        peaks = {"forward": self.forward_peak_bytes, "backward": self.backward_peak_bytes,
-                 "optimizer": self.optimizer_peak_bytes}
+        peaks = {
+            "forward": self.forward_peak_bytes,
+            "backward": self.backward_peak_bytes,
+            "optimizer": self.optimizer_peak_bytes,
+        }
         return max(peaks, key=peaks.get)
 
     def record(self) -> dict:
@@ -147,8 +154,16 @@ class MemoryEstimate:
 # ----------------------------------------------------------------------------- the estimate
 
 
-def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "cpu", attention: str = "fused",
-                    optimizer: str = "adamw", num_classes: int = 1000) -> MemoryEstimate:
+def estimate_memory(
+    x,
+    batch_size: int,
+    *,
+    dtype: str = "fp32",
+    device: str = "cpu",
+    attention: str = "fused",
+    optimizer: str = "adamw",
+    num_classes: int = 1000,
+) -> MemoryEstimate:
     """Estimate the memory of one training step and one inference pass of a layout.
 
     ``dtype``: ``fp32``, or ``bf16``/``fp16`` autocast (weights stay fp32). ``device``:
@@ -181,8 +196,10 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
         # which of their mixed-dtype gradients coexist in the backward pass (the measured peak
         # differs by 15 %); the Performer's fp32 features, the PS stem's convolutions,
         # BatchNorms and grid samples under autocast are not modelled at all.
-        raise UnmodelledLayout(f"the memory estimate does not model the {_STEM_NAMES[layout.stem.kind]} under {dtype} "
-                               f"autocast in layout {str(layout)!r}; it models it in fp32")
+        raise UnmodelledLayout(
+            f"the memory estimate does not model the {_STEM_NAMES[layout.stem.kind]} under {dtype} "
+            f"autocast in layout {str(layout)!r}; it models it in fp32"
+        )
 
     B = batch_size
     model = describe(layout, num_classes)
@@ -192,7 +209,7 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
     weights = F32 * sum(sizes)
     grads = weights
     opt_state, opt_scratch = optimizer_bytes(sizes, optimizer, device)
-    image = F32 * B * 3 * layout.image_size ** 2
+    image = F32 * B * 3 * layout.image_size**2
     inputs = image + LABEL * B
     buffers = sum(p.buffer_bytes for p in w.parts)
     base = weights + buffers + opt_state + inputs
@@ -202,10 +219,23 @@ def estimate_memory(x, batch_size: int, *, dtype: str = "fp32", device: str = "c
 
     parts = tuple(PartMemory(p.name, s, F32 * p.params) for p, s in zip(w.parts, by_part))
     return MemoryEstimate(
-        layout=str(layout), batch_size=B, dtype=dtype, device=device, attention=attention, optimizer=optimizer,
-        weights_bytes=weights, buffers_bytes=buffers, grads_bytes=grads, optimizer_bytes=opt_state, inputs_bytes=inputs,
-        activations_bytes=sum(by_part), forward_peak_bytes=fwd_peak, backward_peak_bytes=bwd_peak,
-        optimizer_peak_bytes=opt_peak, infer_peak_bytes=infer_peak, parts=parts,
+        layout=str(layout),
+        batch_size=B,
+        dtype=dtype,
+        device=device,
+        attention=attention,
+        optimizer=optimizer,
+        weights_bytes=weights,
+        buffers_bytes=buffers,
+        grads_bytes=grads,
+        optimizer_bytes=opt_state,
+        inputs_bytes=inputs,
+        activations_bytes=sum(by_part),
+        forward_peak_bytes=fwd_peak,
+        backward_peak_bytes=bwd_peak,
+        optimizer_peak_bytes=opt_peak,
+        infer_peak_bytes=infer_peak,
+        parts=parts,
     )
 
 
@@ -255,9 +285,17 @@ def max_batch_size(x, budget_bytes: int, *, limit: int = 1 << 16, **kwargs) -> i
     return lo
 
 
-def memory_records(layouts, batch_size: int, *, budget_bytes: int | None = None, dtype: str = "fp32",
-                   device: str = "cpu", attention: str = "fused", optimizer: str = "adamw",
-                   num_classes: int = 1000) -> list[dict]:
+def memory_records(
+    layouts,
+    batch_size: int,
+    *,
+    budget_bytes: int | None = None,
+    dtype: str = "fp32",
+    device: str = "cpu",
+    attention: str = "fused",
+    optimizer: str = "adamw",
+    num_classes: int = 1000,
+) -> list[dict]:
     """One flat record per layout (or preset name), what ``funnelbench memory`` prints and its
     ``--json`` gives: ``model`` (as given), ``layout``, ``batch_size``, the bytes of weights,
     optimizer state, saved activations and the training and inference peaks, the phase of the
@@ -274,14 +312,20 @@ def memory_records(layouts, batch_size: int, *, budget_bytes: int | None = None,
             est = estimate_memory(name, batch_size, **kw)
         except UnmodelledLayout as err:  # a limit of the estimate, not bad input: the other rows go on
             refused.append(err)
-            rows.append({"model": name, "layout": str(resolve(name)), "batch_size": batch_size, **kw,
-                         "error": str(err)})
+            rows.append(
+                {"model": name, "layout": str(resolve(name)), "batch_size": batch_size, **kw, "error": str(err)}
+            )
             continue
         row = {
-            "model": name, "layout": est.layout, "batch_size": batch_size,
-            "weights_bytes": est.weights_bytes, "optimizer_bytes": est.optimizer_bytes,
-            "activations_bytes": est.activations_bytes, "train_peak_bytes": est.train_peak_bytes,
-            "train_peak_phase": est.train_peak_phase, "infer_peak_bytes": est.infer_peak_bytes,
+            "model": name,
+            "layout": est.layout,
+            "batch_size": batch_size,
+            "weights_bytes": est.weights_bytes,
+            "optimizer_bytes": est.optimizer_bytes,
+            "activations_bytes": est.activations_bytes,
+            "train_peak_bytes": est.train_peak_bytes,
+            "train_peak_phase": est.train_peak_phase,
+            "infer_peak_bytes": est.infer_peak_bytes,
             **kw,
         }
         if budget_bytes is not None:

@@ -29,8 +29,16 @@ sums each weight gradient out of place with the existing one.
 
 from __future__ import annotations
 
-from ..parts import (EmbedPart, LayerPart, PatchStemPart, PSStemPart, T2TStemPart, bottleneck_shapes, linear_shapes,
-                     numel)
+from ..parts import (
+    EmbedPart,
+    LayerPart,
+    PatchStemPart,
+    PSStemPart,
+    T2TStemPart,
+    bottleneck_shapes,
+    linear_shapes,
+    numel,
+)
 from .backbone import Around, layer, prefix_and_pos
 from .walk import F32, PartMoments, T, Walk, chain_peak
 
@@ -39,7 +47,7 @@ def patch_embed(w: Walk, stem: PatchStemPart, embed: EmbedPart) -> T:
     """Patches: a p x p convolution with stride p, then the class token and position embedding."""
     B, d, c = w.B, stem.dim, stem.in_chans
     p, P = stem.patch_size, stem.patches
-    image = B * c * stem.image_size ** 2
+    image = B * c * stem.image_size**2
     if w.amp:  # the conv keeps a 2-byte copy of the image and of its weight
         w.save_bytes("img_cast", w.e * image)
         w.weight_cast(c * p * p * d)
@@ -50,8 +58,16 @@ def patch_embed(w: Walk, stem: PatchStemPart, embed: EmbedPart) -> T:
     peak = chain_peak(chain)
     # Inference: under autocast the conv casts the image, its weight and bias on the fly.
     casts = w.e * (image + stem.params) if w.amp else 0
-    w.end_part(PartMoments("embed", stem.params + params, fwd_transient=peak, bwd_transient=peak,
-                           infer_live=max(casts + conv.bytes, peak), buffer_bytes=buffers))
+    w.end_part(
+        PartMoments(
+            "embed",
+            stem.params + params,
+            fwd_transient=peak,
+            bwd_transient=peak,
+            infer_live=max(casts + conv.bytes, peak),
+            buffer_bytes=buffers,
+        )
+    )
     return chain[-1]
 
 
@@ -69,8 +85,15 @@ def t2t_embed(w: Walk, stem: T2TStemPart, embed: EmbedPart) -> T:
         # Backward: the split's gradient folded back by col2im, whose output keeps a storage as
         # large as the columns it folds; none flows into the image.
         fold = 0 if x is None else split.bytes + max(split.bytes, inp)
-        w.end_part(PartMoments(f"embed.split{i + 1}", 0, fwd_transient=inp + split.bytes, bwd_transient=fold,
-                               infer_live=inp + split.bytes))
+        w.end_part(
+            PartMoments(
+                f"embed.split{i + 1}",
+                0,
+                fwd_transient=inp + split.bytes,
+                bwd_transient=fold,
+                infer_live=inp + split.bytes,
+            )
+        )
         x = split
         if i < 2:
             n = side * side
@@ -87,8 +110,11 @@ def t2t_embed(w: Walk, stem: T2TStemPart, embed: EmbedPart) -> T:
     project = numel(linear_shapes(widths[2], d))
     casts = w.e * (x.numel + project) if w.amp else x.elem * x.numel  # the input cast or copy
     peak = max(x.bytes + casts + out.bytes, chain_peak(chain))
-    w.end_part(PartMoments("embed", project + params, fwd_transient=peak, bwd_transient=peak,
-                           infer_live=peak, buffer_bytes=buffers))
+    w.end_part(
+        PartMoments(
+            "embed", project + params, fwd_transient=peak, bwd_transient=peak, infer_live=peak, buffer_bytes=buffers
+        )
+    )
     return chain[-1]
 
 
@@ -97,8 +123,8 @@ def ps_embed(w: Walk, stem: PSStemPart, embed: EmbedPart) -> T:
     samples of the feature map at the current points, the points' embedding and the previous
     tokens added, a transformer layer, the offsets predicted from its output), then the class
     token and position embedding."""
-    B, d, P = w.B, stem.dim, stem.points ** 2
-    hw1, hw = stem.conv_side ** 2, stem.feature_side ** 2  # after the conv 7x7/2, after the max pool 3x3/2
+    B, d, P = w.B, stem.dim, stem.points**2
+    hw1, hw = stem.conv_side**2, stem.feature_side**2  # after the conv 7x7/2, after the max pool 3x3/2
     feat = ps_conv(w, stem, hw1, hw)
     for i, (c_in, mid, c_out) in enumerate(stem.bottlenecks):
         feat = bottleneck(w, f"embed.layer{i + 1}", feat, c_in, mid, c_out, hw)
@@ -129,18 +155,35 @@ def ps_embed(w: Walk, stem: PSStemPart, embed: EmbedPart) -> T:
         # and of the grid, and the points' embedding's weight gradient; then (h's gradient,
         # the grid and the embedding's input gone) the sum of the feature-map gradients, made
         # out of place next to both.
-        bwd = max(nd + later_feat_grad + feat_grad + (coords if t else 0) + F32 * 3 * d,
-                  2 * later_feat_grad + feat_grad - 2 * coords if later_feat_grad else 0)
+        bwd = max(
+            nd + later_feat_grad + feat_grad + (coords if t else 0) + F32 * 3 * d,
+            2 * later_feat_grad + feat_grad - 2 * coords if later_feat_grad else 0,
+        )
         # Inference: before h is replaced, the previous h, the samples, the embedding and h.
         infer = feat.bytes + prev + (4 * nd if t else 3 * nd)
         # Forward: the samples, the embedding (or the sum before the previous tokens are added)
         # and h.
-        w.end_part(PartMoments(f"sampling.sample{t + 1}", numel(linear_shapes(2, d)) if t == last else 0,
-                               fwd_transient=sampled.bytes + 2 * nd + prev_unsaved, bwd_transient=bwd, infer_live=infer,
-                               buffer_bytes=0 if t else F32 * P * 2))  # the initial points
-        tokens = layer(w, stem.layers[t], h, around=Around(
-            held=sampled.bytes + prev_unsaved, infer_held=feat.bytes + sampled.bytes + prev,
-            grad_held=later_feat_grad, shared_weights=stem.share and t < last))
+        w.end_part(
+            PartMoments(
+                f"sampling.sample{t + 1}",
+                numel(linear_shapes(2, d)) if t == last else 0,
+                fwd_transient=sampled.bytes + 2 * nd + prev_unsaved,
+                bwd_transient=bwd,
+                infer_live=infer,
+                buffer_bytes=0 if t else F32 * P * 2,
+            )
+        )  # the initial points
+        tokens = layer(
+            w,
+            stem.layers[t],
+            h,
+            around=Around(
+                held=sampled.bytes + prev_unsaved,
+                infer_held=feat.bytes + sampled.bytes + prev,
+                grad_held=later_feat_grad,
+                shared_weights=stem.share and t < last,
+            ),
+        )
         if t < last:
             # The offsets' Linear keeps its input (a contiguous copy of (B, C, N)-ordered
             # tokens). Backward: the offsets' gradient and the tokens' next to the gradient of
@@ -148,14 +191,20 @@ def ps_embed(w: Walk, stem: PSStemPart, embed: EmbedPart) -> T:
             w.save(w.linear_input(tokens))
             unsaved = sampled.bytes + (tokens.bytes if tokens.transposed else 0)
             shared = stem.share and t < last - 1
-            w.end_part(PartMoments(f"sampling.offset{t + 1}", 0 if shared else numel(linear_shapes(d, 2)),
-                                   fwd_transient=unsaved + coords,
-                                   bwd_transient=feat_grad + 2 * nd + coords + F32 * (2 * d + 2),
-                                   infer_live=feat.bytes + sampled.bytes + 2 * nd + coords))
+            w.end_part(
+                PartMoments(
+                    f"sampling.offset{t + 1}",
+                    0 if shared else numel(linear_shapes(d, 2)),
+                    fwd_transient=unsaved + coords,
+                    bwd_transient=feat_grad + 2 * nd + coords + F32 * (2 * d + 2),
+                    infer_live=feat.bytes + sampled.bytes + 2 * nd + coords,
+                )
+            )
     chain, params, buffers = prefix_and_pos(w, embed, tokens)
     peak = chain_peak(chain)
-    w.end_part(PartMoments("embed", params, fwd_transient=peak, bwd_transient=peak, infer_live=peak,
-                           buffer_bytes=buffers))
+    w.end_part(
+        PartMoments("embed", params, fwd_transient=peak, bwd_transient=peak, infer_live=peak, buffer_bytes=buffers)
+    )
     return chain[-1]
 
 
@@ -173,8 +222,16 @@ def ps_conv(w: Walk, stem: PSStemPart, hw1: int, hw: int) -> T:
     # indices gone) ReLU's gradient next to it; BatchNorm's comes after ReLU's output is
     # freed, and no gradient flows into the image.
     bwd = max(out.bytes + c1, 2 * c1 - idx)
-    w.end_part(PartMoments("embed.conv", numel(stem.conv_shapes()), fwd_transient=out.bytes, bwd_transient=bwd,
-                           infer_live=max(2 * c1, c1 + out.bytes), buffer_bytes=bn_buffers(64)))
+    w.end_part(
+        PartMoments(
+            "embed.conv",
+            numel(stem.conv_shapes()),
+            fwd_transient=out.bytes,
+            bwd_transient=bwd,
+            infer_live=max(2 * c1, c1 + out.bytes),
+            buffer_bytes=bn_buffers(64),
+        )
+    )
     return out
 
 
@@ -234,8 +291,11 @@ def bottleneck(w: Walk, name: str, x: T, c_in: int, mid: int, c_out: int, hw: in
     # block's tensors at a time.
     ident = O if ds else 0
     infer = X + max(2 * O if ds else 0, ident + 3 * M, ident + M + 2 * O)
-    w.end_part(PartMoments(name, params, fwd_transient=ident + O, bwd_transient=max(moments), infer_live=infer,
-                           buffer_bytes=buffers))
+    w.end_part(
+        PartMoments(
+            name, params, fwd_transient=ident + O, bwd_transient=max(moments), infer_live=infer, buffer_bytes=buffers
+        )
+    )
     return out
 
 
@@ -292,6 +352,14 @@ def performer_layer(w: Walk, part: LayerPart, x: T, out_grad: int) -> T:
     # output remain; the gradients of kqv and of LayerNorm-1's output (c wide) are alive.
     freed = 9 * nt + 4 * nr + B * r + B * t * r + 3 * bn
     bwd_qkv = F32 * (3 * nt + nc + 3 * t * c + 3 * t + mlp_grads + proj_grads - freed)
-    w.end_part(PartMoments(part.name, part.params, fwd_transient=fwd,
-                           bwd_transient=max(bwd_mlp, bwd_div, bwd_qkv), infer_live=infer, buffer_bytes=F32 * r * t))
+    w.end_part(
+        PartMoments(
+            part.name,
+            part.params,
+            fwd_transient=fwd,
+            bwd_transient=max(bwd_mlp, bwd_div, bwd_qkv),
+            infer_live=infer,
+            buffer_bytes=F32 * r * t,
+        )
+    )
     return x2

@@ -50,7 +50,9 @@ class Attention(nn.Module):
             w_q, w_kv = self.qkv.weight.split([C, 2 * C])
             b_q, b_kv = self.qkv.bias.split([C, 2 * C]) if self.qkv.bias is not None else (None, None)
             q = F.linear(x, w_q, b_q).reshape(B, N, H, C // H).transpose(1, 2)  # (B, H, N, C/H)
-            k, v = F.linear(kv, w_kv, b_kv).reshape(B, M, 2, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, M, C/H)
+            k, v = (
+                F.linear(kv, w_kv, b_kv).reshape(B, M, 2, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)
+            )  # (B, H, M, C/H)
         x = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, C/H)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 

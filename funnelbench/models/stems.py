@@ -43,7 +43,7 @@ class T2TTransformerLayer(nn.Module):
     def __init__(self, dim_in: int, dim: int):
         super().__init__()
         self.dim = dim
-        self.scale = dim_in ** -0.5
+        self.scale = dim_in**-0.5
         self.norm1 = nn.LayerNorm(dim_in, eps=LN_EPS)
         self.qkv = nn.Linear(dim_in, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
@@ -52,7 +52,9 @@ class T2TTransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, dim_in) -> (B, N, dim)
         B, N, _ = x.shape
-        q, k, v = self.qkv(self.norm1(x)).reshape(B, N, 3, 1, self.dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, 1, N, dim)
+        q, k, v = (
+            self.qkv(self.norm1(x)).reshape(B, N, 3, 1, self.dim).permute(2, 0, 3, 1, 4).unbind(0)
+        )  # (B, 1, N, dim)
         y = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, 1, N, dim)
         x = v.squeeze(1) + self.proj(y.squeeze(1))
         return x + self.mlp(self.norm2(x))
@@ -143,14 +145,16 @@ class Bottleneck(nn.Module):
 def ps_feature_extractor(dim: int, fe_width: int = 256, in_chans: int = 3) -> nn.Sequential:
     """PS-ViT's feature extractor: ResNet's stem (conv 7x7/2, BN, ReLU, max pool 3x3/2) and
     two bottlenecks of inner width 64: 64 -> ``fe_width`` -> ``dim`` channels at img/4."""
-    return nn.Sequential(OrderedDict(
-        conv1=nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False),
-        bn1=nn.BatchNorm2d(64),
-        relu=nn.ReLU(inplace=True),
-        maxpool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-        layer1=Bottleneck(64, 64, fe_width),
-        layer2=Bottleneck(fe_width, 64, dim),
-    ))
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False),
+            bn1=nn.BatchNorm2d(64),
+            relu=nn.ReLU(inplace=True),
+            maxpool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            layer1=Bottleneck(64, 64, fe_width),
+            layer2=Bottleneck(fe_width, 64, dim),
+        )
+    )
 
 
 def initial_points(n: int, feat_size: int) -> torch.Tensor:
@@ -174,8 +178,19 @@ class ProgressiveSamplingEmbed(nn.Module):
     accumulate the offsets; the sampled features carry the offsets' gradient.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, points: int, iters: int = 4, share: bool = False,
-                 fe_width: int = 256, qkv_bias: bool = False, image_size: int = 224, in_chans: int = 3):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_dim: int,
+        points: int,
+        iters: int = 4,
+        share: bool = False,
+        fe_width: int = 256,
+        qkv_bias: bool = False,
+        image_size: int = 224,
+        in_chans: int = 3,
+    ):
         super().__init__()
         self.iters, self.share = iters, share
         self.feat_size = ps_feature_size(image_size)

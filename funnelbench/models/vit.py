@@ -35,8 +35,18 @@ def stem_module(part: PatchStemPart | T2TStemPart | PSStemPart) -> nn.Module:
         return PatchEmbed(part.patch_size, part.dim, part.in_chans)
     if isinstance(part, T2TStemPart):
         return T2TEmbed(part.dim, part.token_dim, performer=part.performer, in_chans=part.in_chans)
-    return ProgressiveSamplingEmbed(part.dim, part.heads, part.mlp, part.points, part.iters, part.share,
-                                    part.fe_width, part.qkv_bias, part.image_size, part.in_chans)
+    return ProgressiveSamplingEmbed(
+        part.dim,
+        part.heads,
+        part.mlp,
+        part.points,
+        part.iters,
+        part.share,
+        part.fe_width,
+        part.qkv_bias,
+        part.image_size,
+        part.in_chans,
+    )
 
 
 def transition_module(part: TransitionPart) -> Transition:
@@ -107,8 +117,10 @@ class FunnelViT(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, N_last, C_last)
         size = self.layout.image_size
         if x.shape[-2:] != (size, size):
-            raise UsageError(f"this model takes {size}x{size} images (layout {self.layout}), got "
-                             f"{tuple(x.shape[-2:])}; resize the input or build the layout at that size")
+            raise UsageError(
+                f"this model takes {size}x{size} images (layout {self.layout}), got "
+                f"{tuple(x.shape[-2:])}; resize the input or build the layout at that size"
+            )
         x = self.patch_embed(x)  # (B, P, C): patches, T2T tokens or sampled points
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + P, C)

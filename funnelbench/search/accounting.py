@@ -36,8 +36,11 @@ def counts(study: optuna.Study) -> dict:
 
 def is_trained(t) -> bool:
     """Whether a trial counts towards ``--trials``."""
-    return t.user_attrs.get("duplicate_of") is None and t.user_attrs.get("status") in TRAINED \
+    return (
+        t.user_attrs.get("duplicate_of") is None
+        and t.user_attrs.get("status") in TRAINED
         and t.state != TrialState.RUNNING
+    )
 
 
 __all__ = ["counts", "is_trained"]

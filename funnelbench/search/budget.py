@@ -34,8 +34,10 @@ class Budgets:
         if self.memory_batch < 1:
             raise UsageError(f"--memory-batch {self.memory_batch}: must be at least 1")
         if self.macs is not None and self.min_macs is not None and self.min_macs > self.macs:
-            raise UsageError(f"--min-flops {human(self.min_macs, 'MACs')} is above --budget-flops {human(self.macs, 'MACs')}; "
-                             "give a floor below the ceiling")
+            raise UsageError(
+                f"--min-flops {human(self.min_macs, 'MACs')} is above --budget-flops {human(self.macs, 'MACs')}; "
+                "give a floor below the ceiling"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,8 +48,9 @@ class Budgets:
 
     def memory_of(self, layout: Layout) -> int:
         """Estimated training peak of ``layout`` at ``memory_batch`` (raises UnmodelledLayout)."""
-        return estimate_memory(layout, self.memory_batch, device=self.memory_device,
-                               dtype=self.memory_dtype).train_peak_bytes
+        return estimate_memory(
+            layout, self.memory_batch, device=self.memory_device, dtype=self.memory_dtype
+        ).train_peak_bytes
 
     def judge(self, layout: Layout, *, need_memory: bool = False, want_memory: bool = False) -> tuple[dict, dict]:
         """(costs, excess): the target's ``macs``, ``params``, ``train_mem_est_bytes`` and, per
@@ -85,8 +88,10 @@ class Budgets:
         if self.params is not None:
             out.append(f"at most {human(self.params)} params")
         if self.memory_bytes is not None:
-            out.append(f"estimated training memory at most {self.memory_bytes / 2 ** 30:.2f} GiB at batch "
-                       f"{self.memory_batch} ({self.memory_device}, {self.memory_dtype})")
+            out.append(
+                f"estimated training memory at most {self.memory_bytes / 2**30:.2f} GiB at batch "
+                f"{self.memory_batch} ({self.memory_device}, {self.memory_dtype})"
+            )
         return out
 
 
@@ -109,16 +114,22 @@ def preflight(space, budgets: Budgets, samples: int = 500, seed: int = 0) -> str
     stats = space.stats()
     if budgets.macs is not None and stats.cheapest_macs[1] > budgets.macs:
         layout, macs, _ = stats.cheapest_macs
-        raise UsageError(f"no layout of space {space.name} meets the budget of {macs_text(budgets.macs)}: its cheapest, "
-                         f"{layout}, needs {macs_text(macs)}; raise --budget-flops or choose a smaller space")
+        raise UsageError(
+            f"no layout of space {space.name} meets the budget of {macs_text(budgets.macs)}: its cheapest, "
+            f"{layout}, needs {macs_text(macs)}; raise --budget-flops or choose a smaller space"
+        )
     if budgets.min_macs is not None and stats.dearest_macs[1] < budgets.min_macs:
         layout, macs, _ = stats.dearest_macs
-        raise UsageError(f"no layout of space {space.name} reaches the floor of {macs_text(budgets.min_macs)}: its dearest, "
-                         f"{layout}, needs {macs_text(macs)}; lower --min-flops or choose a larger space")
+        raise UsageError(
+            f"no layout of space {space.name} reaches the floor of {macs_text(budgets.min_macs)}: its dearest, "
+            f"{layout}, needs {macs_text(macs)}; lower --min-flops or choose a larger space"
+        )
     if budgets.params is not None and stats.cheapest_params[2] > budgets.params:
         layout, _, params = stats.cheapest_params
-        raise UsageError(f"no layout of space {space.name} meets the budget of {human(budgets.params)} params: its smallest, "
-                         f"{layout}, has {human(params)} params; raise --budget-params or choose a smaller space")
+        raise UsageError(
+            f"no layout of space {space.name} meets the budget of {human(budgets.params)} params: its smallest, "
+            f"{layout}, has {human(params)} params; raise --budget-params or choose a smaller space"
+        )
     # The memory budget (and budgets together) by random points of the space.
     import numpy as np
 
@@ -144,13 +155,17 @@ def preflight(space, budgets: Budgets, samples: int = 500, seed: int = 0) -> str
         if i >= len(candidates) and not over_budget(excess):
             kept += 1
     if budgets.memory_bytes is not None and least is not None and least[1] > budgets.memory_bytes and kept == 0:
-        raise UsageError(f"no layout of space {space.name} tried fits --budget-memory {budgets.memory_bytes / 2 ** 30:.2f} GiB at "
-                         f"batch {budgets.memory_batch}: the least, {least[0]}, needs {least[1] / 2 ** 30:.2f} GiB "
-                         f"(estimated, {budgets.memory_device}, {budgets.memory_dtype}); raise --budget-memory or lower --memory-batch")
+        raise UsageError(
+            f"no layout of space {space.name} tried fits --budget-memory {budgets.memory_bytes / 2**30:.2f} GiB at "
+            f"batch {budgets.memory_batch}: the least, {least[0]}, needs {least[1] / 2**30:.2f} GiB "
+            f"(estimated, {budgets.memory_device}, {budgets.memory_dtype}); raise --budget-memory or lower --memory-batch"
+        )
     share = kept / drawn if drawn else 0.0
     if share < 0.10:
-        return (f"the budget keeps about {100 * share:.1f} % of space {space.name} ({kept} of {drawn} random points); "
-                "most candidates will be rejected before training")
+        return (
+            f"the budget keeps about {100 * share:.1f} % of space {space.name} ({kept} of {drawn} random points); "
+            "most candidates will be rejected before training"
+        )
     return None
 
 

@@ -87,8 +87,13 @@ def study_curve(study) -> Curve:
     trained = [(t, r) for t, r in trials if r["status"] in TRAINED]
     trained.sort(key=lambda tr: (tr[0].datetime_complete is None, tr[0].datetime_complete or 0, tr[0].number))
     maximize = settings["directions"][0] == "maximize"
-    curve = Curve(study.study_name, settings["objectives"][0] if len(settings["objectives"]) == 1 else "hypervolume",
-                  maximize, config=study_config(settings), directions=list(settings["directions"]))
+    curve = Curve(
+        study.study_name,
+        settings["objectives"][0] if len(settings["objectives"]) == 1 else "hypervolume",
+        maximize,
+        config=study_config(settings),
+        directions=list(settings["directions"]),
+    )
     best, spent = None, 0.0
     for i, (t, r) in enumerate(trained, 1):
         spent += float(r.get("wall_s") or 0.0)
@@ -200,7 +205,9 @@ def band(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def band_series(curves: list[Curve], xs: list[float], *, by: str = "trainings") -> list[tuple[float, float, float] | None]:
+def band_series(
+    curves: list[Curve], xs: list[float], *, by: str = "trainings"
+) -> list[tuple[float, float, float] | None]:
     """The band at every x (trainings or seconds); None where a search has no value there."""
     out = []
     for x in xs:
@@ -216,10 +223,15 @@ def compare_rows(groups: dict[str, list[Curve]], checkpoints=CHECKPOINTS) -> lis
     rows = []
     for label, curves in groups.items():
         shortest = min(len(c.trainings) for c in curves)
-        row = {"configuration": label, "metric": curves[0].metric, "searches": len(curves),
-               "trainings": f"{shortest}" if shortest == max(len(c.trainings) for c in curves)
-               else f"{shortest}-{max(len(c.trainings) for c in curves)}",
-               "training s (mean)": round(sum(c.seconds[-1] for c in curves if c.seconds) / len(curves), 1)}
+        row = {
+            "configuration": label,
+            "metric": curves[0].metric,
+            "searches": len(curves),
+            "trainings": f"{shortest}"
+            if shortest == max(len(c.trainings) for c in curves)
+            else f"{shortest}-{max(len(c.trainings) for c in curves)}",
+            "training s (mean)": round(sum(c.seconds[-1] for c in curves if c.seconds) / len(curves), 1),
+        }
         for n in [n for n in checkpoints if n < shortest] + [shortest]:
             b = band_series(curves, [n])[0]
             row[f"best after {n}"] = _fmt(b, curves[0].metric)
@@ -237,19 +249,34 @@ def _fmt(b, metric: str) -> str:
 
 def curve_rows(groups: dict[str, list[Curve]]) -> list[dict]:
     """Every curve point (for --export): configuration, search, training, seconds, best."""
-    return [{"configuration": label, "search": c.name, "metric": c.metric, "training": n, "training_s": round(s, 3),
-             "best": b} for label, curves in groups.items() for c in curves
-            for n, s, b in zip(c.trainings, c.seconds, c.best)]
+    return [
+        {
+            "configuration": label,
+            "search": c.name,
+            "metric": c.metric,
+            "training": n,
+            "training_s": round(s, 3),
+            "best": b,
+        }
+        for label, curves in groups.items()
+        for c in curves
+        for n, s, b in zip(c.trainings, c.seconds, c.best)
+    ]
 
 
-def plot_compare(groups: dict[str, list[Curve]], path, *, title: str | None = None, hline: tuple[float, str] | None = None,
-                 ylabel: str | None = None):
+def plot_compare(
+    groups: dict[str, list[Curve]],
+    path,
+    *,
+    title: str | None = None,
+    hline: tuple[float, str] | None = None,
+    ylabel: str | None = None,
+):
     """Two panels: best so far against trainings and against training seconds, a line per
     configuration (the mean) with its 95 % band (two searches or more), thin lines for single
     searches. ``hline``: a reference value and its label (e.g. the best hand layout)."""
     import matplotlib
     from matplotlib.figure import Figure
-
 
     metric = next(iter(groups.values()))[0].metric
     with matplotlib.rc_context(PAPER_STYLE):
@@ -259,18 +286,27 @@ def plot_compare(groups: dict[str, list[Curve]], path, *, title: str | None = No
             color = f"C{k % 10}"
             longest = max(len(c.trainings) for c in curves)
             t_max = min(c.seconds[-1] for c in curves if c.seconds) if all(c.seconds for c in curves) else 0
-            for ax, by, xs in ((axes[0], "trainings", list(range(1, longest + 1))),
-                               (axes[1], "seconds", [t_max * i / 200 for i in range(1, 201)] if t_max > 0 else [])):
+            for ax, by, xs in (
+                (axes[0], "trainings", list(range(1, longest + 1))),
+                (axes[1], "seconds", [t_max * i / 200 for i in range(1, 201)] if t_max > 0 else []),
+            ):
                 series = band_series(curves, xs, by=by)
                 pts = [(x, b) for x, b in zip(xs, series) if b is not None]
                 if not pts:
                     continue
                 x = [p[0] for p in pts]
-                ax.step(x, [p[1][0] for p in pts], where="post", color=color, lw=1.0,
-                        label=f"{label} (n={len(curves)})" if ax is axes[0] else None)
+                ax.step(
+                    x,
+                    [p[1][0] for p in pts],
+                    where="post",
+                    color=color,
+                    lw=1.0,
+                    label=f"{label} (n={len(curves)})" if ax is axes[0] else None,
+                )
                 if len(curves) > 1:
-                    ax.fill_between(x, [p[1][1] for p in pts], [p[1][2] for p in pts], step="post",
-                                    color=color, alpha=0.2, lw=0)
+                    ax.fill_between(
+                        x, [p[1][1] for p in pts], [p[1][2] for p in pts], step="post", color=color, alpha=0.2, lw=0
+                    )
         if hline is not None:
             for ax in axes:
                 ax.axhline(hline[0], color="black", ls="--", lw=0.7, label=hline[1] if ax is axes[0] else None)

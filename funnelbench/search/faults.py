@@ -49,9 +49,11 @@ def storage_errors() -> tuple[type[BaseException], ...]:
 
 def damaged_sqlite(url: str, path: str | None, detail: str) -> str:
     """One line: a damaged SQLite study, and how SQLite reads back what it still can."""
-    return (f"storage {redact(url)}: the SQLite file is damaged and nothing was written to it; SQLite can often "
-            f"read back the trials before the damage: 'sqlite3 {path} .recover | sqlite3 recovered.db', then "
-            f"--storage sqlite:///recovered.db (SQLite says: {detail[:80]})")
+    return (
+        f"storage {redact(url)}: the SQLite file is damaged and nothing was written to it; SQLite can often "
+        f"read back the trials before the damage: 'sqlite3 {path} .recover | sqlite3 recovered.db', then "
+        f"--storage sqlite:///recovered.db (SQLite says: {detail[:80]})"
+    )
 
 
 def journal_damage(path: Path, err: BaseException) -> str:
@@ -67,9 +69,11 @@ def journal_damage(path: Path, err: BaseException) -> str:
         else:
             line_no = 0
     where = f"line {line_no} (byte {offset})" if line_no else "somewhere"
-    return (f"storage journal:{path} is damaged at {where}: {type(err).__name__}: {one_line(err)}; the "
-            f"{max(line_no - 1, 0)} operations before it (every trial they finish) are intact: keep them with "
-            f"'mv {path} {path}.damaged && head -c {offset} {path}.damaged > {path}' and re-run the command")
+    return (
+        f"storage journal:{path} is damaged at {where}: {type(err).__name__}: {one_line(err)}; the "
+        f"{max(line_no - 1, 0)} operations before it (every trial they finish) are intact: keep them with "
+        f"'mv {path} {path}.damaged && head -c {offset} {path}.damaged > {path}' and re-run the command"
+    )
 
 
 __all__ = ["StorageError", "one_line", "error_line", "storage_errors", "damaged_sqlite", "journal_damage"]

@@ -29,8 +29,10 @@ def check_name(name: str, what: str, fix: str) -> str:
     """``name`` if it is a safe folder name (letters, digits, ``.``, ``_``, ``-``; 1 to 100 of them;
     not ``.`` or ``..``), else a one-line :class:`UsageError` naming ``what`` and the ``fix``."""
     if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name in (".", ".."):
-        raise UsageError(f"{what} {name!r}: a name here is a folder's name, so it may hold only letters, digits, '.', "
-                         f"'_' and '-' (1 to 100 of them, not '.' or '..'); {fix}")
+        raise UsageError(
+            f"{what} {name!r}: a name here is a folder's name, so it may hold only letters, digits, '.', "
+            f"'_' and '-' (1 to 100 of them, not '.' or '..'); {fix}"
+        )
     return name
 
 
@@ -42,7 +44,6 @@ def study_folder(root: str | os.PathLike | None, study_name: str) -> Path:
     if Path(os.path.normpath(out.absolute())).parent != Path(os.path.normpath(root.absolute())):
         raise UsageError(f"--study {study_name!r}: its folder {out} would not be inside {root}; choose another --study")
     return out
-
 
 
 def claim_folder(out: Path, study: optuna.Study, url: str, *, trials_are_its_own: bool = False) -> None:
@@ -58,8 +59,9 @@ def claim_folder(out: Path, study: optuna.Study, url: str, *, trials_are_its_own
             raise UsageError(_taken(out, owner, url))
         return
     check_folder_free(out, url, trials_are_its_own=trials_are_its_own)
-    atomic_write(out / OWNER_FILE, json.dumps({"study": study.study_name, "uid": uid, "storage": redact(url)},
-                                              indent=1) + "\n")
+    atomic_write(
+        out / OWNER_FILE, json.dumps({"study": study.study_name, "uid": uid, "storage": redact(url)}, indent=1) + "\n"
+    )
 
 
 def check_folder_free(out: Path, url: str, *, trials_are_its_own: bool = False) -> None:
@@ -73,14 +75,18 @@ def check_folder_free(out: Path, url: str, *, trials_are_its_own: bool = False) 
     for name in (SQLITE_FILE, JOURNAL_FILE):
         other = out / name
         if other.exists() and (mine is None or other.absolute() != mine):
-            raise UsageError(f"{out} holds {name}, the storage of another study of this name, and its trial folders; "
-                             f"this search's study is in {redact(url)} and would write its trials over them: choose "
-                             f"another --study (or move {out} away)")
+            raise UsageError(
+                f"{out} holds {name}, the storage of another study of this name, and its trial folders; "
+                f"this search's study is in {redact(url)} and would write its trials over them: choose "
+                f"another --study (or move {out} away)"
+            )
     trials = sorted(p.name for p in out.glob("trial-*")) if out.is_dir() else []
     if trials and not trials_are_its_own:
-        raise UsageError(f"{out} holds trial folders ({', '.join(trials[:3])}{', ...' if len(trials) > 3 else ''}) of "
-                         f"a study that is not in {redact(url)} (its storage was moved or deleted); a new study would "
-                         f"write its trials over them: choose another --study (or move {out} away)")
+        raise UsageError(
+            f"{out} holds trial folders ({', '.join(trials[:3])}{', ...' if len(trials) > 3 else ''}) of "
+            f"a study that is not in {redact(url)} (its storage was moved or deleted); a new study would "
+            f"write its trials over them: choose another --study (or move {out} away)"
+        )
 
 
 def owner_of(out: Path) -> dict | None:
@@ -94,9 +100,11 @@ def owner_of(out: Path) -> dict | None:
 
 
 def _taken(out: Path, owner: dict, url: str) -> str:
-    return (f"{out} belongs to study {owner.get('study')!r} in {owner.get('storage')} (its trial folders, records and "
-            f"checkpoints); this search's study is in {redact(url)} and would write its trials over them: choose another "
-            f"--study (or move {out} away)")
+    return (
+        f"{out} belongs to study {owner.get('study')!r} in {owner.get('storage')} (its trial folders, records and "
+        f"checkpoints); this search's study is in {redact(url)} and would write its trials over them: choose another "
+        f"--study (or move {out} away)"
+    )
 
 
 __all__ = ["SAFE_NAME", "check_name", "study_folder", "claim_folder", "check_folder_free", "owner_of"]

@@ -8,7 +8,9 @@ import warnings
 
 from .records import final_value, settings_of
 
-MIN_IMPORTANCE_TRIALS = 10  # PED-ANOVA compares the best 10 % of the trials with all: below 10, one trial with a handful
+MIN_IMPORTANCE_TRIALS = (
+    10  # PED-ANOVA compares the best 10 % of the trials with all: below 10, one trial with a handful
+)
 
 
 def param_importances(study) -> tuple[list[dict], str | None]:
@@ -35,17 +37,22 @@ def param_importances(study) -> tuple[list[dict], str | None]:
             sign = -1.0 if direction.name == "MAXIMIZE" else 1.0  # PED-ANOVA ranks low targets as good
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "target given", "same quantiles", experimental argument
-                raw = get_param_importances(copy, evaluator=PedAnovaImportanceEvaluator(), normalize=False,
-                                            target=lambda t, i=i, sign=sign: sign * t.values[i])
+                raw = get_param_importances(
+                    copy,
+                    evaluator=PedAnovaImportanceEvaluator(),
+                    normalize=False,
+                    target=lambda t, i=i, sign=sign: sign * t.values[i],
+                )
             total = sum(raw.values())
             if total <= 0:
                 continue
-            rows += [{"objective": name, "param": p, "importance": v / total}
-                     for p, v in sorted(raw.items(), key=lambda kv: -kv[1])]
+            rows += [
+                {"objective": name, "param": p, "importance": v / total}
+                for p, v in sorted(raw.items(), key=lambda kv: -kv[1])
+            ]
     finally:
         optuna.logging.set_verbosity(verbosity)
     return rows, (None if rows else "no decision separates the best trials from the others")
-
 
 
 __all__ = ["param_importances", "MIN_IMPORTANCE_TRIALS"]

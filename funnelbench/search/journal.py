@@ -31,8 +31,14 @@ class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
     Times are this machine's clock and the file system's: on a shared file system keep the
     machines' clocks in step (NTP)."""
 
-    def __init__(self, path: str | os.PathLike, *, heartbeat_interval: int, grace_period: int,
-                 heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        heartbeat_interval: int,
+        grace_period: int,
+        heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    ):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._beats = path.with_name(path.name + ".heartbeats")
@@ -114,15 +120,18 @@ def repair_torn_tail(path: Path) -> int:
         f.truncate(start)
         f.flush()
         os.fsync(f.fileno())
-    print(f"warning: journal {path}: its last line was torn ({len(torn)} bytes: a process was killed while "
-          f"writing it); cut off and kept in {keep.name}; every complete operation is kept", file=sys.stderr)
+    print(
+        f"warning: journal {path}: its last line was torn ({len(torn)} bytes: a process was killed while "
+        f"writing it); cut off and kept in {keep.name}; every complete operation is kept",
+        file=sys.stderr,
+    )
     return len(torn)
 
 
-
 def reopen_journal(path, interval, grace, callback):
-    return JournalHeartbeatStorage(path, heartbeat_interval=interval, grace_period=grace,
-                                   heartbeat_stale_trial_callback=callback)
+    return JournalHeartbeatStorage(
+        path, heartbeat_interval=interval, grace_period=grace, heartbeat_stale_trial_callback=callback
+    )
 
 
 __all__ = ["JournalHeartbeatStorage", "repair_torn_tail"]

@@ -51,8 +51,10 @@ def retried_from(trial: optuna.Trial | FrozenTrial) -> int | None:
 
 
 def stale_error(grace_s: int) -> str:
-    return (f"worker lost: no heartbeat for {grace_s} s (its process was killed or its machine stopped); "
-            f"the configuration is queued once more")
+    return (
+        f"worker lost: no heartbeat for {grace_s} s (its process was killed or its machine stopped); "
+        f"the configuration is queued once more"
+    )
 
 
 def fail_stale_trials(study: optuna.Study) -> list[int]:
@@ -118,8 +120,15 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def claim_layout(study: optuna.Study, trial: optuna.Trial, layout: str, *, finished: Callable, mark: Callable[[], None],
-                 poll_s: float = POLL_S) -> FrozenTrial | None:
+def claim_layout(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    layout: str,
+    *,
+    finished: Callable,
+    mark: Callable[[], None],
+    poll_s: float = POLL_S,
+) -> FrozenTrial | None:
     """Make sure no two workers train one layout: under the study's lock, return the finished
     trial ``finished(study, layout, number)`` finds (the caller repeats its result), or else, if
     no other running trial is training ``layout``, ``mark()`` this trial as training it (its
@@ -131,9 +140,13 @@ def claim_layout(study: optuna.Study, trial: optuna.Trial, layout: str, *, finis
             earlier = finished(study, layout, trial.number)
             if earlier is not None:
                 return earlier
-            busy = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                    if t.number != trial.number and t.user_attrs.get("status") == "running"
-                    and t.user_attrs.get("target_layout") == layout]
+            busy = [
+                t
+                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.number != trial.number
+                and t.user_attrs.get("status") == "running"
+                and t.user_attrs.get("target_layout") == layout
+            ]
             if not busy:
                 mark()
                 return None
@@ -151,7 +164,9 @@ class HeartbeatThread:
 
         def beat():
             while not self._stop.wait(interval):
-                with contextlib.suppress(Exception):  # a missed beat is retried; storage trouble surfaces in the main thread
+                with contextlib.suppress(
+                    Exception
+                ):  # a missed beat is retried; storage trouble surfaces in the main thread
                     storage.record_heartbeat(trial_id)
 
         self._thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
@@ -162,5 +177,13 @@ class HeartbeatThread:
         self._thread.join()
 
 
-__all__ = ["POLL_S", "HeartbeatThread", "requeue", "retried_from", "stale_error", "fail_stale_trials", "recover_stale",
-           "claim_layout"]
+__all__ = [
+    "POLL_S",
+    "HeartbeatThread",
+    "requeue",
+    "retried_from",
+    "stale_error",
+    "fail_stale_trials",
+    "recover_stale",
+    "claim_layout",
+]

@@ -42,9 +42,16 @@ class Worker:
                 ...                # train, tell
     """
 
-    def __init__(self, study: optuna.Study, *, trials: int, trained: Callable[[FrozenTrial], bool],
-                 poll_s: float = POLL_S, recover: Callable[[optuna.Study], list[int]] | None = None,
-                 on_stale: Callable[[list[int]], None] | None = None):
+    def __init__(
+        self,
+        study: optuna.Study,
+        *,
+        trials: int,
+        trained: Callable[[FrozenTrial], bool],
+        poll_s: float = POLL_S,
+        recover: Callable[[optuna.Study], list[int]] | None = None,
+        on_stale: Callable[[list[int]], None] | None = None,
+    ):
         self.study, self.trials, self.trained, self.poll_s = study, trials, trained, poll_s
         self.recover, self.on_stale = recover, on_stale
         self._beat: HeartbeatThread | None = None
@@ -111,8 +118,11 @@ class Worker:
 def _may_have_built(attrs: dict) -> bool:
     """Whether a finished trial may have built a model (a proxy trained, a speed measured, or a
     failure whose traceback may hold one)."""
-    return attrs.get("proxy_layout") is not None or attrs.get("infer_img_per_s") is not None \
+    return (
+        attrs.get("proxy_layout") is not None
+        or attrs.get("infer_img_per_s") is not None
         or attrs.get("status") not in ("completed", "rejected", "skipped")
+    )
 
 
 def release_memory() -> None:
@@ -134,16 +144,28 @@ def run_loop(ctx: Context, trials: int) -> None:
     c = counts(study)  # this process's view, kept up to date here: reading every trial back each time is slow
     idle = 0  # trials in a row that trained nothing (rejected, repeats)
     limit = max(200, 20 * trials)
-    with Worker(study, trials=trials, trained=is_trained, recover=recover_stale,
-                on_stale=lambda numbers: ctx.emit("stale", numbers=numbers)) as worker:
+    with Worker(
+        study,
+        trials=trials,
+        trained=is_trained,
+        recover=recover_stale,
+        on_stale=lambda numbers: ctx.emit("stale", numbers=numbers),
+    ) as worker:
         for trial in worker:
             try:
                 raise_if_signalled()  # one that arrived while the trial was handed out
                 status, values, state = run_trial(ctx, trial)
             except KeyboardInterrupt:  # Ctrl-C, SIGTERM: recorded interrupted, queued again for the next run
                 if trial.user_attrs.get("status") != INTERRUPTED:  # stopped before its training began
-                    set_attrs(trial, {**dict.fromkeys(TRIAL_KEYS), **trial.user_attrs, "status": INTERRUPTED,
-                                       "error": "interrupted (Ctrl-C or a signal) before the trial trained"})
+                    set_attrs(
+                        trial,
+                        {
+                            **dict.fromkeys(TRIAL_KEYS),
+                            **trial.user_attrs,
+                            "status": INTERRUPTED,
+                            "error": "interrupted (Ctrl-C or a signal) before the trial trained",
+                        },
+                    )
                 study.tell(trial, state=TrialState.FAIL)
                 requeue(study, study._storage.get_trial(trial._trial_id))
                 raise
@@ -174,24 +196,41 @@ def load_proxy_data(settings: Settings):
 
     p = settings.proxy
     image = p.get("image_size") or settings.space.shared.get("image_size", 224)
-    return load_data(p.get("data"), image_size=image, classes=p.get("classes"), train_per_class=p.get("train_per_class"),
-                     val_per_class=p.get("val_per_class"), subset_seed=p.get("subset_seed", 0),
-                     test_split=p.get("test_split"), test_per_class=p.get("test_per_class"),
-                     workers=p.get("workers") or min(8, os.cpu_count() or 1))  # decoding into the cache: use the cores
+    return load_data(
+        p.get("data"),
+        image_size=image,
+        classes=p.get("classes"),
+        train_per_class=p.get("train_per_class"),
+        val_per_class=p.get("val_per_class"),
+        subset_seed=p.get("subset_seed", 0),
+        test_split=p.get("test_split"),
+        test_per_class=p.get("test_per_class"),
+        workers=p.get("workers") or min(8, os.cpu_count() or 1),
+    )  # decoding into the cache: use the cores
 
 
-
-def search_here(plan, study: optuna.Study, *, created: bool, stale: list[int],
-                on_event: Callable[[str, dict], None] | None = None) -> optuna.Study:
+def search_here(
+    plan, study: optuna.Study, *, created: bool, stale: list[int], on_event: Callable[[str, dict], None] | None = None
+) -> optuna.Study:
     """The search of ``plan`` in this process on the opened ``study``: the proxy's data loaded
     once, the ``start`` event, the loop, the ``end`` event. Returns the study."""
     settings = plan.settings
     data = load_proxy_data(settings) if settings.needs_training else None
     ctx = Context(settings, study, plan.out, data=data, on_event=on_event)
-    ctx.emit("start", study=plan.study, out=str(plan.out),
-             storage=redact(plan.storage or f"sqlite:///{plan.out / SQLITE_FILE}"), created=created, trials=plan.trials,
-             counts=counts(study), warning=plan.warning, stale=stale, budgets=settings.budgets, settings=settings,
-             space=settings.space)
+    ctx.emit(
+        "start",
+        study=plan.study,
+        out=str(plan.out),
+        storage=redact(plan.storage or f"sqlite:///{plan.out / SQLITE_FILE}"),
+        created=created,
+        trials=plan.trials,
+        counts=counts(study),
+        warning=plan.warning,
+        stale=stale,
+        budgets=settings.budgets,
+        settings=settings,
+        space=settings.space,
+    )
     run_loop(ctx, plan.trials)
     ctx.emit("end", counts=counts(study), study=study)
     return study

@@ -34,7 +34,9 @@ class TrainedMedianPruner(optuna.pruners.MedianPruner):
         self.trained_startup = n_startup_trials
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        trained = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.intermediate_values)
+        trained = sum(
+            1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.intermediate_values
+        )
         return trained >= self.trained_startup and super().prune(study, trial)
 
 
@@ -62,5 +64,11 @@ def hyperband_brackets(epochs: int) -> int:
     return int(math.floor(math.log(max(1, epochs), HYPERBAND_FACTOR) + 1e-9)) + 1
 
 
-__all__ = ["TrainedMedianPruner", "make_pruner", "hyperband_brackets", "MEDIAN_MIN_EPOCHS", "HYPERBAND_FACTOR",
-           "HYPERBAND_MIN_BRACKETS"]
+__all__ = [
+    "TrainedMedianPruner",
+    "make_pruner",
+    "hyperband_brackets",
+    "MEDIAN_MIN_EPOCHS",
+    "HYPERBAND_FACTOR",
+    "HYPERBAND_MIN_BRACKETS",
+]

@@ -28,12 +28,16 @@ def default_storage(study_name: str, out_dir: str | Path = DEFAULT_OUT_DIR) -> s
     folder = Path(out_dir) / study_name
     found = [p for p in (folder / SQLITE_FILE, folder / JOURNAL_FILE) if p.is_file()]
     if not found:
-        raise UsageError(f"no study {study_name!r} under {str(out_dir)!r}: neither {str(folder / SQLITE_FILE)!r} nor "
-                         f"{str(folder / JOURNAL_FILE)!r} exists; run funnelbench search first, or pass --out-dir or "
-                         "--storage URL")
+        raise UsageError(
+            f"no study {study_name!r} under {str(out_dir)!r}: neither {str(folder / SQLITE_FILE)!r} nor "
+            f"{str(folder / JOURNAL_FILE)!r} exists; run funnelbench search first, or pass --out-dir or "
+            "--storage URL"
+        )
     if len(found) == 2:
-        raise UsageError(f"{str(folder)!r} holds both {SQLITE_FILE} and {JOURNAL_FILE}; choose one with --storage "
-                         f"sqlite:///{folder / SQLITE_FILE} or --storage {folder / JOURNAL_FILE}")
+        raise UsageError(
+            f"{str(folder)!r} holds both {SQLITE_FILE} and {JOURNAL_FILE}; choose one with --storage "
+            f"sqlite:///{folder / SQLITE_FILE} or --storage {folder / JOURNAL_FILE}"
+        )
     return f"sqlite:///{found[0]}" if found[0].name == SQLITE_FILE else str(found[0])
 
 
@@ -46,7 +50,7 @@ def readonly_storage(storage: str):
     from optuna.storages.journal import JournalFileBackend
 
     if storage.startswith("journal:"):  # how funnelbench search names a journal file
-        storage = storage[len("journal:"):]
+        storage = storage[len("journal:") :]
     if "://" not in storage:  # a file path
         path = Path(storage)
         if not path.is_file():
@@ -58,8 +62,10 @@ def readonly_storage(storage: str):
     if sqlite and not sqlite.group(1).startswith("file:"):  # the path as written (a '?' in it is no query)
         path = Path(sqlite.group(1))
         if not path.is_file():
-            raise UsageError(f"--storage {redact(storage)!r}: no such file {str(path)!r}; give the study.db that "
-                             "funnelbench search wrote")
+            raise UsageError(
+                f"--storage {redact(storage)!r}: no such file {str(path)!r}; give the study.db that "
+                "funnelbench search wrote"
+            )
         return _readonly_sqlite(path)
     if storage.startswith("sqlite") and not sqlite:
         raise UsageError(f"--storage {storage!r}: an in-memory SQLite database holds no study; give a study.db")
@@ -70,17 +76,20 @@ def _readonly_sqlite(path: Path):
     """Optuna's RDB storage on the SQLite file ``path``, read-only (``mode=ro`` in a file URI)."""
     from urllib.parse import quote
 
-    from sqlalchemy.engine import URL
-
     import sqlalchemy
+    from sqlalchemy.engine import URL
 
     url = URL.create("sqlite", database="file:" + quote(str(path.absolute())), query={"mode": "ro", "uri": "true"})
     storage = _readonly_rdb(url.render_as_string(hide_password=False), str(path))
     with storage.engine.connect() as conn:  # a damaged page may read as "no study": check every page first
-        problems = [" ".join(str(row[0]).split()) for row in conn.execute(sqlalchemy.text("PRAGMA quick_check")).fetchmany(3)]
+        problems = [
+            " ".join(str(row[0]).split()) for row in conn.execute(sqlalchemy.text("PRAGMA quick_check")).fetchmany(3)
+        ]
     if problems != ["ok"]:
         text = "; ".join(problems).replace("*** in database main ***", "").strip(" ;")
-        raise UsageError(damaged_sqlite(f"sqlite:///{path}", str(path), text).replace(" and nothing was written to it", ""))
+        raise UsageError(
+            damaged_sqlite(f"sqlite:///{path}", str(path), text).replace(" and nothing was written to it", "")
+        )
     return storage
 
 
@@ -97,8 +106,10 @@ def _readonly_rdb(url: str, given: str):
         engine.dispose()
     missing = [t for t in OPTUNA_TABLES if t not in tables]
     if missing:
-        raise UsageError(f"cannot read the storage {redact(given)}: it is not an Optuna storage (no {', '.join(missing)} "
-                         "table); give the study.db, journal.log or database that funnelbench search wrote")
+        raise UsageError(
+            f"cannot read the storage {redact(given)}: it is not an Optuna storage (no {', '.join(missing)} "
+            "table); give the study.db, journal.log or database that funnelbench search wrote"
+        )
     return RDBStorage(url, skip_table_creation=True)
 
 
@@ -122,49 +133,50 @@ def read_study(study_name: str, storage: str | None = None, out_dir: str | Path 
         study = optuna.load_study(study_name=study_name, storage=opened)
         study.get_trials(deepcopy=False)  # everything is read here, so that a damaged file is one line here
         marker = study.user_attrs.get("funnelbench")
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError, ValueError,
-            ImportError, RuntimeError) as err:
+    except (
+        sqlalchemy.exc.SQLAlchemyError,
+        optuna.exceptions.StorageInternalError,
+        OSError,
+        ValueError,
+        ImportError,
+        RuntimeError,
+    ) as err:
         if isinstance(err, UsageError):
             raise
         raise UsageError(_unreadable(url, err)) from None
     if marker is None:
-        raise UsageError(f"study {study_name!r} in {shown} was not written by funnelbench search (it has no "
-                         f"'funnelbench' study attribute); open it with optuna-dashboard {shown}")
+        raise UsageError(
+            f"study {study_name!r} in {shown} was not written by funnelbench search (it has no "
+            f"'funnelbench' study attribute); open it with optuna-dashboard {shown}"
+        )
     if marker != MARKER:
-        raise UsageError(f"study {study_name!r} is in the format {marker!r}, which this funnelbench does not know "
-                         f"(it reads {MARKER!r}); upgrade funnelbench")
+        raise UsageError(
+            f"study {study_name!r} is in the format {marker!r}, which this funnelbench does not know "
+            f"(it reads {MARKER!r}); upgrade funnelbench"
+        )
     if not study.get_trials(deepcopy=False):
-        raise UsageError(f"study {study_name!r} in {shown} has no trials yet; run funnelbench search --study "
-                         f"{study_name} (or wait for its workers)")
+        raise UsageError(
+            f"study {study_name!r} in {shown} has no trials yet; run funnelbench search --study "
+            f"{study_name} (or wait for its workers)"
+        )
     return study
 
 
 def _unreadable(url: str, err: BaseException) -> str:
     """One line for a storage that cannot be read: a damaged journal says where and how to keep
     what comes before the damage; a damaged SQLite file how SQLite reads back what it can."""
-    path = url[len("journal:"):] if url.startswith("journal:") else url if "://" not in url else None
-    if path is not None and Path(path).suffix.lower() not in SQLITE_SUFFIXES and Path(path).is_file() \
-            and isinstance(err, ValueError):
+    path = url[len("journal:") :] if url.startswith("journal:") else url if "://" not in url else None
+    if (
+        path is not None
+        and Path(path).suffix.lower() not in SQLITE_SUFFIXES
+        and Path(path).is_file()
+        and isinstance(err, ValueError)
+    ):
         return journal_damage(Path(path), err)
     text = one_line(err)
     if "malformed" in text or "not a database" in text:
         return damaged_sqlite(url, path or url.split(":///", 1)[-1], text).replace(" and nothing was written to it", "")
     return f"cannot read the storage {redact(url)}: {text}"
 
-
-# ----------------------------------------------------------------------------- records
-
-def settings_of(study) -> dict:
-    """The search's settings (space, budgets, objectives, ...) with the objectives and
-    directions filled in from Optuna when absent."""
-    stored = study.user_attrs.get("settings")
-    settings = dict(stored) if isinstance(stored, dict) else {}
-    objectives = settings.get("objectives")
-    if not (isinstance(objectives, list) and len(objectives) == len(study.directions)
-            and all(isinstance(o, str) for o in objectives)):
-        settings["objectives"] = (["top1"] if len(study.directions) == 1 else
-                                  [f"value{i}" for i in range(len(study.directions))])
-    settings["directions"] = [d.name.lower() for d in study.directions]  # Optuna's own, always right
-    budgets = settings.get("budgets") if isinstance(settings.get("budgets"), dict) else {}
 
 __all__ = ["default_storage", "readonly_storage", "read_study", "OPTUNA_TABLES"]

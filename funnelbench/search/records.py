@@ -18,8 +18,21 @@ from .accounting import counts as search_counts
 from .vocabulary import FAILED, STATUS_OF_STATE
 
 # Trial attributes copied into a record, in this order (units in the names; top1/top5 in %).
-TRIAL_COLUMNS = ("target_layout", "params", "macs", "flops", "top1", "top5", "val_loss", "test_top1", "epochs_done",
-                 "train_img_per_s", "infer_img_per_s", "train_mem_est_bytes", "wall_s")
+TRIAL_COLUMNS = (
+    "target_layout",
+    "params",
+    "macs",
+    "flops",
+    "top1",
+    "top5",
+    "val_loss",
+    "test_top1",
+    "epochs_done",
+    "train_img_per_s",
+    "infer_img_per_s",
+    "train_mem_est_bytes",
+    "wall_s",
+)
 EXTRA_COLUMNS = ("proxy_layout", "proxy_params", "proxy_macs", "run_dir")
 TEXT_ATTRS = ("target_layout", "proxy_layout", "run_dir")  # the other columns are numbers
 PARAM_PREFIX = "param_"  # search-space decisions: param_stage0_layers, ... (``params`` is the count)
@@ -36,8 +49,10 @@ def budget_text(budgets: dict) -> str:
     if budgets.get("params"):
         parts.append(f"{human(budgets['params'])} params")
     if budgets.get("memory_bytes"):
-        parts.append(f"{budgets['memory_bytes'] / 2 ** 30:.1f} GiB training memory at batch {budgets.get('memory_batch')} "
-                     f"({budgets.get('memory_device')}, {budgets.get('memory_dtype')})")
+        parts.append(
+            f"{budgets['memory_bytes'] / 2**30:.1f} GiB training memory at batch {budgets.get('memory_batch')} "
+            f"({budgets.get('memory_device')}, {budgets.get('memory_dtype')})"
+        )
     return "; ".join(parts) or "none"
 
 
@@ -47,14 +62,19 @@ def settings_of(study) -> dict:
     stored = study.user_attrs.get("settings")
     settings = dict(stored) if isinstance(stored, dict) else {}
     objectives = settings.get("objectives")
-    if not (isinstance(objectives, list) and len(objectives) == len(study.directions)
-            and all(isinstance(o, str) for o in objectives)):
-        settings["objectives"] = (["top1"] if len(study.directions) == 1 else
-                                  [f"value{i}" for i in range(len(study.directions))])
+    if not (
+        isinstance(objectives, list)
+        and len(objectives) == len(study.directions)
+        and all(isinstance(o, str) for o in objectives)
+    ):
+        settings["objectives"] = (
+            ["top1"] if len(study.directions) == 1 else [f"value{i}" for i in range(len(study.directions))]
+        )
     settings["directions"] = [d.name.lower() for d in study.directions]  # Optuna's own, always right
     budgets = settings.get("budgets") if isinstance(settings.get("budgets"), dict) else {}
-    settings["budgets"] = {k: (as_text if k in ("memory_device", "memory_dtype") else as_number)(v)
-                           for k, v in budgets.items()}
+    settings["budgets"] = {
+        k: (as_text if k in ("memory_device", "memory_dtype") else as_number)(v) for k, v in budgets.items()
+    }
     for key, kind in (("baselines", list), ("proxy", dict)):
         if not isinstance(settings.get(key), kind):
             settings[key] = kind()
@@ -63,6 +83,7 @@ def settings_of(study) -> dict:
 
 # Reading a study attribute by attribute: a study another program wrote (or edited) may hold any
 # JSON under any name; a value of the wrong kind reads as missing, never as a crash.
+
 
 def as_number(value):
     """A finite int or float, else None."""
@@ -119,8 +140,12 @@ def trial_record(trial) -> dict:
     target layout with its counts and proxy metrics, budget excess, error, and every decision
     of the space as ``param_<name>``."""
     a = trial.user_attrs
-    record = {"trial": trial.number, "state": trial.state.name, "status": status_of(trial),
-              "baseline": a.get("baseline") is True}
+    record = {
+        "trial": trial.number,
+        "state": trial.state.name,
+        "status": status_of(trial),
+        "baseline": a.get("baseline") is True,
+    }
     record.update({k: (as_text if k in TEXT_ATTRS else as_number)(a.get(k)) for k in TRIAL_COLUMNS})
     record["repeat_of"] = as_number(a.get("duplicate_of"))
     record["feasible"] = _feasible(trial)
@@ -146,8 +171,10 @@ def trial_records(study) -> list[dict]:
     every trial's ``param_*`` columns (None where a trial lacks a decision)."""
     records = [trial_record(t) for t in sorted_trials(study)]
     params = sorted({k for r in records for k in r if k.startswith(PARAM_PREFIX)})
-    return [{**{k: v for k, v in r.items() if not k.startswith(PARAM_PREFIX)}, **{p: r.get(p) for p in params}}
-            for r in records]
+    return [
+        {**{k: v for k, v in r.items() if not k.startswith(PARAM_PREFIX)}, **{p: r.get(p) for p in params}}
+        for r in records
+    ]
 
 
 def front_trials(study) -> list:
@@ -166,9 +193,15 @@ def state_counts(study) -> dict:
     trials in all, the baselines trained to the end, which budget rejected how many, and the
     failures by status and error."""
     trials = study.get_trials(deepcopy=False)
-    rejected_by = Counter(name for t in trials if status_of(t) == "rejected"
-                          for name in (_over(t.user_attrs.get("over_budget")) or {"unknown budget": None}))
-    failures = Counter((status_of(t), as_text(t.user_attrs.get("error")) or "") for t in trials if status_of(t) in FAILED)
+    rejected_by = Counter(
+        name
+        for t in trials
+        if status_of(t) == "rejected"
+        for name in (_over(t.user_attrs.get("over_budget")) or {"unknown budget": None})
+    )
+    failures = Counter(
+        (status_of(t), as_text(t.user_attrs.get("error")) or "") for t in trials if status_of(t) in FAILED
+    )
     return {
         "trials": len(trials),
         **search_counts(study),
@@ -183,7 +216,8 @@ def counts_line(counts: dict) -> str:
     budget (macs 11)'."""
     inner = [f"{counts['completed']} completed"] + [f"{counts[k]} {k}" for k in ("pruned", "failed") if counts[k]]
     trained = f"{counts['trained']} trained ({', '.join(inner)}" + (
-        f"; {counts['baselines']} baselines)" if counts["baselines"] else ")")
+        f"; {counts['baselines']} baselines)" if counts["baselines"] else ")"
+    )
     parts = [trained]
     if counts["rejected"]:
         by = ", ".join(f"{k} {n}" for k, n in counts["rejected_by"].items())
@@ -196,6 +230,20 @@ def counts_line(counts: dict) -> str:
     return f"{counts['trials']} trials: " + ", ".join(parts)
 
 
-__all__ = ["settings_of", "as_number", "as_text", "status_of", "final_value", "trial_record", "sorted_trials",
-           "trial_records", "front_trials", "state_counts", "counts_line", "TRIAL_COLUMNS", "EXTRA_COLUMNS",
-           "TEXT_ATTRS", "PARAM_PREFIX"]
+__all__ = [
+    "settings_of",
+    "as_number",
+    "as_text",
+    "status_of",
+    "final_value",
+    "trial_record",
+    "sorted_trials",
+    "trial_records",
+    "front_trials",
+    "state_counts",
+    "counts_line",
+    "TRIAL_COLUMNS",
+    "EXTRA_COLUMNS",
+    "TEXT_ATTRS",
+    "PARAM_PREFIX",
+]

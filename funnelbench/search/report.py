@@ -19,14 +19,47 @@ The parts: :mod:`.readonly` (opening), :mod:`.records` (records, fronts, counts)
 from __future__ import annotations
 
 from .importances import MIN_IMPORTANCE_TRIALS, param_importances
-from .plots import (AXIS_LABELS, AXIS_SCALES, AXIS_UNITS, BUDGET_OF_AXIS, COLUMN_WIDTH_IN, FIGURE_SUFFIXES, PAPER_STYLE,
-                    check_figure_path, plot_axes, plot_history, plot_tradeoff, tradeoff_front)
+from .plots import (
+    AXIS_LABELS,
+    AXIS_SCALES,
+    AXIS_UNITS,
+    BUDGET_OF_AXIS,
+    COLUMN_WIDTH_IN,
+    FIGURE_SUFFIXES,
+    PAPER_STYLE,
+    check_figure_path,
+    plot_axes,
+    plot_history,
+    plot_tradeoff,
+    tradeoff_front,
+)
 from .readonly import OPTUNA_TABLES, default_storage, read_study, readonly_storage
-from .records import (EXTRA_COLUMNS, PARAM_PREFIX, TEXT_ATTRS, TRIAL_COLUMNS, budget_text, counts_line, front_trials,
-                      settings_of, sorted_trials, state_counts, trial_record, trial_records)
+from .records import (
+    EXTRA_COLUMNS,
+    PARAM_PREFIX,
+    TEXT_ATTRS,
+    TRIAL_COLUMNS,
+    budget_text,
+    counts_line,
+    front_trials,
+    settings_of,
+    sorted_trials,
+    state_counts,
+    trial_record,
+    trial_records,
+)
 from .summary import build_report, trial_table
-from .vocabulary import (COSTS, DEFAULT_OUT_DIR, FAILED, MARKER, MAXIMIZED, OBJECTIVE_ATTR, SQLITE_FILE, SQLITE_SUFFIXES,
-                         STATUS_OF_STATE)
+from .vocabulary import (
+    COSTS,
+    DEFAULT_OUT_DIR,
+    FAILED,
+    MARKER,
+    MAXIMIZED,
+    OBJECTIVE_ATTR,
+    SQLITE_FILE,
+    SQLITE_SUFFIXES,
+    STATUS_OF_STATE,
+)
 from .vocabulary import JOURNAL_FILE as JOURNAL_NAME
 from .vocabulary import SQLITE_FILE as SQLITE_NAME
 
@@ -34,11 +67,49 @@ FORMAT = MARKER  # the value of the study attribute "funnelbench"
 OBJECTIVE_COLUMNS = OBJECTIVE_ATTR  # objective name -> the trial attribute (record column) it reads
 open_study = read_study  # the name this reader had (funnelbench.search.studies.open_search_study is the writer's)
 
-__all__ = ["read_study", "open_study", "default_storage", "readonly_storage", "build_report", "trial_table",
-           "trial_record", "trial_records", "sorted_trials", "front_trials", "state_counts", "counts_line", "budget_text",
-           "settings_of", "param_importances", "plot_tradeoff", "plot_history", "plot_axes", "tradeoff_front",
-           "check_figure_path", "FORMAT", "DEFAULT_OUT_DIR", "SQLITE_NAME", "JOURNAL_NAME", "SQLITE_FILE",
-           "SQLITE_SUFFIXES", "FIGURE_SUFFIXES", "OBJECTIVE_COLUMNS", "COSTS", "FAILED", "STATUS_OF_STATE",
-           "TRIAL_COLUMNS", "EXTRA_COLUMNS", "TEXT_ATTRS", "PARAM_PREFIX", "MIN_IMPORTANCE_TRIALS", "AXIS_LABELS",
-           "AXIS_SCALES", "AXIS_UNITS", "MAXIMIZED", "BUDGET_OF_AXIS", "PAPER_STYLE", "COLUMN_WIDTH_IN",
-           "OPTUNA_TABLES"]
+__all__ = [
+    "read_study",
+    "open_study",
+    "default_storage",
+    "readonly_storage",
+    "build_report",
+    "trial_table",
+    "trial_record",
+    "trial_records",
+    "sorted_trials",
+    "front_trials",
+    "state_counts",
+    "counts_line",
+    "budget_text",
+    "settings_of",
+    "param_importances",
+    "plot_tradeoff",
+    "plot_history",
+    "plot_axes",
+    "tradeoff_front",
+    "check_figure_path",
+    "FORMAT",
+    "DEFAULT_OUT_DIR",
+    "SQLITE_NAME",
+    "JOURNAL_NAME",
+    "SQLITE_FILE",
+    "SQLITE_SUFFIXES",
+    "FIGURE_SUFFIXES",
+    "OBJECTIVE_COLUMNS",
+    "COSTS",
+    "FAILED",
+    "STATUS_OF_STATE",
+    "TRIAL_COLUMNS",
+    "EXTRA_COLUMNS",
+    "TEXT_ATTRS",
+    "PARAM_PREFIX",
+    "MIN_IMPORTANCE_TRIALS",
+    "AXIS_LABELS",
+    "AXIS_SCALES",
+    "AXIS_UNITS",
+    "MAXIMIZED",
+    "BUDGET_OF_AXIS",
+    "PAPER_STYLE",
+    "COLUMN_WIDTH_IN",
+    "OPTUNA_TABLES",
+]

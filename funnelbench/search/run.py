@@ -33,13 +33,31 @@ from .studies import open_search_study, quiet_optuna
 from .workers import check_workers, search_in_workers, workers_for
 
 
-def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, min_macs: float | None = None,
-           budget_params: float | None = None, budget_memory: int | None = None, memory_batch: int = 64,
-           memory_device: str = "cuda", memory_dtype: str = "fp32", objectives=("top1",), sampler: str = "tpe",
-           pruner: str | None = None, baselines=(), width_scale: float | None = None, study: str | None = None,
-           storage: str | None = None, root: str | os.PathLike | None = None,
-           on_event: Callable[[str, dict], None] | None = None, workers: int = 1, heartbeat_s: int = HEARTBEAT_S,
-           worker_events: Callable[[], Callable[[str, dict], None]] | None = None, **train_options) -> optuna.Study:
+def search(
+    space="tiny",
+    *,
+    trials: int = 20,
+    budget_macs: float | None = None,
+    min_macs: float | None = None,
+    budget_params: float | None = None,
+    budget_memory: int | None = None,
+    memory_batch: int = 64,
+    memory_device: str = "cuda",
+    memory_dtype: str = "fp32",
+    objectives=("top1",),
+    sampler: str = "tpe",
+    pruner: str | None = None,
+    baselines=(),
+    width_scale: float | None = None,
+    study: str | None = None,
+    storage: str | None = None,
+    root: str | os.PathLike | None = None,
+    on_event: Callable[[str, dict], None] | None = None,
+    workers: int = 1,
+    heartbeat_s: int = HEARTBEAT_S,
+    worker_events: Callable[[], Callable[[str, dict], None]] | None = None,
+    **train_options,
+) -> optuna.Study:
     """Run (or continue) a search until ``trials`` trials are trained; returns the Optuna study.
 
     ``space``: a shipped space's name, a ``.yaml`` path, a dict or a :class:`Space`. Budgets
@@ -56,27 +74,57 @@ def search(space="tiny", *, trials: int = 20, budget_macs: float | None = None, 
     if trials < 1:
         raise UsageError(f"--trials {trials}: must be at least 1")
     check_workers(workers)
-    plan = make_plan(space, trials=trials, budget_macs=budget_macs, min_macs=min_macs, budget_params=budget_params,
-                     budget_memory=budget_memory, memory_batch=memory_batch, memory_device=memory_device,
-                     memory_dtype=memory_dtype, objectives=objectives, sampler=sampler, pruner=pruner,
-                     baselines=baselines, width_scale=width_scale, study=study, storage=storage, root=root,
-                     heartbeat_s=heartbeat_s, **train_options)
+    plan = make_plan(
+        space,
+        trials=trials,
+        budget_macs=budget_macs,
+        min_macs=min_macs,
+        budget_params=budget_params,
+        budget_memory=budget_memory,
+        memory_batch=memory_batch,
+        memory_device=memory_device,
+        memory_dtype=memory_dtype,
+        objectives=objectives,
+        sampler=sampler,
+        pruner=pruner,
+        baselines=baselines,
+        width_scale=width_scale,
+        study=study,
+        storage=storage,
+        root=root,
+        heartbeat_s=heartbeat_s,
+        **train_options,
+    )
     settings = plan.settings
     quiet_optuna()
-    opt_study, created = open_search_study(settings, study_name=plan.study, storage=storage, out=plan.out,
-                                           workers=workers, heartbeat_s=heartbeat_s)
+    opt_study, created = open_search_study(
+        settings, study_name=plan.study, storage=storage, out=plan.out, workers=workers, heartbeat_s=heartbeat_s
+    )
     with sole_search(opt_study._storage, plan.study):  # SQLite: a second process on the study is refused
         with study_lock(opt_study):
             stale = recover_stale(opt_study)
         if workers > 1:
             c = counts(opt_study)
             return search_in_workers(
-                opt_study, workers_for(workers, trials - c["trained"] - c["running"]), plan,
+                opt_study,
+                workers_for(workers, trials - c["trained"] - c["running"]),
+                plan,
                 warm=(lambda: load_proxy_data(settings)) if settings.needs_training else None,
-                start=dict(study=plan.study, out=str(plan.out), created=created, trials=trials, warning=plan.warning,
-                           stale=stale, budgets=settings.budgets, settings=settings, space=settings.space,
-                           workers_asked=workers),
-                on_event=on_event, worker_events=worker_events)
+                start=dict(
+                    study=plan.study,
+                    out=str(plan.out),
+                    created=created,
+                    trials=trials,
+                    warning=plan.warning,
+                    stale=stale,
+                    budgets=settings.budgets,
+                    settings=settings,
+                    space=settings.space,
+                    workers_asked=workers,
+                ),
+                on_event=on_event,
+                worker_events=worker_events,
+            )
         return search_here(plan, opt_study, created=created, stale=stale, on_event=on_event)
 
 

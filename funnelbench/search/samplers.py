@@ -53,8 +53,9 @@ COMPLETION_TRIES = 200  # random completions of a GP proposal tried for one with
 SAMPLED_BY = "sampled_by"  # a trial's user attribute: "uniform" (a feasible draw) or the model's name
 
 
-def make_sampler(name: str, seed: int, n_objectives: int, *, space: Space | None = None,
-                 budgets: Budgets | None = None) -> BaseSampler:
+def make_sampler(
+    name: str, seed: int, n_objectives: int, *, space: Space | None = None, budgets: Budgets | None = None
+) -> BaseSampler:
     """The samplers, configured explicitly (Optuna's defaults changed between versions). Without a
     ``space`` (a study opened only to read it) the plain Optuna sampler."""
     with warnings.catch_warnings():  # group=True and constant_liar are "experimental" in Optuna 5
@@ -63,8 +64,9 @@ def make_sampler(name: str, seed: int, n_objectives: int, *, space: Space | None
             # multivariate: the stage parameters interact (depth against width); group: a trial has
             # only its own stages' parameters. constant_liar: a running trial counts as a bad one,
             # so parallel workers do not all pick the same point.
-            model = optuna.samplers.TPESampler(seed=seed, n_startup_trials=0, multivariate=True, group=True,
-                                               constant_liar=True)
+            model = optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=0, multivariate=True, group=True, constant_liar=True
+            )
             startup = STARTUP_TRAININGS
         elif name == "nsga2":
             # its first generation: uniform feasible draws (a population of trainings, not of asks)
@@ -77,8 +79,9 @@ def make_sampler(name: str, seed: int, n_objectives: int, *, space: Space | None
             model, startup = None, None
     if space is None:
         return model or optuna.samplers.RandomSampler(seed=seed)
-    return FeasibleStartSampler(space, budgets or Budgets(), model, startup=startup, seed=seed,
-                                hide_rejected=name == "gp")
+    return FeasibleStartSampler(
+        space, budgets or Budgets(), model, startup=startup, seed=seed, hide_rejected=name == "gp"
+    )
 
 
 def searched_trainings(trials, exclude_number: int | None = None) -> int:
@@ -97,8 +100,16 @@ def searched_trainings(trials, exclude_number: int | None = None) -> int:
 class FeasibleStartSampler(BaseSampler):
     """Uniform feasible draws for the start-up (or always, for random search), then ``model``."""
 
-    def __init__(self, space: Space, budgets: Budgets, model: BaseSampler | None, *, startup: int | None,
-                 seed: int = 0, hide_rejected: bool = False):
+    def __init__(
+        self,
+        space: Space,
+        budgets: Budgets,
+        model: BaseSampler | None,
+        *,
+        startup: int | None,
+        seed: int = 0,
+        hide_rejected: bool = False,
+    ):
         self.space, self.budgets, self.model = space, budgets, model
         self.startup, self.seed, self.hide_rejected = startup, seed, hide_rejected
         self._draws: LayoutDraws | None = None
@@ -116,8 +127,9 @@ class FeasibleStartSampler(BaseSampler):
             return False
         if self.model is None:
             return True
-        trials = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING),
-                                   use_cache=False)
+        trials = study._get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING), use_cache=False
+        )
         return searched_trainings(trials, exclude_number=trial.number) < self.startup
 
     def draw_params(self, number: int) -> dict:
@@ -149,9 +161,14 @@ class FeasibleStartSampler(BaseSampler):
         rng = random.Random(f"{self.seed}:{trial.number}:complete")
         name = type(self.model).__name__
         # the whole proposal, then only its first stage and stage count, then only the stage count
-        kept = [(relative, name),
-                ({k: v for k, v in relative.items() if k == "n_stages" or k.startswith("stage0_")}, f"{name} (first stage)"),
-                ({k: v for k, v in relative.items() if k == "n_stages"}, f"{name} (stage count)")]
+        kept = [
+            (relative, name),
+            (
+                {k: v for k, v in relative.items() if k == "n_stages" or k.startswith("stage0_")},
+                f"{name} (first stage)",
+            ),
+            ({k: v for k, v in relative.items() if k == "n_stages"}, f"{name} (stage count)"),
+        ]
         for fixed, label in kept:
             for _ in range(COMPLETION_TRIES // len(kept)):
                 point = _Completion(fixed, rng)
@@ -177,7 +194,9 @@ class FeasibleStartSampler(BaseSampler):
             return fixed[param_name]
         if self.model is None or fixed is not None:
             seed = zlib.crc32(f"{self.seed}:{trial.number}:{param_name}".encode())
-            return optuna.samplers.RandomSampler(seed=seed).sample_independent(study, trial, param_name, param_distribution)
+            return optuna.samplers.RandomSampler(seed=seed).sample_independent(
+                study, trial, param_name, param_distribution
+            )
         return self.model.sample_independent(self._view(study), trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values) -> None:

@@ -45,28 +45,45 @@ class Settings:
             raise UsageError(f"--sampler {self.sampler}: unknown; choose from {', '.join(SAMPLERS)}")
         if self.sampler == "gp":
             if importlib.util.find_spec("scipy") is None:
-                raise UsageError("--sampler gp: Optuna's GPSampler needs scipy, which is not installed; "
-                                 "`pip install scipy`, or use --sampler tpe")
+                raise UsageError(
+                    "--sampler gp: Optuna's GPSampler needs scipy, which is not installed; "
+                    "`pip install scipy`, or use --sampler tpe"
+                )
         if self.pruner is None:
-            object.__setattr__(self, "pruner", "median" if (len(self.objectives) == 1 and self.needs_training
-                                                            and self.proxy.get("epochs", 10) >= MEDIAN_MIN_EPOCHS)
-                               else "none")
+            object.__setattr__(
+                self,
+                "pruner",
+                "median"
+                if (
+                    len(self.objectives) == 1
+                    and self.needs_training
+                    and self.proxy.get("epochs", 10) >= MEDIAN_MIN_EPOCHS
+                )
+                else "none",
+            )
         if self.pruner not in PRUNERS:
             raise UsageError(f"--pruner {self.pruner}: unknown; choose from {', '.join(PRUNERS)}")
         if self.pruner != "none" and len(self.objectives) > 1:
-            raise UsageError(f"--pruner {self.pruner} with {len(self.objectives)} objectives: Optuna cannot prune "
-                             "multi-objective studies (Trial.report raises there); use --pruner none or one --objective")
+            raise UsageError(
+                f"--pruner {self.pruner} with {len(self.objectives)} objectives: Optuna cannot prune "
+                "multi-objective studies (Trial.report raises there); use --pruner none or one --objective"
+            )
         epochs = self.proxy.get("epochs", 10)
         if self.pruner == "hyperband" and hyperband_brackets(epochs) < HYPERBAND_MIN_BRACKETS:
-            raise UsageError(f"--pruner hyperband with {epochs} epochs: that is {hyperband_brackets(epochs)} bracket(s) of "
-                             f"successive halving (rungs at 1, 3, 9, ... epochs), not Hyperband; give --epochs "
-                             f"{HYPERBAND_FACTOR ** (HYPERBAND_MIN_BRACKETS - 1)} or more, or use --pruner median or none")
+            raise UsageError(
+                f"--pruner hyperband with {epochs} epochs: that is {hyperband_brackets(epochs)} bracket(s) of "
+                f"successive halving (rungs at 1, 3, 9, ... epochs), not Hyperband; give --epochs "
+                f"{HYPERBAND_FACTOR ** (HYPERBAND_MIN_BRACKETS - 1)} or more, or use --pruner median or none"
+            )
         if self.pruner != "none" and not self.needs_training:
-            raise UsageError(f"--pruner {self.pruner}: the objective {self.objectives[0]} needs no training, so there is "
-                             "nothing to prune; use --pruner none")
+            raise UsageError(
+                f"--pruner {self.pruner}: the objective {self.objectives[0]} needs no training, so there is "
+                "nothing to prune; use --pruner none"
+            )
         if not 0 < self.proxy.get("width_scale", 1.0) <= 1:
-            raise UsageError(f"--width-scale {self.proxy['width_scale']}: must be in (0, 1]; 0.25 trains a proxy a "
-                             "quarter as wide")
+            raise UsageError(
+                f"--width-scale {self.proxy['width_scale']}: must be in (0, 1]; 0.25 trains a proxy a quarter as wide"
+            )
 
     @property
     def needs_training(self) -> bool:
@@ -77,10 +94,19 @@ class Settings:
         return [OBJECTIVES[o][0] for o in self.objectives]
 
     def to_attrs(self) -> dict:
-        return {"space": self.space.name, "space_file": self.space.path, "space_spec": self.space.spec,
-                "budgets": self.budgets.to_dict(), "objectives": list(self.objectives),
-                "directions": self.directions, "sampler": self.sampler, "seed": self.seed, "pruner": self.pruner,
-                "proxy": dict(self.proxy), "baselines": list(self.baselines)}
+        return {
+            "space": self.space.name,
+            "space_file": self.space.path,
+            "space_spec": self.space.spec,
+            "budgets": self.budgets.to_dict(),
+            "objectives": list(self.objectives),
+            "directions": self.directions,
+            "sampler": self.sampler,
+            "seed": self.seed,
+            "pruner": self.pruner,
+            "proxy": dict(self.proxy),
+            "baselines": list(self.baselines),
+        }
 
 
 def differences(stored: dict, now: dict) -> list[str]:
@@ -97,7 +123,9 @@ def differences(stored: dict, now: dict) -> list[str]:
             diffs = [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
             out.append(f"{key} ({', '.join(diffs[:3])}{', ...' if len(diffs) > 3 else ''})")
         elif key == "space_spec":
-            out.append(f"space (the study's is {stored.get('space')!r} as it was stored; this run's {now.get('space')!r} differs)")
+            out.append(
+                f"space (the study's is {stored.get('space')!r} as it was stored; this run's {now.get('space')!r} differs)"
+            )
         else:
             out.append(f"{key} ({a!r} -> {b!r})")
     return out
@@ -109,7 +137,7 @@ def default_study_name(space: Space, budgets: Budgets, objectives) -> str:
         if value is not None:
             parts.append(f"{tag}{_short(value)}")
     if budgets.memory_bytes is not None:
-        parts.append(f"mem{budgets.memory_bytes / 2 ** 30:g}GiB")
+        parts.append(f"mem{budgets.memory_bytes / 2**30:g}GiB")
     if list(objectives) != ["top1"]:
         parts.append("-".join(objectives))
     return "-".join(parts)

@@ -24,7 +24,6 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM
 
 
-
 _signalled: list[int] = []  # the signal this process received, if any
 
 
@@ -71,5 +70,6 @@ def signals_interrupt() -> Iterator[None]:
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
 
 __all__ = ["Interrupted", "signals_interrupt", "signals_held", "raise_if_signalled"]

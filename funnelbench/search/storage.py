@@ -53,7 +53,8 @@ def storage_url(storage: str | None, *, out: str | os.PathLike, workers: int, sq
             f"--workers {workers}: {where}, which cannot serve several worker processes (Optuna's FAQ: "
             f"'database is locked', and no SELECT ... FOR UPDATE to hand out queued trials); "
             f"run it with --workers 1, or start a new study (a journal file is the default for --workers > 1) "
-            f"or give --storage postgresql://...")
+            f"or give --storage postgresql://..."
+        )
     return storage
 
 
@@ -66,8 +67,11 @@ def open_storage(url: str, *, heartbeat_s: int = HEARTBEAT_S) -> BaseStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryStaleTrial(max_retry=MAX_RETRY)
-    heartbeat = dict(heartbeat_interval=heartbeat_s, grace_period=STALE_HEARTBEATS * heartbeat_s,
-                     heartbeat_stale_trial_callback=retry)
+    heartbeat = dict(
+        heartbeat_interval=heartbeat_s,
+        grace_period=STALE_HEARTBEATS * heartbeat_s,
+        heartbeat_stale_trial_callback=retry,
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -109,8 +113,9 @@ def check_sqlite(storage: RDBStorage, url: str) -> None:
     import sqlalchemy
 
     with storage.engine.connect() as conn:
-        problems = [" ".join(str(row[0]).split()) for row in conn.execute(sqlalchemy.text("PRAGMA quick_check"))
-                    .fetchmany(3)]
+        problems = [
+            " ".join(str(row[0]).split()) for row in conn.execute(sqlalchemy.text("PRAGMA quick_check")).fetchmany(3)
+        ]
     if problems != ["ok"]:
         text = "; ".join(problems).replace("*** in database main ***", "").strip(" ;")
         raise StorageError(damaged_sqlite(url, storage.engine.url.database, text))
@@ -161,8 +166,10 @@ def url_of(storage: BaseStorage) -> str:
         return f"journal:{base.path}"
     if isinstance(base, RDBStorage):
         return base.engine.url.render_as_string(hide_password=False)
-    raise UsageError(f"--workers: a {type(base).__name__} cannot be shared by worker processes; "
-                     "use the journal file (the default) or --storage postgresql://...")
+    raise UsageError(
+        f"--workers: a {type(base).__name__} cannot be shared by worker processes; "
+        "use the journal file (the default) or --storage postgresql://..."
+    )
 
 
 def open_search_storage(url: str, heartbeat_s: int = HEARTBEAT_S):
@@ -193,5 +200,18 @@ def open_search_storage(url: str, heartbeat_s: int = HEARTBEAT_S):
     return storage
 
 
-__all__ = ["HEARTBEAT_S", "STALE_HEARTBEATS", "MAX_RETRY", "scheme", "storage_url", "open_storage", "open_search_storage",
-           "check_sqlite", "unwrap", "storage_file", "RetryStaleTrial", "is_shared", "url_of"]
+__all__ = [
+    "HEARTBEAT_S",
+    "STALE_HEARTBEATS",
+    "MAX_RETRY",
+    "scheme",
+    "storage_url",
+    "open_storage",
+    "open_search_storage",
+    "check_sqlite",
+    "unwrap",
+    "storage_file",
+    "RetryStaleTrial",
+    "is_shared",
+    "url_of",
+]

@@ -26,8 +26,15 @@ from .storage import HEARTBEAT_S, open_search_storage, storage_file, storage_url
 from .vocabulary import BASELINE_LAYOUT, MARKER
 
 
-def open_search_study(settings: Settings, *, study_name: str, storage: str | None, out: Path, workers: int = 1,
-               heartbeat_s: int = HEARTBEAT_S) -> tuple[optuna.Study, bool]:
+def open_search_study(
+    settings: Settings,
+    *,
+    study_name: str,
+    storage: str | None,
+    out: Path,
+    workers: int = 1,
+    heartbeat_s: int = HEARTBEAT_S,
+) -> tuple[optuna.Study, bool]:
     """Create the study or load it; (study, created). A study with other settings is refused.
     Default storage: the study folder's SQLite file, or its journal file for several workers.
     The folder ``out`` is the study's alone (:func:`.folders.claim_folder`): a study of another storage
@@ -40,8 +47,9 @@ def open_search_study(settings: Settings, *, study_name: str, storage: str | Non
     if new_file is not None and not new_file.exists():  # a new file holds no study yet: this one will be created
         check_folder_free(out, url)
     storage = open_search_storage(url, heartbeat_s)
-    sampler = make_sampler(settings.sampler, settings.seed, len(settings.objectives), space=settings.space,
-                           budgets=settings.budgets)
+    sampler = make_sampler(
+        settings.sampler, settings.seed, len(settings.objectives), space=settings.space, budgets=settings.budgets
+    )
     pruner = make_pruner(settings.pruner, settings.proxy.get("epochs", 10))
     with storage_lock(storage, study_name):  # commands started together: one creates it, the others load it
         try:
@@ -49,8 +57,9 @@ def open_search_study(settings: Settings, *, study_name: str, storage: str | Non
             created = False
         except KeyError:
             check_folder_free(out, url)
-            study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
-                                        directions=settings.directions)
+            study = optuna.create_study(
+                study_name=study_name, storage=storage, sampler=sampler, pruner=pruner, directions=settings.directions
+            )
             created = True
         except Exception as err:  # noqa: BLE001 - a bad URL or an unreachable database
             raise UsageError(f"--storage {shown}: cannot open it ({error_line(err)})") from None
@@ -68,17 +77,20 @@ def open_search_study(settings: Settings, *, study_name: str, storage: str | Non
             claim_folder(out, study, url)
             return study, True
         if study.user_attrs.get("funnelbench") != MARKER:
-            raise UsageError(f"study {study_name!r} in {shown} was not made by funnelbench search; choose another --study")
+            raise UsageError(
+                f"study {study_name!r} in {shown} was not made by funnelbench search; choose another --study"
+            )
         diff = differences(study.user_attrs.get("settings", {}), now)
         if diff:
-            raise UsageError(f"study {study_name!r} exists with other settings: {'; '.join(diff)}; run it with the same "
-                             "options to continue it, or choose another --study")
+            raise UsageError(
+                f"study {study_name!r} exists with other settings: {'; '.join(diff)}; run it with the same "
+                "options to continue it, or choose another --study"
+            )
         earlier = "uid" not in study.user_attrs  # made before studies had an identity: its folder has no owner file
         if earlier:
             study.set_user_attr("uid", uuid.uuid4().hex)
         claim_folder(out, study, url, trials_are_its_own=earlier)
     return study, False
-
 
 
 def quiet_optuna() -> None:
@@ -98,14 +110,13 @@ class _HarmlessOptunaWarnings:
         return not any(text in record.getMessage() for text in self.EXPECTED)
 
 
-
-
 def load_search_study(settings: Settings, *, study_name: str, url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.Study:
     """A study the parent process created or checked (:func:`open_search_study`), loaded again in
     a worker process from its storage ``url``, with this process's own sampler and pruner."""
     storage = open_search_storage(url, heartbeat_s)
-    sampler = make_sampler(settings.sampler, settings.seed, len(settings.objectives), space=settings.space,
-                           budgets=settings.budgets)
+    sampler = make_sampler(
+        settings.sampler, settings.seed, len(settings.objectives), space=settings.space, budgets=settings.budgets
+    )
     pruner = make_pruner(settings.pruner, settings.proxy.get("epochs", 10))
     try:
         return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)

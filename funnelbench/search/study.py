@@ -26,22 +26,79 @@ from .folders import SAFE_NAME, check_name, study_folder
 from .liveness import recover_stale
 from .loop import load_proxy_data, run_loop, search_here
 from .plan import SearchPlan, check_proxy, make_plan
-from .pruners import (HYPERBAND_FACTOR, HYPERBAND_MIN_BRACKETS, MEDIAN_MIN_EPOCHS, TrainedMedianPruner,
-                      hyperband_brackets, make_pruner)
+from .pruners import (
+    HYPERBAND_FACTOR,
+    HYPERBAND_MIN_BRACKETS,
+    MEDIAN_MIN_EPOCHS,
+    TrainedMedianPruner,
+    hyperband_brackets,
+    make_pruner,
+)
 from .run import search
 from .settings import FREE_PROXY_KEYS, Settings, default_study_name
 from .studies import open_search_study, quiet_optuna
 from .summary import best_rows, report_command, summary
 from .trial import INFER_PROFILE, Context, proxy_of, run_trial, train_trial
-from .vocabulary import (FAILED, MARKER, OBJECTIVE_ATTR, OBJECTIVES, OWNER_FILE, PRUNERS, SAMPLERS, SKIPPED,
-                         STUDY_ROOT, TRAINED, TRIAL_KEYS)
+from .vocabulary import (
+    FAILED,
+    MARKER,
+    OBJECTIVE_ATTR,
+    OBJECTIVES,
+    OWNER_FILE,
+    PRUNERS,
+    SAMPLERS,
+    SKIPPED,
+    STUDY_ROOT,
+    TRAINED,
+    TRIAL_KEYS,
+)
 
 open_study = open_search_study  # the name this writer had (funnelbench.search.report.read_study is the reader)
 
-__all__ = ["search", "Settings", "SearchPlan", "make_plan", "check_proxy", "open_study", "open_search_study",
-           "quiet_optuna", "run_trial", "run_loop", "search_here", "load_proxy_data", "Context", "train_trial",
-           "proxy_of", "INFER_PROFILE", "counts", "is_trained", "recover_stale", "summary", "best_rows",
-           "report_command", "macs_text", "check_name", "study_folder", "SAFE_NAME", "default_study_name",
-           "FREE_PROXY_KEYS", "TrainedMedianPruner", "make_pruner", "hyperband_brackets", "MEDIAN_MIN_EPOCHS",
-           "HYPERBAND_FACTOR", "HYPERBAND_MIN_BRACKETS", "OBJECTIVES", "OBJECTIVE_ATTR", "TRIAL_KEYS", "TRAINED",
-           "SKIPPED", "FAILED", "MARKER", "STUDY_ROOT", "OWNER_FILE", "SAMPLERS", "PRUNERS"]
+__all__ = [
+    "search",
+    "Settings",
+    "SearchPlan",
+    "make_plan",
+    "check_proxy",
+    "open_study",
+    "open_search_study",
+    "quiet_optuna",
+    "run_trial",
+    "run_loop",
+    "search_here",
+    "load_proxy_data",
+    "Context",
+    "train_trial",
+    "proxy_of",
+    "INFER_PROFILE",
+    "counts",
+    "is_trained",
+    "recover_stale",
+    "summary",
+    "best_rows",
+    "report_command",
+    "macs_text",
+    "check_name",
+    "study_folder",
+    "SAFE_NAME",
+    "default_study_name",
+    "FREE_PROXY_KEYS",
+    "TrainedMedianPruner",
+    "make_pruner",
+    "hyperband_brackets",
+    "MEDIAN_MIN_EPOCHS",
+    "HYPERBAND_FACTOR",
+    "HYPERBAND_MIN_BRACKETS",
+    "OBJECTIVES",
+    "OBJECTIVE_ATTR",
+    "TRIAL_KEYS",
+    "TRAINED",
+    "SKIPPED",
+    "FAILED",
+    "MARKER",
+    "STUDY_ROOT",
+    "OWNER_FILE",
+    "SAMPLERS",
+    "PRUNERS",
+]

@@ -63,7 +63,9 @@ def trial_table(records: list[dict]) -> list[dict]:
             "val_loss": _round(r["val_loss"], 4),
             "test_top1": _round(r.get("test_top1"), 2),  # read once at the end; never the objective
             "train_img_per_s": _round(r["train_img_per_s"], 1),
-            "train_mem_est_mib": _round(None if r["train_mem_est_bytes"] is None else r["train_mem_est_bytes"] / 2 ** 20, 1),
+            "train_mem_est_mib": _round(
+                None if r["train_mem_est_bytes"] is None else r["train_mem_est_bytes"] / 2**20, 1
+            ),
             "epochs_done": r["epochs_done"],
             "status": r["status"],
             "over_budget": r["over_budget"] or "",
@@ -74,13 +76,14 @@ def trial_table(records: list[dict]) -> list[dict]:
     return rows
 
 
-
 def best_rows(study: optuna.Study) -> list[dict]:
     """The best trial (one objective) or the Pareto front (several), as ``funnelbench report``
     reads it (:func:`.records.front_trials`: feasible trials trained to the end, never a
     repeat), best first."""
-    return [{"number": t.number, **{k: t.user_attrs.get(k) for k in TRIAL_KEYS}, "values": t.values}
-            for t in front_trials(study)]
+    return [
+        {"number": t.number, **{k: t.user_attrs.get(k) for k in TRIAL_KEYS}, "values": t.values}
+        for t in front_trials(study)
+    ]
 
 
 def summary(study: optuna.Study) -> dict:
@@ -88,9 +91,15 @@ def summary(study: optuna.Study) -> dict:
     settings = study.user_attrs.get("settings", {})
     out = study.user_attrs.get("out")
     storage = storage_text(study)
-    return {"study": study.study_name, "storage": storage, "out": out, "settings": settings, "counts": counts(study),
-            "best": best_rows(study),
-            "report_command": report_command(study.study_name, storage, out)}
+    return {
+        "study": study.study_name,
+        "storage": storage,
+        "out": out,
+        "settings": settings,
+        "counts": counts(study),
+        "best": best_rows(study),
+        "report_command": report_command(study.study_name, storage, out),
+    }
 
 
 def storage_text(study: optuna.Study) -> str | None:

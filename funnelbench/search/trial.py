@@ -44,8 +44,16 @@ INFER_PROFILE = dict(batch_size=8, warmup=1, repeats=3, train=False, memory=Fals
 # ----------------------------------------------------------------------------- the adapter to the trainer
 
 
-def train_trial(layout: Layout, *, out: Path, proxy: dict, data=None, callback: Callable[[dict], bool] | None = None,
-                console=None, resume: bool = False) -> dict:
+def train_trial(
+    layout: Layout,
+    *,
+    out: Path,
+    proxy: dict,
+    data=None,
+    callback: Callable[[dict], bool] | None = None,
+    console=None,
+    resume: bool = False,
+) -> dict:
     """The one place the search calls the trainer (contract A): train the proxy of ``layout``
     (full size; ``proxy`` holds the training options and ``width_scale``) into ``out`` on the
     already loaded ``data``; ``callback(metrics)`` after every epoch returns True to prune.
@@ -69,8 +77,9 @@ def _trainer():
 def proxy_of(layout: Layout, proxy: dict) -> Layout:
     """The layout that trains for ``layout``: the trainer's rule (widths scaled, heads kept, then
     the proxy resolution)."""
-    return _trainer().proxy_layout(layout, proxy.get("image_size"), proxy.get("patch_size"),
-                                   width_scale=proxy.get("width_scale", 1.0))
+    return _trainer().proxy_layout(
+        layout, proxy.get("image_size"), proxy.get("patch_size"), width_scale=proxy.get("width_scale", 1.0)
+    )
 
 
 def resume_point(source: Path | None, target: Path) -> list[dict] | None:
@@ -109,8 +118,13 @@ class Context:
         if layout not in self.finished:
             self.__post_init__()
         earlier = self.finished.get(layout)
-        return None if earlier is None or earlier == number else study._storage.get_trial(
-            study._storage.get_trial_id_from_study_id_trial_number(study._study_id, earlier))
+        return (
+            None
+            if earlier is None or earlier == number
+            else study._storage.get_trial(
+                study._storage.get_trial_id_from_study_id_trial_number(study._study_id, earlier)
+            )
+        )
 
     def emit(self, kind: str, **info) -> None:
         if self.on_event:
@@ -122,8 +136,9 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
     s = ctx.settings
     trial.set_user_attr("worker", ctx.worker)  # first: a trial whose process dies is recognised as stale
     attrs = dict.fromkeys(TRIAL_KEYS)
-    attrs.update(status="running", baseline=False, over_budget={}, worker=ctx.worker,
-                 retry_of=trial.user_attrs.get("retry_of"))
+    attrs.update(
+        status="running", baseline=False, over_budget={}, worker=ctx.worker, retry_of=trial.user_attrs.get("retry_of")
+    )
     fixed = trial.user_attrs.get(BASELINE_LAYOUT)
     if fixed is not None:  # a baseline: its layout as given (it need not be a point of the space)
         layout = resolve(fixed)
@@ -141,8 +156,12 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
         attrs.update(status=SKIPPED, error=error_line(err), wall_s=time.time() - started)
         set_attrs(trial, attrs)
         return SKIPPED, None, TrialState.FAIL
-    attrs.update(params=costs["params"], macs=costs["macs"], flops=2 * costs["macs"],
-                 train_mem_est_bytes=costs["train_mem_est_bytes"])
+    attrs.update(
+        params=costs["params"],
+        macs=costs["macs"],
+        flops=2 * costs["macs"],
+        train_mem_est_bytes=costs["train_mem_est_bytes"],
+    )
     excess.update(s.space.constraints(layout))  # every key in every trial, <= 0 when met
     carried = trial.constraints  # a retry carries its dead trial's (the same layout's) values
     for name, value in excess.items():
@@ -179,8 +198,11 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
         else:
             attrs["proxy_layout"] = None
     except KeyboardInterrupt:
-        attrs.update(status="interrupted", error="interrupted (Ctrl-C or a signal) while the trial ran",
-                     wall_s=time.time() - started)
+        attrs.update(
+            status="interrupted",
+            error="interrupted (Ctrl-C or a signal) while the trial ran",
+            wall_s=time.time() - started,
+        )
         set_attrs(trial, attrs)
         raise
     except Exception as err:  # noqa: BLE001 - a trial's failure is recorded and the study goes on
@@ -223,8 +245,9 @@ def _train(ctx: Context, trial: optuna.Trial, layout: Layout, attrs: dict) -> tu
         # trial that has trained its whole schedule is a result, never pruned
         return not attrs["baseline"] and metrics["epoch"] < epochs and trial.should_prune()
 
-    record = train_trial(layout, out=ctx.out / run_dir, proxy=s.proxy, data=ctx.data, callback=callback,
-                         console=None, resume=resume)
+    record = train_trial(
+        layout, out=ctx.out / run_dir, proxy=s.proxy, data=ctx.data, callback=callback, console=None, resume=resume
+    )
     _fill_metrics(attrs, record, history)
     status = record.get("status", "failed")
     if status == "pruned":
@@ -276,8 +299,12 @@ def _worst(objective: str) -> float:
 def _worst_values(s: Settings, attrs: dict) -> list[float]:
     """A rejected trial's values: its costs where they are objectives, the worst value for the
     rest (it is infeasible, so no sampler, best trial or front uses them as results)."""
-    return [float(attrs[OBJECTIVE_ATTR[o]]) if o in ("macs", "params") or (o == "train_mem" and attrs["train_mem_est_bytes"])
-            else _worst(o) for o in s.objectives]
+    return [
+        float(attrs[OBJECTIVE_ATTR[o]])
+        if o in ("macs", "params") or (o == "train_mem" and attrs["train_mem_est_bytes"])
+        else _worst(o)
+        for o in s.objectives
+    ]
 
 
 def _repeat(ctx: Context, trial: optuna.Trial, attrs: dict, earlier) -> tuple[str, list | None, TrialState]:

@@ -34,14 +34,26 @@ OBJECTIVES = {
     "infer_img_per_s": ("maximize", False, None),
 }
 # the trial attribute (record column) each objective reads
-OBJECTIVE_ATTR = {"top1": "top1", "top5": "top5", "val_loss": "val_loss", "macs": "macs", "params": "params",
-                  "train_mem": "train_mem_est_bytes", "train_img_per_s": "train_img_per_s",
-                  "infer_img_per_s": "infer_img_per_s"}
+OBJECTIVE_ATTR = {
+    "top1": "top1",
+    "top5": "top5",
+    "val_loss": "val_loss",
+    "macs": "macs",
+    "params": "params",
+    "train_mem": "train_mem_est_bytes",
+    "train_img_per_s": "train_img_per_s",
+    "infer_img_per_s": "infer_img_per_s",
+}
 # each objective's label on a plot's axis
 OBJECTIVE_LABELS = {
-    "top1": "proxy top-1 (%)", "top5": "proxy top-5 (%)", "val_loss": "proxy val loss",
-    "macs": "GMACs (= FLOPs as the papers count)", "params": "params (M)", "train_mem": "est. training memory (GiB)",
-    "train_img_per_s": "train img/s", "infer_img_per_s": "inference img/s",
+    "top1": "proxy top-1 (%)",
+    "top5": "proxy top-5 (%)",
+    "val_loss": "proxy val loss",
+    "macs": "GMACs (= FLOPs as the papers count)",
+    "params": "params (M)",
+    "train_mem": "est. training memory (GiB)",
+    "train_img_per_s": "train img/s",
+    "infer_img_per_s": "inference img/s",
 }
 COSTS = ("macs", "params", "train_mem")  # objectives that are costs: the x axis of a trade-off plot
 MAXIMIZED = tuple(o for o, (direction, _, _) in OBJECTIVES.items() if direction == "maximize")
@@ -51,9 +63,32 @@ PRUNERS = ("median", "hyperband", "none")
 # ----------------------------------------------------------------------------- trials
 
 # Every trial has every key (None where not applicable): its facts, plus duplicate_of, worker, retry_of.
-TRIAL_KEYS = ("target_layout", "proxy_layout", "params", "macs", "flops", "proxy_params", "proxy_macs",
-              "train_mem_est_bytes", "top1", "top5", "val_loss", "test_top1", "epochs_done", "train_img_per_s", "infer_img_per_s",
-              "wall_s", "status", "error", "baseline", "over_budget", "run_dir", "duplicate_of", "worker", "retry_of")
+TRIAL_KEYS = (
+    "target_layout",
+    "proxy_layout",
+    "params",
+    "macs",
+    "flops",
+    "proxy_params",
+    "proxy_macs",
+    "train_mem_est_bytes",
+    "top1",
+    "top5",
+    "val_loss",
+    "test_top1",
+    "epochs_done",
+    "train_img_per_s",
+    "infer_img_per_s",
+    "wall_s",
+    "status",
+    "error",
+    "baseline",
+    "over_budget",
+    "run_dir",
+    "duplicate_of",
+    "worker",
+    "retry_of",
+)
 # Attributes a trial holds besides TRIAL_KEYS:
 BASELINE_LAYOUT = "baseline_layout"  # an enqueued baseline's layout, as given
 RETRY_OF = "retry_of"  # the number of the dead trial a retry continues (also in TRIAL_KEYS)
@@ -67,12 +102,39 @@ REJECTED = "rejected"  # over a budget or outside the space's constraints: recor
 INTERRUPTED = "interrupted"  # its process ended (a kill, Ctrl-C, SIGTERM) before it finished
 FAILED = ("failed", "diverged", "oom", INTERRUPTED)
 # The funnelbench status of a trial whose attributes do not say (e.g. still running), by Optuna state.
-STATUS_OF_STATE = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
-                   "WAITING": "waiting"}
+STATUS_OF_STATE = {
+    "COMPLETE": "completed",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+    "RUNNING": "running",
+    "WAITING": "waiting",
+}
 # The search's counts of a study's trials (funnelbench.search.accounting.counts), in this order.
 COUNT_KEYS = ("trained", "completed", "pruned", "rejected", "skipped", "failed", "repeats", "running", "waiting")
 
-__all__ = ["MARKER", "STUDY_ROOT", "DEFAULT_OUT_DIR", "SQLITE_FILE", "JOURNAL_FILE", "OWNER_FILE", "SQLITE_SUFFIXES",
-           "OBJECTIVES", "OBJECTIVE_ATTR", "OBJECTIVE_LABELS", "COSTS", "MAXIMIZED", "SAMPLERS", "PRUNERS",
-           "TRIAL_KEYS", "BASELINE_LAYOUT", "RETRY_OF", "TRAINED", "SKIPPED", "REJECTED", "INTERRUPTED", "FAILED",
-           "STATUS_OF_STATE", "COUNT_KEYS"]
+__all__ = [
+    "MARKER",
+    "STUDY_ROOT",
+    "DEFAULT_OUT_DIR",
+    "SQLITE_FILE",
+    "JOURNAL_FILE",
+    "OWNER_FILE",
+    "SQLITE_SUFFIXES",
+    "OBJECTIVES",
+    "OBJECTIVE_ATTR",
+    "OBJECTIVE_LABELS",
+    "COSTS",
+    "MAXIMIZED",
+    "SAMPLERS",
+    "PRUNERS",
+    "TRIAL_KEYS",
+    "BASELINE_LAYOUT",
+    "RETRY_OF",
+    "TRAINED",
+    "SKIPPED",
+    "REJECTED",
+    "INTERRUPTED",
+    "FAILED",
+    "STATUS_OF_STATE",
+    "COUNT_KEYS",
+]

@@ -33,25 +33,28 @@ import optuna
 from ..errors import FunnelbenchError, UsageError, redact
 from .accounting import counts
 from .faults import StorageError, one_line, storage_errors
-from .liveness import recover_stale
-from .locks import study_lock
-from .loop import search_here
-from .plan import SearchPlan
-from .signals import Interrupted, signals_interrupt
-from .storage import url_of
-from .studies import load_search_study, quiet_optuna
 
 # The storage, liveness, loop and signal names this module held before they had modules of their
 # own (benchmarks, tests and scripts import them from here); see __all__.
 from .journal import JournalHeartbeatStorage, repair_torn_tail
-from .liveness import POLL_S, claim_layout, fail_stale_trials, requeue, retried_from
-from .locks import sole_search, storage_lock
-from .loop import Worker, release_memory
-from .signals import raise_if_signalled
-from .storage import (HEARTBEAT_S, MAX_RETRY, STALE_HEARTBEATS, check_sqlite, is_shared, open_storage, storage_file,
-                      storage_url)
+from .liveness import POLL_S, claim_layout, fail_stale_trials, recover_stale, requeue, retried_from
+from .locks import sole_search, storage_lock, study_lock
+from .loop import Worker, release_memory, search_here
+from .plan import SearchPlan
+from .signals import Interrupted, raise_if_signalled, signals_interrupt
+from .storage import (
+    HEARTBEAT_S,
+    MAX_RETRY,
+    STALE_HEARTBEATS,
+    check_sqlite,
+    is_shared,
+    open_storage,
+    storage_file,
+    storage_url,
+    url_of,
+)
+from .studies import load_search_study, quiet_optuna
 from .vocabulary import JOURNAL_FILE
-
 
 # ----------------------------------------------------------------------------- this machine's share
 
@@ -87,10 +90,12 @@ def check_workers(workers: int) -> None:
         gpus = gpu_ids()
         if workers <= len(gpus):
             return
-        raise UsageError(f"--workers {workers}: this machine has {cores} CPU core(s)"
-                         + (f" and {len(gpus)} GPU(s)" if gpus else " and no GPU")
-                         + f", and each worker is a whole training process; use --workers {max(cores, len(gpus))} "
-                         "or fewer")
+        raise UsageError(
+            f"--workers {workers}: this machine has {cores} CPU core(s)"
+            + (f" and {len(gpus)} GPU(s)" if gpus else " and no GPU")
+            + f", and each worker is a whole training process; use --workers {max(cores, len(gpus))} "
+            "or fewer"
+        )
 
 
 def workers_for(workers: int, trials_left: int) -> int:
@@ -134,7 +139,9 @@ def _worker_main(index: int, workers: int, resources: dict, target: Callable, kw
             errors.put(str(err))
             code = 2
         except storage_errors() as err:
-            errors.put(f"storage: {one_line(err)}; the study keeps every finished trial: re-run the command to continue")
+            errors.put(
+                f"storage: {one_line(err)}; the study keeps every finished trial: re-run the command to continue"
+            )
             code = 2
         except Exception as err:  # noqa: BLE001 - a bug or unknown trouble: one line in the parent (exit 1)
             if os.environ.get("FUNNELBENCH_DEBUG", "") not in ("", "0"):
@@ -159,9 +166,14 @@ def run_workers(workers: int, target: Callable, kwargs: dict) -> list[str]:
     finished its work (a dead worker's trial is retried by the live ones)."""
     ctx = multiprocessing.get_context("spawn")
     errors = ctx.SimpleQueue()  # written at once (a Queue's feeder thread may not outlive os._exit)
-    procs = [ctx.Process(target=_worker_main, name=f"funnelbench-worker-{i}",
-                         args=(i, workers, worker_resources(i, workers), target, kwargs, errors))
-             for i in range(workers)]
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            name=f"funnelbench-worker-{i}",
+            args=(i, workers, worker_resources(i, workers), target, kwargs, errors),
+        )
+        for i in range(workers)
+    ]
     received: list[int] = []
 
     def forward(signum, frame):
@@ -189,7 +201,7 @@ def run_workers(workers: int, target: Callable, kwargs: dict) -> list[str]:
         raise Interrupted(received[0])
     if messages:
         if messages[0].startswith(UNEXPECTED):
-            raise WorkerCrashed(messages[0][len(UNEXPECTED):])
+            raise WorkerCrashed(messages[0][len(UNEXPECTED) :])
         raise (StorageError if messages[0].startswith("storage") else FunnelbenchError)(messages[0])
     return [f"worker {i} (pid {p.pid}) {_describe_exit(p.exitcode)}" for i, p in enumerate(procs) if p.exitcode != 0]
 
@@ -208,12 +220,19 @@ def _describe_exit(code: int) -> str:
     return f"ended with exit code {code}"
 
 
-
 # ----------------------------------------------------------------------------- the search in N processes
 
 
-def search_in_workers(study: optuna.Study, workers: int, plan: SearchPlan, *, warm: Callable[[], object] | None,
-                      start: dict, on_event=None, worker_events=None) -> optuna.Study:
+def search_in_workers(
+    study: optuna.Study,
+    workers: int,
+    plan: SearchPlan,
+    *,
+    warm: Callable[[], object] | None,
+    start: dict,
+    on_event=None,
+    worker_events=None,
+) -> optuna.Study:
     """The parent process of ``funnelbench search --workers N``: the study is created (and its
     baselines queued) before this, once; the data cache is built here, once, so every worker
     maps the same bytes; then N processes run the single-process search (:func:`search_worker`)
@@ -229,8 +248,10 @@ def search_in_workers(study: optuna.Study, workers: int, plan: SearchPlan, *, wa
     if lost:
         emit("workers_lost", {"lines": lost})
         if c["trained"] < plan.trials:
-            raise WorkersLost(f"{'; '.join(lost)}: the study holds {c['trained']} of {plan.trials} trained trials "
-                              f"(every finished one is kept); re-run the command to continue")
+            raise WorkersLost(
+                f"{'; '.join(lost)}: the study holds {c['trained']} of {plan.trials} trained trials "
+                f"(every finished one is kept); re-run the command to continue"
+            )
     emit("end", {"counts": c, "study": study})
     return study
 
@@ -246,15 +267,54 @@ def search_worker(plan: SearchPlan, events) -> None:
     study = load_search_study(plan.settings, study_name=plan.study, url=plan.url, heartbeat_s=plan.heartbeat_s)
     with study_lock(study):
         stale = recover_stale(study)
-    search_here(dataclasses.replace(plan, storage=plan.url), study, created=False, stale=stale,
-                on_event=events() if events is not None else None)
+    search_here(
+        dataclasses.replace(plan, storage=plan.url),
+        study,
+        created=False,
+        stale=stale,
+        on_event=events() if events is not None else None,
+    )
 
 
-__all__ = ["cpu_cores", "gpu_ids", "check_workers", "workers_for", "worker_resources", "run_workers", "WorkerCrashed",
-           "WorkersLost", "search_in_workers", "search_worker", "UNEXPECTED",
-           # re-exported
-           "JournalHeartbeatStorage", "repair_torn_tail", "POLL_S", "claim_layout", "fail_stale_trials", "requeue",
-           "retried_from", "sole_search", "storage_lock", "study_lock", "Worker", "release_memory",
-           "raise_if_signalled", "Interrupted", "signals_interrupt", "HEARTBEAT_S", "MAX_RETRY", "STALE_HEARTBEATS",
-           "check_sqlite", "is_shared", "open_storage", "storage_file", "storage_url", "url_of", "JOURNAL_FILE",
-           "StorageError", "storage_errors", "one_line"]
+__all__ = [
+    "cpu_cores",
+    "gpu_ids",
+    "check_workers",
+    "workers_for",
+    "worker_resources",
+    "run_workers",
+    "WorkerCrashed",
+    "WorkersLost",
+    "search_in_workers",
+    "search_worker",
+    "UNEXPECTED",
+    # re-exported
+    "JournalHeartbeatStorage",
+    "repair_torn_tail",
+    "POLL_S",
+    "claim_layout",
+    "fail_stale_trials",
+    "requeue",
+    "retried_from",
+    "sole_search",
+    "storage_lock",
+    "study_lock",
+    "Worker",
+    "release_memory",
+    "raise_if_signalled",
+    "Interrupted",
+    "signals_interrupt",
+    "HEARTBEAT_S",
+    "MAX_RETRY",
+    "STALE_HEARTBEATS",
+    "check_sqlite",
+    "is_shared",
+    "open_storage",
+    "storage_file",
+    "storage_url",
+    "url_of",
+    "JOURNAL_FILE",
+    "StorageError",
+    "storage_errors",
+    "one_line",
+]

@@ -18,9 +18,19 @@ from .steps import OutOfMemory
 from .trainer import Trainer
 
 
-def train(layout=None, *, out: str | os.PathLike, config: TrainConfig | None = None, data: ImageData | None = None,
-          resume: bool = False, overwrite: bool = False, callback: EpochCallback | None = None,
-          console=None, cache_dir: str | os.PathLike | None = None, **options) -> dict:
+def train(
+    layout=None,
+    *,
+    out: str | os.PathLike,
+    config: TrainConfig | None = None,
+    data: ImageData | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    callback: EpochCallback | None = None,
+    console=None,
+    cache_dir: str | os.PathLike | None = None,
+    **options,
+) -> dict:
     """Train ``layout`` (a layout string, preset name or Layout: the target, at full size) with
     ``options`` (the :class:`TrainConfig` fields), or a ready ``config``, on ``data`` (an
     already loaded :class:`ImageData`) or on the config's data; returns the final record (see
@@ -28,8 +38,16 @@ def train(layout=None, *, out: str | os.PathLike, config: TrainConfig | None = N
     and torch thread count are the same afterwards, and the model and loaders are released."""
     config = make_config(layout, config=config, **options)
     try:
-        trainer = Trainer(config, out=out, data=data, resume=resume, overwrite=overwrite, callback=callback,
-                          console=console, cache_dir=cache_dir)
+        trainer = Trainer(
+            config,
+            out=out,
+            data=data,
+            resume=resume,
+            overwrite=overwrite,
+            callback=callback,
+            console=console,
+            cache_dir=cache_dir,
+        )
     except OutOfMemory as err:  # while building: its record is written
         return err.record
     with trainer:

@@ -34,13 +34,17 @@ def check_given_data(data: ImageData, layout: Layout, config: TrainConfig, check
     if not isinstance(data, ImageData):
         raise UsageError(f"data= takes the ImageData of funnelbench.load_data, got {type(data).__name__}")
     if data.image_size != layout.image_size:
-        raise UsageError(f"the data given is at {data.image_size} px but the proxy trains at {layout.image_size} px; "
-                         f"load it with image_size={layout.image_size}")
+        raise UsageError(
+            f"the data given is at {data.image_size} px but the proxy trains at {layout.image_size} px; "
+            f"load it with image_size={layout.image_size}"
+        )
     checkpoints.check_classes(data.classes)
     wanted = config.test_split
     if wanted is not None and wanted != (data.test is not None):
-        raise UsageError(f"--{'' if wanted else 'no-'}test-split: the data given has {'no' if wanted else 'a'} test split; "
-                         f"load it with load_data(..., test_split={wanted})")
+        raise UsageError(
+            f"--{'' if wanted else 'no-'}test-split: the data given has {'no' if wanted else 'a'} test split; "
+            f"load it with load_data(..., test_split={wanted})"
+        )
     return data
 
 
@@ -52,14 +56,21 @@ def load_run_data(config: TrainConfig, layout: Layout, ranks, console, cache_dir
     with ranks.rank_zero_first(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            data = load_data(c.data, image_size=layout.image_size, classes=c.classes,
-                             train_per_class=c.train_per_class, val_per_class=c.val_per_class,
-                             test_split=c.test_split, test_per_class=c.test_per_class,
-                             subset_seed=c.subset_seed, cache_dir=cache_dir,
-                             # Decoding into the cache is a one-off whose result does not depend on
-                             # the number of processes: use the cores.
-                             workers=c.workers or min(8, os.cpu_count() or 1),
-                             progress=progress.update if progress else None)
+            data = load_data(
+                c.data,
+                image_size=layout.image_size,
+                classes=c.classes,
+                train_per_class=c.train_per_class,
+                val_per_class=c.val_per_class,
+                test_split=c.test_split,
+                test_per_class=c.test_per_class,
+                subset_seed=c.subset_seed,
+                cache_dir=cache_dir,
+                # Decoding into the cache is a one-off whose result does not depend on
+                # the number of processes: use the cores.
+                workers=c.workers or min(8, os.cpu_count() or 1),
+                progress=progress.update if progress else None,
+            )
         finally:
             if progress:
                 progress.close()
@@ -73,19 +84,27 @@ def make_samplers(data: ImageData, config: TrainConfig, ranks) -> tuple[ShardedB
     """The training batch sampler (each rank's slice of every global batch) and the
     evaluation samplers by split."""
     c = config
-    train = ShardedBatchSampler(len(data.train), c.batch_size, rank=ranks.rank, world=ranks.world,
-                                shuffle=True, seed=c.seed, drop_last=True)
+    train = ShardedBatchSampler(
+        len(data.train), c.batch_size, rank=ranks.rank, world=ranks.world, shuffle=True, seed=c.seed, drop_last=True
+    )
     if train.steps() == 0:
-        raise UsageError(f"--batch-size {c.batch_size} is larger than the {len(data.train)} training images; "
-                         "use a smaller batch or more images per class")
-    evals = {name: ShardedBatchSampler(len(split), c.batch_size, rank=ranks.rank, world=ranks.world,
-                                       shuffle=False, drop_last=False)
-             for name, split in (("val", data.val), ("test", data.test)) if split is not None}
+        raise UsageError(
+            f"--batch-size {c.batch_size} is larger than the {len(data.train)} training images; "
+            "use a smaller batch or more images per class"
+        )
+    evals = {
+        name: ShardedBatchSampler(
+            len(split), c.batch_size, rank=ranks.rank, world=ranks.world, shuffle=False, drop_last=False
+        )
+        for name, split in (("val", data.val), ("test", data.test))
+        if split is not None
+    }
     return train, evals
 
 
-def make_model(layout: Layout, num_classes: int, *, seed: int, init_state: dict | None,
-               ranks) -> tuple[torch.nn.Module, torch.nn.Module, LoadReport | None]:
+def make_model(
+    layout: Layout, num_classes: int, *, seed: int, init_state: dict | None, ranks
+) -> tuple[torch.nn.Module, torch.nn.Module, LoadReport | None]:
     """(model, what the steps call (DDP or the model), the fine-tuning load's report): the
     model initialised from ``seed``, then the source's weights."""
     torch.manual_seed(seed)
@@ -97,20 +116,35 @@ def make_model(layout: Layout, num_classes: int, *, seed: int, init_state: dict 
 def init_fields(report: LoadReport) -> dict:
     """The record's ``init_*`` fields: what the fine-tuning load did."""
     r = report
-    return dict(init_loaded=len(r.loaded), init_resized=",".join(r.resized), init_new=",".join(r.new),
-                init_skipped=",".join(r.skipped))
+    return dict(
+        init_loaded=len(r.loaded),
+        init_resized=",".join(r.resized),
+        init_new=",".join(r.new),
+        init_skipped=",".join(r.skipped),
+    )
 
 
-def make_loaders(data: ImageData, train_sampler, eval_samplers: dict, augment: Augment, *, workers: int,
-                 device: torch.device) -> tuple:
+def make_loaders(
+    data: ImageData, train_sampler, eval_samplers: dict, augment: Augment, *, workers: int, device: torch.device
+) -> tuple:
     """(train, val, test) loaders; test is None without a test split."""
     pin = device.type == "cuda"
     train = make_loader(data.train, train_sampler, augment, workers=workers, pin_memory=pin)
     val = make_loader(data.val, eval_samplers["val"], None, workers=workers, pin_memory=pin)
-    test = None if data.test is None else make_loader(data.test, eval_samplers["test"], None, workers=workers,
-                                                      pin_memory=pin)
+    test = (
+        None
+        if data.test is None
+        else make_loader(data.test, eval_samplers["test"], None, workers=workers, pin_memory=pin)
+    )
     return train, val, test
 
 
-__all__ = ["fine_tuning_source", "check_given_data", "load_run_data", "make_samplers", "make_model", "init_fields",
-           "make_loaders"]
+__all__ = [
+    "fine_tuning_source",
+    "check_given_data",
+    "load_run_data",
+    "make_samplers",
+    "make_model",
+    "init_fields",
+    "make_loaders",
+]

@@ -34,12 +34,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """A checkpoint file (loaded with ``weights_only=True``: tensors and plain values only)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UsageError(f"checkpoint {str(path)!r} does not exist; give the checkpoint.pt of a run (or a state dict file)")
+        raise UsageError(
+            f"checkpoint {str(path)!r} does not exist; give the checkpoint.pt of a run (or a state dict file)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors of every kind: not a checkpoint we can read safely
-        raise UsageError(f"cannot read checkpoint {str(path)!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                         "give a funnelbench checkpoint.pt or a plain state dict saved with torch.save") from None
+        raise UsageError(
+            f"cannot read checkpoint {str(path)!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            "give a funnelbench checkpoint.pt or a plain state dict saved with torch.save"
+        ) from None
 
 
 def checkpoint_layout(checkpoint: str | os.PathLike) -> str | None:
@@ -85,8 +89,10 @@ class RunFolder:
             if self.resume_state.get("format") != CHECKPOINT_FORMAT:
                 raise UsageError(f"--resume: {self.path / CHECKPOINT} is not a funnelbench training checkpoint")
         elif old and not overwrite:
-            raise UsageError(f"--out {self.path} already holds a run ({self._describe()}); pass --resume to continue it, "
-                             "--overwrite to start again, or choose another --out")
+            raise UsageError(
+                f"--out {self.path} already holds a run ({self._describe()}); pass --resume to continue it, "
+                "--overwrite to start again, or choose another --out"
+            )
         self.had_run = bool(old) and not resume
         if rank == 0:
             self._check_writable()
@@ -124,7 +130,9 @@ class RunFolder:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise UsageError(f"--out {self.path}: cannot create the folder ({err.strerror}); choose a writable path") from None
+            raise UsageError(
+                f"--out {self.path}: cannot create the folder ({err.strerror}); choose a writable path"
+            ) from None
 
     def save_checkpoint(self, state: dict) -> None:
         """``torch.save`` straight into a temporary file next to the checkpoint, then renamed."""
@@ -196,16 +204,23 @@ class Checkpoints:
         if state is None:
             return
         saved, now = state["config"], asdict(config)
-        diff = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now
-                if k not in FREE_ON_RESUME and saved.get(k, now[k]) != now[k]]
+        diff = [
+            f"{k}={saved.get(k)!r} (now {now[k]!r})"
+            for k in now
+            if k not in FREE_ON_RESUME and saved.get(k, now[k]) != now[k]
+        ]
         if diff:
-            raise UsageError(f"--resume: the run in {self.folder.path} was made with other options: {', '.join(diff[:4])}"
-                             f"{' ...' if len(diff) > 4 else ''}; resume with the same options or choose another --out")
+            raise UsageError(
+                f"--resume: the run in {self.folder.path} was made with other options: {', '.join(diff[:4])}"
+                f"{' ...' if len(diff) > 4 else ''}; resume with the same options or choose another --out"
+            )
         was = (state.get("device_type"), state.get("dtype_resolved"))
         if was[0] is not None and was != (device.type, dtype):
-            raise UsageError(f"--resume: the run in {self.folder.path} trained in {was[1]} on {was[0]}, but --device "
-                             f"{config.device} / --dtype {config.dtype} now mean {dtype} on {device.type}; "
-                             f"the results would differ: resume where it ran, or choose another --out")
+            raise UsageError(
+                f"--resume: the run in {self.folder.path} trained in {was[1]} on {was[0]}, but --device "
+                f"{config.device} / --dtype {config.dtype} now mean {dtype} on {device.type}; "
+                f"the results would differ: resume where it ran, or choose another --out"
+            )
 
     def check_classes(self, classes) -> None:
         """Data given to a resumed run must have the classes it trained on."""
@@ -275,5 +290,17 @@ def resume_point(source: Path | None, target: Path) -> list[dict] | None:
     return history
 
 
-__all__ = ["RunFolder", "Checkpoints", "read_checkpoint", "remove_checkpoint", "checkpoint_layout", "finetune_layout",
-           "resume_point", "CHECKPOINT", "HISTORY", "RECORD", "RUN_FILES", "CHECKPOINT_FORMAT"]
+__all__ = [
+    "RunFolder",
+    "Checkpoints",
+    "read_checkpoint",
+    "remove_checkpoint",
+    "checkpoint_layout",
+    "finetune_layout",
+    "resume_point",
+    "CHECKPOINT",
+    "HISTORY",
+    "RECORD",
+    "RUN_FILES",
+    "CHECKPOINT_FORMAT",
+]

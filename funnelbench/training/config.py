@@ -46,39 +46,73 @@ class TrainConfig:
     is checked here, so a bad value fails before anything is loaded or written."""
 
     layout: str  # the target layout (full size); the proxy that trains is proxy_layout(...)
-    data: str | None = _opt(None, _DATA, "'fashion-mnist' (Debian's dataset-fashion-mnist package: 28 px grey, replicated "
-                                        "to 3 channels, padded to 32 px or resized to --image-size), a folder of idx files "
-                                        "(MNIST style), of downsampled-ImageNet batches (train_data_batch_*, val_data), an "
-                                        "ImageFolder tree (`train/<class>/*`, `val/<class>/*`), a CIFAR-10/100 python folder, or "
-                                        "'builtin': the built-in synthetic dataset (the default; it says nothing about ImageNet), or "
-                                        "'builtin-hard': its harder 16-class version.")
-    classes: int | None = _opt(None, _DATA, "Keep K classes, chosen with --subset-seed (an ImageNet-100-style subset); "
-                                            "downsampled ImageNet: the first K (ImageNet16-120 is --classes 120).")
-    train_per_class: int | None = _opt(None, _DATA, "Training images per class (chosen with --subset-seed). Built-in data: 1000.")
-    val_per_class: int | None = _opt(None, _DATA, "Validation images per class. Built-in data: 250. Carved from the training "
-                                                  "images (with a test split): Fashion-MNIST / idx 500, downsampled "
-                                                  "ImageNet and ImageFolder 50, CIFAR 5000 in all.")
-    test_split: bool | None = _opt(None, _DATA, "Hold out a test split, read once at the end of the run (test_top1), that "
-                                                "selection never sees: validation is then carved from the training images "
-                                                "and the source's held-out images are the test split (the built-in data "
-                                                "renders one). Default: on for Fashion-MNIST, idx and downsampled ImageNet, "
-                                                "off for the built-in data, ImageFolder and CIFAR (validation on their "
-                                                "held-out images, no test number).")
-    test_per_class: int | None = _opt(None, _DATA, "Test images per class. Default: all held-out images (built-in data: 250).")
-    subset_seed: int = _opt(0, _DATA, "Seed of the class and image subset (separate from --seed, so every run shares it).")
-    image_size: int | None = _opt(None, _DATA, "Proxy resolution in px; the layout's token counts follow the patch grid. "
-                                               "Default: the layout's.")
-    patch_size: int | None = _opt(None, _DATA, "Patch size in px at the proxy resolution (56 px / 4 px = the 14 x 14 grid "
-                                               "of 224 / 16).")
-    width_scale: float = _opt(1.0, _DATA, "Proxy width: every stage's hidden and MLP widths times this (0 < s <= 1); the "
-                                          "heads are kept and the hidden width rounded to a multiple of them.")
-    norm: str = _opt("imagenet", _DATA, "Input standardisation: the ImageNet channel mean and sd (imagenet), or the "
-                                        "training split's own (data: e.g. grey Fashion-MNIST, mean 0.29, sd 0.35).")
+    data: str | None = _opt(
+        None,
+        _DATA,
+        "'fashion-mnist' (Debian's dataset-fashion-mnist package: 28 px grey, replicated "
+        "to 3 channels, padded to 32 px or resized to --image-size), a folder of idx files "
+        "(MNIST style), of downsampled-ImageNet batches (train_data_batch_*, val_data), an "
+        "ImageFolder tree (`train/<class>/*`, `val/<class>/*`), a CIFAR-10/100 python folder, or "
+        "'builtin': the built-in synthetic dataset (the default; it says nothing about ImageNet), or "
+        "'builtin-hard': its harder 16-class version.",
+    )
+    classes: int | None = _opt(
+        None,
+        _DATA,
+        "Keep K classes, chosen with --subset-seed (an ImageNet-100-style subset); "
+        "downsampled ImageNet: the first K (ImageNet16-120 is --classes 120).",
+    )
+    train_per_class: int | None = _opt(
+        None, _DATA, "Training images per class (chosen with --subset-seed). Built-in data: 1000."
+    )
+    val_per_class: int | None = _opt(
+        None,
+        _DATA,
+        "Validation images per class. Built-in data: 250. Carved from the training "
+        "images (with a test split): Fashion-MNIST / idx 500, downsampled "
+        "ImageNet and ImageFolder 50, CIFAR 5000 in all.",
+    )
+    test_split: bool | None = _opt(
+        None,
+        _DATA,
+        "Hold out a test split, read once at the end of the run (test_top1), that "
+        "selection never sees: validation is then carved from the training images "
+        "and the source's held-out images are the test split (the built-in data "
+        "renders one). Default: on for Fashion-MNIST, idx and downsampled ImageNet, "
+        "off for the built-in data, ImageFolder and CIFAR (validation on their "
+        "held-out images, no test number).",
+    )
+    test_per_class: int | None = _opt(
+        None, _DATA, "Test images per class. Default: all held-out images (built-in data: 250)."
+    )
+    subset_seed: int = _opt(
+        0, _DATA, "Seed of the class and image subset (separate from --seed, so every run shares it)."
+    )
+    image_size: int | None = _opt(
+        None, _DATA, "Proxy resolution in px; the layout's token counts follow the patch grid. Default: the layout's."
+    )
+    patch_size: int | None = _opt(
+        None, _DATA, "Patch size in px at the proxy resolution (56 px / 4 px = the 14 x 14 grid of 224 / 16)."
+    )
+    width_scale: float = _opt(
+        1.0,
+        _DATA,
+        "Proxy width: every stage's hidden and MLP widths times this (0 < s <= 1); the "
+        "heads are kept and the hidden width rounded to a multiple of them.",
+    )
+    norm: str = _opt(
+        "imagenet",
+        _DATA,
+        "Input standardisation: the ImageNet channel mean and sd (imagenet), or the "
+        "training split's own (data: e.g. grey Fashion-MNIST, mean 0.29, sd 0.35).",
+    )
     epochs: int = _opt(10, _RECIPE, "Epochs.")
     batch_size: int = _opt(128, _RECIPE, "Global batch size (split over torchrun processes).")
     lr: float = _opt(1e-3, _RECIPE, "Peak learning rate of AdamW.")
     min_lr: float = _opt(1e-5, _RECIPE, "Learning rate at the end of the cosine decay (at most --lr).")
-    weight_decay: float = _opt(0.05, _RECIPE, "AdamW weight decay (not on biases, norms, position embedding, class token).")
+    weight_decay: float = _opt(
+        0.05, _RECIPE, "AdamW weight decay (not on biases, norms, position embedding, class token)."
+    )
     warmup_epochs: float = _opt(1.0, _RECIPE, "Linear warm-up, in epochs (fractions allowed).")
     label_smoothing: float = _opt(0.1, _RECIPE, "Label smoothing of the training loss, in [0, 1).")
     clip_grad: float = _opt(1.0, _RECIPE, "Clip the gradient norm to this value; 0 = off.")
@@ -86,20 +120,35 @@ class TrainConfig:
     randaugment_magnitude: int = _opt(9, _AUG, "RandAugment magnitude (0-30).")
     mixup: float = _opt(0.0, _AUG, "MixUp alpha; 0 = off.")
     cutmix: float = _opt(0.0, _AUG, "CutMix alpha; 0 = off (with --mixup too, one of the two per batch).")
-    hflip: bool | None = _opt(None, _AUG, "Random horizontal flips. Default: on, except on the built-in data (a flip "
-                                          "changes its class).")
-    crop_pad: int | None = _opt(None, _AUG, "Random crop after zero-padding this many px per side. Default: image size / 8, "
-                                                 "except on centred, size-normalised images (idx files: Fashion-MNIST, "
-                                                 "MNIST), where it is 0 (measured: results/proxy_recipe.md).")
+    hflip: bool | None = _opt(
+        None, _AUG, "Random horizontal flips. Default: on, except on the built-in data (a flip changes its class)."
+    )
+    crop_pad: int | None = _opt(
+        None,
+        _AUG,
+        "Random crop after zero-padding this many px per side. Default: image size / 8, "
+        "except on centred, size-normalised images (idx files: Fashion-MNIST, "
+        "MNIST), where it is 0 (measured: results/proxy_recipe.md).",
+    )
     seed: int = _opt(0, _RECIPE, f"Seed of the initialisation, data order and augmentation (0 to {SEED_MAX}).")
     device: str = _opt("auto", _RECIPE, "auto, cpu or cuda (under torchrun: each rank's local GPU).")
-    dtype: str = _opt("auto", _RECIPE, f"Autocast dtype: {', '.join(DTYPE_CHOICES)} (auto: bf16 on a CUDA GPU that has it, "
-                                       "else fp32).")
+    dtype: str = _opt(
+        "auto",
+        _RECIPE,
+        f"Autocast dtype: {', '.join(DTYPE_CHOICES)} (auto: bf16 on a CUDA GPU that has it, else fp32).",
+    )
     workers: int = _opt(0, _RUN, "Data loader processes (results do not depend on it).")
-    threads: int | None = _opt(None, _RUN, "torch CPU threads for this run (results may differ in the last bits). "
-                                           "Default: leave the process's setting.")
-    checkpoint: str = _opt("every-epoch", _RUN, "Write checkpoint.pt after every epoch (every-epoch: a killed run resumes), "
-                                                "after the last one (last), or never (none).")
+    threads: int | None = _opt(
+        None,
+        _RUN,
+        "torch CPU threads for this run (results may differ in the last bits). Default: leave the process's setting.",
+    )
+    checkpoint: str = _opt(
+        "every-epoch",
+        _RUN,
+        "Write checkpoint.pt after every epoch (every-epoch: a killed run resumes), "
+        "after the last one (last), or never (none).",
+    )
     finetune_from: str | None = None  # a checkpoint whose weights initialise the model
 
     def __post_init__(self):
@@ -121,12 +170,23 @@ class TrainConfig:
                 if not math.isfinite(value):
                     bad(name, "must be a finite number")
         # (name, lowest, highest) of the bounded integers
-        for name, lo, hi in (("epochs", 1, 100_000), ("batch_size", 1, 2**20), ("seed", 0, SEED_MAX),
-                             ("subset_seed", 0, SEED_MAX), ("randaugment", 0, 16), ("randaugment_magnitude", 0, 30),
-                             ("workers", 0, 256), ("threads", 1, 4096), ("classes", 2, 1_000_000),
-                             ("train_per_class", 1, 10**9), ("val_per_class", 1, 10**9), ("test_per_class", 1, 10**9),
-                             ("image_size", 8, 4096),
-                             ("patch_size", 1, 4096), ("crop_pad", 0, 4096)):
+        for name, lo, hi in (
+            ("epochs", 1, 100_000),
+            ("batch_size", 1, 2**20),
+            ("seed", 0, SEED_MAX),
+            ("subset_seed", 0, SEED_MAX),
+            ("randaugment", 0, 16),
+            ("randaugment_magnitude", 0, 30),
+            ("workers", 0, 256),
+            ("threads", 1, 4096),
+            ("classes", 2, 1_000_000),
+            ("train_per_class", 1, 10**9),
+            ("val_per_class", 1, 10**9),
+            ("test_per_class", 1, 10**9),
+            ("image_size", 8, 4096),
+            ("patch_size", 1, 4096),
+            ("crop_pad", 0, 4096),
+        ):
             value = getattr(self, name)
             if value is not None and not lo <= value <= hi:
                 bad(name, f"must be between {lo} and {hi}")
@@ -162,12 +222,21 @@ def make_config(layout=None, *, config: TrainConfig | None = None, **options) ->
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise UsageError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known - {'layout'}))}")
+        raise UsageError(
+            f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known - {'layout'}))}"
+        )
     return TrainConfig(layout=layout if isinstance(layout, str) else str(resolve(layout)), **options)
 
 
-__all__ = ["TrainConfig", "make_config", "DTYPE_CHOICES", "NORM_CHOICES", "CHECKPOINT_POLICIES", "FREE_ON_RESUME",
-           "SEED_MAX"]
+__all__ = [
+    "TrainConfig",
+    "make_config",
+    "DTYPE_CHOICES",
+    "NORM_CHOICES",
+    "CHECKPOINT_POLICIES",
+    "FREE_ON_RESUME",
+    "SEED_MAX",
+]
 
 
 def default_run_folder(config: TrainConfig, command: str = "train") -> Path:

@@ -62,7 +62,9 @@ class Ranks:
             return model, model
         from torch.nn.parallel import DistributedDataParallel
 
-        return model, DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return model, DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+        )
 
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
@@ -89,7 +91,7 @@ class Ranks:
         if self.world == 1:
             return x
         n = x.shape[0] // self.world
-        return x[self.rank * n:(self.rank + 1) * n]
+        return x[self.rank * n : (self.rank + 1) * n]
 
     def broadcast_code(self, code: int) -> int:
         """Rank 0's ``code`` on every rank."""

@@ -115,22 +115,27 @@ class ConsoleHook:
         world = f", {t.world} processes" if t.world > 1 else ""
         what = "resuming" if t.epoch else ("fine-tuning" if c.finetune_from else "training")
         proxy = f" (proxy of {t.target})" if str(t.target) != str(t.layout) else ""
-        self.console.print(f"{what} [bold]{t.layout}[/bold]{proxy} on [bold]{d.name}[/bold]: {d.num_classes} classes, "
-                           f"{len(d.train)} train / {len(d.val)} val{'' if d.test is None else f' / {len(d.test)} test'} "
-                           f"images at {d.image_size} px; "
-                           f"{c.epochs} epoch{'s' * (c.epochs != 1)} of {t.steps_per_epoch} steps, batch {c.batch_size}, "
-                           f"{t.dtype} on {t.device}{world}")
+        self.console.print(
+            f"{what} [bold]{t.layout}[/bold]{proxy} on [bold]{d.name}[/bold]: {d.num_classes} classes, "
+            f"{len(d.train)} train / {len(d.val)} val{'' if d.test is None else f' / {len(d.test)} test'} "
+            f"images at {d.image_size} px; "
+            f"{c.epochs} epoch{'s' * (c.epochs != 1)} of {t.steps_per_epoch} steps, batch {c.batch_size}, "
+            f"{t.dtype} on {t.device}{world}"
+        )
         if d.kind == "builtin":
-            self.console.print(f"[dim]{d.note}; for real images: --data fashion-mnist (apt-get install "
-                               "dataset-fashion-mnist)[/dim]")
+            self.console.print(
+                f"[dim]{d.note}; for real images: --data fashion-mnist (apt-get install dataset-fashion-mnist)[/dim]"
+            )
         once = ", read once at the end" if d.test is not None else ""
         self.console.print(f"[dim]val: {d.val_from}; test: {d.test_from}{once}[/dim]")
         if t.init_report is not None:
             r = t.init_report
-            self.console.print(f"weights from {c.finetune_from}: {len(r.loaded)} tensors loaded"
-                               + (f", resized {', '.join(r.resized)}" if r.resized else "")
-                               + (f", new {', '.join(r.new)}" if r.new else "")
-                               + (f", re-initialised {', '.join(r.skipped)}" if r.skipped else ""))
+            self.console.print(
+                f"weights from {c.finetune_from}: {len(r.loaded)} tensors loaded"
+                + (f", resized {', '.join(r.resized)}" if r.resized else "")
+                + (f", new {', '.join(r.new)}" if r.new else "")
+                + (f", re-initialised {', '.join(r.skipped)}" if r.skipped else "")
+            )
         if t.epoch:
             self.console.print(f"continuing after epoch {t.epoch} from {t.out / CHECKPOINT}")
 
@@ -138,9 +143,11 @@ class ConsoleHook:
         if not self.console:
             return
         top5 = f"  top-5 {100 * row['val_top5']:5.1f} %" if row["val_top5"] is not None else ""
-        self.console.print(f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f}  "
-                           f"val loss {row['val_loss']:.4f}  top-1 {100 * row['val_top1']:5.1f} %{top5}  "
-                           f"lr {row['lr']:.2e}  {row['train_img_per_s']:7.0f} img/s  {row['epoch_s'] + row['eval_s']:6.1f} s")
+        self.console.print(
+            f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f}  "
+            f"val loss {row['val_loss']:.4f}  top-1 {100 * row['val_top1']:5.1f} %{top5}  "
+            f"lr {row['lr']:.2e}  {row['train_img_per_s']:7.0f} img/s  {row['epoch_s'] + row['eval_s']:6.1f} s"
+        )
 
     def end(self, record: dict, out: Path) -> None:
         if not self.console or record["val_top1"] is None or record["status"] in ("diverged", "oom", "failed"):
@@ -148,10 +155,24 @@ class ConsoleHook:
         ended = "" if record["status"] == "completed" else f"{record['status']} after epoch {record['epochs_done']}: "
         kept = "record and history" + (", checkpoint" if (out / CHECKPOINT).exists() else "")
         test = "" if record["test_top1"] is None else f"; test top-1 [bold]{100 * record['test_top1']:.1f} %[/bold]"
-        self.console.print(f"{ended}val top-1 [bold]{100 * record['val_top1']:.1f} %[/bold] (best "
-                           f"{100 * record['best_val_top1']:.1f} % at epoch {record['best_epoch']}){test}; "
-                           f"{record['train_img_per_s']:.0f} img/s; {kept} in {out}")
+        self.console.print(
+            f"{ended}val top-1 [bold]{100 * record['val_top1']:.1f} %[/bold] (best "
+            f"{100 * record['best_val_top1']:.1f} % at epoch {record['best_epoch']}){test}; "
+            f"{record['train_img_per_s']:.0f} img/s; {kept} in {out}"
+        )
 
 
-__all__ = ["CONTINUE", "PRUNE", "STOP", "STATUSES", "EPOCH_METRICS", "EpochCallback", "Decider", "HistoryHook",
-           "CheckpointHook", "ConsoleHook", "RankZeroFailed", "decision"]
+__all__ = [
+    "CONTINUE",
+    "PRUNE",
+    "STOP",
+    "STATUSES",
+    "EPOCH_METRICS",
+    "EpochCallback",
+    "Decider",
+    "HistoryHook",
+    "CheckpointHook",
+    "ConsoleHook",
+    "RankZeroFailed",
+    "decision",
+]

@@ -15,16 +15,20 @@ from .config import TrainConfig
 
 # The fields that say what a proxy is (a search space's `proxy:` section may set them), as opposed
 # to what the run trains on, how it is seeded, or where and how it runs.
-PROXY_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in (
-    "layout", "finetune_from", "data", "seed", "device", "dtype", "workers", "threads", "checkpoint"))
+PROXY_FIELDS = tuple(
+    f.name
+    for f in fields(TrainConfig)
+    if f.name not in ("layout", "finetune_from", "data", "seed", "device", "dtype", "workers", "threads", "checkpoint")
+)
 
 
 def _scaled_width(hidden: int, heads: int, scale: float) -> int:
     return max(1, round(hidden * scale / heads)) * heads
 
 
-def proxy_layout(layout, image_size: int | None = None, patch_size: int | None = None,
-                 width_scale: float = 1.0) -> Layout:
+def proxy_layout(
+    layout, image_size: int | None = None, patch_size: int | None = None, width_scale: float = 1.0
+) -> Layout:
     """The layout that trains as the proxy of ``layout``: at the proxy resolution the stages
     keep their pooling strides and their token counts follow the patch grid (56 px with 4 px
     patches is the 14 x 14 grid of 224 / 16); ``width_scale`` multiplies every stage's hidden
@@ -36,16 +40,20 @@ def proxy_layout(layout, image_size: int | None = None, patch_size: int | None =
     if not (isinstance(width_scale, (int, float)) and math.isfinite(width_scale) and 0 < width_scale <= 1):
         raise UsageError(f"--width-scale {width_scale}: must be in (0, 1]")
     if width_scale != 1:
-        stages = tuple(replace(s, hidden=_scaled_width(s.hidden, s.heads, width_scale),
-                               mlp=max(1, round(s.mlp * width_scale))) for s in layout.stages)
+        stages = tuple(
+            replace(s, hidden=_scaled_width(s.hidden, s.heads, width_scale), mlp=max(1, round(s.mlp * width_scale)))
+            for s in layout.stages
+        )
         layout = parse_layout(format_layout(replace(layout, stages=stages)))
     size = image_size or layout.image_size
     patch = patch_size or layout.patch_size
     if (size, patch) == (layout.image_size, layout.patch_size):
         return layout
     if size % patch:
-        raise UsageError(f"--image-size {size} is not a multiple of --patch-size {patch}; "
-                         f"use e.g. {size - size % patch or patch} or {size - size % patch + patch}")
+        raise UsageError(
+            f"--image-size {size} is not a multiple of --patch-size {patch}; "
+            f"use e.g. {size - size % patch or patch} or {size - size % patch + patch}"
+        )
     return layout.at_image_size(size, patch)
 
 

@@ -54,8 +54,9 @@ def schedule(config: TrainConfig, steps_per_epoch: int) -> dict:
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     # The fused AdamW kernel (CPU and CUDA) is 3-4x faster than the per-tensor loop on small models.
-    return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
-                             fused=device.type in ("cpu", "cuda"))
+    return torch.optim.AdamW(
+        param_groups(model, config.weight_decay), lr=config.lr, fused=device.type in ("cpu", "cuda")
+    )
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
@@ -95,12 +96,15 @@ def make_mixer(config: TrainConfig, num_classes: int):
         return None
     from torchvision.transforms import v2
 
-    ops = ([v2.MixUp(alpha=c.mixup, num_classes=num_classes)] if c.mixup else []) + \
-          ([v2.CutMix(alpha=c.cutmix, num_classes=num_classes)] if c.cutmix else [])
+    ops = ([v2.MixUp(alpha=c.mixup, num_classes=num_classes)] if c.mixup else []) + (
+        [v2.CutMix(alpha=c.cutmix, num_classes=num_classes)] if c.cutmix else []
+    )
     return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
 
 
-def mix(mixer, x: torch.Tensor, y: torch.Tensor, *, seed: int, epoch: int, step: int, ranks) -> tuple[torch.Tensor, torch.Tensor]:
+def mix(
+    mixer, x: torch.Tensor, y: torch.Tensor, *, seed: int, epoch: int, step: int, ranks
+) -> tuple[torch.Tensor, torch.Tensor]:
     """MixUp / CutMix over the global batch with a seed of (seed, epoch, step) alone: every
     rank gathers the batch (``ranks``: :class:`~funnelbench.training.distributed.Ranks`), mixes
     it as one process would, and keeps its own slice."""
@@ -111,5 +115,17 @@ def mix(mixer, x: torch.Tensor, y: torch.Tensor, *, seed: int, epoch: int, step:
     return ranks.own_slice(x), ranks.own_slice(y)
 
 
-__all__ = ["train_dtype", "param_groups", "lr_factor", "schedule", "make_optimizer", "make_scheduler", "make_scaler",
-           "make_criterion", "make_augment", "norm_stats", "make_mixer", "mix"]
+__all__ = [
+    "train_dtype",
+    "param_groups",
+    "lr_factor",
+    "schedule",
+    "make_optimizer",
+    "make_scheduler",
+    "make_scaler",
+    "make_criterion",
+    "make_augment",
+    "norm_stats",
+    "make_mixer",
+    "mix",
+]

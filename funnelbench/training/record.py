@@ -40,7 +40,11 @@ def run_record(trainer, status: str = "completed", error: str | None = None) -> 
         "macs": cost.macs,
         "target_params": target.params,
         "target_macs": target.macs,
-        **{f.name: getattr(c, f.name) for f in fields(c) if f.name not in ("layout", "image_size", "patch_size", "dtype", "device")},
+        **{
+            f.name: getattr(c, f.name)
+            for f in fields(c)
+            if f.name not in ("layout", "image_size", "patch_size", "dtype", "device")
+        },
         "layout_arg": c.layout,
         "hflip": t.augment.hflip,
         "crop_pad": t.augment.crop_pad,

@@ -39,8 +39,7 @@ def one_line(err: BaseException) -> str:
 
 
 def oom_message(err: BaseException, where: str) -> str:
-    return (f"out of memory {where} ({one_line(err)}); use a smaller --batch-size "
-            "(or a smaller --image-size or model)")
+    return f"out of memory {where} ({one_line(err)}); use a smaller --batch-size (or a smaller --image-size or model)"
 
 
 def sync(device: torch.device) -> None:
@@ -82,13 +81,31 @@ def diverged(bad: tuple[int, float, float], *, epoch: int, config: TrainConfig, 
     step, loss, norm = bad
     what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm}"
     lr = config.lr * lr_factor(epoch * steps_per_epoch + step, **schedule(config, steps_per_epoch))
-    return Diverged(f"the {what} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g}); "
-                    "the run stopped: lower --lr, lengthen --warmup-epochs or keep --clip-grad on")
+    return Diverged(
+        f"the {what} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g}); "
+        "the run stopped: lower --lr, lengthen --warmup-epochs or keep --clip-grad on"
+    )
 
 
-def train_steps(*, model: torch.nn.Module, ddp: torch.nn.Module, loader, optimizer, scheduler, scaler, criterion,
-                mix: Callable | None, norm_stats, dtype: str, clip_grad: float, ranks, steps: int, check_every: int,
-                check: Callable[[NonFiniteWatch], None], progress=None) -> dict:
+def train_steps(
+    *,
+    model: torch.nn.Module,
+    ddp: torch.nn.Module,
+    loader,
+    optimizer,
+    scheduler,
+    scaler,
+    criterion,
+    mix: Callable | None,
+    norm_stats,
+    dtype: str,
+    clip_grad: float,
+    ranks,
+    steps: int,
+    check_every: int,
+    check: Callable[[NonFiniteWatch], None],
+    progress=None,
+) -> dict:
     """Train the ``steps`` batches of ``loader`` (``ddp`` is what the steps call, ``model`` its
     parameters' owner; ``mix(x, y, step)`` mixes a batch); ``check(watch)`` reads the
     :class:`NonFiniteWatch` every ``check_every`` steps and at the end (it raises to stop).
@@ -133,13 +150,18 @@ def train_steps(*, model: torch.nn.Module, ddp: torch.nn.Module, loader, optimiz
     sync(device)
     seconds = time.perf_counter() - start
     totals = ranks.all_sum(torch.stack([loss_sum, torch.tensor(float(images), device=device)]))
-    return {"train_loss": float(totals[0]) / (steps * ranks.world), "lr": optimizer.param_groups[0]["lr"],
-            "train_img_per_s": float(totals[1]) / seconds, "epoch_s": seconds}
+    return {
+        "train_loss": float(totals[0]) / (steps * ranks.world),
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_img_per_s": float(totals[1]) / seconds,
+        "epoch_s": seconds,
+    }
 
 
 @torch.inference_mode()
-def evaluate_split(model: torch.nn.Module, loader, *, split: str, num_classes: int, norm_stats, dtype: str,
-                   ranks) -> dict:
+def evaluate_split(
+    model: torch.nn.Module, loader, *, split: str, num_classes: int, norm_stats, dtype: str, ranks
+) -> dict:
     """Loss (no label smoothing), top-1 and top-5 accuracy (top-5 only with more than 5
     classes) of ``model`` on ``loader``, summed over ranks: ``{split}_loss``, ``{split}_top1``,
     ``{split}_top5``, ``eval_s``."""
@@ -158,13 +180,23 @@ def evaluate_split(model: torch.nn.Module, loader, *, split: str, num_classes: i
         logits = logits.float()
         top = logits.topk(k, dim=1).indices
         hit = top == y[:, None]
-        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), hit[:, 0].sum().double(),
-                             hit.any(1).sum().double(), torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
+        sums += torch.stack(
+            [
+                F.cross_entropy(logits, y, reduction="sum").double(),
+                hit[:, 0].sum().double(),
+                hit.any(1).sum().double(),
+                torch.tensor(float(len(y)), device=device, dtype=torch.float64),
+            ]
+        )
     sync(device)
     seconds = time.perf_counter() - start
     loss, top1, topk, n = ranks.all_sum(sums).tolist()
-    return {f"{split}_loss": loss / n, f"{split}_top1": top1 / n,
-            f"{split}_top5": topk / n if num_classes > 5 else None, "eval_s": seconds}
+    return {
+        f"{split}_loss": loss / n,
+        f"{split}_top1": top1 / n,
+        f"{split}_top5": topk / n if num_classes > 5 else None,
+        "eval_s": seconds,
+    }
 
 
 __all__ = ["train_steps", "evaluate_split", "NonFiniteWatch", "Diverged", "OutOfMemory", "oom_message", "diverged"]

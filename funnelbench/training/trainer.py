@@ -20,19 +20,42 @@ from ..measure import is_oom
 from ..presets import resolve
 from ..progress import ProgressBar
 from ..rng import GlobalState
-from .build import (check_given_data, fine_tuning_source, init_fields, load_run_data, make_loaders, make_model,
-                    make_samplers)
+from .build import (
+    check_given_data,
+    fine_tuning_source,
+    init_fields,
+    load_run_data,
+    make_loaders,
+    make_model,
+    make_samplers,
+)
 from .checkpoint import Checkpoints, RunFolder
 from .config import TrainConfig
 from .distributed import Ranks
-from .hooks import (DECISION_STATUS, EPOCH_METRICS, CheckpointHook, ConsoleHook, Decider, EpochCallback, HistoryHook,
-                    RankZeroFailed)
+from .hooks import (
+    DECISION_STATUS,
+    EPOCH_METRICS,
+    CheckpointHook,
+    ConsoleHook,
+    Decider,
+    EpochCallback,
+    HistoryHook,
+    RankZeroFailed,
+)
 from .proxy import proxy_layout
-from .recipe import (make_augment, make_criterion, make_mixer, make_optimizer, make_scaler, make_scheduler, mix,
-                     norm_stats, train_dtype)
+from .recipe import (
+    make_augment,
+    make_criterion,
+    make_mixer,
+    make_optimizer,
+    make_scaler,
+    make_scheduler,
+    mix,
+    norm_stats,
+    train_dtype,
+)
 from .record import run_record
-from .steps import (Diverged, NonFiniteWatch, OutOfMemory, diverged, evaluate_split, one_line, oom_message,
-                    train_steps)
+from .steps import Diverged, NonFiniteWatch, OutOfMemory, diverged, evaluate_split, one_line, oom_message, train_steps
 
 
 class Trainer:
@@ -57,9 +80,18 @@ class Trainer:
 
     check_every = 16  # steps between reads of the on-device non-finite flag (and at each epoch's end)
 
-    def __init__(self, config: TrainConfig, *, out: str | os.PathLike, data: ImageData | None = None,
-                 resume: bool = False, overwrite: bool = False, callback: EpochCallback | None = None,
-                 console=None, cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        out: str | os.PathLike,
+        data: ImageData | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        callback: EpochCallback | None = None,
+        console=None,
+        cache_dir: str | os.PathLike | None = None,
+    ):
         self.config = c = config
         self.callback = callback
         self._caller = GlobalState()
@@ -86,15 +118,21 @@ class Trainer:
             self.log = ConsoleHook(self.console, c.epochs)
             # Called in order with each finished epoch's row (metrics and status), after the
             # callback's decision; append your own to watch a run.
-            self.epoch_hooks: list[Callable[[dict], None]] = [HistoryHook(self.history),
-                                                              CheckpointHook(self.checkpoints, self), self.log]
+            self.epoch_hooks: list[Callable[[dict], None]] = [
+                HistoryHook(self.history),
+                CheckpointHook(self.checkpoints, self),
+                self.log,
+            ]
             self.target = resolve(c.layout)
             self.layout = proxy_layout(self.target, c.image_size, c.patch_size, c.width_scale)
             self.init_report = None
             self.init_fields = state.get("init_fields") if state is not None else None
             init_state = fine_tuning_source(c, self.layout, state)
-            self.data = (check_given_data(data, self.layout, c, self.checkpoints) if data is not None
-                         else load_run_data(c, self.layout, self.ranks, self.console, cache_dir))
+            self.data = (
+                check_given_data(data, self.layout, c, self.checkpoints)
+                if data is not None
+                else load_run_data(c, self.layout, self.ranks, self.console, cache_dir)
+            )
             self.augment = make_augment(c, self.data, self.layout.image_size)
             try:
                 self._build(init_state)
@@ -102,7 +140,9 @@ class Trainer:
                 if not is_oom(err):
                     raise
                 self._release()
-                raise OutOfMemory(self._finish("oom", oom_message(err, "while building the model"), time.time())) from err
+                raise OutOfMemory(
+                    self._finish("oom", oom_message(err, "while building the model"), time.time())
+                ) from err
             self.checkpoints.restore(self)
         except BaseException:
             self.close()
@@ -114,12 +154,14 @@ class Trainer:
         self.train_sampler, self.eval_samplers = make_samplers(d, c, self.ranks)
         self.steps_per_epoch = self.train_sampler.steps()
         self.norm_stats = norm_stats(c, d)
-        self.model, self.ddp, self.init_report = make_model(self.layout, d.num_classes, seed=c.seed,
-                                                            init_state=init_state, ranks=self.ranks)
+        self.model, self.ddp, self.init_report = make_model(
+            self.layout, d.num_classes, seed=c.seed, init_state=init_state, ranks=self.ranks
+        )
         if self.init_report is not None:
             self.init_fields = init_fields(self.init_report)
         self.train_loader, self.val_loader, self.test_loader = make_loaders(
-            d, self.train_sampler, self.eval_samplers, self.augment, workers=c.workers, device=self.device)
+            d, self.train_sampler, self.eval_samplers, self.augment, workers=c.workers, device=self.device
+        )
         self.optimizer = make_optimizer(self.model, c, self.device)
         self.scheduler = make_scheduler(self.optimizer, c, self.steps_per_epoch)
         self.scaler = make_scaler(self.device, self.dtype)
@@ -162,13 +204,29 @@ class Trainer:
         c = self.config
         self.ddp.train()
         self.train_sampler.set_epoch(epoch)
-        mixing = None if self.mixer is None else (
-            lambda x, y, step: mix(self.mixer, x, y, seed=c.seed, epoch=epoch, step=step, ranks=self.ranks))
-        return train_steps(model=self.model, ddp=self.ddp, loader=self.train_loader, optimizer=self.optimizer,
-                           scheduler=self.scheduler, scaler=self.scaler, criterion=self.criterion, mix=mixing,
-                           norm_stats=self.norm_stats, dtype=self.dtype, clip_grad=c.clip_grad, ranks=self.ranks,
-                           steps=self.steps_per_epoch, check_every=self.check_every,
-                           check=lambda watch: self._raise_if_diverged(watch, epoch), progress=progress)
+        mixing = (
+            None
+            if self.mixer is None
+            else (lambda x, y, step: mix(self.mixer, x, y, seed=c.seed, epoch=epoch, step=step, ranks=self.ranks))
+        )
+        return train_steps(
+            model=self.model,
+            ddp=self.ddp,
+            loader=self.train_loader,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            criterion=self.criterion,
+            mix=mixing,
+            norm_stats=self.norm_stats,
+            dtype=self.dtype,
+            clip_grad=c.clip_grad,
+            ranks=self.ranks,
+            steps=self.steps_per_epoch,
+            check_every=self.check_every,
+            check=lambda watch: self._raise_if_diverged(watch, epoch),
+            progress=progress,
+        )
 
     def _raise_if_diverged(self, watch: NonFiniteWatch, epoch: int) -> None:
         """Read the non-finite watch (a host sync, agreed over the ranks); raise :class:`Diverged`
@@ -185,8 +243,15 @@ class Trainer:
         loader = {"val": self.val_loader, "test": self.test_loader}[split]
         if loader is None:
             raise UsageError(f"this run has no {split} split ({self.data.test_from})")
-        return evaluate_split(self.model, loader, split=split, num_classes=self.data.num_classes,
-                              norm_stats=self.norm_stats, dtype=self.dtype, ranks=self.ranks)
+        return evaluate_split(
+            self.model,
+            loader,
+            split=split,
+            num_classes=self.data.num_classes,
+            norm_stats=self.norm_stats,
+            dtype=self.dtype,
+            ranks=self.ranks,
+        )
 
     # -- the run
     def fit(self) -> dict:
@@ -224,8 +289,11 @@ class Trainer:
                 status, error = "oom", oom_message(err, f"in epoch {self.epoch + 1}")
             else:
                 interrupted = self.decide.in_callback or isinstance(err, (KeyboardInterrupt, RankZeroFailed))
-                self._finish("interrupted" if interrupted else "failed", one_line(err) if interrupted else
-                             f"{type(err).__name__}: {one_line(err)}", started)
+                self._finish(
+                    "interrupted" if interrupted else "failed",
+                    one_line(err) if interrupted else f"{type(err).__name__}: {one_line(err)}",
+                    started,
+                )
                 raise
         return self._finish(status, error, started)
 
@@ -247,8 +315,12 @@ class Trainer:
         """The test split, read once: the model at the end of the run, after every epoch's
         callback (so it never reaches a decision: best epoch, pruning, a search's objective)."""
         metrics = self.evaluate("test")
-        return {"test_loss": metrics["test_loss"], "test_top1": metrics["test_top1"], "test_top5": metrics["test_top5"],
-                "test_epoch": self.epoch}
+        return {
+            "test_loss": metrics["test_loss"],
+            "test_top1": metrics["test_top1"],
+            "test_top5": metrics["test_top5"],
+            "test_epoch": self.epoch,
+        }
 
     def _end_epoch(self, row: dict, status: str) -> None:
         """Run the epoch hooks on the finished epoch's row (with its ``status``)."""

@@ -61,21 +61,24 @@ def test_presets_pattern_and_table():
     assert "funnel-b6-6-max" in result.output and "deit-s" not in result.output
 
 
-@pytest.mark.parametrize("args, words", [
-    (["parse", "B6(197)-6(98)"], ["column 11", "99 (stride 2)"]),
-    (["parse", ""], ["empty"]),
-    (["parse", "vit-b"], ["unknown preset", "vit-b16"]),
-    (["parse", "B6(197, q5)"], ["unknown option"]),
-    (["parse", "B6(197", "--json"], ["not closed"]),
-    (["parse", "B6(197, h1.5)"], ["has a fraction", "expected an integer"]),
-    (["parse", "B12(197), max"], ["no stage pools", "'max' has no effect"]),
-    # what click finds while reading the command line is one line too
-    (["pars", "B12(197)"], ["no such command 'pars'", "--help"]),
-    (["parse"], ["missing argument", "parse --help"]),
-    (["parse", "B12(197)", "--nope"], ["no such option: --nope"]),
-    (["parse", "B12(197)", "--num-classes", "ten"], ["'--num-classes'", "integer"]),
-    (["--versio"], ["no such option", "--version"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["parse", "B6(197)-6(98)"], ["column 11", "99 (stride 2)"]),
+        (["parse", ""], ["empty"]),
+        (["parse", "vit-b"], ["unknown preset", "vit-b16"]),
+        (["parse", "B6(197, q5)"], ["unknown option"]),
+        (["parse", "B6(197", "--json"], ["not closed"]),
+        (["parse", "B6(197, h1.5)"], ["has a fraction", "expected an integer"]),
+        (["parse", "B12(197), max"], ["no stage pools", "'max' has no effect"]),
+        # what click finds while reading the command line is one line too
+        (["pars", "B12(197)"], ["no such command 'pars'", "--help"]),
+        (["parse"], ["missing argument", "parse --help"]),
+        (["parse", "B12(197)", "--nope"], ["no such option: --nope"]),
+        (["parse", "B12(197)", "--num-classes", "ten"], ["'--num-classes'", "integer"]),
+        (["--versio"], ["no such option", "--version"]),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, words):
     result = run(*args)
     assert result.exit_code == 2
@@ -87,8 +90,9 @@ def test_bad_input_is_one_line_and_exit_2(args, words):
 
 
 def test_python_dash_m_works():
-    out = subprocess.run([sys.executable, "-m", "funnelbench", "parse", "B12(197)", "--json"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "funnelbench", "parse", "B12(197)", "--json"], capture_output=True, text=True, check=True
+    )
     assert json.loads(out.stdout)["params"] == 86_567_656
     bad = subprocess.run([sys.executable, "-m", "funnelbench", "parse", "B12(196)"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

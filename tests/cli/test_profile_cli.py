@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import funnelbench as fb
 import funnelbench.papers as papers
 from funnelbench.cli import app
-from funnelbench.units import parse_bytes
 from funnelbench.errors import UsageError
 from funnelbench.papers import paper_rows
+from funnelbench.units import parse_bytes
 
 runner = CliRunner()
 FAST = ["--batch-size", "2", "--warmup", "0", "--repeats", "1"]
@@ -100,22 +99,25 @@ def test_resume_through_the_cli(tmp_path):
     assert len(run_file.read_text().splitlines()) == 1
 
 
-@pytest.mark.parametrize("args, words", [
-    (["profile", "nope"], ["unknown preset"]),
-    (["profile", "B6(197)-6(98)"], ["column 11", "99 (stride 2)"]),
-    (["profile", "test-vit", "--batch-size", "0"], ["batch size"]),
-    (["profile", "test-vit", "--device", "cuda"], ["no CUDA GPU"]),
-    (["profile", "test-vit", "--dtype", "fp8"], ["unknown dtype"]),
-    (["profile", "test-vit", "--export", "out.xlsx"], ["unknown suffix", ".csv"]),
-    (["profile", "test-vit", "--export", "/proc/nope/out.csv"], ["cannot write"]),
-    (["profile", "test-vit", "--resume", "."], ["is a folder"]),
-    (["profile", "test-vit", "--resume", "/proc/nope/run.jsonl"], ["cannot write"]),
-    (["reproduce", "other-paper"], ["unknown paper", "funnel-vit"]),
-    (["reproduce", "--tables", "9"], ["no table 9"]),
-    (["reproduce", "--tables", "two"], ["table numbers"]),
-    (["memory", "test-vit", "--budget", "lots"], ["--budget", "cannot read", "16GiB"]),
-    (["memory", "test-vit", "--batch-size", "0"], ["batch size"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["profile", "nope"], ["unknown preset"]),
+        (["profile", "B6(197)-6(98)"], ["column 11", "99 (stride 2)"]),
+        (["profile", "test-vit", "--batch-size", "0"], ["batch size"]),
+        (["profile", "test-vit", "--device", "cuda"], ["no CUDA GPU"]),
+        (["profile", "test-vit", "--dtype", "fp8"], ["unknown dtype"]),
+        (["profile", "test-vit", "--export", "out.xlsx"], ["unknown suffix", ".csv"]),
+        (["profile", "test-vit", "--export", "/proc/nope/out.csv"], ["cannot write"]),
+        (["profile", "test-vit", "--resume", "."], ["is a folder"]),
+        (["profile", "test-vit", "--resume", "/proc/nope/run.jsonl"], ["cannot write"]),
+        (["reproduce", "other-paper"], ["unknown paper", "funnel-vit"]),
+        (["reproduce", "--tables", "9"], ["no table 9"]),
+        (["reproduce", "--tables", "two"], ["table numbers"]),
+        (["memory", "test-vit", "--budget", "lots"], ["--budget", "cannot read", "16GiB"]),
+        (["memory", "test-vit", "--batch-size", "0"], ["batch size"]),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, words, tmp_path):
     result = run(*args)
     assert result.exit_code == 2, result.output
@@ -163,7 +165,7 @@ def test_reproduce_joins_paper_rows_with_measured_ratios(monkeypatch):
     assert funnel["mem_est_saved_pct"] is not None and funnel["error"] is None
     # table 8 is measured with SGD: momentum is one buffer per weight instead of AdamW's two
     assert sgd["optimizer"] == "sgd" and sgd["train_mem_est_bytes"] < vit["train_mem_est_bytes"]
-    assert vit["est_batch_at_paper_mem"] == fb.memory.max_batch_size("test-vit", int(0.004 * 2 ** 30), device="cuda")
+    assert vit["est_batch_at_paper_mem"] == fb.memory.max_batch_size("test-vit", int(0.004 * 2**30), device="cuda")
 
 
 def test_reproduce_cli_prints_paper_and_ours(monkeypatch, tmp_path):
@@ -184,10 +186,13 @@ def test_memory_command_and_budget():
     # one default for the command and the library: the CPU rules (the ones checked against measurements)
     est = fb.estimate_memory("vit-b16", 64)
     assert rows[0]["train_peak_bytes"] == est.train_peak_bytes and rows[0]["device"] == est.device == "cpu"
-    assert rows[0]["max_batch_size"] == fb.memory.max_batch_size("vit-b16", 16 * 2 ** 30)
+    assert rows[0]["max_batch_size"] == fb.memory.max_batch_size("vit-b16", 16 * 2**30)
     assert rows[1]["max_batch_size"] > rows[0]["max_batch_size"]
     cuda = json.loads(run("memory", "vit-b16", "--batch-size", "64", "--device", "cuda", "--json").stdout)[0]
-    assert cuda["device"] == "cuda" and cuda["train_peak_bytes"] == fb.estimate_memory("vit-b16", 64, device="cuda").train_peak_bytes
+    assert (
+        cuda["device"] == "cuda"
+        and cuda["train_peak_bytes"] == fb.estimate_memory("vit-b16", 64, device="cuda").train_peak_bytes
+    )
     # AdamW's step counters: one 4-byte tensor per parameter tensor on the CPU, kept on the host with CUDA
     assert rows[0]["optimizer_bytes"] - cuda["optimizer_bytes"] == 4 * len(list(fb.build_model("vit-b16").parameters()))
     table = run("memory", "funnel-b6-6", "--dtype", "bf16")
@@ -210,7 +215,9 @@ def test_memory_command_reports_unmodelled_layouts_and_estimates_the_rest():
     assert alone.exit_code == 2 and alone.stderr.startswith("error: the memory estimate does not model the Performer")
 
 
-@pytest.mark.parametrize("text, value", [("16GiB", 16 * 2 ** 30), ("24 GB", 24 * 10 ** 9), ("512MiB", 2 ** 29),
-                                         ("1e9", 10 ** 9), ("80g", 80 * 10 ** 9)])
+@pytest.mark.parametrize(
+    "text, value",
+    [("16GiB", 16 * 2**30), ("24 GB", 24 * 10**9), ("512MiB", 2**29), ("1e9", 10**9), ("80g", 80 * 10**9)],
+)
 def test_parse_bytes(text, value):
     assert parse_bytes(text) == value

@@ -10,8 +10,9 @@ from funnelbench.cli.reference import REFERENCE, main, reference_markdown
 
 def test_the_committed_reference_is_what_the_commands_say_now():
     made = reference_markdown()
-    assert REFERENCE.read_text() == made, ("docs/reference.md differs from the command line; regenerate it with "
-                                           "python -m funnelbench.cli.reference")
+    assert REFERENCE.read_text() == made, (
+        "docs/reference.md differs from the command line; regenerate it with python -m funnelbench.cli.reference"
+    )
 
 
 def test_the_reference_holds_every_command_and_option():

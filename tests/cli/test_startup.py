@@ -21,10 +21,12 @@ HEAVY = ("torch", "optuna", "matplotlib", "pandas", "sqlalchemy")
 def loaded_after(code: str) -> dict:
     """Run ``code`` in a fresh interpreter (this checkout's package first on the path); return
     which of HEAVY it left in ``sys.modules`` and what the command printed."""
-    probe = ("import sys, json, contextlib, io\nout = io.StringIO()\n"
-             "with contextlib.redirect_stdout(out):\n"
-             + "".join(f"    {line}\n" for line in code.splitlines())
-             + f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules], 'out': out.getvalue()}}))\n")
+    probe = (
+        "import sys, json, contextlib, io\nout = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        + "".join(f"    {line}\n" for line in code.splitlines())
+        + f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules], 'out': out.getvalue()}}))\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -39,10 +41,15 @@ def test_import_funnelbench_loads_nothing_heavy():
     assert loaded_after("import funnelbench")["heavy"] == []
 
 
-@pytest.mark.parametrize("args, shown", [(["--version"], "funnelbench 0.1.0"),
-                                         (["parse", "B12(197)"], "B12(197)"),
-                                         (["parse", "B6(197)-6(99)", "--json"], '"layout": "B6(197)-6(99)"'),
-                                         (["presets", "deit-*"], "deit-s")])
+@pytest.mark.parametrize(
+    "args, shown",
+    [
+        (["--version"], "funnelbench 0.1.0"),
+        (["parse", "B12(197)"], "B12(197)"),
+        (["parse", "B6(197)-6(99)", "--json"], '"layout": "B6(197)-6(99)"'),
+        (["presets", "deit-*"], "deit-s"),
+    ],
+)
 def test_light_commands_load_nothing_heavy(args, shown):
     result = loaded_after(run_cli(*args))
     assert shown in result["out"]
@@ -50,12 +57,14 @@ def test_light_commands_load_nothing_heavy(args, shown):
 
 
 def test_every_public_name_works_after_a_light_import():
-    code = ("import funnelbench as fb\nfrom funnelbench import *\n"
-            "missing = [n for n in fb.__all__ if getattr(fb, n, None) is None or globals()[n] is not getattr(fb, n)]\n"
-            "assert not missing, missing\nassert set(fb.__all__) <= set(dir(fb))\n"
-            "assert callable(fb.train) and callable(fb.search)\n"
-            "from funnelbench.training import __all__ as names\nimport funnelbench.training as t\n"
-            "assert all(getattr(t, n) is not None for n in names)\nprint('ok')")
+    code = (
+        "import funnelbench as fb\nfrom funnelbench import *\n"
+        "missing = [n for n in fb.__all__ if getattr(fb, n, None) is None or globals()[n] is not getattr(fb, n)]\n"
+        "assert not missing, missing\nassert set(fb.__all__) <= set(dir(fb))\n"
+        "assert callable(fb.train) and callable(fb.search)\n"
+        "from funnelbench.training import __all__ as names\nimport funnelbench.training as t\n"
+        "assert all(getattr(t, n) is not None for n in names)\nprint('ok')"
+    )
     result = loaded_after(code)
     assert result["out"] == "ok\n"
     assert "torch" in result["heavy"] and "optuna" in result["heavy"]  # loaded when asked for
@@ -64,11 +73,13 @@ def test_every_public_name_works_after_a_light_import():
 def test_train_and_search_stay_functions_when_their_modules_are_imported():
     # funnelbench/train.py (the compatibility module) and the funnelbench.search package share
     # the names of two functions; importing either module must not replace the function.
-    code = ("import funnelbench as fb\nfrom funnelbench.train import Trainer, TrainConfig\n"
-            "import funnelbench.search.space\nimport funnelbench.training\n"
-            "from funnelbench.training.api import train\nfrom funnelbench.search.study import search\n"
-            "assert fb.train is train and fb.search is search, (fb.train, fb.search)\n"
-            "assert sys.modules['funnelbench.train'].Trainer is Trainer\nprint('ok')")
+    code = (
+        "import funnelbench as fb\nfrom funnelbench.train import Trainer, TrainConfig\n"
+        "import funnelbench.search.space\nimport funnelbench.training\n"
+        "from funnelbench.training.api import train\nfrom funnelbench.search.study import search\n"
+        "assert fb.train is train and fb.search is search, (fb.train, fb.search)\n"
+        "assert sys.modules['funnelbench.train'].Trainer is Trainer\nprint('ok')"
+    )
     assert loaded_after(code)["out"] == "ok\n"
 
 

@@ -24,10 +24,19 @@ DIST = {"x": IntDistribution(0, 100)}
 
 def settings(sampler: str, seed: int, objectives=("top1",)) -> dict:
     directions = ["maximize" if o == "top1" else "minimize" for o in objectives]
-    return {"space": "synthetic", "space_file": None, "space_spec": {"name": "synthetic"},
-            "budgets": {"macs": 1e9}, "objectives": list(objectives), "directions": directions,
-            "sampler": sampler, "seed": seed, "pruner": "none",
-            "proxy": {"epochs": 3, "seed": seed, "threads": 1}, "baselines": []}
+    return {
+        "space": "synthetic",
+        "space_file": None,
+        "space_spec": {"name": "synthetic"},
+        "budgets": {"macs": 1e9},
+        "objectives": list(objectives),
+        "directions": directions,
+        "sampler": sampler,
+        "seed": seed,
+        "pruner": "none",
+        "proxy": {"epochs": 3, "seed": seed, "threads": 1},
+        "baselines": [],
+    }
 
 
 def make_study(storage: str, name: str, sampler: str, seed: int, steps: list, objectives=("top1",)):
@@ -40,18 +49,32 @@ def make_study(storage: str, name: str, sampler: str, seed: int, steps: list, ob
     for i, (kind, value) in enumerate(steps):
         values = list(value) if isinstance(value, tuple) else [value]
         status = {"over": "completed"}.get(kind, kind)
-        attrs = {"status": status, "wall_s": None if kind == "rejected" else 10.0, "baseline": kind == "over",
-                 "top1": values[0]}
+        attrs = {
+            "status": status,
+            "wall_s": None if kind == "rejected" else 10.0,
+            "baseline": kind == "over",
+            "top1": values[0],
+        }
         constraint = {"macs": 0.5 if kind in ("over", "rejected") else -0.5}
         if kind in ("completed", "over", "rejected"):
-            trial = optuna.trial.create_trial(values=values, params={"x": i}, distributions=DIST, user_attrs=attrs,
-                                              constraints=constraint)
+            trial = optuna.trial.create_trial(
+                values=values, params={"x": i}, distributions=DIST, user_attrs=attrs, constraints=constraint
+            )
         elif kind == "pruned":
-            trial = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params={"x": i}, distributions=DIST,
-                                              user_attrs=attrs, intermediate_values={0: values[0]})
+            trial = optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED,
+                params={"x": i},
+                distributions=DIST,
+                user_attrs=attrs,
+                intermediate_values={0: values[0]},
+            )
         else:
-            trial = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"x": i}, distributions=DIST,
-                                              user_attrs={**attrs, "error": "boom"})
+            trial = optuna.trial.create_trial(
+                state=optuna.trial.TrialState.FAIL,
+                params={"x": i},
+                distributions=DIST,
+                user_attrs={**attrs, "error": "boom"},
+            )
         study.add_trial(trial)
     return study
 
@@ -59,17 +82,37 @@ def make_study(storage: str, name: str, sampler: str, seed: int, steps: list, ob
 # Two configurations (tpe, random), two seeds each. Rejected candidates are not trainings; the
 # pruned and failed trials and the baseline over budget are trainings that never become best.
 STUDIES = {
-    "tpe-0": ("tpe", 0, [("completed", 50.0), ("rejected", 99.0), ("completed", 60.0), ("pruned", 70.0),
-                         ("completed", 55.0), ("completed", 70.0)]),
-    "tpe-1": ("tpe", 1, [("over", 90.0), ("completed", 40.0), ("completed", 65.0), ("failed", 0.0),
-                         ("completed", 66.0)]),
+    "tpe-0": (
+        "tpe",
+        0,
+        [
+            ("completed", 50.0),
+            ("rejected", 99.0),
+            ("completed", 60.0),
+            ("pruned", 70.0),
+            ("completed", 55.0),
+            ("completed", 70.0),
+        ],
+    ),
+    "tpe-1": (
+        "tpe",
+        1,
+        [("over", 90.0), ("completed", 40.0), ("completed", 65.0), ("failed", 0.0), ("completed", 66.0)],
+    ),
     "random-0": ("random", 0, [("completed", 30.0), ("completed", 35.0), ("completed", 45.0), ("completed", 50.0)]),
-    "random-1": ("random", 1, [("completed", 40.0), ("completed", 41.0), ("rejected", 99.0), ("completed", 42.0),
-                               ("completed", 60.0)]),
+    "random-1": (
+        "random",
+        1,
+        [("completed", 40.0), ("completed", 41.0), ("rejected", 99.0), ("completed", 42.0), ("completed", 60.0)],
+    ),
 }
 # best so far after each training, by hand from the steps above
-BEST = {"tpe-0": [50, 60, 60, 60, 70], "tpe-1": [None, 40, 65, 65, 66],
-        "random-0": [30, 35, 45, 50], "random-1": [40, 41, 42, 60]}
+BEST = {
+    "tpe-0": [50, 60, 60, 60, 70],
+    "tpe-1": [None, 40, 65, 65, 66],
+    "random-0": [30, 35, 45, 50],
+    "random-1": [40, 41, 42, 60],
+}
 
 
 @pytest.fixture
@@ -118,8 +161,9 @@ def test_hypervolume_by_hand():
     # maximise top-1, minimise MACs; reference (0.5, 4): the union of [0.5,0.7]x[3,4] and [0.5,0.6]x[2,4] = 0.3
     assert cp.hypervolume([[0.6, 2.0], [0.7, 3.0]], ["maximize", "minimize"], [0.5, 4.0]) == pytest.approx(0.3)
     # a dominated point adds nothing; a point beyond the reference counts nothing
-    assert cp.hypervolume([[0.6, 2.0], [0.7, 3.0], [0.55, 3.5], [0.4, 1.0]], ["maximize", "minimize"],
-                          [0.5, 4.0]) == pytest.approx(0.3)
+    assert cp.hypervolume(
+        [[0.6, 2.0], [0.7, 3.0], [0.55, 3.5], [0.4, 1.0]], ["maximize", "minimize"], [0.5, 4.0]
+    ) == pytest.approx(0.3)
     # three objectives (Optuna's WFG): one point, a 1 x 2 x 3 box
     assert cp.hypervolume([[1.0, 1.0, 1.0]], ["minimize"] * 3, [2.0, 3.0, 4.0]) == pytest.approx(6.0)
 
@@ -158,12 +202,15 @@ def test_cli_table_plot_and_export(studies, tmp_path):
     assert {r["configuration"] for r in doc["configurations"]} == {"sampler=tpe", "sampler=random"}
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["nope", "tpe-0"], "no study 'nope'"),
-    (["tpe-0", "tpe-0"], "named twice"),
-    (["tpe-0", "--plot", "c.gif"], ".gif"),
-    (["tpe-0", "--export", "c.xlsx"], ".xlsx"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["nope", "tpe-0"], "no study 'nope'"),
+        (["tpe-0", "tpe-0"], "named twice"),
+        (["tpe-0", "--plot", "c.gif"], ".gif"),
+        (["tpe-0", "--export", "c.xlsx"], ".xlsx"),
+    ],
+)
 def test_bad_input_is_one_line(studies, args, needle):
     result = runner.invoke(app, ["compare", *args, "--storage", studies])
     assert result.exit_code == 2, result.output
@@ -180,15 +227,35 @@ def test_mixed_objectives_are_refused(tmp_path, monkeypatch, studies):
 def test_two_real_searches_compare(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for seed in (0, 1):
-        result = runner.invoke(app, ["search", "--space", "tiny", "--trials", "3", "--study", f"real-{seed}",
-                                     "--epochs", "1", "--train-per-class", "8", "--val-per-class", "4",
-                                     "--batch-size", "16", "--seed", str(seed)])
+        result = runner.invoke(
+            app,
+            [
+                "search",
+                "--space",
+                "tiny",
+                "--trials",
+                "3",
+                "--study",
+                f"real-{seed}",
+                "--epochs",
+                "1",
+                "--train-per-class",
+                "8",
+                "--val-per-class",
+                "4",
+                "--batch-size",
+                "16",
+                "--seed",
+                str(seed),
+            ],
+        )
         assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["compare", "real-0", "real-1", "--plot", "real.png"])
     assert result.exit_code == 0, result.output
     assert "all" in result.output
-    curves = [cp.study_curve(open_study(f"real-{s}", f"sqlite:///{tmp_path}/runs/search/real-{s}/study.db"))
-              for s in (0, 1)]
+    curves = [
+        cp.study_curve(open_study(f"real-{s}", f"sqlite:///{tmp_path}/runs/search/real-{s}/study.db")) for s in (0, 1)
+    ]
     # the two baselines of the tiny space and 3 searched trainings; seconds add up
     assert all(len(c.trainings) >= 3 for c in curves)
     assert all(c.seconds == sorted(c.seconds) and c.seconds[-1] > 0 for c in curves)

@@ -42,8 +42,9 @@ def module_files(root: Path = ROOT, package: str = PACKAGE) -> dict[str, Path]:
 
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _module_level_imports(tree: ast.Module):
@@ -58,8 +59,12 @@ def _module_level_imports(tree: ast.Module):
             if not _is_type_checking(node):
                 todo[:0] = node.body + node.orelse
         elif isinstance(node, (ast.Try, ast.With)):
-            todo[:0] = [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", []),
-                        *[n for h in getattr(node, "handlers", []) for n in h.body]]
+            todo[:0] = [
+                *node.body,
+                *getattr(node, "orelse", []),
+                *getattr(node, "finalbody", []),
+                *[n for h in getattr(node, "handlers", []) for n in h.body],
+            ]
 
 
 def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
@@ -74,7 +79,7 @@ def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
                 continue
             base = node.module or ""
             if node.level:  # relative: from the importing module's package, one level up per extra dot
-                base = ".".join(here[:len(here) - (node.level - 1)] + ([node.module] if node.module else []))
+                base = ".".join(here[: len(here) - (node.level - 1)] + ([node.module] if node.module else []))
             # "from pkg import name": the module pkg.name where there is one, else pkg
             targets += [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
         edges = set()
@@ -135,16 +140,19 @@ def test_the_cycle_finder_finds_a_circle_it_is_given(tmp_path):
     (pkg / "__init__.py").write_text("")
     (pkg / "sub" / "__init__.py").write_text("from .a import x\n")
     (pkg / "sub" / "a.py").write_text("from .b import y\nx = 1\n")
-    (pkg / "sub" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import z\n"
-                                      "def f():\n    from .a import x\n\nfrom .. import other\ny = 2\n")
+    (pkg / "sub" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import z\n"
+        "def f():\n    from .a import x\n\nfrom .. import other\ny = 2\n"
+    )
     (pkg / "sub" / "c.py").write_text("from . import b\nz = 3\n")
     (pkg / "other.py").write_text("")
     graph = import_graph(module_files(tmp_path))
     assert graph["funnelbench.sub.b"] == {"funnelbench.other"}  # nothing from a function or TYPE_CHECKING
     assert cycles(graph) == []
     (pkg / "other.py").write_text("from .sub.c import z\n")  # other -> c -> b -> other
-    assert cycles(import_graph(module_files(tmp_path))) == [["funnelbench.other", "funnelbench.sub.b",
-                                                             "funnelbench.sub.c"]]
+    assert cycles(import_graph(module_files(tmp_path))) == [
+        ["funnelbench.other", "funnelbench.sub.b", "funnelbench.sub.c"]
+    ]
 
 
 def _floor(module: str) -> int | None:
@@ -167,6 +175,9 @@ def test_search_modules_import_only_downwards(module):
 
 
 def test_no_search_module_is_over_600_lines():
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / PACKAGE / "search").rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > 600}
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / PACKAGE / "search").rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 600
+    }
     assert long == {}

@@ -23,19 +23,55 @@ from funnelbench.search import report as rp
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 runner = CliRunner()
 BUDGET = 1.0e9  # MACs: DeiT-Ti (1.25 G) is over it, B6(197)-6(99), h192 (0.94 G) within
-DISTRIBUTIONS = {"stage0_layers": IntDistribution(2, 8), "stage1_layers": IntDistribution(2, 8),
-                 "stage0_mlp": CategoricalDistribution([384, 768, 1536]), "pool": CategoricalDistribution(["mean", "max"])}
-BASELINES = {"B12(197), h192": ({}, 72.0),  # over budget, and the highest top-1: must never be best
-             "B6(197)-6(99), h192": ({"stage0_layers": 6, "stage1_layers": 6, "stage0_mlp": 768, "pool": "mean"}, 60.0)}
+DISTRIBUTIONS = {
+    "stage0_layers": IntDistribution(2, 8),
+    "stage1_layers": IntDistribution(2, 8),
+    "stage0_mlp": CategoricalDistribution([384, 768, 1536]),
+    "pool": CategoricalDistribution(["mean", "max"]),
+}
+BASELINES = {
+    "B12(197), h192": ({}, 72.0),  # over budget, and the highest top-1: must never be best
+    "B6(197)-6(99), h192": ({"stage0_layers": 6, "stage1_layers": 6, "stage0_mlp": 768, "pool": "mean"}, 60.0),
+}
 
 # What contract B documents (independent of funnelbench.search.report: this is the contract's own list).
 STUDY_KEYS = ("funnelbench", "settings", "out")
-SETTINGS_KEYS = ("space", "space_file", "space_spec", "budgets", "objectives", "directions", "sampler", "seed",
-                 "pruner", "proxy", "baselines")
+SETTINGS_KEYS = (
+    "space",
+    "space_file",
+    "space_spec",
+    "budgets",
+    "objectives",
+    "directions",
+    "sampler",
+    "seed",
+    "pruner",
+    "proxy",
+    "baselines",
+)
 BUDGET_KEYS = ("macs", "min_macs", "params", "memory_bytes", "memory_batch", "memory_device", "memory_dtype")
-TRIAL_KEYS = ("target_layout", "proxy_layout", "params", "macs", "flops", "proxy_params", "proxy_macs",
-              "train_mem_est_bytes", "top1", "top5", "val_loss", "epochs_done", "train_img_per_s", "infer_img_per_s",
-              "wall_s", "status", "error", "baseline", "over_budget", "run_dir")
+TRIAL_KEYS = (
+    "target_layout",
+    "proxy_layout",
+    "params",
+    "macs",
+    "flops",
+    "proxy_params",
+    "proxy_macs",
+    "train_mem_est_bytes",
+    "top1",
+    "top5",
+    "val_loss",
+    "epochs_done",
+    "train_img_per_s",
+    "infer_img_per_s",
+    "wall_s",
+    "status",
+    "error",
+    "baseline",
+    "over_budget",
+    "run_dir",
+)
 STATUSES = {"completed", "pruned", "rejected", "failed", "diverged", "oom", "interrupted", None}
 
 
@@ -54,24 +90,52 @@ def attrs(layout: str, status, *, top1=None, epochs=None, baseline=False, error=
     cost = fb.count(layout)
     over = {"macs": (cost.macs - BUDGET) / BUDGET} if cost.macs > BUDGET else {}
     trained = top1 is not None
-    return {"target_layout": layout, "proxy_layout": layout + ", img32, patch4", "params": cost.params,
-            "macs": cost.macs, "flops": 2 * cost.macs, "proxy_params": cost.params // 16, "proxy_macs": cost.macs // 100,
-            "train_mem_est_bytes": 3 * 2 ** 30 + cost.params * 16, "top1": top1,
-            "top5": None if not trained else min(100.0, top1 + 20), "val_loss": None if not trained else 5 - top1 / 25,
-            "epochs_done": epochs, "train_img_per_s": None if not trained else 1e12 / cost.macs,
-            "infer_img_per_s": None, "wall_s": None if not trained else 30.0, "status": status, "error": error,
-            "baseline": baseline, "over_budget": over, "run_dir": f"trial-{number}"}
+    return {
+        "target_layout": layout,
+        "proxy_layout": layout + ", img32, patch4",
+        "params": cost.params,
+        "macs": cost.macs,
+        "flops": 2 * cost.macs,
+        "proxy_params": cost.params // 16,
+        "proxy_macs": cost.macs // 100,
+        "train_mem_est_bytes": 3 * 2**30 + cost.params * 16,
+        "top1": top1,
+        "top5": None if not trained else min(100.0, top1 + 20),
+        "val_loss": None if not trained else 5 - top1 / 25,
+        "epochs_done": epochs,
+        "train_img_per_s": None if not trained else 1e12 / cost.macs,
+        "infer_img_per_s": None,
+        "wall_s": None if not trained else 30.0,
+        "status": status,
+        "error": error,
+        "baseline": baseline,
+        "over_budget": over,
+        "run_dir": f"trial-{number}",
+    }
 
 
 def settings(objectives=("top1",), directions=("maximize",)) -> dict:
-    return {"space": "synthetic", "space_file": None,
-            "space_spec": {"stages": 2, "stage0_layers": [2, 8], "stage0_mlp": [384, 768, 1536]},
-            "budgets": {"macs": BUDGET, "min_macs": None, "params": None, "memory_bytes": None, "memory_batch": None,
-                        "memory_device": "cuda", "memory_dtype": "fp32"},
-            "objectives": list(objectives), "directions": list(directions), "sampler": "tpe", "seed": 0,
-            "pruner": "median" if len(objectives) == 1 else "none",
-            "proxy": {"width_scale": 0.25, "epochs": 3, "image_size": 32, "patch_size": 4},
-            "baselines": list(BASELINES)}
+    return {
+        "space": "synthetic",
+        "space_file": None,
+        "space_spec": {"stages": 2, "stage0_layers": [2, 8], "stage0_mlp": [384, 768, 1536]},
+        "budgets": {
+            "macs": BUDGET,
+            "min_macs": None,
+            "params": None,
+            "memory_bytes": None,
+            "memory_batch": None,
+            "memory_device": "cuda",
+            "memory_dtype": "fp32",
+        },
+        "objectives": list(objectives),
+        "directions": list(directions),
+        "sampler": "tpe",
+        "seed": 0,
+        "pruner": "median" if len(objectives) == 1 else "none",
+        "proxy": {"width_scale": 0.25, "epochs": 3, "image_size": 32, "patch_size": 4},
+        "baselines": list(BASELINES),
+    }
 
 
 def build_study(storage, name, objectives=("top1",), n=24, seed=0):
@@ -93,13 +157,23 @@ def build_study(storage, name, objectives=("top1",), n=24, seed=0):
         if "top1" not in objectives:  # a cost-only search trains nothing
             top1 = None
         a = attrs(layout, "completed", top1=top1, epochs=3, baseline=True, number=number)
-        study.add_trial(optuna.trial.create_trial(
-            values=values(top1, a["macs"]), params=params, distributions={k: DISTRIBUTIONS[k] for k in params},
-            user_attrs=a, constraints={"macs": a["over_budget"].get("macs", (a["macs"] - BUDGET) / BUDGET)}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=values(top1, a["macs"]),
+                params=params,
+                distributions={k: DISTRIBUTIONS[k] for k in params},
+                user_attrs=a,
+                constraints={"macs": a["over_budget"].get("macs", (a["macs"] - BUDGET) / BUDGET)},
+            )
+        )
         number += 1
     for i in range(n):
-        p = {"stage0_layers": rng.randint(2, 8), "stage1_layers": rng.randint(2, 8),
-             "stage0_mlp": rng.choice([384, 768, 1536]), "pool": rng.choice(["mean", "max"])}
+        p = {
+            "stage0_layers": rng.randint(2, 8),
+            "stage1_layers": rng.randint(2, 8),
+            "stage0_mlp": rng.choice([384, 768, 1536]),
+            "pool": rng.choice(["mean", "max"]),
+        }
         if i == 5:  # the one that runs out of memory: within budget
             p = {"stage0_layers": 3, "stage1_layers": 3, "stage0_mlp": 384, "pool": "mean"}
         layout = layout_of(p)
@@ -107,21 +181,29 @@ def build_study(storage, name, objectives=("top1",), n=24, seed=0):
         common = dict(params=p, distributions=DISTRIBUTIONS)
         if macs > BUDGET:  # never built: COMPLETE with a positive constraint; its values mean nothing
             a = attrs(layout, "rejected", number=number)
-            trial = optuna.trial.create_trial(values=values(99.0, macs), user_attrs=a,
-                                              constraints={"macs": (macs - BUDGET) / BUDGET}, **common)
+            trial = optuna.trial.create_trial(
+                values=values(99.0, macs), user_attrs=a, constraints={"macs": (macs - BUDGET) / BUDGET}, **common
+            )
         elif i % 7 == 3 and "top1" in objectives:
             a = attrs(layout, "pruned", top1=fake_top1(p) - 20, epochs=1, number=number)
-            trial = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs=a,
-                                              intermediate_values={0: a["top1"]}, **common)
+            trial = optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED, user_attrs=a, intermediate_values={0: a["top1"]}, **common
+            )
         elif i == 5:
             a = attrs(layout, "oom", number=number, error="out of memory at batch 64")
             trial = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=a, **common)
         else:
             trained = "top1" in objectives  # a cost-only search trains nothing
-            a = attrs(layout, "completed", top1=fake_top1(p) if trained else None, epochs=3 if trained else None,
-                      number=number)
-            trial = optuna.trial.create_trial(values=values(a["top1"], macs), user_attrs=a,
-                                              constraints={"macs": (macs - BUDGET) / BUDGET}, **common)
+            a = attrs(
+                layout,
+                "completed",
+                top1=fake_top1(p) if trained else None,
+                epochs=3 if trained else None,
+                number=number,
+            )
+            trial = optuna.trial.create_trial(
+                values=values(a["top1"], macs), user_attrs=a, constraints={"macs": (macs - BUDGET) / BUDGET}, **common
+            )
         study.add_trial(trial)
         number += 1
     return study
@@ -148,7 +230,7 @@ def templates(tmp_path_factory):
 
 
 def place(templates, name: str):
-    target = Path(sqlite_url(name)[len("sqlite:///"):])
+    target = Path(sqlite_url(name)[len("sqlite:///") :])
     target.write_bytes((templates / f"{name}.db").read_bytes())
     return optuna.load_study(study_name=name, storage=f"sqlite:///{target}")
 
@@ -169,17 +251,35 @@ def test_records_of_a_finished_study(finished):
     records = rep["trials"]
     assert len(records) == len(finished.trials)
     first = records[0]
-    for col in ("trial", "state", "status", "baseline", "target_layout", "params", "macs", "flops", "top1", "top5",
-                "val_loss", "epochs_done", "train_img_per_s", "train_mem_est_bytes", "feasible", "over_budget",
-                "error", "param_stage0_layers", "param_pool"):
+    for col in (
+        "trial",
+        "state",
+        "status",
+        "baseline",
+        "target_layout",
+        "params",
+        "macs",
+        "flops",
+        "top1",
+        "top5",
+        "val_loss",
+        "epochs_done",
+        "train_img_per_s",
+        "train_mem_est_bytes",
+        "feasible",
+        "over_budget",
+        "error",
+        "param_stage0_layers",
+        "param_pool",
+    ):
         assert col in first
     # trained trials first, by top-1 (the baseline over budget among them), then the rest by number
     trained = [r for r in records if r["status"] == "completed"]
-    assert records[:len(trained)] == trained
+    assert records[: len(trained)] == trained
     assert [r["top1"] for r in trained] == sorted((r["top1"] for r in trained), reverse=True)
     assert trained[0]["target_layout"] == "B12(197), h192" and trained[0]["baseline"] and not trained[0]["feasible"]
     assert trained[0]["over_budget"] == "macs +25.4%"
-    rest = records[len(trained):]
+    rest = records[len(trained) :]
     assert [r["trial"] for r in rest] == sorted(r["trial"] for r in rest)
     assert all(r["top1"] is None for r in rest if r["status"] == "rejected")
     # the best: the feasible trained trial with the highest top-1 (never the baseline over budget)
@@ -190,13 +290,21 @@ def test_records_of_a_finished_study(finished):
     counts = rep["counts"]
     completed, pruned = statuses.count("completed"), statuses.count("pruned")
     # trained = what --trials counts: completed, pruned and failed trainings (the oom one)
-    assert (counts["trained"], counts["completed"], counts["pruned"], counts["rejected"], counts["failed"],
-            counts["baselines"], counts["repeats"]) == (completed + pruned + 1, completed, pruned,
-                                                        statuses.count("rejected"), 1, 2, 0)
+    assert (
+        counts["trained"],
+        counts["completed"],
+        counts["pruned"],
+        counts["rejected"],
+        counts["failed"],
+        counts["baselines"],
+        counts["repeats"],
+    ) == (completed + pruned + 1, completed, pruned, statuses.count("rejected"), 1, 2, 0)
     assert counts["rejected_by"] == {"macs": statuses.count("rejected")}
     assert counts["failures"] == [{"status": "oom", "error": "out of memory at batch 64", "trials": 1}]
-    assert rp.counts_line(counts).startswith(f"{len(statuses)} trials: {completed + pruned + 1} trained "
-                                             f"({completed} completed, {pruned} pruned, 1 failed; 2 baselines)")
+    assert rp.counts_line(counts).startswith(
+        f"{len(statuses)} trials: {completed + pruned + 1} trained "
+        f"({completed} completed, {pruned} pruned, 1 failed; 2 baselines)"
+    )
 
 
 def test_importances_name_the_decision_that_mattered(finished):
@@ -206,8 +314,11 @@ def test_importances_name_the_decision_that_mattered(finished):
     assert sum(r["importance"] for r in rows) == pytest.approx(1.0)
     assert rp.param_importances(finished) == (rows, note)  # deterministic
     few = build_study(None, "few", n=3)
-    assert rp.param_importances(few) == ([], f"importances need at least {rp.MIN_IMPORTANCE_TRIALS} trained "
-                                             f"trials ({len(trained_feasible(few)) + 1} so far)")
+    assert rp.param_importances(few) == (
+        [],
+        f"importances need at least {rp.MIN_IMPORTANCE_TRIALS} trained "
+        f"trials ({len(trained_feasible(few)) + 1} so far)",
+    )
 
 
 def dominated(a, b):
@@ -327,7 +438,9 @@ def test_study_attributes_are_json_readable_through_optuna_alone(finished):
         assert a["macs"] is None or a["flops"] == 2 * a["macs"]
         if a["status"] == "rejected":
             assert trial.state.name == "COMPLETE" and max(trial.constraints.values()) > 0
-    assert all(t.number not in {x.number for x in study.best_trials} for t in study.trials if t.user_attrs["over_budget"])
+    assert all(
+        t.number not in {x.number for x in study.best_trials} for t in study.trials if t.user_attrs["over_budget"]
+    )
 
 
 def test_journal_storage_is_found_from_the_study_folder():
@@ -352,18 +465,24 @@ def one_line_error(result, *needles):
 
 def test_bad_studies_are_one_line_errors(tmp_path):
     export = tmp_path / "x.csv"
-    one_line_error(run("--study", "nope", "--export", str(export)), "no study 'nope' under 'runs/search'",
-                   "run funnelbench search first")
+    one_line_error(
+        run("--study", "nope", "--export", str(export)),
+        "no study 'nope' under 'runs/search'",
+        "run funnelbench search first",
+    )
     url = sqlite_url("other")
     optuna.create_study(storage=url, study_name="other").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    one_line_error(run("--study", "other", "--export", str(export)), "not written by funnelbench search",
-                   f"optuna-dashboard {url}")
+    one_line_error(
+        run("--study", "other", "--export", str(export)), "not written by funnelbench search", f"optuna-dashboard {url}"
+    )
     one_line_error(run("--study", "typo", "--storage", url), "no study 'typo'", "it holds 'other'")
     empty = optuna.create_study(storage=url, study_name="empty")
     empty.set_user_attr("funnelbench", "search/1")
     one_line_error(run("--study", "empty", "--storage", url), "study 'empty'", "has no trials yet")
     one_line_error(run("--study", "x", "--storage", "sqlite:///nothere/study.db"), "no such file")
-    one_line_error(run("--study", "other", "--storage", url, "--plot", str(tmp_path / "p.jpg")), "unknown suffix '.jpg'")
+    one_line_error(
+        run("--study", "other", "--storage", url, "--plot", str(tmp_path / "p.jpg")), "unknown suffix '.jpg'"
+    )
     assert not export.exists() and not Path("nothere").exists()
     with pytest.raises(UsageError, match="has no trials yet"):
         rp.open_study("empty", url)
@@ -372,8 +491,17 @@ def test_bad_studies_are_one_line_errors(tmp_path):
 def test_a_real_search_study_reads_through_optuna_alone_and_reports(tmp_path):
     """The contract end to end: a study written by ``fb.search`` itself (real proxy trainings,
     tiny), read back through Optuna's public API alone and through ``funnelbench report``."""
-    study = fb.search("tiny", trials=3, budget_macs=3e6, epochs=1, train_per_class=8, val_per_class=4,
-                      batch_size=16, study="real", threads=1)
+    fb.search(
+        "tiny",
+        trials=3,
+        budget_macs=3e6,
+        epochs=1,
+        train_per_class=8,
+        val_per_class=4,
+        batch_size=16,
+        study="real",
+        threads=1,
+    )
     loaded = optuna.load_study(study_name="real", storage=f"sqlite:///{Path('runs/search/real/study.db').resolve()}")
     assert loaded.user_attrs["funnelbench"] == "search/1" and set(STUDY_KEYS) <= set(loaded.user_attrs)
     s = loaded.user_attrs["settings"]
@@ -385,8 +513,12 @@ def test_a_real_search_study_reads_through_optuna_alone_and_reports(tmp_path):
         assert json.loads(json.dumps(a, allow_nan=False)) == a and a["status"] in STATUSES
         assert a["flops"] == 2 * a["macs"] == 2 * fb.count(a["target_layout"]).macs
         b = s["budgets"]  # every trial carries the estimate at the study's memory batch, budget or not
-        assert a["train_mem_est_bytes"] == fb.estimate_memory(a["target_layout"], b["memory_batch"], device=b["memory_device"],
-                                                              dtype=b["memory_dtype"]).train_peak_bytes
+        assert (
+            a["train_mem_est_bytes"]
+            == fb.estimate_memory(
+                a["target_layout"], b["memory_batch"], device=b["memory_device"], dtype=b["memory_dtype"]
+            ).train_peak_bytes
+        )
         if a["status"] == "rejected":
             assert trial.state.name == "COMPLETE" and max(trial.constraints.values()) > 0 and a["run_dir"] is None
         if a["status"] == "completed" and not a.get("duplicate_of"):

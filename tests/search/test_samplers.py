@@ -16,6 +16,7 @@ from collections import Counter
 import optuna
 import pytest
 from optuna.trial import TrialState
+from test_search import PROXY, fake_trainer, finished
 from typer.testing import CliRunner
 
 import funnelbench as fb
@@ -25,9 +26,7 @@ from funnelbench.search import study as study_mod
 from funnelbench.search.budget import Budgets, over_budget
 from funnelbench.search.feasible import LayoutDraws, feasible_count
 from funnelbench.search.samplers import FeasibleStartSampler, make_sampler
-from funnelbench.search.space import load_space, list_spaces
-
-from test_search import PROXY, fake_trainer, finished
+from funnelbench.search.space import list_spaces, load_space
 
 DEIT_TI_MACS = fb.count(fb.parse_layout("B12(197), h192")).macs  # 1.26 G: the budget of funnel-reinvest-ti's search
 
@@ -123,8 +122,15 @@ def test_random_search_on_funnel_reinvest_ti_draws_uniformly_from_the_layouts_wi
 
 def test_random_search_trains_only_feasible_layouts_and_the_same_seed_draws_the_same():
     def run(name, seed):
-        study = fb.search(without_baselines("funnel-reinvest-ti"), trials=12, objectives=("macs",), sampler="random",
-                          budget_macs=DEIT_TI_MACS, study=name, seed=seed)
+        study = fb.search(
+            without_baselines("funnel-reinvest-ti"),
+            trials=12,
+            objectives=("macs",),
+            sampler="random",
+            budget_macs=DEIT_TI_MACS,
+            study=name,
+            seed=seed,
+        )
         return searched(study)
 
     a, b, c = run("r0", 0), run("r0b", 0), run("r1", 1)
@@ -175,8 +181,13 @@ def test_a_rejected_candidate_does_not_count_towards_the_start_up():
 
 
 def test_a_cost_only_tpe_search_tries_every_value_of_the_third_stage():
-    study = fb.search(without_baselines("funnel-reinvest-ti"), trials=60, objectives=("macs",),
-                      budget_macs=DEIT_TI_MACS, study="third")
+    study = fb.search(
+        without_baselines("funnel-reinvest-ti"),
+        trials=60,
+        objectives=("macs",),
+        budget_macs=DEIT_TI_MACS,
+        study="third",
+    )
     three = [t for t in searched(study) if t.params.get("n_stages") == 3]
     assert len(three) >= 10
     space = load_space("funnel-reinvest-ti")
@@ -210,8 +221,15 @@ def test_every_sampler_runs_a_cost_only_search_on_every_shipped_space(sampler, t
     for name in list_spaces():
         space = load_space(name)
         budget = space.stats().cheapest_macs[1] * 2.5
-        study = fb.search(without_baselines(name), trials=6, objectives=("macs",), sampler=sampler, budget_macs=budget,
-                          study=f"{sampler}-{name}", root=tmp_path)
+        study = fb.search(
+            without_baselines(name),
+            trials=6,
+            objectives=("macs",),
+            sampler=sampler,
+            budget_macs=budget,
+            study=f"{sampler}-{name}",
+            root=tmp_path,
+        )
         trials = finished(study)
         # a small space can run out of new layouts (a converged model proposes repeats): the search then stops
         assert study_mod.counts(study)["trained"] >= 5, name
@@ -222,7 +240,9 @@ def test_every_sampler_runs_a_cost_only_search_on_every_shipped_space(sampler, t
 
 @pytest.mark.parametrize("sampler", ["gp", "tpe", "nsga2", "random"])
 def test_every_sampler_runs_a_short_trained_search_on_tiny(sampler, tmp_path, one_thread):
-    study = fb.search("tiny", trials=3, sampler=sampler, budget_macs=2.5e6, study=f"t-{sampler}", root=tmp_path, **PROXY)
+    study = fb.search(
+        "tiny", trials=3, sampler=sampler, budget_macs=2.5e6, study=f"t-{sampler}", root=tmp_path, **PROXY
+    )
     assert study_mod.counts(study)["trained"] == 3
     assert all(t.user_attrs["status"] in ("completed", "rejected") for t in finished(study))
 
@@ -239,8 +259,24 @@ def test_gp_never_fits_a_rejected_candidate_and_the_cli_runs_it(tmp_path):
     tpe = make_sampler("tpe", 0, 1, space=space, budgets=Budgets())
     assert [t.values for t in gp._view(study).get_trials()] == [[50.0], [60.0]]
     assert len(tpe._view(study).get_trials()) == 3  # TPE sees it, as infeasible (its value is never read)
-    result = CliRunner().invoke(app, ["search", "--space", "funnel-reinvest-ti", "--sampler", "gp", "--objective", "macs",
-                                      "--trials", "12", "--budget-flops", "1.26G", "--study", "gp"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "search",
+            "--space",
+            "funnel-reinvest-ti",
+            "--sampler",
+            "gp",
+            "--objective",
+            "macs",
+            "--trials",
+            "12",
+            "--budget-flops",
+            "1.26G",
+            "--study",
+            "gp",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
 
@@ -251,8 +287,14 @@ def test_gp_never_fits_a_rejected_candidate_and_the_cli_runs_it(tmp_path):
 def test_an_extra_baseline_in_the_space_carries_its_parameters_and_one_outside_is_hidden_from_the_model(caplog):
     inside, outside = "B8(197)-4(99), h192", "B2(17), h64, a2, img32, patch8"
     with caplog.at_level(logging.WARNING, logger="optuna"):
-        study = fb.search("funnel-reinvest-ti", trials=15, objectives=("macs",), budget_macs=DEIT_TI_MACS, study="xb",
-                          baselines=(inside, outside))
+        study = fb.search(
+            "funnel-reinvest-ti",
+            trials=15,
+            objectives=("macs",),
+            budget_macs=DEIT_TI_MACS,
+            study="xb",
+            baselines=(inside, outside),
+        )
     by_layout = {t.user_attrs["target_layout"]: t for t in finished(study)}
     assert by_layout[inside].params == load_space("funnel-reinvest-ti").params_of(fb.parse_layout(inside))
     assert by_layout[outside].params == {}
@@ -272,20 +314,23 @@ def test_a_trial_that_trained_its_whole_schedule_is_never_pruned(monkeypatch):
     """Six good trainings, then one that is fine at epoch 3 and bad at its last (4th) epoch: the
     median pruner judges from epoch 3 and, before, pruned it at epoch 4 with its compute spent."""
     fake_trainer(monkeypatch, lambda i, epoch: 0.9 if i < 6 or epoch < 4 else 0.01)
-    study = fb.search("tiny", trials=8, pruner="median", budget_macs=2.5e6, study="last",
-                      **{**PROXY, "epochs": 4})
+    study = fb.search("tiny", trials=8, pruner="median", budget_macs=2.5e6, study="last", **{**PROXY, "epochs": 4})
     assert all(t.state != TrialState.PRUNED for t in finished(study))
     late = [t for t in searched(study) if t.user_attrs["status"] == "completed"]
     assert late and all(t.user_attrs["epochs_done"] == 4 for t in late)
 
 
 def test_hyperband_needs_a_schedule_with_brackets():
-    result = CliRunner().invoke(app, ["search", "--space", "tiny", "--pruner", "hyperband", "--epochs", "4", "--trials", "2"])
+    result = CliRunner().invoke(
+        app, ["search", "--space", "tiny", "--pruner", "hyperband", "--epochs", "4", "--trials", "2"]
+    )
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--pruner hyperband with 4 epochs" in result.output and "--epochs 9 or more" in result.output
     assert [study_mod.hyperband_brackets(e) for e in (4, 8, 9, 26, 27)] == [2, 2, 3, 3, 4]
     pruner = study_mod.make_pruner("hyperband", 27)
-    assert pruner._min_resource == 1 and pruner._max_resource == 27  # Optuna's private fields (tests/search/test_optuna_hooks.py)
+    assert (
+        pruner._min_resource == 1 and pruner._max_resource == 27
+    )  # Optuna's private fields (tests/search/test_optuna_hooks.py)
 
 
 def test_the_default_pruner_follows_the_schedule():

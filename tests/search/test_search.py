@@ -1,6 +1,6 @@
 """The search: budgets decided before anything is built, baselines first and once, the same seed
 giving the same candidates, killed studies continued to exactly N trials, pruning, refusals,
-cost-only searches, and the study's attributes (SEARCH_CONTRACT.md section B)."""
+cost-only searches, and the study's attributes (docs/search.md, "Studies: storage, continuing, records")."""
 
 import json
 import os
@@ -26,10 +26,20 @@ PROXY = dict(epochs=1, train_per_class=8, val_per_class=4, batch_size=16)  # 64 
 PROXY_ARGS = ["--epochs", "1", "--train-per-class", "8", "--val-per-class", "4", "--batch-size", "16"]
 CHEAPEST_TINY = "B1(17)-1(9), h64, m128, a2, img32, patch8"  # 1.23 MMACs
 # tiny without baselines (the rejection test must not train a baseline over the budget)
-BARE = {"name": "bare", "shared": {"image_size": 32, "patch_size": 8},
-        "stages": {"count": {"min": 1, "max": 3}, "layers": [1, 2], "stride": 2, "hidden": [64, 96], "head_dim": 32,
-                   "mlp_ratio": [2, 4], "pool": ["mean", "max"]},
-        "constraints": {"total_layers": {"min": 2, "max": 4}}}
+BARE = {
+    "name": "bare",
+    "shared": {"image_size": 32, "patch_size": 8},
+    "stages": {
+        "count": {"min": 1, "max": 3},
+        "layers": [1, 2],
+        "stride": 2,
+        "hidden": [64, 96],
+        "head_dim": 32,
+        "mlp_ratio": [2, 4],
+        "pool": ["mean", "max"],
+    },
+    "constraints": {"total_layers": {"min": 2, "max": 4}},
+}
 
 
 def run(*args):
@@ -53,8 +63,17 @@ def fake_trainer(monkeypatch, curve):
         calls.append(config.layout)
         for epoch in range(1, config.epochs + 1):
             top1 = curve(len(calls) - 1, epoch)
-            metrics = {"epoch": epoch, "train_loss": 1.0, "val_loss": 2.0 - top1, "val_top1": top1,
-                       "val_top5": min(1.0, top1 + 0.2), "lr": 1e-3, "train_img_per_s": 100.0, "epoch_s": 0.0, "eval_s": 0.0}
+            metrics = {
+                "epoch": epoch,
+                "train_loss": 1.0,
+                "val_loss": 2.0 - top1,
+                "val_top1": top1,
+                "val_top5": min(1.0, top1 + 0.2),
+                "lr": 1e-3,
+                "train_img_per_s": 100.0,
+                "epoch_s": 0.0,
+                "eval_s": 0.0,
+            }
             if callback(metrics) == trainer.PRUNE:
                 return {"status": "pruned", "epochs_done": epoch, "train_img_per_s": 100.0}
         return {"status": "completed", "epochs_done": config.epochs, "train_img_per_s": 100.0}
@@ -106,7 +125,11 @@ def test_unreachable_budget_names_the_cheapest_layout_and_writes_nothing(tmp_pat
     assert len(line.splitlines()) == 1
     assert CHEAPEST_TINY in line and "1.23 MMACs, i.e. 2.47 MFLOPs as 2 x MACs" in line and "1.00 MMACs" in line, line
     result = run("search", "--space", "tiny", "--budget-params", "100K")
-    assert result.exit_code == 2 and "145.58 k params" in result.stderr and "B2(17), h64, m128, a2, img32, patch8" in result.stderr
+    assert (
+        result.exit_code == 2
+        and "145.58 k params" in result.stderr
+        and "B2(17), h64, m128, a2, img32, patch8" in result.stderr
+    )
     result = run("search", "--space", "tiny", "--min-flops", "7M")
     assert result.exit_code == 2 and "reaches the floor" in result.stderr
     assert not (tmp_path / "runs").exists()
@@ -123,15 +146,35 @@ def test_a_budget_that_keeps_little_warns_with_the_share():
 
 def test_cost_only_search_trains_nothing_and_states_the_budget_both_ways(monkeypatch, tmp_path):
     fake_trainer(monkeypatch, lambda i, epoch: 1 / 0)  # any training would fail the test
-    result = run("search", "--space", "tiny", "--objective", "macs", "--objective", "params", "--trials", "8",
-                 "--budget-flops", "3M", "--pruner", "none")
+    result = run(
+        "search",
+        "--space",
+        "tiny",
+        "--objective",
+        "macs",
+        "--objective",
+        "params",
+        "--trials",
+        "8",
+        "--budget-flops",
+        "3M",
+        "--pruner",
+        "none",
+    )
     assert result.exit_code == 0, result.output
     first = result.output.splitlines()[0]
     assert first.startswith("budget: at most 3.00 MMACs, i.e. 6.00 MFLOPs as 2 x MACs"), first
-    assert "Pareto front (macs, params)" in result.output and "funnelbench report --study tiny-macs3M-macs-params" in result.output
-    study = optuna.load_study(study_name="tiny-macs3M-macs-params",
-                              storage=f"sqlite:///{tmp_path}/runs/search/tiny-macs3M-macs-params/study.db")
-    done = [t for t in finished(study) if t.user_attrs["status"] == "completed" and t.user_attrs["duplicate_of"] is None]
+    assert (
+        "Pareto front (macs, params)" in result.output
+        and "funnelbench report --study tiny-macs3M-macs-params" in result.output
+    )
+    study = optuna.load_study(
+        study_name="tiny-macs3M-macs-params",
+        storage=f"sqlite:///{tmp_path}/runs/search/tiny-macs3M-macs-params/study.db",
+    )
+    done = [
+        t for t in finished(study) if t.user_attrs["status"] == "completed" and t.user_attrs["duplicate_of"] is None
+    ]
     assert len(done) == 8
     for t in done:
         assert t.values == [t.user_attrs["macs"], t.user_attrs["params"]] and t.user_attrs["run_dir"] is None
@@ -140,8 +183,20 @@ def test_cost_only_search_trains_nothing_and_states_the_budget_both_ways(monkeyp
     front = {t.number for t in study.best_trials}
     assert front and all(study.trials[n].constraints["macs"] <= 0 for n in front)
     # --json: the summary
-    result = run("search", "--space", "tiny", "--objective", "macs", "--objective", "params", "--trials", "8",
-                 "--budget-flops", "3M", "--json")
+    result = run(
+        "search",
+        "--space",
+        "tiny",
+        "--objective",
+        "macs",
+        "--objective",
+        "params",
+        "--trials",
+        "8",
+        "--budget-flops",
+        "3M",
+        "--json",
+    )
     info = json.loads(result.stdout)
     assert info["counts"]["trained"] == 8 and info["settings"]["objectives"] == ["macs", "params"]
 
@@ -152,7 +207,9 @@ def test_cost_only_search_trains_nothing_and_states_the_budget_both_ways(monkeyp
 def test_multi_objective_with_a_pruner_is_refused(tmp_path):
     result = run("search", "--objective", "top1", "--objective", "macs", "--pruner", "median", *PROXY_ARGS)
     assert result.exit_code == 2
-    assert "Optuna cannot prune multi-objective studies" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        "Optuna cannot prune multi-objective studies" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    )
     result = run("search", "--objective", "top1", "--objective", "macs", "--pruner", "hyperband")
     assert result.exit_code == 2 and "--pruner hyperband with 2 objectives" in result.stderr
     result = run("search", "--objective", "accuracy")
@@ -217,7 +274,11 @@ def test_a_pruner_prunes_a_hopeless_trial(monkeypatch):
     assert t.state == TrialState.PRUNED and t.user_attrs["status"] == "pruned"
     assert t.user_attrs["epochs_done"] == 2 and t.intermediate_values == {1: pytest.approx(1.0), 2: pytest.approx(1.0)}
     assert all(x.state == TrialState.COMPLETE for x in trained[:6])
-    assert study.trials[0].intermediate_values == {1: pytest.approx(60.0), 2: pytest.approx(70.0), 3: pytest.approx(80.0)}
+    assert study.trials[0].intermediate_values == {
+        1: pytest.approx(60.0),
+        2: pytest.approx(70.0),
+        3: pytest.approx(80.0),
+    }
     assert study_mod.counts(study)["pruned"] == 1 and study_mod.counts(study)["trained"] == 7
 
 
@@ -288,7 +349,10 @@ def test_every_trial_has_every_attribute_and_the_study_its_settings(monkeypatch)
         assert a["flops"] == 2 * a["macs"]
         if a["status"] == "completed" and a["duplicate_of"] is None:
             assert a["proxy_layout"] != a["target_layout"]  # widths halved
-            assert fb.parse_layout(a["proxy_layout"]).stages[0].hidden == fb.parse_layout(a["target_layout"]).stages[0].hidden // 2
+            assert (
+                fb.parse_layout(a["proxy_layout"]).stages[0].hidden
+                == fb.parse_layout(a["target_layout"]).stages[0].hidden // 2
+            )
             assert a["top1"] == pytest.approx(40.0) and a["run_dir"] == f"trial-{t.number}"
 
 
@@ -312,8 +376,21 @@ def test_ctrl_c_records_the_trial_interrupted_and_the_next_run_retries_it(monkey
 
 def test_a_killed_study_continues_to_exactly_n_trained_trials_and_repeats_none(tmp_path):
     """SIGKILL while the third trial trains; the same command then finishes the study."""
-    args = [sys.executable, "-m", "funnelbench", "search", "--space", "tiny", "--trials", "4", "--study", "k",
-            *PROXY_ARGS, "--epochs", "3"]
+    args = [
+        sys.executable,
+        "-m",
+        "funnelbench",
+        "search",
+        "--space",
+        "tiny",
+        "--trials",
+        "4",
+        "--study",
+        "k",
+        *PROXY_ARGS,
+        "--epochs",
+        "3",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     folder = tmp_path / "runs/search/k"
@@ -336,7 +413,9 @@ def test_a_killed_study_continues_to_exactly_n_trained_trials_and_repeats_none(t
     study = optuna.load_study(study_name="k", storage=storage)
     trials = finished(study)
     assert all(t.state != TrialState.RUNNING for t in study.trials)
-    trained = [t for t in trials if t.user_attrs["status"] in ("completed", "pruned") and t.user_attrs["duplicate_of"] is None]
+    trained = [
+        t for t in trials if t.user_attrs["status"] in ("completed", "pruned") and t.user_attrs["duplicate_of"] is None
+    ]
     assert len(trained) == 4
     layouts = [t.user_attrs["target_layout"] for t in trained]
     assert len(set(layouts)) == 4  # no layout trained twice
@@ -350,9 +429,16 @@ def test_a_killed_study_continues_to_exactly_n_trained_trials_and_repeats_none(t
 
 def test_memory_budget_and_measured_inference_speed_without_training(monkeypatch, one_thread):
     fake_trainer(monkeypatch, lambda i, epoch: 1 / 0)  # nothing may train
-    budget = 12 * 2 ** 20  # the cheapest tiny layout needs 9.1 MiB at batch 64 (CPU rules), the ViT baseline 13.0
-    study = fb.search("tiny", trials=3, objectives=("train_mem", "infer_img_per_s"), budget_memory=budget,
-                      memory_batch=64, memory_device="cpu", study="mem")
+    budget = 12 * 2**20  # the cheapest tiny layout needs 9.1 MiB at batch 64 (CPU rules), the ViT baseline 13.0
+    study = fb.search(
+        "tiny",
+        trials=3,
+        objectives=("train_mem", "infer_img_per_s"),
+        budget_memory=budget,
+        memory_batch=64,
+        memory_device="cpu",
+        study="mem",
+    )
     assert study.user_attrs["settings"]["directions"] == ["minimize", "maximize"]
     for t in finished(study):
         a = t.user_attrs
@@ -366,7 +452,11 @@ def test_memory_budget_and_measured_inference_speed_without_training(monkeypatch
         if not a["baseline"]:  # the uniform start-up applies the memory budget before a trial exists
             assert est <= budget and a["status"] == "completed"
     vit = finished(study)[0]  # the baseline over the memory budget: measured anyway, never the best
-    assert vit.user_attrs["baseline"] and vit.constraints["memory"] > 0 and vit.number not in {t.number for t in study.best_trials}
+    assert (
+        vit.user_attrs["baseline"]
+        and vit.constraints["memory"] > 0
+        and vit.number not in {t.number for t in study.best_trials}
+    )
 
 
 # ----------------------------------------------------------------------------- the space's proxy section
@@ -380,8 +470,18 @@ def test_the_spaces_proxy_section_is_the_default_and_a_given_option_wins(monkeyp
     trainer = importlib.import_module("funnelbench.train")
     real = trainer.train
     monkeypatch.setattr(trainer, "train", lambda **kw: (calls.append(kw["config"]), real(**kw))[1])
-    space = {**BARE, "name": "with-proxy", "proxy": {"epochs": 3, "lr": 0.004, "width_scale": 0.5,
-                                                     "train_per_class": 8, "val_per_class": 4, "batch_size": 16}}
+    space = {
+        **BARE,
+        "name": "with-proxy",
+        "proxy": {
+            "epochs": 3,
+            "lr": 0.004,
+            "width_scale": 0.5,
+            "train_per_class": 8,
+            "val_per_class": 4,
+            "batch_size": 16,
+        },
+    }
     study = fb.search(space, trials=1, study="space-proxy")
     proxy = study.user_attrs["settings"]["proxy"]
     assert (proxy["epochs"], proxy["lr"], proxy["width_scale"], proxy["train_per_class"]) == (3, 0.004, 0.5, 8)
@@ -397,37 +497,52 @@ def test_the_search_command_takes_unset_options_from_the_spaces_proxy(tmp_path, 
     space = tmp_path / "p.yaml"
     import yaml
 
-    space.write_text(yaml.safe_dump({**BARE, "name": "p", "proxy": {"epochs": 2, "lr": 0.003, "train_per_class": 8,
-                                                                     "val_per_class": 4, "batch_size": 16}}))
+    space.write_text(
+        yaml.safe_dump(
+            {
+                **BARE,
+                "name": "p",
+                "proxy": {"epochs": 2, "lr": 0.003, "train_per_class": 8, "val_per_class": 4, "batch_size": 16},
+            }
+        )
+    )
     result = run("search", "--space", str(space), "--trials", "1", "--study", "cli-proxy")
     assert result.exit_code == 0, result.output
     proxy = optuna.load_study(study_name="cli-proxy", storage="sqlite:///runs/search/cli-proxy/study.db").user_attrs[
-        "settings"]["proxy"]
+        "settings"
+    ]["proxy"]
     assert (proxy["epochs"], proxy["lr"], proxy["width_scale"]) == (2, 0.003, 1.0)
     result = run("search", "--space", str(space), "--trials", "1", "--study", "cli-proxy-2", "--epochs", "1")
     assert result.exit_code == 0, result.output
-    proxy = optuna.load_study(study_name="cli-proxy-2", storage="sqlite:///runs/search/cli-proxy-2/study.db").user_attrs[
-        "settings"]["proxy"]
+    proxy = optuna.load_study(
+        study_name="cli-proxy-2", storage="sqlite:///runs/search/cli-proxy-2/study.db"
+    ).user_attrs["settings"]["proxy"]
     assert (proxy["epochs"], proxy["lr"]) == (1, 0.003)
     assert "Default: the space's proxy section, else 10." in " ".join(run("search", "--help").output.split()).replace(
-        "│ ", "").replace(" │", "")
+        "│ ", ""
+    ).replace(" │", "")
 
 
-@pytest.mark.parametrize("proxy, message", [
-    ({"epoch": 2}, "key proxy.epoch: unknown key (did you mean epochs?)"),
-    ({"seed": 3}, "key proxy.seed: unknown key"),
-    ({"epochs": 0}, "key proxy.epochs: must be between 1 and 100000"),
-    ({"lr": "fast"}, "key proxy.lr: expected a number"),
-    ({"width_scale": 2}, "key proxy.width_scale: must be in (0, 1]"),
-    ([1, 2], "key proxy: a mapping of training options"),
-])
+@pytest.mark.parametrize(
+    "proxy, message",
+    [
+        ({"epoch": 2}, "key proxy.epoch: unknown key (did you mean epochs?)"),
+        ({"seed": 3}, "key proxy.seed: unknown key"),
+        ({"epochs": 0}, "key proxy.epochs: must be between 1 and 100000"),
+        ({"lr": "fast"}, "key proxy.lr: expected a number"),
+        ({"width_scale": 2}, "key proxy.width_scale: must be in (0, 1]"),
+        ([1, 2], "key proxy: a mapping of training options"),
+    ],
+)
 def test_a_bad_proxy_section_is_one_line_naming_the_key(tmp_path, proxy, message):
     import yaml
 
     space = tmp_path / "bad.yaml"
     space.write_text(yaml.safe_dump({**BARE, "name": "bad", "proxy": proxy}))
     result = run("spaces", str(space))
-    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1, (
+        result.output
+    )
 
 
 def test_a_proxy_that_cannot_train_the_space_is_refused_before_any_trial(tmp_path):
@@ -437,7 +552,10 @@ def test_a_proxy_that_cannot_train_the_space_is_refused_before_any_trial(tmp_pat
     space.write_text(yaml.safe_dump({**BARE, "name": "bad", "proxy": {"image_size": 30}}))
     result = run("search", "--space", str(space), "--trials", "1")
     assert result.exit_code == 2, result.output
-    assert "the proxy cannot train this space's layouts: --image-size 30 is not a multiple of --patch-size 8" in result.output
+    assert (
+        "the proxy cannot train this space's layouts: --image-size 30 is not a multiple of --patch-size 8"
+        in result.output
+    )
     assert not Path("runs").exists()
 
 

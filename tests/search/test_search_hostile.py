@@ -39,7 +39,7 @@ from funnelbench.search import workers
 from funnelbench.search.space import LARGEST, MAX_SPACE_BYTES, load_space
 
 BOUND_S = 20  # seconds any refusal may take on a busy 2-core machine (the old code ran past 10 minutes)
-BOUND_BYTES = 2 * 2 ** 30  # address space a command may add (the old code was killed for memory)
+BOUND_BYTES = 2 * 2**30  # address space a command may add (the old code was killed for memory)
 TINY = (space_mod.spaces_dir() / "tiny.yaml").read_text()
 COST_ONLY = ["--space", "tiny", "--objective", "macs", "--pruner", "none"]  # a search that trains nothing
 
@@ -102,17 +102,21 @@ def tiny_with(old: str, new: str) -> str:
 
 # ----------------------------------------------------------------------------- spaces that exhaust the machine
 
-@pytest.mark.parametrize("old, new, key", [
-    ("layers: [1, 2]", "layers: {min: 1, max: 1000000000}", "stages.layers"),  # was killed for memory (exit 137)
-    ("layers: [1, 2]", "layers: {min: 1, max: 100000}", "stages.layers"),  # ran past 10 minutes
-    ("count: {min: 1, max: 3}", "count: {min: 1, max: 1000000000}", "stages.count"),
-    ("hidden: [64, 96]", "hidden: {min: 32, max: 4000000000, step: 32}", "stages.hidden"),
-    ("mlp_ratio: [2, 4]", "mlp: {min: 1, max: 99999999}", "stages.mlp"),
-    ("head_dim: 32", "heads: {min: 1, max: 10000000}", "stages.heads"),
-    ("stride: 2", "stride: [2, 100000]", "stages.stride"),
-    ("total_layers: {min: 2, max: 4}", "total_layers: {min: 2, max: 1000000000}", "constraints.total_layers"),
-    ("image_size: 32", "image_size: 3200000", "shared.image_size"),
-])
+
+@pytest.mark.parametrize(
+    "old, new, key",
+    [
+        ("layers: [1, 2]", "layers: {min: 1, max: 1000000000}", "stages.layers"),  # was killed for memory (exit 137)
+        ("layers: [1, 2]", "layers: {min: 1, max: 100000}", "stages.layers"),  # ran past 10 minutes
+        ("count: {min: 1, max: 3}", "count: {min: 1, max: 1000000000}", "stages.count"),
+        ("hidden: [64, 96]", "hidden: {min: 32, max: 4000000000, step: 32}", "stages.hidden"),
+        ("mlp_ratio: [2, 4]", "mlp: {min: 1, max: 99999999}", "stages.mlp"),
+        ("head_dim: 32", "heads: {min: 1, max: 10000000}", "stages.heads"),
+        ("stride: 2", "stride: [2, 100000]", "stages.stride"),
+        ("total_layers: {min: 2, max: 4}", "total_layers: {min: 2, max: 1000000000}", "constraints.total_layers"),
+        ("image_size: 32", "image_size: 3200000", "shared.image_size"),
+    ],
+)
 def test_a_value_past_its_documented_bound_is_one_line_naming_the_key(tmp_path, old, new, key):
     path = tmp_path / "huge.yaml"
     path.write_text(tiny_with(old, new))
@@ -120,8 +124,12 @@ def test_a_value_past_its_documented_bound_is_one_line_naming_the_key(tmp_path, 
 
 
 INSTEAD = {"mlp": "mlp_ratio", "heads": "head_dim"}  # a key given in place of tiny's
-STEM_FOR = {"token_dim": {"stem": "t2t"}, "points": {"stem": "ps", "points": 4}, "iters": {"stem": "ps", "points": 4},
-            "fe": {"stem": "ps", "points": 4}}
+STEM_FOR = {
+    "token_dim": {"stem": "t2t"},
+    "points": {"stem": "ps", "points": 4},
+    "iters": {"stem": "ps", "points": 4},
+    "fe": {"stem": "ps", "points": 4},
+}
 
 
 @pytest.mark.parametrize("key", sorted(set(LARGEST) - {"n_stages", "total_layers"}))
@@ -141,11 +149,13 @@ def test_every_bounded_number_is_refused_past_its_bound(key):
 def test_a_space_whose_exact_walk_would_take_too_long_is_refused_with_the_count(tmp_path):
     # every number within its bound, but 32 stages of 64 layer counts and 4 widths: far too many paths
     path = tmp_path / "wide.yaml"
-    path.write_text(tiny_with("count: {min: 1, max: 3}", "count: {min: 1, max: 32}")
-                    .replace("layers: [1, 2]", "layers: {min: 1, max: 64}")
-                    .replace("hidden: [64, 96]", "hidden: [64, 96, 128, 160]")
-                    .replace("total_layers: {min: 2, max: 4}", "total_layers: {min: 2, max: 400}")
-                    .replace("image_size: 32", "image_size: 224"))
+    path.write_text(
+        tiny_with("count: {min: 1, max: 3}", "count: {min: 1, max: 32}")
+        .replace("layers: [1, 2]", "layers: {min: 1, max: 64}")
+        .replace("hidden: [64, 96]", "hidden: [64, 96, 128, 160]")
+        .replace("total_layers: {min: 2, max: 4}", "total_layers: {min: 2, max: 400}")
+        .replace("image_size: 32", "image_size: 224")
+    )
     err = spaces_refuses(path, "key stages:", "walking this space exactly would take up to", "steps")
     assert "stage0_layers" in err  # the widest decision, to narrow first
 
@@ -162,13 +172,16 @@ def _alias_bomb(levels: int = 9, width: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("text, needle", [
-    (_alias_bomb(), "expands to more than 20,000 values"),  # 9 ** 9 values from 600 bytes
-    ("name: x\nstages: &a {count: 2, hidden: [64, *a]}\n", "refers to the anchor it is inside of"),
-    ("stages: " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
-    ("stages:\n  count: 1" + "0" * 5000 + "\n", "not a value funnelbench can read"),
-    (TINY + "\nproxy: {epochs: 1}\n" + "#" * MAX_SPACE_BYTES, "larger than 256 KiB"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        (_alias_bomb(), "expands to more than 20,000 values"),  # 9 ** 9 values from 600 bytes
+        ("name: x\nstages: &a {count: 2, hidden: [64, *a]}\n", "refers to the anchor it is inside of"),
+        ("stages: " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
+        ("stages:\n  count: 1" + "0" * 5000 + "\n", "not a value funnelbench can read"),
+        (TINY + "\nproxy: {epochs: 1}\n" + "#" * MAX_SPACE_BYTES, "larger than 256 KiB"),
+    ],
+)
 def test_yaml_that_would_exhaust_the_loader_is_one_line(tmp_path, text, needle):
     path = tmp_path / "bomb.yaml"
     path.write_text(text)
@@ -183,12 +196,15 @@ def test_a_50_mb_space_file_is_refused_without_reading_it(tmp_path):
     spaces_refuses(path, "larger than 256 KiB")
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda tmp: "/proc/self/mem", "cannot read it"),  # a file whose read is an I/O error
-    (lambda tmp: tmp, "is not a file"),  # a folder (was: "does not exist")
-    (lambda tmp: "/dev/zero", "is not a file"),  # endless: never read
-    (lambda tmp: (tmp / "bin.yaml").write_bytes(b"name: \xff\xfe\x00\n") and tmp / "bin.yaml", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda tmp: "/proc/self/mem", "cannot read it"),  # a file whose read is an I/O error
+        (lambda tmp: tmp, "is not a file"),  # a folder (was: "does not exist")
+        (lambda tmp: "/dev/zero", "is not a file"),  # endless: never read
+        (lambda tmp: (tmp / "bin.yaml").write_bytes(b"name: \xff\xfe\x00\n") and tmp / "bin.yaml", "not UTF-8"),
+    ],
+)
 def test_a_space_path_that_cannot_be_read_as_text_is_one_line(tmp_path, make, needle):
     spaces_refuses(make(tmp_path), needle)
 
@@ -196,8 +212,12 @@ def test_a_space_path_that_cannot_be_read_as_text_is_one_line(tmp_path, make, ne
 # ----------------------------------------------------------------------------- the fuzz test
 
 HOSTILE_VALUES = st.one_of(
-    st.integers(-10 ** 12, 10 ** 12), st.sampled_from([10 ** 18, 10 ** 400, -1, 0, 1, 2, 3, 4, 8, 16, 32, 64, 96]),
-    st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(), st.text(max_size=30),
+    st.integers(-(10**12), 10**12),
+    st.sampled_from([10**18, 10**400, -1, 0, 1, 2, 3, 4, 8, 16, 32, 64, 96]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=30),
     st.sampled_from(["mean", "max", "mean2d", "max2d", "cls", "avg", "patch", "t2t", "ps", "sincos", "none"]),
 )
 VALUES = st.recursive(
@@ -205,17 +225,45 @@ VALUES = st.recursive(
     lambda inner: st.one_of(
         st.lists(inner, max_size=5),
         st.fixed_dictionaries({"min": inner, "max": inner}, optional={"step": inner}),
-        st.dictionaries(st.text(max_size=12), inner, max_size=4)),
-    max_leaves=12)
-PATHS = st.sampled_from([
-    ("name",), ("description",), ("shared",), ("shared", "image_size"), ("shared", "patch_size"), ("shared", "stem"),
-    ("shared", "points"), ("shared", "head"), ("shared", "pos"), ("stages",), ("stages", "count"),
-    ("stages", "layers"), ("stages", "stride"), ("stages", "hidden"), ("stages", "head_dim"), ("stages", "heads"),
-    ("stages", "mlp_ratio"), ("stages", "mlp"), ("stages", "pool"), ("stages", "kernel"), ("stages", "tie"),
-    ("stages", "per_stage"), ("stages", "per_stage", "stage1"), ("stages", "per_stage", "stage0", "layers"),
-    ("constraints",), ("constraints", "total_layers"), ("baselines",), ("proxy",),
-    ("proxy", "epochs"), ("proxy", "image_size"), ("unknown",),
-])
+        st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+PATHS = st.sampled_from(
+    [
+        ("name",),
+        ("description",),
+        ("shared",),
+        ("shared", "image_size"),
+        ("shared", "patch_size"),
+        ("shared", "stem"),
+        ("shared", "points"),
+        ("shared", "head"),
+        ("shared", "pos"),
+        ("stages",),
+        ("stages", "count"),
+        ("stages", "layers"),
+        ("stages", "stride"),
+        ("stages", "hidden"),
+        ("stages", "head_dim"),
+        ("stages", "heads"),
+        ("stages", "mlp_ratio"),
+        ("stages", "mlp"),
+        ("stages", "pool"),
+        ("stages", "kernel"),
+        ("stages", "tie"),
+        ("stages", "per_stage"),
+        ("stages", "per_stage", "stage1"),
+        ("stages", "per_stage", "stage0", "layers"),
+        ("constraints",),
+        ("constraints", "total_layers"),
+        ("baselines",),
+        ("proxy",),
+        ("proxy", "epochs"),
+        ("proxy", "image_size"),
+        ("unknown",),
+    ]
+)
 
 
 @st.composite
@@ -261,6 +309,7 @@ def test_fuzzed_space_files_are_one_line_exit_2_in_bounded_time_and_memory(tmp_p
 
 # ----------------------------------------------------------------------------- studies that are not ours, or damaged
 
+
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """A finished cost-only study (nothing trained) in SQLite and in a journal file."""
@@ -283,8 +332,17 @@ def test_a_study_of_another_program_with_the_marker_is_read_attribute_by_attribu
     study.set_user_attr("settings", {"budgets": {"macs": "lots"}, "proxy": "fast", "objectives": 3})
 
     def objective(trial):
-        for key, value in {"macs": "a lot", "params": [1], "top1": "high", "status": {"a": 1}, "over_budget": "yes",
-                           "baseline": "no", "target_layout": 7, "duplicate_of": "x", "error": [1, 2]}.items():
+        for key, value in {
+            "macs": "a lot",
+            "params": [1],
+            "top1": "high",
+            "status": {"a": 1},
+            "over_budget": "yes",
+            "baseline": "no",
+            "target_layout": 7,
+            "duplicate_of": "x",
+            "error": [1, 2],
+        }.items():
             trial.set_user_attr(key, value)
         return trial.suggest_float("x", 0, 1)
 
@@ -305,22 +363,29 @@ def _damage(path: Path, where: str) -> None:
         table, pick = ("trials", "min") if where == "middle" else ("trial_user_attributes", "max")
         page = db.execute(f"SELECT {pick}(pageno) FROM dbstat WHERE name = ?", (table,)).fetchone()[0]
     data = bytearray(path.read_bytes())
-    data[(page - 1) * size + 100:page * size] = b"\xde\xad" * ((size - 100) // 2)
+    data[(page - 1) * size + 100 : page * size] = b"\xde\xad" * ((size - 100) // 2)
     path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("where", ["middle", "tail"])
 def test_a_damaged_sqlite_study_is_one_line_for_report_and_search(template, tmp_path, where):
     db = tmp_path / "study.db"
-    with contextlib.closing(sqlite3.connect(template / "runs/search/s/study.db")) as src, \
-            contextlib.closing(sqlite3.connect(db)) as dst:
+    with (
+        contextlib.closing(sqlite3.connect(template / "runs/search/s/study.db")) as src,
+        contextlib.closing(sqlite3.connect(db)) as dst,
+    ):
         src.backup(dst)  # the study as SQLite sees it (a plain copy of study.db may miss what is still in its WAL)
     _damage(db, where)
     before = db.read_bytes()
     url = f"sqlite:///{db}"
     one_line(invoke("report", "--study", "s", "--storage", url), 2, "damaged", ".recover")  # was 3 tracebacks
-    err = one_line(invoke("search", *COST_ONLY, "--trials", "6", "--study", "s", "--storage", url), 2,
-                   f"sqlite:///{db}", "damaged", ".recover")
+    err = one_line(
+        invoke("search", *COST_ONLY, "--trials", "6", "--study", "s", "--storage", url),
+        2,
+        f"sqlite:///{db}",
+        "damaged",
+        ".recover",
+    )
     assert "object at 0x" not in err
     assert db.read_bytes() == before  # nothing written into it
 
@@ -336,16 +401,23 @@ def _trials(journal: Path, name: str = "j") -> list:
     return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
 
 
-@pytest.mark.parametrize("garbage", [b"\xff\xfe\x00 not text\n", b'{"op_code": 4, "worker_id": "x", "trial_i\n'],
-                         ids=["bytes", "truncated json"])
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\xff\xfe\x00 not text\n", b'{"op_code": 4, "worker_id": "x", "trial_i\n'],
+    ids=["bytes", "truncated json"],
+)
 def test_a_damaged_journal_says_where_and_the_fix_keeps_every_trial_before_it(template, tmp_path, garbage):
     journal = _journal_study(template, tmp_path)
     intact = journal.read_bytes()
     done = [(t.number, t.values, t.user_attrs["target_layout"]) for t in _trials(journal)]
     journal.write_bytes(intact + garbage + b'{"op_code": 0, "worker_id": "w", "study_name": "later"}\n')
     url, line = f"journal:{journal}", intact.count(b"\n") + 1
-    err = one_line(invoke("search", *COST_ONLY, "--trials", "6", "--study", "j", "--storage", url), 2,
-                   f"journal:{journal} is damaged at line {line} (byte {len(intact)})", "operations before it")
+    err = one_line(
+        invoke("search", *COST_ONLY, "--trials", "6", "--study", "j", "--storage", url),
+        2,
+        f"journal:{journal} is damaged at line {line} (byte {len(intact)})",
+        "operations before it",
+    )
     one_line(invoke("report", "--study", "j", "--storage", url), 2, "is damaged at line")
     fix = err.split("keep them with '", 1)[1].split("'", 1)[0]  # the command the message gives
     subprocess.run(fix, shell=True, check=True)
@@ -384,32 +456,40 @@ def test_a_worker_killed_while_writing_the_journal_loses_nothing_and_two_workers
     assert not journal.read_bytes().endswith(b"\n")  # the torn tail a killed writer leaves
     # before the repair, two workers appended onto the torn line, died with tracebacks and left a
     # journal no one could read
-    result = invoke("search", *COST_ONLY, "--trials", "6", "--study", "j", "--storage", f"journal:{journal}",
-                    "--workers", "2")
+    result = invoke(
+        "search", *COST_ONLY, "--trials", "6", "--study", "j", "--storage", f"journal:{journal}", "--workers", "2"
+    )
     assert result.exit_code == 0, (result.output, repr(result.exception))
     assert "Traceback" not in result.output and "its last line was torn" in result.stderr
     trials = _trials(journal)
-    assert [(t.number, t.values, t.user_attrs["target_layout"]) for t in trials[:len(done)]] == done
-    assert sum(1 for t in trials if t.user_attrs.get("status") == "completed" and t.user_attrs.get("duplicate_of") is None) == 6
+    assert [(t.number, t.values, t.user_attrs["target_layout"]) for t in trials[: len(done)]] == done
+    assert (
+        sum(1 for t in trials if t.user_attrs.get("status") == "completed" and t.user_attrs.get("duplicate_of") is None)
+        == 6
+    )
     assert invoke("report", "--study", "j", "--storage", f"journal:{journal}").exit_code == 0
     assert len(list(tmp_path.glob("journal.log.torn-*"))) == 1
 
 
 # ----------------------------------------------------------------------------- every exception that escapes
 
+
 def _raise(err):
     def boom(*args, **kwargs):
         raise err
+
     return boom
 
 
 def _sqlalchemy_error():
     import sqlalchemy.exc
+
     return sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("disk I/O error"))
 
 
 def _numpy_error():
     import numpy
+
     return numpy.linalg.LinAlgError("Matrix is not positive definite")
 
 
@@ -426,8 +506,9 @@ ESCAPES = [  # (command, the function it calls that raises, the exception)
 @pytest.mark.parametrize("args, target, err", ESCAPES, ids=[f"{a[0]} {type(e).__name__}" for a, _, e in ESCAPES])
 def test_an_unexpected_exception_is_one_line_exit_1_naming_the_debug_switch(monkeypatch, args, target, err):
     module, name = target.rsplit(".", 1)
-    monkeypatch.setattr(sys.modules[module] if module in sys.modules else __import__(module, fromlist=[name]),
-                        name, _raise(err))
+    monkeypatch.setattr(
+        sys.modules[module] if module in sys.modules else __import__(module, fromlist=[name]), name, _raise(err)
+    )
     monkeypatch.delenv("FUNNELBENCH_DEBUG", raising=False)
     line = one_line(invoke(*args), 1, type(err).__name__, "FUNNELBENCH_DEBUG=1", "--debug")
     assert "second line" not in line

@@ -56,13 +56,33 @@ def first_study():
 def test_a_study_of_the_same_name_in_another_storage_is_refused_before_it_writes(first_study, tmp_path):
     folder, trials = first_study
     elsewhere = tmp_path / "elsewhere.db"
-    one_line_error(run("search", "--space", "tiny", "--study", "ok1", "--trials", "1", "--storage",
-                       f"sqlite:///{elsewhere}", *PROXY_ARGS), "runs/search/ok1 belongs to study 'ok1'",
-                   "choose another --study")
+    one_line_error(
+        run(
+            "search",
+            "--space",
+            "tiny",
+            "--study",
+            "ok1",
+            "--trials",
+            "1",
+            "--storage",
+            f"sqlite:///{elsewhere}",
+            *PROXY_ARGS,
+        ),
+        "runs/search/ok1 belongs to study 'ok1'",
+        "choose another --study",
+    )
     assert not elsewhere.exists()  # refused before its storage was made
     # a SQLite file that already holds a study of that name (another folder's): refused once it is read
-    fb.search("tiny", study="ok1", trials=1, root="other", objectives=("macs",), pruner="none",
-              storage=f"sqlite:///{elsewhere}")
+    fb.search(
+        "tiny",
+        study="ok1",
+        trials=1,
+        root="other",
+        objectives=("macs",),
+        pruner="none",
+        storage=f"sqlite:///{elsewhere}",
+    )
     with pytest.raises(UsageError, match="belongs to study 'ok1'"):
         fb.search("tiny", study="ok1", trials=1, storage=f"sqlite:///{elsewhere}", objectives=("macs",), pruner="none")
     assert {k: v for k, v in snapshot(folder).items() if k.startswith("trial-")} == trials
@@ -75,11 +95,24 @@ def test_a_journal_study_and_a_sqlite_study_never_share_a_folder(first_study):
         fb.search("tiny", study="ok1", trials=2, storage=f"journal:{journal}", **PROXY)
     assert not journal.exists()
     # and the other way round: a journal study's folder takes no SQLite study
-    fb.search("tiny", study="j1", trials=1, workers=1, storage=f"journal:{Path('runs/search/j1/journal.log').resolve()}",
-              objectives=("macs",), pruner="none")
+    fb.search(
+        "tiny",
+        study="j1",
+        trials=1,
+        workers=1,
+        storage=f"journal:{Path('runs/search/j1/journal.log').resolve()}",
+        objectives=("macs",),
+        pruner="none",
+    )
     with pytest.raises(UsageError, match="belongs to study 'j1'"):
-        fb.search("tiny", study="j1", trials=1, storage="sqlite:///runs/search/j1/study.db", objectives=("macs",),
-                  pruner="none")
+        fb.search(
+            "tiny",
+            study="j1",
+            trials=1,
+            storage="sqlite:///runs/search/j1/study.db",
+            objectives=("macs",),
+            pruner="none",
+        )
     assert not Path("runs/search/j1/study.db").exists()
     assert {k: v for k, v in snapshot(folder).items() if k.startswith("trial-")} == trials
 
@@ -87,11 +120,17 @@ def test_a_journal_study_and_a_sqlite_study_never_share_a_folder(first_study):
 def test_trial_folders_whose_study_is_gone_are_not_overwritten(first_study):
     folder, trials = first_study
     (folder / "study.db").unlink()
-    one_line_error(run("search", "--space", "tiny", "--study", "ok1", "--trials", "1", *PROXY_ARGS),
-                   "runs/search/ok1 belongs to study 'ok1'", "choose another --study")
+    one_line_error(
+        run("search", "--space", "tiny", "--study", "ok1", "--trials", "1", *PROXY_ARGS),
+        "runs/search/ok1 belongs to study 'ok1'",
+        "choose another --study",
+    )
     (folder / "owner.json").unlink()  # a folder from before owner files: its trial folders still count
-    one_line_error(run("search", "--space", "tiny", "--study", "ok1", "--trials", "1", *PROXY_ARGS),
-                   "runs/search/ok1 holds trial folders (trial-0)", "choose another --study")
+    one_line_error(
+        run("search", "--space", "tiny", "--study", "ok1", "--trials", "1", *PROXY_ARGS),
+        "runs/search/ok1 holds trial folders (trial-0)",
+        "choose another --study",
+    )
     assert not (folder / "study.db").exists()
     assert {k: v for k, v in snapshot(folder).items() if k.startswith("trial-")} == trials
 
@@ -141,15 +180,34 @@ fb.search("tiny", study="twice", trials=2, epochs=1, train_per_class=8, val_per_
 def test_the_same_command_twice_on_a_sqlite_study_is_refused():
     """Two terminals (or a cron overlap) on the default SQLite study: the second command is
     refused while the first runs, so no layout is trained twice."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": REPO})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 120)
         assert ready and proc.stdout.readline().strip() == "training", proc.poll()
-        result = run("search", "--space", "tiny", "--study", "twice", "--trials", "2", "--epochs", "1",
-                     "--train-per-class", "8", "--val-per-class", "4")
-        one_line_error(result, "study 'twice' is being searched by another process", f":{proc.pid})",
-                       "SQLite serves one process")
+        result = run(
+            "search",
+            "--space",
+            "tiny",
+            "--study",
+            "twice",
+            "--trials",
+            "2",
+            "--epochs",
+            "1",
+            "--train-per-class",
+            "8",
+            "--val-per-class",
+            "4",
+        )
+        one_line_error(
+            result, "study 'twice' is being searched by another process", f":{proc.pid})", "SQLite serves one process"
+        )
         study = optuna.load_study(study_name="twice", storage="sqlite:///runs/search/twice/study.db")
         assert [t.state.name for t in study.trials if t.state.name != "WAITING"] == ["RUNNING"]
     finally:
@@ -164,7 +222,7 @@ def test_a_baseline_listed_twice_in_a_space_file_is_trained_once(tmp_path):
     spec = Path(REPO, "spaces", "tiny.yaml").read_text()
     first = str(fb.load_space("tiny").baselines[0])
     path = tmp_path / "twice.yaml"
-    path.write_text(spec.replace("baselines:", f"baselines:\n  - \"{first}\"", 1))
+    path.write_text(spec.replace("baselines:", f'baselines:\n  - "{first}"', 1))
     assert len(fb.load_space(str(path)).baselines) == len(fb.load_space("tiny").baselines)
     study = fb.search(str(path), study="twice-b", trials=4, objectives=("macs",), pruner="none")
     baselines = [t.user_attrs["target_layout"] for t in study.trials if t.user_attrs.get("baseline")]
@@ -280,18 +338,19 @@ def test_no_command_prints_or_records_a_password(planted_url, tmp_path):
     unreachable = f"postgresql://funnelbench:{PLANTED}@127.0.0.1:1/nothing"
     malformed = f"postgresql://funnelbench:{PLANTED}@localhost:notaport/db"
     outputs = []
-    for args in (["search", "--space", "tiny", "--study", name, "--trials", "2", *COST_ONLY, "--storage", planted_url],
-                 ["search", "--space", "tiny", "--study", name, "--trials", "3", *COST_ONLY, "--storage", planted_url,
-                  "--json"],
-                 ["report", "--study", name, "--storage", planted_url, "--export", tmp_path / "r.csv"],
-                 ["report", "--study", name, "--storage", planted_url, "--json", "--export", tmp_path / "r.json"],
-                 ["report", "--study", "nope", "--storage", planted_url],
-                 ["search", "--space", "tiny", "--study", name, "--trials", "3", "--storage", planted_url],  # other settings
-                 ["search", "--space", "tiny", "--trials", "1", *COST_ONLY, "--storage", unreachable],
-                 ["report", "--study", name, "--storage", unreachable],
-                 ["report", "--study", name, "--storage", unreachable, "--json"],
-                 ["search", "--space", "tiny", "--trials", "1", *COST_ONLY, "--storage", malformed],
-                 ["report", "--study", name, "--storage", malformed]):
+    for args in (
+        ["search", "--space", "tiny", "--study", name, "--trials", "2", *COST_ONLY, "--storage", planted_url],
+        ["search", "--space", "tiny", "--study", name, "--trials", "3", *COST_ONLY, "--storage", planted_url, "--json"],
+        ["report", "--study", name, "--storage", planted_url, "--export", tmp_path / "r.csv"],
+        ["report", "--study", name, "--storage", planted_url, "--json", "--export", tmp_path / "r.json"],
+        ["report", "--study", "nope", "--storage", planted_url],
+        ["search", "--space", "tiny", "--study", name, "--trials", "3", "--storage", planted_url],  # other settings
+        ["search", "--space", "tiny", "--trials", "1", *COST_ONLY, "--storage", unreachable],
+        ["report", "--study", name, "--storage", unreachable],
+        ["report", "--study", name, "--storage", unreachable, "--json"],
+        ["search", "--space", "tiny", "--trials", "1", *COST_ONLY, "--storage", malformed],
+        ["report", "--study", name, "--storage", malformed],
+    ):
         result = run(*args)
         outputs.append((args[0], result.exit_code, result.output))
     assert [code for _, code, _ in outputs] == [0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2], outputs
@@ -314,8 +373,11 @@ def test_more_workers_than_cores_are_refused(monkeypatch):
 
     monkeypatch.setattr(workers, "cpu_cores", lambda: 2)
     monkeypatch.setattr(workers, "gpu_ids", lambda: [])
-    one_line_error(run("search", "--space", "tiny", "--trials", "8", "--workers", "3", *COST_ONLY),
-                   "--workers 3: this machine has 2 CPU core(s) and no GPU", "use --workers 2 or fewer")
+    one_line_error(
+        run("search", "--space", "tiny", "--trials", "8", "--workers", "3", *COST_ONLY),
+        "--workers 3: this machine has 2 CPU core(s) and no GPU",
+        "use --workers 2 or fewer",
+    )
     assert not Path("runs").exists()
     # one worker per GPU is the rule where there are more GPUs than cores
     monkeypatch.setattr(workers, "gpu_ids", lambda: ["0", "1", "2", "3"])
@@ -331,8 +393,15 @@ def test_no_more_workers_than_trials_left_are_started(monkeypatch):
     monkeypatch.setattr(workers, "cpu_cores", lambda: 8)
     monkeypatch.setattr(workers, "run_workers", lambda n, target, kwargs: started.append(n) or [])
     events = []
-    fb.search("tiny", study="few", trials=2, workers=4, objectives=("macs",), pruner="none",
-              on_event=lambda kind, info: events.append((kind, info)))
+    fb.search(
+        "tiny",
+        study="few",
+        trials=2,
+        workers=4,
+        objectives=("macs",),
+        pruner="none",
+        on_event=lambda kind, info: events.append((kind, info)),
+    )
     assert started == [2]
     start = dict(events)["start"]
     assert start["workers"] == 2 and start["workers_asked"] == 4

@@ -56,23 +56,62 @@ def refuse(tmp_path, text):
     return lines[0]
 
 
-@pytest.mark.parametrize("old, new, key, line, words", [
-    ("name: good", "name: good\nstagez: {}", "stagez", 2, "unknown key"),  # unknown top-level key
-    ("  hidden: [64, 96]", "  hiden: [64, 96]", "stages.hiden", 9, "did you mean hidden"),  # unknown stage key
-    ("  hidden: [64, 96]", "  hidden: wide", "stages.hidden", 9, "'wide' is not valid"),  # wrong type
-    ("  hidden: [64, 96]", "  hidden: []", "stages.hidden", 9, "empty list"),  # empty choice list
-    ("  layers: [1, 2]", "  layers: {min: 3, max: 2}", "stages.layers", 7, "min 3 is above max 2"),
-    ("  pool: [mean, max]", "  pool: [mean, avg]", "stages.pool", 12, "'avg' is not valid"),  # not a layout part
-    ("  head_dim: 32", "  heads: [3]", "stages.heads", 10, "not divisible by 3 heads"),  # 64 / 3 heads
-    ("  count: {min: 1, max: 3}", "  count: {min: 1, max: 6}", "stages.stride", 8, "as many as before"),  # 17 -> ... -> 1 -> 1
-    ("  stride: 2", "  stride: [2, 5]", "stages.stride", 8, "writes as stride 4"),  # 16 / 5 -> 4 tokens = stride 4
-    ("  patch_size: 8", "  patch_size: 5", "shared.image_size", 3, "not a multiple"),
-    ("  total_layers: {min: 2, max: 4}", "  total_layers: {min: 7, max: 9}", "constraints.total_layers", 14, "no point"),
-    ("  - B2(17), h64, a2, img32, patch8", "  - B2(17), h128, a4, img32, patch8", "baselines[0]", 16, "not a point of the space"),
-    ("  - B2(17), h64, a2, img32, patch8", "  - B2(16), h64, a2, img32, patch8, avg", "baselines[0]", 16, "shared options differ"),
-    ("  - B2(17), h64, a2, img32, patch8", "  - B2(18), h64, img32, patch8", "baselines[0]", 16, "first stage has 18 tokens"),
-    ("  - B2(17), h64, a2, img32, patch8", "  - B2(17)-2(9)-1(5), h64, a2, img32, patch8", "baselines[0]", 16, "total_layers"),
-])
+@pytest.mark.parametrize(
+    "old, new, key, line, words",
+    [
+        ("name: good", "name: good\nstagez: {}", "stagez", 2, "unknown key"),  # unknown top-level key
+        ("  hidden: [64, 96]", "  hiden: [64, 96]", "stages.hiden", 9, "did you mean hidden"),  # unknown stage key
+        ("  hidden: [64, 96]", "  hidden: wide", "stages.hidden", 9, "'wide' is not valid"),  # wrong type
+        ("  hidden: [64, 96]", "  hidden: []", "stages.hidden", 9, "empty list"),  # empty choice list
+        ("  layers: [1, 2]", "  layers: {min: 3, max: 2}", "stages.layers", 7, "min 3 is above max 2"),
+        ("  pool: [mean, max]", "  pool: [mean, avg]", "stages.pool", 12, "'avg' is not valid"),  # not a layout part
+        ("  head_dim: 32", "  heads: [3]", "stages.heads", 10, "not divisible by 3 heads"),  # 64 / 3 heads
+        (
+            "  count: {min: 1, max: 3}",
+            "  count: {min: 1, max: 6}",
+            "stages.stride",
+            8,
+            "as many as before",
+        ),  # 17 -> ... -> 1 -> 1
+        ("  stride: 2", "  stride: [2, 5]", "stages.stride", 8, "writes as stride 4"),  # 16 / 5 -> 4 tokens = stride 4
+        ("  patch_size: 8", "  patch_size: 5", "shared.image_size", 3, "not a multiple"),
+        (
+            "  total_layers: {min: 2, max: 4}",
+            "  total_layers: {min: 7, max: 9}",
+            "constraints.total_layers",
+            14,
+            "no point",
+        ),
+        (
+            "  - B2(17), h64, a2, img32, patch8",
+            "  - B2(17), h128, a4, img32, patch8",
+            "baselines[0]",
+            16,
+            "not a point of the space",
+        ),
+        (
+            "  - B2(17), h64, a2, img32, patch8",
+            "  - B2(16), h64, a2, img32, patch8, avg",
+            "baselines[0]",
+            16,
+            "shared options differ",
+        ),
+        (
+            "  - B2(17), h64, a2, img32, patch8",
+            "  - B2(18), h64, img32, patch8",
+            "baselines[0]",
+            16,
+            "first stage has 18 tokens",
+        ),
+        (
+            "  - B2(17), h64, a2, img32, patch8",
+            "  - B2(17)-2(9)-1(5), h64, a2, img32, patch8",
+            "baselines[0]",
+            16,
+            "total_layers",
+        ),
+    ],
+)
 def test_every_bad_space_case_is_one_line_naming_file_key_and_line(tmp_path, old, new, key, line, words):
     assert old in GOOD
     message = refuse(tmp_path, GOOD.replace(old, new))
@@ -83,14 +122,20 @@ def test_every_bad_space_case_is_one_line_naming_file_key_and_line(tmp_path, old
 def test_more_bad_spaces(tmp_path):
     assert "not valid YAML" in refuse(tmp_path, "stages: [1, 2\n")
     assert "line 14, key stages.per_stage.stage0.stride" in refuse(
-        tmp_path, GOOD.replace("  pool: [mean, max]", "  pool: [mean, max]\n  per_stage:\n    stage0: {stride: 2}"))
+        tmp_path, GOOD.replace("  pool: [mean, max]", "  pool: [mean, max]\n  per_stage:\n    stage0: {stride: 2}")
+    )
     assert "stage5 does not exist" in refuse(
-        tmp_path, GOOD.replace("  pool: [mean, max]", "  pool: [mean, max]\n  per_stage:\n    stage5: {layers: 1}"))
-    assert "give mlp or mlp_ratio, not both" in refuse(tmp_path, GOOD.replace("  mlp_ratio: [2, 4]", "  mlp_ratio: [2, 4]\n  mlp: 128"))
+        tmp_path, GOOD.replace("  pool: [mean, max]", "  pool: [mean, max]\n  per_stage:\n    stage5: {layers: 1}")
+    )
+    assert "give mlp or mlp_ratio, not both" in refuse(
+        tmp_path, GOOD.replace("  mlp_ratio: [2, 4]", "  mlp_ratio: [2, 4]\n  mlp: 128")
+    )
     assert "missing key count" in refuse(tmp_path, GOOD.replace("  count: {min: 1, max: 3}\n", ""))
     assert "given twice" in refuse(tmp_path, GOOD.replace("  stride: 2", "  stride: 2\n  stride: 2"))
     assert "the file is empty" in refuse(tmp_path, "")
-    assert "max 6 is not min 1 plus a multiple of step 2" in refuse(tmp_path, GOOD.replace("[1, 2]", "{min: 1, max: 6, step: 2}"))
+    assert "max 6 is not min 1 plus a multiple of step 2" in refuse(
+        tmp_path, GOOD.replace("[1, 2]", "{min: 1, max: 6, step: 2}")
+    )
 
 
 def test_unknown_space_name_and_missing_file_are_one_line_errors(tmp_path):
@@ -107,8 +152,21 @@ def test_counts_and_extremes_match_brute_force(tmp_path):
     options = list(itertools.product((1, 2), (64, 96), (2, 4), ("mean", "max")))
     for n in (1, 2, 3):
         for combo in itertools.product(options, repeat=n):
-            chosen = [dict(layers=l, hidden=h, mlp_ratio=r, pool=p, head_dim=32, stride=2, pqo=True, kernel=0,
-                           newpos=False, qkv_bias=True) for l, h, r, p in combo]
+            chosen = [
+                dict(
+                    layers=l,
+                    hidden=h,
+                    mlp_ratio=r,
+                    pool=p,
+                    head_dim=32,
+                    stride=2,
+                    pqo=True,
+                    kernel=0,
+                    newpos=False,
+                    qkv_bias=True,
+                )
+                for l, h, r, p in combo
+            ]
             layout = space.build(chosen)
             if 2 <= layout.depth <= 4:
                 layouts.add(layout)
@@ -185,10 +243,30 @@ def test_shipped_space_found_by_name_after_install_without_a_checkout(tmp_path):
     shutil.copytree(REPO / "funnelbench", source / "funnelbench", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(source)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
     code = "import funnelbench as fb; s = fb.load_space('funnel-reinvest-ti'); print(fb.__file__, len(s.baselines))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(target)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(target)},
+    )
     file, n = out.stdout.split()
     assert file.startswith(str(target)) and n == "11"

@@ -16,9 +16,8 @@ import optuna
 import pytest
 
 from funnelbench.errors import UsageError
+from funnelbench.search.workers import JOURNAL_FILE, StorageError, open_storage, retried_from, storage_url
 from funnelbench.train import read_checkpoint
-from funnelbench.search.workers import (JOURNAL_FILE, StorageError, open_storage, retried_from,
-                                        storage_url)
 
 REPO = str(Path(__file__).resolve().parents[2])
 
@@ -61,11 +60,14 @@ def test_default_storage_follows_the_worker_count_and_the_study_folder(tmp_path)
     assert storage_url("postgresql://u:p@h/db", out=out, workers=8) == "postgresql://u:p@h/db"
 
 
-@pytest.mark.parametrize("url, says", [
-    ("postgresql://funnelbench:secret@127.0.0.1:1/nothing", "Connection refused"),
-    ("journal:{file}/journal.log", "File exists"),
-    ("sqlite:///{file}/study.db", "unable to open database file"),
-])
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("postgresql://funnelbench:secret@127.0.0.1:1/nothing", "Connection refused"),
+        ("journal:{file}/journal.log", "File exists"),
+        ("sqlite:///{file}/study.db", "unable to open database file"),
+    ],
+)
 def test_storage_trouble_is_one_line(tmp_path, url, says):
     """PostgreSQL unreachable, a journal or SQLite folder that cannot be made: a one-line
     StorageError that names the storage (never its password)."""
@@ -77,11 +79,17 @@ def test_storage_trouble_is_one_line(tmp_path, url, says):
     assert message.startswith("storage ")
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--workers", "2", "--storage", "sqlite:///{tmp}/x.db"], "--workers 2: --storage is SQLite, which cannot serve several"),
-    (["--storage", "postgresql://funnelbench:secret@127.0.0.1:1/nothing"], "storage postgresql://funnelbench:***@"),
-    (["--workers", "2", "--root-file"], "storage: "),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (
+            ["--workers", "2", "--storage", "sqlite:///{tmp}/x.db"],
+            "--workers 2: --storage is SQLite, which cannot serve several",
+        ),
+        (["--storage", "postgresql://funnelbench:secret@127.0.0.1:1/nothing"], "storage postgresql://funnelbench:***@"),
+        (["--workers", "2", "--root-file"], "storage: "),
+    ],
+)
 def test_search_storage_errors_are_one_line(tmp_path, monkeypatch, args, says):
     """Through the CLI: exit code 2, one line naming the problem, no traceback, nothing written."""
     from typer.testing import CliRunner
@@ -93,8 +101,9 @@ def test_search_storage_errors_are_one_line(tmp_path, monkeypatch, args, says):
         args = args[:-1]
         (tmp_path / "runs").write_text("not a folder")
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = CliRunner().invoke(app, ["search", "--space", "tiny", "--trials", "1", "--epochs", "1",
-                                      *[a.format(tmp=tmp_path) for a in args]])
+    result = CliRunner().invoke(
+        app, ["search", "--space", "tiny", "--trials", "1", "--epochs", "1", *[a.format(tmp=tmp_path) for a in args]]
+    )
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("error: ") and says in lines[-1], result.output
@@ -106,7 +115,7 @@ def test_search_storage_errors_are_one_line(tmp_path, monkeypatch, args, says):
 # A search loop without training: each trial "trains" by sleeping, so these tests time what the
 # workers do (the count, heartbeats, kills, signals) and nothing else.
 
-FAKE_LOOP = '''
+FAKE_LOOP = """
 import os, sys, time, types, optuna
 # Import workers.py without the package's __init__ (torch): a second instead of several per process.
 package = types.ModuleType("funnelbench")
@@ -129,7 +138,7 @@ with W.signals_interrupt(), W.Worker(study, trials=n, trained=trained, poll_s=0.
             raise
         trial.set_user_attr("status", "completed")
         study.tell(trial, x)
-'''
+"""
 
 
 def _fake_workers(tmp_path, url, name, n, sleep_s, count=2):
@@ -139,8 +148,17 @@ def _fake_workers(tmp_path, url, name, n, sleep_s, count=2):
     procs = []
     for i in range(count):
         log = open(tmp_path / f"worker{i}.log", "w+")
-        procs.append((subprocess.Popen([sys.executable, str(script), url, name, str(n), str(sleep_s)],
-                                       stdout=log, stderr=subprocess.STDOUT, env=env), log))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [sys.executable, str(script), url, name, str(n), str(sleep_s)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                ),
+                log,
+            )
+        )
     return procs
 
 
@@ -186,7 +204,8 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, shared_storage):
     assert killed[0].user_attrs["error"].startswith("worker lost: no heartbeat for 3 s")
     retries = [t for t in trials if retried_from(t) is not None]
     assert [(retried_from(t), t.params, t.state) for t in retries] == [
-        (killed[0].number, killed[0].params, optuna.trial.TrialState.COMPLETE)]
+        (killed[0].number, killed[0].params, optuna.trial.TrialState.COMPLETE)
+    ]
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4
     assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
 
@@ -194,8 +213,20 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, shared_storage):
 # ----------------------------------------------------------------------------- funnelbench search --workers
 # The real search on the `tiny` space: 1-epoch proxies on a few built-in images per class.
 
-TINY = ["--space", "tiny", "--epochs", "1", "--train-per-class", "8", "--val-per-class", "4", "--batch-size", "16",
-        "--heartbeat", "1"]
+TINY = [
+    "--space",
+    "tiny",
+    "--epochs",
+    "1",
+    "--train-per-class",
+    "8",
+    "--val-per-class",
+    "4",
+    "--batch-size",
+    "16",
+    "--heartbeat",
+    "1",
+]
 LONG = ["--epochs", "3", "--train-per-class", "48"]  # trials of a few seconds: time to catch one mid-way
 LONGER = ["--epochs", "6", "--train-per-class", "160"]  # several seconds left after the first epoch, even when quiet
 STATUSES = {"completed", "pruned", "rejected", "failed", "diverged", "oom", "interrupted"}
@@ -203,8 +234,14 @@ STATUSES = {"completed", "pruned", "rejected", "failed", "diverged", "oom", "int
 
 def _search(tmp_path, *args):
     env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1", "FUNNELBENCH_CACHE": str(tmp_path / "cache")}
-    return subprocess.Popen([sys.executable, "-m", "funnelbench", "search", *TINY, *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "funnelbench", "search", *TINY, *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(proc, timeout=120):
@@ -224,8 +261,11 @@ def _check_study(study, trials):
     layouts = [t.user_attrs["target_layout"] for t in trained]
     assert len(set(layouts)) == len(layouts), layouts
     for t in all_trials:
-        assert t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                           optuna.trial.TrialState.FAIL), (t.number, t.state)
+        assert t.state in (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.FAIL,
+        ), (t.number, t.state)
         assert t.user_attrs["status"] in STATUSES
         if t.state == optuna.trial.TrialState.FAIL:
             assert t.user_attrs["error"], t.number
@@ -258,8 +298,21 @@ def test_two_machines_on_postgres(tmp_path, postgres_url):
         except KeyError:
             time.sleep(0.1)
     running = {}
-    _until(lambda: len(running.update({t.number: t.user_attrs.get("worker") for t in study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}) or running) >= 2 or first.poll() is not None)
+    _until(
+        lambda: (
+            len(
+                running.update(
+                    {
+                        t.number: t.user_attrs.get("worker")
+                        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                    }
+                )
+                or running
+            )
+            >= 2
+            or first.poll() is not None
+        )
+    )
     second = _search(tmp_path, *args)
     for proc in (first, second):
         code, output = _finish(proc)
@@ -284,6 +337,7 @@ def _until(condition, timeout=60):
 def _journal_study(name: str, journal, proc):
     """The study once the command has created it in its journal file (the file appears before
     the study's record is written to it)."""
+
     def created():
         if proc.poll() is not None:
             return True
@@ -308,8 +362,6 @@ def _wait_for_mid_trial(study, out, timeout=60):
     raise AssertionError("no trial reached its first checkpoint")
 
 
-
-
 def test_sigkill_of_a_worker_mid_trial(tmp_path):
     """One of two workers killed in the middle of a trial: its trial is recorded interrupted
     with the reason, its configuration is run once more by the live worker, resuming from the
@@ -327,14 +379,15 @@ def test_sigkill_of_a_worker_mid_trial(tmp_path):
     dead = trials[victim.number]
     # found dead by its process id (same machine) or by its silent heartbeat, whichever came first
     assert dead.user_attrs["status"] == "interrupted"
-    assert "ended before the trial finished" in dead.user_attrs["error"] or \
-        dead.user_attrs["error"].startswith("worker lost: no heartbeat")
+    assert "ended before the trial finished" in dead.user_attrs["error"] or dead.user_attrs["error"].startswith(
+        "worker lost: no heartbeat"
+    )
     (retry,) = [t for t in trials if t.user_attrs["retry_of"] == victim.number]
     assert retry.params == dead.params and retry.user_attrs["status"] == "completed"
     assert retry.user_attrs["epochs_done"] == 3
     # resumed, not retrained: the epochs the dead trial finished are its own rows, timings and all
     done = read_checkpoint(out / dead.user_attrs["run_dir"] / "checkpoint.pt")["history"]
-    assert done and read_checkpoint(out / retry.user_attrs["run_dir"] / "checkpoint.pt")["history"][:len(done)] == done
+    assert done and read_checkpoint(out / retry.user_attrs["run_dir"] / "checkpoint.pt")["history"][: len(done)] == done
 
 
 def test_sigterm_stops_the_workers_and_a_rerun_continues(tmp_path):
@@ -376,11 +429,10 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch
     """An out-of-memory trial, a NaN loss and an exception while building a layout: each is
     recorded failed with its reason, the study goes on to N trained trials, and a failed trial's
     model is freed before the next trial starts."""
+    import importlib
     import weakref
 
     import torch
-
-    import importlib
 
     search_study = importlib.import_module("funnelbench.search.study")  # fb.search, the function, hides the package
     search_trial = importlib.import_module("funnelbench.search.trial")  # where a trial calls train_trial
@@ -413,8 +465,9 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch
     monkeypatch.setattr(train_mod.Trainer, "train_epoch", train_epoch)
     monkeypatch.setattr(train_mod, "build_model", build_model)
     monkeypatch.setattr(search_trial, "train_trial", train_trial)
-    study = search_study.search("tiny", trials=6, epochs=1, train_per_class=8, val_per_class=4, batch_size=16,
-                                root=tmp_path / "runs")
+    study = search_study.search(
+        "tiny", trials=6, epochs=1, train_per_class=8, val_per_class=4, batch_size=16, root=tmp_path / "runs"
+    )
     trials = {t.number: t for t in _check_study(study, 6)}
     assert (trials[2].user_attrs["status"], trials[2].state) == ("oom", optuna.trial.TrialState.FAIL)
     assert "out of memory" in trials[2].user_attrs["error"]
@@ -428,9 +481,14 @@ def test_each_worker_gets_its_share_of_the_machine():
     from funnelbench.search.workers import worker_resources
 
     assert [worker_resources(i, 2, cores=8, gpus=[]) for i in range(2)] == [
-        {"threads": 4, "cuda_visible_devices": None}] * 2
+        {"threads": 4, "cuda_visible_devices": None}
+    ] * 2
     assert worker_resources(0, 3, cores=2, gpus=[])["threads"] == 1
-    assert [worker_resources(i, 3, cores=8, gpus=["2", "5"])["cuda_visible_devices"] for i in range(3)] == ["2", "5", "2"]
+    assert [worker_resources(i, 3, cores=8, gpus=["2", "5"])["cuda_visible_devices"] for i in range(3)] == [
+        "2",
+        "5",
+        "2",
+    ]
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
@@ -443,9 +501,12 @@ def test_a_restarted_postgres_costs_a_reconnect(postgres_url):
     study = optuna.create_study(study_name=name, storage=open_storage(postgres_url))
     study.tell(study.ask({"x": optuna.distributions.IntDistribution(0, 3)}), 1.0)
     with sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool).connect() as admin:
-        dropped = admin.execute(sqlalchemy.text(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND usename = current_user AND pid <> pg_backend_pid()")).scalar()
+        dropped = admin.execute(
+            sqlalchemy.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND usename = current_user AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
     assert dropped >= 1
     study.tell(study.ask({"x": optuna.distributions.IntDistribution(0, 3)}), 2.0)
     assert [t.value for t in optuna.load_study(study_name=name, storage=postgres_url).trials] == [1.0, 2.0]

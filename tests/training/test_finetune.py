@@ -45,7 +45,11 @@ def bicubic_grid(pos, old, new):
     """The patch part of a (1, 1 + old*old, C) embedding resized with F.interpolate."""
     C = pos.shape[-1]
     grid = pos[:, 1:].reshape(1, old, old, C).permute(0, 3, 1, 2)
-    return F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, new * new, C)
+    return (
+        F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+        .permute(0, 2, 3, 1)
+        .reshape(1, new * new, C)
+    )
 
 
 @pytest.mark.parametrize("source", ["vit", "funnel"])
@@ -78,8 +82,9 @@ def test_14x14_to_24x24_is_a_bicubic_resize(tmp_path):
 
 
 def test_same_grid_is_the_identity(checkpoints, tmp_path):
-    trainer = Trainer(TrainConfig(layout=FUNNEL, finetune_from=str(checkpoints["funnel"]), epochs=1, **TINY),
-                      out=tmp_path / "same")
+    trainer = Trainer(
+        TrainConfig(layout=FUNNEL, finetune_from=str(checkpoints["funnel"]), epochs=1, **TINY), out=tmp_path / "same"
+    )
     saved = read_checkpoint(checkpoints["funnel"])["model"]
     state = trainer.model.state_dict()
     assert trainer.init_report.resized == [] and all(torch.equal(state[k], saved[k]) for k in saved)
@@ -94,8 +99,21 @@ def test_finetune_into_a_funnel_at_48px_trains_on(checkpoints, tmp_path):
 
 
 def test_finetune_command(checkpoints, tmp_path):
-    result = runner.invoke(app, ["finetune", str(checkpoints["funnel"]), "--image-size", "48", "--epochs", "1",
-                                 "--out", str(tmp_path / "ft"), "--json", *TINY_FLAGS])
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            str(checkpoints["funnel"]),
+            "--image-size",
+            "48",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "ft"),
+            "--json",
+            *TINY_FLAGS,
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["layout"] == "B1(37)-1(19)-1(10), h64, a2, img48, patch8"  # the checkpoint's layout, at 48 px
@@ -103,23 +121,29 @@ def test_finetune_command(checkpoints, tmp_path):
     assert "resized pos_embed" in result.stderr
 
 
-@pytest.mark.parametrize("layout, words", [
-    (None, ["does not say its layout", "--layout"]),
-    ("test-vit", ["unexpected keys", "widths and depth must match"]),
-    ("B3(17), h96, a2, img32, patch8", ["checkpoint (", "widths and depth must match"]),
-])
+@pytest.mark.parametrize(
+    "layout, words",
+    [
+        (None, ["does not say its layout", "--layout"]),
+        ("test-vit", ["unexpected keys", "widths and depth must match"]),
+        ("B3(17), h96, a2, img32, patch8", ["checkpoint (", "widths and depth must match"]),
+    ],
+)
 def test_finetune_errors_are_one_line(checkpoints, tmp_path, layout, words):
     plain = tmp_path / "plain.pt"
     torch.save(read_checkpoint(checkpoints["vit"])["model"], plain)
-    args = ["finetune", str(plain), "--out", str(tmp_path / "ft"), *TINY_FLAGS] + (["--layout", layout] if layout else [])
+    args = ["finetune", str(plain), "--out", str(tmp_path / "ft"), *TINY_FLAGS] + (
+        ["--layout", layout] if layout else []
+    )
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     err = result.stderr.strip()
     assert err.startswith("error: ") and "\n" not in err
     for word in words:
         assert word in err
-    ok = runner.invoke(app, ["finetune", str(plain), "--layout", FUNNEL, "--epochs", "1", "--out", str(tmp_path / "ok"),
-                             *TINY_FLAGS])
+    ok = runner.invoke(
+        app, ["finetune", str(plain), "--layout", FUNNEL, "--epochs", "1", "--out", str(tmp_path / "ok"), *TINY_FLAGS]
+    )
     assert ok.exit_code == 0, ok.output
 
 
@@ -145,8 +169,26 @@ def test_a_resumed_finetune_needs_only_its_own_checkpoint(checkpoints, tmp_path)
             if how == "library":
                 done = fb.finetune(source, out=out, resume=True, **kw)
             else:
-                result = runner.invoke(app, ["finetune", str(source), "--out", str(out), "--resume", "--json", "--image-size",
-                                             "48", "--epochs", "2", "--lr", "1e-3", "--warmup-epochs", "1", *TINY_FLAGS])
+                result = runner.invoke(
+                    app,
+                    [
+                        "finetune",
+                        str(source),
+                        "--out",
+                        str(out),
+                        "--resume",
+                        "--json",
+                        "--image-size",
+                        "48",
+                        "--epochs",
+                        "2",
+                        "--lr",
+                        "1e-3",
+                        "--warmup-epochs",
+                        "1",
+                        *TINY_FLAGS,
+                    ],
+                )
                 assert result.exit_code == 0, result.output
                 done = json.loads(result.stdout)
         finally:

@@ -41,8 +41,10 @@ def numbers(history):
 
 def read_history(out):
     with open(out / "history.csv") as f:
-        return [{k: (v if k == "status" else None if v == "" else float(v)) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+        return [
+            {k: (v if k == "status" else None if v == "" else float(v)) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 def weights(out):
@@ -79,10 +81,16 @@ def test_warmup_then_cosine():
     assert lr_factor(35, **kw) * 1e-3 == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi / 4)))
 
 
-@pytest.mark.parametrize("field, value, words", [
-    ("epochs", 0, "--epochs 0"), ("lr", -1.0, "--lr -1.0"), ("label_smoothing", 1.0, "[0, 1)"),
-    ("dtype", "fp8", "use one of auto, fp32"), ("mixup", -0.2, "must not be negative"),
-])
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("epochs", 0, "--epochs 0"),
+        ("lr", -1.0, "--lr -1.0"),
+        ("label_smoothing", 1.0, "[0, 1)"),
+        ("dtype", "fp8", "use one of auto, fp32"),
+        ("mixup", -0.2, "must not be negative"),
+    ],
+)
 def test_bad_hyperparameters_are_usage_errors(field, value, words):
     with pytest.raises(fb.UsageError, match=words.replace("[", r"\[").replace(")", r"\)")):
         TrainConfig(layout="test-vit", **{field: value})
@@ -99,8 +107,21 @@ def test_same_seed_same_metrics_and_weights(tmp_path):
     assert same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
     assert a["train_loss"] == b["train_loss"] and a["train_loss"] != c["train_loss"]
     assert a["status"] == "completed" and a["epochs_done"] == 2 and len(read_history(tmp_path / "a")) == 2
-    for key in ("layout", "dataset", "params", "macs", "lr", "batch_size", "seed", "val_top1", "val_top5",
-                "train_img_per_s", "device", "dtype", "torch_version"):
+    for key in (
+        "layout",
+        "dataset",
+        "params",
+        "macs",
+        "lr",
+        "batch_size",
+        "seed",
+        "val_top1",
+        "val_top5",
+        "train_img_per_s",
+        "device",
+        "dtype",
+        "torch_version",
+    ):
         assert key in a
     assert a["dataset"] == "synthetic-arrangement" and "ImageNet" in a["dataset_note"]
     assert a["params"] == fb.count("test-vit", num_classes=8).params
@@ -129,7 +150,9 @@ def test_resume_after_a_kill_gives_the_straight_run(tmp_path):
     assert len(read_history(killed)) == 1
 
     epochs_run = []
-    resumed = fb.train("test-funnel", out=killed, resume=True, epochs=3, callback=lambda m: epochs_run.append(m["epoch"]), **TINY)
+    resumed = fb.train(
+        "test-funnel", out=killed, resume=True, epochs=3, callback=lambda m: epochs_run.append(m["epoch"]), **TINY
+    )
     straight = fb.train("test-funnel", out=tmp_path / "straight", epochs=3, **TINY)
     assert epochs_run == [2, 3]
     assert numbers(read_history(killed)) == numbers(read_history(tmp_path / "straight"))
@@ -205,14 +228,17 @@ def test_the_first_bad_step_is_named_without_a_read_per_step(tmp_path, monkeypat
     assert len(calls) == 4 and reads == [0]  # every step ran; one read
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--data", "/no/such/folder"], ["--data /no/such/folder", "no such file"]),
-    (["--image-size", "30"], ["not a multiple of --patch-size 8"]),
-    (["--resume"], ["--resume", "no checkpoint"]),
-    (["--batch-size", "4096"], ["larger than the 128 training images"]),
-    (["--dtype", "fp8"], ["--dtype fp8"]),
-    (["--out", "file.txt"], ["is a file"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--data", "/no/such/folder"], ["--data /no/such/folder", "no such file"]),
+        (["--image-size", "30"], ["not a multiple of --patch-size 8"]),
+        (["--resume"], ["--resume", "no checkpoint"]),
+        (["--batch-size", "4096"], ["larger than the 128 training images"]),
+        (["--dtype", "fp8"], ["--dtype fp8"]),
+        (["--out", "file.txt"], ["is a file"]),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
     (tmp_path / "file.txt").write_text("x")
     result = cli("train", "test-vit", "--out", tmp_path / "run", *TINY_FLAGS, *args)
@@ -271,8 +297,9 @@ def test_train_on_an_imagefolder_tree_with_a_broken_image(tmp_path):
 
     root = _image_tree(tmp_path / "tree", classes=("cat", "dog"), per_class=8, val_per_class=4)
     (root / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
-    result = cli("train", "test-vit", "--data", root, "--epochs", "1", "--batch-size", "8", "--out", tmp_path / "r",
-                 "--json")
+    result = cli(
+        "train", "test-vit", "--data", root, "--epochs", "1", "--batch-size", "8", "--out", tmp_path / "r", "--json"
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["dataset"] == f"imagefolder:{root}" and record["num_classes"] == 2
@@ -282,8 +309,20 @@ def test_train_on_an_imagefolder_tree_with_a_broken_image(tmp_path):
 
 
 def test_proxy_resolution_from_the_command_line(tmp_path):
-    result = cli("train", "B1(17)-1(9), h32, a2, img32, patch8", "--image-size", "16", "--patch-size", "4",
-                 "--epochs", "1", "--out", tmp_path / "r", "--json", *TINY_FLAGS)
+    result = cli(
+        "train",
+        "B1(17)-1(9), h32, a2, img32, patch8",
+        "--image-size",
+        "16",
+        "--patch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "r",
+        "--json",
+        *TINY_FLAGS,
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["layout"] == "B1(17)-1(9), h32, a2, img16, patch4" and record["image_size"] == 16
@@ -297,12 +336,40 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     mix the gathered global batch): the same steps as one process, so the same metrics up to
     floating-point summation order; rank 0 alone logs and
     prints its record (--json: stdout is one JSON document)."""
-    args = ["train", "test-vit", "--epochs", "2", "--device", "cpu", "--json", "--mixup", "0.8", "--cutmix", "1.0",
-            *TINY_FLAGS]
+    args = [
+        "train",
+        "test-vit",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--json",
+        "--mixup",
+        "0.8",
+        "--cutmix",
+        "1.0",
+        *TINY_FLAGS,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "funnelbench", *args, "--out", str(tmp_path / "ddp")],
-                         env=env, capture_output=True, text=True, timeout=120)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "funnelbench",
+            *args,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     assert ddp.stderr.count("epoch   1/2") == 1 and ddp.stderr.count("epoch   2/2") == 1
     printed = json.loads(ddp.stdout)  # one JSON document: rank 0's record alone
@@ -339,8 +406,15 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_writes(tmp_path, monkeypa
     assert {name: (out / name).read_bytes() for name in files} == old
 
     still_there = []
-    record = fb.train("test-vit", out=out, overwrite=True, epochs=1, seed=1, **TINY,
-                      callback=lambda m: still_there.append(all((out / n).read_bytes() == old[n] for n in files)))
+    record = fb.train(
+        "test-vit",
+        out=out,
+        overwrite=True,
+        epochs=1,
+        seed=1,
+        **TINY,
+        callback=lambda m: still_there.append(all((out / n).read_bytes() == old[n] for n in files)),
+    )
     assert still_there == [True]  # after the new run's first epoch, before its first write
     assert record["seed"] == 1 and len(read_history(out)) == 1
     assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["seed"] == 1
@@ -375,7 +449,9 @@ def test_resume_refuses_where_auto_now_means_another_device_or_dtype(tmp_path):
     assert (state["device_type"], state["dtype_resolved"]) == ("cpu", "fp32")
     state.update(device_type="cuda", dtype_resolved="bf16")  # as if it had run on a GPU
     torch.save(state, out / "checkpoint.pt")
-    with pytest.raises(fb.UsageError, match="trained in bf16 on cuda, but --device auto / --dtype auto now mean fp32 on cpu"):
+    with pytest.raises(
+        fb.UsageError, match="trained in bf16 on cuda, but --device auto / --dtype auto now mean fp32 on cpu"
+    ):
         fb.train("test-vit", out=out, epochs=2, resume=True, **TINY)
 
 
@@ -384,16 +460,26 @@ def test_resume_refuses_where_auto_now_means_another_device_or_dtype(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
-    return fb.load_data(None, image_size=32, train_per_class=4, val_per_class=2,
-                        cache_dir=tmp_path_factory.mktemp("cache"))
+    return fb.load_data(
+        None, image_size=32, train_per_class=4, val_per_class=2, cache_dir=tmp_path_factory.mktemp("cache")
+    )
 
 
 SMALL = dict(epochs=1, batch_size=16, checkpoint="none")  # 32 images: 2 steps
 
 
-@pytest.mark.parametrize("options", [dict(mixup=0.8), dict(cutmix=1.0), dict(mixup=0.8, cutmix=1.0),
-                                     dict(randaugment=2), dict(dtype="bf16"), dict(dtype="fp16")],
-                         ids=["mixup", "cutmix", "mixup+cutmix", "randaugment", "bf16", "fp16"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(mixup=0.8),
+        dict(cutmix=1.0),
+        dict(mixup=0.8, cutmix=1.0),
+        dict(randaugment=2),
+        dict(dtype="bf16"),
+        dict(dtype="fp16"),
+    ],
+    ids=["mixup", "cutmix", "mixup+cutmix", "randaugment", "bf16", "fp16"],
+)
 def test_recipe_options_train_change_the_numbers_and_repeat(tmp_path, small_data, options):
     plain = fb.train("test-vit", data=small_data, out=tmp_path / "plain", **SMALL)
     a = fb.train("test-vit", data=small_data, out=tmp_path / "a", **SMALL, **options)

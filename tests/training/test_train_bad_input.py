@@ -15,25 +15,42 @@ MALFORMED_FLOAT = ("abc", "1.2.3")
 
 # option -> values that must be refused (besides the malformed ones of its type)
 INT_OPTIONS = {
-    "--epochs": (NEG, ZERO, HUGE), "--batch-size": (NEG, ZERO, HUGE), "--seed": (NEG, HUGE),
-    "--subset-seed": ("-2", HUGE), "--classes": (NEG, ZERO, "1", HUGE), "--train-per-class": (NEG, ZERO, HUGE),
-    "--val-per-class": (NEG, ZERO, HUGE), "--image-size": (NEG, ZERO, "4", HUGE), "--patch-size": (NEG, ZERO, HUGE),
-    "--randaugment": (NEG, HUGE), "--randaugment-magnitude": (NEG, "40", HUGE), "--crop-pad": (NEG, HUGE),
-    "--workers": (NEG, HUGE), "--threads": (NEG, ZERO, HUGE), "--test-per-class": (NEG, ZERO, HUGE),
+    "--epochs": (NEG, ZERO, HUGE),
+    "--batch-size": (NEG, ZERO, HUGE),
+    "--seed": (NEG, HUGE),
+    "--subset-seed": ("-2", HUGE),
+    "--classes": (NEG, ZERO, "1", HUGE),
+    "--train-per-class": (NEG, ZERO, HUGE),
+    "--val-per-class": (NEG, ZERO, HUGE),
+    "--image-size": (NEG, ZERO, "4", HUGE),
+    "--patch-size": (NEG, ZERO, HUGE),
+    "--randaugment": (NEG, HUGE),
+    "--randaugment-magnitude": (NEG, "40", HUGE),
+    "--crop-pad": (NEG, HUGE),
+    "--workers": (NEG, HUGE),
+    "--threads": (NEG, ZERO, HUGE),
+    "--test-per-class": (NEG, ZERO, HUGE),
 }
 FLOAT_OPTIONS = {
-    "--lr": (NEG, ZERO, NAN, INF, "-inf", FLOAT_HUGE), "--min-lr": (NEG, NAN, INF, "0.5"),  # 0.5 > --lr
-    "--weight-decay": (NEG, NAN, INF), "--warmup-epochs": (NEG, NAN, INF, FLOAT_HUGE),
-    "--label-smoothing": ("-0.1", "1", NAN, INF), "--clip-grad": (NEG, NAN, INF), "--mixup": (NEG, NAN, INF),
-    "--cutmix": (NEG, NAN, INF), "--width-scale": (NEG, ZERO, "1.5", NAN, INF),
+    "--lr": (NEG, ZERO, NAN, INF, "-inf", FLOAT_HUGE),
+    "--min-lr": (NEG, NAN, INF, "0.5"),  # 0.5 > --lr
+    "--weight-decay": (NEG, NAN, INF),
+    "--warmup-epochs": (NEG, NAN, INF, FLOAT_HUGE),
+    "--label-smoothing": ("-0.1", "1", NAN, INF),
+    "--clip-grad": (NEG, NAN, INF),
+    "--mixup": (NEG, NAN, INF),
+    "--cutmix": (NEG, NAN, INF),
+    "--width-scale": (NEG, ZERO, "1.5", NAN, INF),
 }
 CHOICE_OPTIONS = {"--dtype": ("fp8", ""), "--device": ("tpu",), "--checkpoint": ("sometimes",)}
 
-CASES = ([(opt, v, False) for opt, vs in INT_OPTIONS.items() for v in vs]
-         + [(opt, v, True) for opt in INT_OPTIONS for v in MALFORMED_INT]
-         + [(opt, v, False) for opt, vs in FLOAT_OPTIONS.items() for v in vs]
-         + [(opt, v, True) for opt in FLOAT_OPTIONS for v in MALFORMED_FLOAT]
-         + [(opt, v, False) for opt, vs in CHOICE_OPTIONS.items() for v in vs])
+CASES = (
+    [(opt, v, False) for opt, vs in INT_OPTIONS.items() for v in vs]
+    + [(opt, v, True) for opt in INT_OPTIONS for v in MALFORMED_INT]
+    + [(opt, v, False) for opt, vs in FLOAT_OPTIONS.items() for v in vs]
+    + [(opt, v, True) for opt in FLOAT_OPTIONS for v in MALFORMED_FLOAT]
+    + [(opt, v, False) for opt, vs in CHOICE_OPTIONS.items() for v in vs]
+)
 
 
 @pytest.mark.parametrize("command", ["train", "finetune"])
@@ -41,7 +58,11 @@ CASES = ([(opt, v, False) for opt, vs in INT_OPTIONS.items() for v in vs]
 def test_bad_numbers_are_one_line_exit_2_and_write_nothing(tmp_path, monkeypatch, command, option, value, malformed):
     monkeypatch.setenv("FUNNELBENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
-    head = ["train", "test-vit"] if command == "train" else ["finetune", str(tmp_path / "source.pt"), "--layout", "test-vit"]
+    head = (
+        ["train", "test-vit"]
+        if command == "train"
+        else ["finetune", str(tmp_path / "source.pt"), "--layout", "test-vit"]
+    )
     result = runner.invoke(app, [*head, "--out", str(out), "--epochs", "1", f"{option}={value}"])
     assert result.exit_code == 2, result.output
     err = result.stderr.strip()
@@ -55,8 +76,9 @@ def test_bad_numbers_are_one_line_exit_2_and_write_nothing(tmp_path, monkeypatch
 def test_min_lr_above_lr_says_how_the_schedule_works(tmp_path):
     result = runner.invoke(app, ["train", "test-vit", "--out", str(tmp_path / "r"), "--lr", "1e-4", "--min-lr", "1e-3"])
     assert result.exit_code == 2
-    assert result.stderr.strip() == ("error: --min-lr 0.001: is above --lr 0.0001; the cosine decays from --lr down to "
-                                     "--min-lr")
+    assert result.stderr.strip() == (
+        "error: --min-lr 0.001: is above --lr 0.0001; the cosine decays from --lr down to --min-lr"
+    )
 
 
 # ----------------------------------------------------------------------------- real data files
@@ -97,9 +119,18 @@ def _wide_batch(folder):
 BAD_FILES = {
     "truncated idx": ("idx-raw", lambda f: _truncate(f / "train-images-idx3-ubyte"), [], ("truncated",)),
     "truncated gzip idx": ("idx-gz", lambda f: _truncate(f / "t10k-images-idx3-ubyte.gz"), [], ("truncated",)),
-    "corrupt gzip idx": ("idx-gz", lambda f: _corrupt_middle(f / "train-images-idx3-ubyte.gz"), ["--val-per-class", "1"],
-                         ("corrupt",)),
-    "wrong magic": ("idx-raw", lambda f: _wrong_magic(f / "train-images-idx3-ubyte"), [], ("magic number 2049", "2051")),
+    "corrupt gzip idx": (
+        "idx-gz",
+        lambda f: _corrupt_middle(f / "train-images-idx3-ubyte.gz"),
+        ["--val-per-class", "1"],
+        ("corrupt",),
+    ),
+    "wrong magic": (
+        "idx-raw",
+        lambda f: _wrong_magic(f / "train-images-idx3-ubyte"),
+        [],
+        ("magic number 2049", "2051"),
+    ),
     "count mismatch": ("idx-raw", _fewer_labels, [], ("20 images", "19 labels")),
     "idx classes above": ("idx-gz", lambda f: None, ["--classes", "11"], ("--classes 11", "10 classes")),
     "batch width": ("batches", _wide_batch, [], ("train_data_batch_2", "193 values")),
@@ -119,7 +150,9 @@ def test_bad_data_files_are_one_line_exit_2_and_write_nothing(tmp_path, monkeypa
     damage(folder)
     monkeypatch.setenv("FUNNELBENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", "test-vit", "--data", str(folder), "--out", str(out), "--epochs", "1", *extra])
+    result = runner.invoke(
+        app, ["train", "test-vit", "--data", str(folder), "--out", str(out), "--epochs", "1", *extra]
+    )
     assert result.exit_code == 2, result.output
     err = result.stderr.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in result.output, err
@@ -146,6 +179,8 @@ def test_test_per_class_without_a_test_split_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("FUNNELBENCH_CACHE", str(tmp_path / "cache"))
     result = runner.invoke(app, ["train", "test-vit", "--test-per-class", "3", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
-    assert result.stderr.strip() == ("error: --test-per-class 3: there is no test split (validation is on the val images "
-                                     "(rendered from a seed of their own)); add --test-split")
+    assert result.stderr.strip() == (
+        "error: --test-per-class 3: there is no test split (validation is on the val images "
+        "(rendered from a seed of their own)); add --test-split"
+    )
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

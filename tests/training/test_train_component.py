@@ -120,10 +120,26 @@ def test_two_gloo_processes_prune_after_epoch_1_and_survive_a_failing_callback(t
     script = tmp_path / "ddp.py"
     script.write_text(_DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=180)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    lines = sorted((json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"])
+    lines = sorted(
+        (json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"]
+    )
     assert [r["rank"] for r in lines] == [0, 1]
     assert all(r["status"] == "pruned" and r["epochs"] == 1 for r in lines)
     assert lines[0]["seen"] == [1] and lines[1]["seen"] == []  # the callback runs on rank 0 only
@@ -145,7 +161,9 @@ def test_checkpoint_policies(tmp_path, data):
             path = out / "checkpoint.pt"
             seen.append(torch.load(path, weights_only=True)["epoch"] if path.exists() else None)
 
-        record = fb.train("test-vit", data=data, out=tmp_path / policy, epochs=2, checkpoint=policy, callback=callback, **TINY)
+        record = fb.train(
+            "test-vit", data=data, out=tmp_path / policy, epochs=2, checkpoint=policy, callback=callback, **TINY
+        )
         saved[policy] = record
         assert record["status"] == "completed" and (tmp_path / policy / "record.json").exists()
         assert len(history(tmp_path / policy)) == 2
@@ -241,8 +259,16 @@ def test_the_callers_random_states_and_threads_are_unchanged(tmp_path, data):
     threads = torch.get_num_threads()
     before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
     seen_threads = []
-    fb.train("test-vit", data=data, out=tmp_path / "r", epochs=1, threads=threads + 1, mixup=0.2,
-             callback=lambda m: seen_threads.append(torch.get_num_threads()), **TINY)
+    fb.train(
+        "test-vit",
+        data=data,
+        out=tmp_path / "r",
+        epochs=1,
+        threads=threads + 1,
+        mixup=0.2,
+        callback=lambda m: seen_threads.append(torch.get_num_threads()),
+        **TINY,
+    )
     assert seen_threads == [threads + 1] and torch.get_num_threads() == threads
     after = (torch.get_rng_state(), np.random.get_state()[1], random.getstate())
     assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]

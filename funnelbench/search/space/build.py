@@ -9,8 +9,22 @@ from __future__ import annotations
 from ...errors import UsageError
 from ...layout import Stem, stem_geometry_problem
 from .model import Space
-from .schema import (CONSTRAINT_KEYS, DEFAULTS, LARGEST, POOL_KEYS, SHARED_KEYS, STAGE_KEYS, STAGES_KEYS, TOP_KEYS,
-                     Decision, SpaceError, decision, is_kind, known, short)
+from .schema import (
+    CONSTRAINT_KEYS,
+    DEFAULTS,
+    LARGEST,
+    POOL_KEYS,
+    SHARED_KEYS,
+    STAGE_KEYS,
+    STAGES_KEYS,
+    TOP_KEYS,
+    Decision,
+    SpaceError,
+    decision,
+    is_kind,
+    known,
+    short,
+)
 
 
 def build_space(spec, name: str, path: str | None, lines: dict) -> Space:
@@ -27,8 +41,11 @@ def build_space(spec, name: str, path: str | None, lines: dict) -> Space:
     for key, value in shared.items():
         kind, words, what = SHARED_KEYS[key]
         if not is_kind(value, kind) or (words and value not in words) or (kind is int and value < 1):
-            raise SpaceError(f"shared.{key}", f"{value!r} is not valid; expected {what}"
-                              + ("" if words else f" ({'a positive whole number' if kind is int else kind.__name__})"))
+            raise SpaceError(
+                f"shared.{key}",
+                f"{value!r} is not valid; expected {what}"
+                + ("" if words else f" ({'a positive whole number' if kind is int else kind.__name__})"),
+            )
         if kind is int and value > LARGEST[key]:
             raise SpaceError(f"shared.{key}", f"{value} is past the largest {key} funnelbench accepts ({LARGEST[key]})")
     kind = shared.get("stem", "ps" if "points" in shared else "patch")
@@ -40,8 +57,10 @@ def build_space(spec, name: str, path: str | None, lines: dict) -> Space:
     image = shared.get("image_size", 224)
     problem = stem_geometry_problem(stem, image)
     if problem or (kind == "patch" and image % shared.get("patch_size", 16)):
-        raise SpaceError("shared.image_size", problem[0] if problem else
-                          f"{image} is not a multiple of the patch size {shared.get('patch_size', 16)}")
+        raise SpaceError(
+            "shared.image_size",
+            problem[0] if problem else f"{image} is not a multiple of the patch size {shared.get('patch_size', 16)}",
+        )
 
     stages = spec["stages"]
     if not isinstance(stages, dict):
@@ -51,8 +70,9 @@ def build_space(spec, name: str, path: str | None, lines: dict) -> Space:
         raise SpaceError("stages", "missing key count: the number of stages (e.g. 2, [2, 3] or {min: 1, max: 4})")
     counts = decision(stages["count"], "stages.count", "n_stages", "n_stages", int, None, 1)
     for key in ("hidden", "layers"):
-        if key not in stages and not all(key in (stages.get("per_stage") or {}).get(f"stage{i}", {})
-                                         for i in range(max(counts.values))):
+        if key not in stages and not all(
+            key in (stages.get("per_stage") or {}).get(f"stage{i}", {}) for i in range(max(counts.values))
+        ):
             raise SpaceError("stages", f"missing key {key}: every stage needs its {key}")
     for a, b in (("mlp", "mlp_ratio"), ("heads", "head_dim")):
         if a in stages and b in stages:
@@ -67,16 +87,22 @@ def build_space(spec, name: str, path: str | None, lines: dict) -> Space:
     for sname, overrides in per_stage.items():
         key = f"stages.per_stage.{sname}"
         if not (isinstance(sname, str) and sname.startswith("stage") and sname[5:].isdigit()):
-            raise SpaceError(key, f"unknown stage {short(sname)}; name stages stage0, stage1, ... (stage0 is the first)")
+            raise SpaceError(
+                key, f"unknown stage {short(sname)}; name stages stage0, stage1, ... (stage0 is the first)"
+            )
         idx = int(sname[5:])
         if idx >= n_max:
-            raise SpaceError(key, f"{sname} does not exist: the space has at most {n_max} stages (stage0..stage{n_max - 1})")
+            raise SpaceError(
+                key, f"{sname} does not exist: the space has at most {n_max} stages (stage0..stage{n_max - 1})"
+            )
         if not isinstance(overrides, dict):
             raise SpaceError(key, "a mapping of stage keys")
         known(overrides, STAGE_KEYS, key)
         for k in overrides:
             if k in tie:
-                raise SpaceError(f"{key}.{k}", f"{k} is tied (one decision for all stages); remove it from tie or from here")
+                raise SpaceError(
+                    f"{key}.{k}", f"{k} is tied (one decision for all stages); remove it from tie or from here"
+                )
         for k in ("stride", *POOL_KEYS):
             if idx == 0 and k in overrides:
                 raise SpaceError(f"{key}.{k}", "the first stage takes the stem's tokens and does not pool")
@@ -117,7 +143,9 @@ def build_space(spec, name: str, path: str | None, lines: dict) -> Space:
         raise SpaceError("constraints", f"a mapping of {', '.join(CONSTRAINT_KEYS)}")
     known(constraints, CONSTRAINT_KEYS, "constraints")
     if "total_layers" in constraints:
-        d = decision(constraints["total_layers"], "constraints.total_layers", "total_layers", "total_layers", int, None, 1)
+        d = decision(
+            constraints["total_layers"], "constraints.total_layers", "total_layers", "total_layers", int, None, 1
+        )
         if d.kind != "range":
             raise SpaceError("constraints.total_layers", "a range: {min: 8, max: 16}")
         total = (d.values[0], d.values[-1])
@@ -127,8 +155,19 @@ def build_space(spec, name: str, path: str | None, lines: dict) -> Space:
     description = spec.get("description", "")
     if not isinstance(description, str):
         raise SpaceError("description", "a string")
-    return Space(name, path, spec, description, dict(shared), counts, stage_decisions, tuple(tie), total, lines=lines,
-                 proxy=_proxy(spec.get("proxy")))
+    return Space(
+        name,
+        path,
+        spec,
+        description,
+        dict(shared),
+        counts,
+        stage_decisions,
+        tuple(tie),
+        total,
+        lines=lines,
+        proxy=_proxy(spec.get("proxy")),
+    )
 
 
 def _proxy(proxy) -> dict:

@@ -39,11 +39,17 @@ def space_summaries(names: list[str] | None = None) -> list[dict]:
     for name in list_spaces() if names is None else names:
         space = load_space(name)
         stats = space.stats()
-        rows.append({"space": name, "layouts": stats.layouts, "min_macs": stats.cheapest_macs[1],
-                     "max_macs": stats.dearest_macs[1], "baselines": len(space.baselines),
-                     "description": space.description})
+        rows.append(
+            {
+                "space": name,
+                "layouts": stats.layouts,
+                "min_macs": stats.cheapest_macs[1],
+                "max_macs": stats.dearest_macs[1],
+                "baselines": len(space.baselines),
+                "description": space.description,
+            }
+        )
     return rows
-
 
 
 def _compose(text: str, where: str):
@@ -67,15 +73,21 @@ def _compose(text: str, where: str):
     def convert(n, path):
         seen[0] += 1
         if seen[0] > MAX_YAML_VALUES:
-            raise UsageError(f"space {where} line {n.start_mark.line + 1}: the file expands to more than "
-                             f"{MAX_YAML_VALUES:,} values (anchors and aliases repeat what they name); a space "
-                             "is a few dozen values, see spaces/README.md")
+            raise UsageError(
+                f"space {where} line {n.start_mark.line + 1}: the file expands to more than "
+                f"{MAX_YAML_VALUES:,} values (anchors and aliases repeat what they name); a space "
+                "is a few dozen values, see spaces/README.md"
+            )
         if id(n) in inside:
-            raise UsageError(f"space {where} line {n.start_mark.line + 1}: an alias refers to the anchor it "
-                             "is inside of, which never ends; write the values out")
+            raise UsageError(
+                f"space {where} line {n.start_mark.line + 1}: an alias refers to the anchor it "
+                "is inside of, which never ends; write the values out"
+            )
         if len(inside) > MAX_YAML_DEPTH:
-            raise UsageError(f"space {where} line {n.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} deep; a "
-                             "space is a mapping of mappings and lists a few levels deep")
+            raise UsageError(
+                f"space {where} line {n.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} deep; a "
+                "space is a mapping of mappings and lists a few levels deep"
+            )
         lines.setdefault(path, n.start_mark.line + 1)
         if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)):
             inside.add(id(n))
@@ -90,8 +102,10 @@ def _compose(text: str, where: str):
             out = {}
             for k, v in n.value:
                 if not isinstance(k, yaml.ScalarNode) or len(str(k.value)) > MAX_KEY_CHARS:
-                    raise UsageError(f"space {where} line {k.start_mark.line + 1}: a key is a short word "
-                                     "(see spaces/README.md for the keys)")
+                    raise UsageError(
+                        f"space {where} line {k.start_mark.line + 1}: a key is a short word "
+                        "(see spaces/README.md for the keys)"
+                    )
                 key = str(k.value)
                 sub = f"{path}.{key}" if path else key
                 lines[sub] = k.start_mark.line + 1
@@ -110,8 +124,9 @@ def _scalar(node, where: str):
         return loader.construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError, OverflowError) as err:  # e.g. an int of 5000 digits, a bad date
         problem = getattr(err, "problem", None) or str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UsageError(f"space {where} line {node.start_mark.line + 1}: not a value funnelbench can read "
-                         f"({short(problem, 120)})") from None
+        raise UsageError(
+            f"space {where} line {node.start_mark.line + 1}: not a value funnelbench can read ({short(problem, 120)})"
+        ) from None
     finally:
         loader.dispose()
 
@@ -122,11 +137,14 @@ def _read_space_file(path: Path, where: str) -> str:
         with open(path, "rb") as f:
             data = f.read(MAX_SPACE_BYTES + 1)
     except OSError as err:
-        raise UsageError(f"space file {where!r}: cannot read it ({err.strerror or type(err).__name__}); "
-                         "give a readable .yaml file") from None
+        raise UsageError(
+            f"space file {where!r}: cannot read it ({err.strerror or type(err).__name__}); give a readable .yaml file"
+        ) from None
     if len(data) > MAX_SPACE_BYTES:
-        raise UsageError(f"space file {where!r} is larger than {MAX_SPACE_BYTES // 1024} KiB; a space is a few KiB "
-                         "of YAML (see spaces/README.md)")
+        raise UsageError(
+            f"space file {where!r} is larger than {MAX_SPACE_BYTES // 1024} KiB; a space is a few KiB "
+            "of YAML (see spaces/README.md)"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -142,8 +160,9 @@ def resolve_space(space) -> tuple[dict, str | None, str, dict]:
     if text_arg.endswith((".yaml", ".yml")) or "/" in text_arg or path.is_file():
         if not path.is_file():
             what = "is not a file" if path.exists() else "does not exist"  # a folder, a device, a pipe
-            raise UsageError(f"space file {text_arg!r} {what}; give a .yaml file or a shipped space "
-                             f"({', '.join(list_spaces())})")
+            raise UsageError(
+                f"space file {text_arg!r} {what}; give a .yaml file or a shipped space ({', '.join(list_spaces())})"
+            )
         where = str(path)
         text = _read_space_file(path, where)
     else:
@@ -151,8 +170,10 @@ def resolve_space(space) -> tuple[dict, str | None, str, dict]:
         if not shipped.is_file():
             close = difflib.get_close_matches(text_arg, list_spaces(), n=2)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UsageError(f"unknown space {text_arg!r}{hint}; shipped spaces: {', '.join(list_spaces())}, "
-                             "or give a path to a .yaml file")
+            raise UsageError(
+                f"unknown space {text_arg!r}{hint}; shipped spaces: {', '.join(list_spaces())}, "
+                "or give a path to a .yaml file"
+            )
         text, where = shipped.read_text(encoding="utf-8"), f"spaces/{text_arg}.yaml"
         path = None
     spec, lines = _compose(text, where)
@@ -176,9 +197,12 @@ def load_space(space) -> Space:
         steps = walk_steps(result)
         if steps > MAX_WALK_STEPS:
             widest = max((d for stage in result.stage_decisions for d in stage.values()), key=lambda d: len(d.values))
-            raise SpaceError("stages", f"walking this space exactly would take up to {steps:,} steps, more than the "
-                                        f"{MAX_WALK_STEPS:,} (seconds of work) funnelbench allows; narrow its ranges "
-                                        f"(the widest is {widest.name}, {widest.text()}) or split it into several spaces")
+            raise SpaceError(
+                "stages",
+                f"walking this space exactly would take up to {steps:,} steps, more than the "
+                f"{MAX_WALK_STEPS:,} (seconds of work) funnelbench allows; narrow its ranges "
+                f"(the widest is {widest.name}, {widest.text()}) or split it into several spaces",
+            )
         walk(result, check_only=True)
         result.stats()  # counts, extremes, and the depth constraint's feasibility
     except SpaceError as err:

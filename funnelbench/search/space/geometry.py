@@ -14,8 +14,14 @@ def stem_of(shared: dict) -> tuple[Stem, int, int, str, str]:
     """(stem, image size, patch size, head, position embedding) of a space's ``shared`` section."""
     s = shared
     kind = s.get("stem", "ps" if "points" in s else "patch")
-    stem = Stem(kind, token_dim=s.get("token_dim", 64), points=s.get("points", 0), iters=s.get("iters", 4),
-                share=s.get("share", False), fe_width=s.get("fe", 256))
+    stem = Stem(
+        kind,
+        token_dim=s.get("token_dim", 64),
+        points=s.get("points", 0),
+        iters=s.get("iters", 4),
+        share=s.get("share", False),
+        fe_width=s.get("fe", 256),
+    )
     pos = s.get("pos", stem.default_pos)
     return stem, s.get("image_size", 224), s.get("patch_size", 16), s.get("head", "cls"), pos
 
@@ -40,8 +46,10 @@ def stage_after(v: dict, index: int, n: int, side: int | None, prefix: int):
         if side is None:
             return None, n, side, f"stage {index}: {pool} pools a square grid, but a 1D pool before it left a sequence"
         new_side = pooled_length(side, stride, kernel)
-        new_n, ok = new_side * new_side, new_side >= 1 and new_side < side and \
-            infer_stride(side, new_side, kernel) == stride
+        new_n, ok = (
+            new_side * new_side,
+            new_side >= 1 and new_side < side and infer_stride(side, new_side, kernel) == stride,
+        )
         width = f"the {side}x{side} grid"
     else:
         new_n, new_side = pooled_length(n, stride, kernel), None
@@ -53,11 +61,15 @@ def stage_after(v: dict, index: int, n: int, side: int | None, prefix: int):
         elif new_n >= n:
             what = f"leaves {new_n + prefix} tokens, as many as before (the grammar reads that as no pool)"
         else:
-            what = (f"gives {new_n + prefix} tokens, which the layout grammar writes as stride "
-                    f"{infer_stride(side if new_side is not None else n, new_side if new_side is not None else new_n, kernel)}")
+            what = (
+                f"gives {new_n + prefix} tokens, which the layout grammar writes as stride "
+                f"{infer_stride(side if new_side is not None else n, new_side if new_side is not None else new_n, kernel)}"
+            )
         k = f" with kernel {kernel}" if kernel else ""
         return None, n, side, f"stride {stride}{k} into stage {index} pools {width} and {what}"
-    stage = Stage(v["layers"], new_n + prefix, hidden, int(mlp), heads, pool, stride, v["pqo"], kernel, v["newpos"], qkv)
+    stage = Stage(
+        v["layers"], new_n + prefix, hidden, int(mlp), heads, pool, stride, v["pqo"], kernel, v["newpos"], qkv
+    )
     return stage, new_n, new_side, None
 
 

@@ -124,10 +124,12 @@ class Space:
 
     def _locate(self, layout: Layout) -> tuple[str | None, dict]:
         stem, image, patch, head, pos = self.geometry()
-        if (layout.stem, layout.image_size, layout.head, layout.pos) != (stem, image, head, pos) or \
-                (stem.kind == "patch" and layout.patch_size != patch):
-            want = format_layout(Layout((Stage(1, stem_grid(stem, image, patch) ** 2 + (head == "cls")),), image, patch,
-                                        head, stem, pos)).split(", ", 1)
+        if (layout.stem, layout.image_size, layout.head, layout.pos) != (stem, image, head, pos) or (
+            stem.kind == "patch" and layout.patch_size != patch
+        ):
+            want = format_layout(
+                Layout((Stage(1, stem_grid(stem, image, patch) ** 2 + (head == "cls")),), image, patch, head, stem, pos)
+            ).split(", ", 1)
             return f"its shared options differ from the space's ({want[1] if len(want) > 1 else 'the defaults'})", {}
         if len(layout.stages) not in self.counts.values:
             return f"it has {len(layout.stages)} stages; the space has {self.counts.text()}", {}
@@ -164,7 +166,6 @@ class Space:
         return None, params
 
 
-
 def describe(space: Space) -> list[dict]:
     """One row per decision: its parameter name, the stages it applies to and its values."""
     rows = [{"decision": "n_stages", "stages": "-", "values": space.counts.text()}]
@@ -173,17 +174,30 @@ def describe(space: Space) -> list[dict]:
         for key, d in stage.items():
             seen.setdefault((key, d.text(), key in space.tied), []).append(i)
     for (key, text, tied), idx in seen.items():
-        if key in ("pool", "pqo", "kernel", "newpos", "qkv_bias", "stride", "head_dim", "mlp_ratio") \
-                and text in (word(DEFAULTS[key]),) \
-                and key not in space.spec.get("stages", {}) and not any(key in (space.spec["stages"].get("per_stage") or {}).get(f"stage{i}", {}) for i in idx):
+        if (
+            key in ("pool", "pqo", "kernel", "newpos", "qkv_bias", "stride", "head_dim", "mlp_ratio")
+            and text in (word(DEFAULTS[key]),)
+            and key not in space.spec.get("stages", {})
+            and not any(key in (space.spec["stages"].get("per_stage") or {}).get(f"stage{i}", {}) for i in idx)
+        ):
             continue  # defaults nobody wrote
-        where = "all (one decision)" if tied else ", ".join(map(str, idx)) if len(idx) < len(space.stage_decisions) else "each"
+        where = (
+            "all (one decision)"
+            if tied
+            else ", ".join(map(str, idx))
+            if len(idx) < len(space.stage_decisions)
+            else "each"
+        )
         rows.append({"decision": key, "stages": where, "values": text})
     if space.total_layers:
-        rows.append({"decision": "total_layers", "stages": "constraint", "values": f"{space.total_layers[0]}..{space.total_layers[1]}"})
+        rows.append(
+            {
+                "decision": "total_layers",
+                "stages": "constraint",
+                "values": f"{space.total_layers[0]}..{space.total_layers[1]}",
+            }
+        )
     return rows
-
-
 
 
 __all__ = ["Space", "describe"]

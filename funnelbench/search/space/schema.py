@@ -50,9 +50,22 @@ POOL_KEYS = ("pool", "pqo", "kernel", "newpos")  # decisions of a stage that poo
 # ``layers: {min: 1, max: 1000000000}`` is refused in one line instead of exhausting the machine.
 MAX_STAGES = 32
 LARGEST = {
-    "n_stages": MAX_STAGES, "layers": 256, "stride": 64, "hidden": 16384, "mlp": 65536, "mlp_ratio": 64,
-    "heads": 256, "head_dim": 1024, "kernel": 64, "total_layers": MAX_STAGES * 256,
-    "image_size": 4096, "patch_size": 256, "token_dim": 8192, "points": 64, "iters": 16, "fe": 8192,
+    "n_stages": MAX_STAGES,
+    "layers": 256,
+    "stride": 64,
+    "hidden": 16384,
+    "mlp": 65536,
+    "mlp_ratio": 64,
+    "heads": 256,
+    "head_dim": 1024,
+    "kernel": 64,
+    "total_layers": MAX_STAGES * 256,
+    "image_size": 4096,
+    "patch_size": 256,
+    "token_dim": 8192,
+    "points": 64,
+    "iters": 16,
+    "fe": 8192,
 }
 # Reading a space file: a space is a few KiB of YAML (the shipped ones are under 3 KiB).
 MAX_SPACE_BYTES = 256 * 1024
@@ -61,8 +74,17 @@ MAX_YAML_DEPTH = 20  # a space nests 5 deep (stages.per_stage.stage0.layers.min)
 MAX_KEY_CHARS = 64
 MAX_WALK_STEPS = 500_000  # stage transitions the exact walk may try: seconds (see walk_steps)
 FIRST_STAGE_STEPS = 100  # the walk's cost of one first stage (its stem is counted as a whole model), in steps
-DEFAULTS = {"layers": None, "stride": 2, "mlp_ratio": 4, "head_dim": DEFAULT_HEAD_DIM, "pool": "mean", "pqo": True,
-            "kernel": 0, "newpos": False, "qkv_bias": True}
+DEFAULTS = {
+    "layers": None,
+    "stride": 2,
+    "mlp_ratio": 4,
+    "head_dim": DEFAULT_HEAD_DIM,
+    "pool": "mean",
+    "pqo": True,
+    "kernel": 0,
+    "newpos": False,
+    "qkv_bias": True,
+}
 MAX_POINTS_SHOWN = 4
 
 
@@ -104,7 +126,6 @@ class SpaceError(FunnelbenchError):
         self.key, self.message = key, message
 
 
-
 def known(mapping: dict, names, prefix: str) -> None:
     """Refuse a key of ``mapping`` that is not one of ``names`` (suggesting the closest)."""
     for key in mapping:
@@ -129,8 +150,11 @@ def decision(raw, where: str, name: str, key: str, kind, words, lo) -> Decision:
     """One decision of the space file; a number past ``LARGEST[key]`` is refused before a range
     is spelled out (so no range can hold more values than the bound)."""
     hi = LARGEST.get(key)
-    what = (f"one of {', '.join(words)}" if words else {int: "a whole number", float: "a positive number",
-                                                          bool: "true or false", str: "a word"}[kind])
+    what = (
+        f"one of {', '.join(words)}"
+        if words
+        else {int: "a whole number", float: "a positive number", bool: "true or false", str: "a word"}[kind]
+    )
     if lo is not None and kind is int:
         what += f" of at least {lo}"
 
@@ -138,15 +162,22 @@ def decision(raw, where: str, name: str, key: str, kind, words, lo) -> Decision:
         if not is_kind(v, kind) or (words and v not in words) or (lo is not None and kind is int and v < lo):
             raise SpaceError(where, f"{short(v)} is not valid here; expected {what}")
         if hi is not None and v > hi:
-            raise SpaceError(where, f"{short(v)} is past the largest {key} funnelbench accepts ({hi}); "
-                                     "see spaces/README.md for every bound")
+            raise SpaceError(
+                where,
+                f"{short(v)} is past the largest {key} funnelbench accepts ({hi}); "
+                "see spaces/README.md for every bound",
+            )
         return v
 
     if isinstance(raw, dict):
         known(raw, ("min", "max", "step"), where)
         if kind is not int or "min" not in raw or "max" not in raw:
-            raise SpaceError(where, "a range needs min and max (whole numbers)" if kind is int else
-                              f"{key} takes a value or a list of choices, not a range")
+            raise SpaceError(
+                where,
+                "a range needs min and max (whole numbers)"
+                if kind is int
+                else f"{key} takes a value or a list of choices, not a range",
+            )
         lo_v, hi_v, step = check(raw["min"]), check(raw["max"]), raw.get("step", 1)
         if not is_kind(step, int) or step < 1:
             raise SpaceError(where, f"step {short(step)} must be a whole number of at least 1")
@@ -169,10 +200,31 @@ def decision(raw, where: str, name: str, key: str, kind, words, lo) -> Decision:
 def short(value, limit: int = 60) -> str:
     """``repr(value)``, cut to ``limit`` characters: an error message stays one short line."""
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-__all__ = ["Decision", "SpaceError", "decision", "known", "is_kind", "word", "short", "TOP_KEYS", "SHARED_KEYS",
-           "STAGE_KEYS", "STAGES_KEYS", "CONSTRAINT_KEYS", "POOL_KEYS", "MAX_STAGES", "LARGEST", "MAX_SPACE_BYTES",
-           "MAX_YAML_VALUES", "MAX_YAML_DEPTH", "MAX_KEY_CHARS", "MAX_WALK_STEPS", "FIRST_STAGE_STEPS", "DEFAULTS",
-           "MAX_POINTS_SHOWN"]
+__all__ = [
+    "Decision",
+    "SpaceError",
+    "decision",
+    "known",
+    "is_kind",
+    "word",
+    "short",
+    "TOP_KEYS",
+    "SHARED_KEYS",
+    "STAGE_KEYS",
+    "STAGES_KEYS",
+    "CONSTRAINT_KEYS",
+    "POOL_KEYS",
+    "MAX_STAGES",
+    "LARGEST",
+    "MAX_SPACE_BYTES",
+    "MAX_YAML_VALUES",
+    "MAX_YAML_DEPTH",
+    "MAX_KEY_CHARS",
+    "MAX_WALK_STEPS",
+    "FIRST_STAGE_STEPS",
+    "DEFAULTS",
+    "MAX_POINTS_SHOWN",
+]

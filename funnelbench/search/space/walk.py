@@ -82,7 +82,9 @@ def walk(space: Space, check_only: bool = False, image_size: int | None = None, 
     if check_only:
         return None
     if not finals:
-        raise SpaceError("constraints.total_layers", "no point of the space has a total depth in the total_layers range")
+        raise SpaceError(
+            "constraints.total_layers", "no point of the space has a total depth in the total_layers range"
+        )
     total = sum(acc[0] for acc in finals.values())
 
     def pick(slot, better):
@@ -118,8 +120,13 @@ def tie(keys: tuple, tied: tuple, values: dict, i: int) -> tuple | None:
 
 def _merge(states: dict, key, acc, stage: Stage, cost: tuple[int, int]) -> None:
     macs, params = cost
-    cand = [acc[0], (acc[1][0] + macs, acc[1][1] + (stage,)), (acc[2][0] + macs, acc[2][1] + (stage,)),
-            (acc[3][0] + params, acc[3][1] + (stage,)), (acc[4][0] + params, acc[4][1] + (stage,))]
+    cand = [
+        acc[0],
+        (acc[1][0] + macs, acc[1][1] + (stage,)),
+        (acc[2][0] + macs, acc[2][1] + (stage,)),
+        (acc[3][0] + params, acc[3][1] + (stage,)),
+        (acc[4][0] + params, acc[4][1] + (stage,)),
+    ]
     old = states.get(key)
     if old is None:
         states[key] = cand
@@ -150,8 +157,19 @@ def stage_options(space: Space, i: int) -> list[dict]:
 
 
 def _blame(problem: str, space: Space, i: int) -> str:
-    key = "stride" if problem.startswith("stride") or "pools" in problem else (
-        "head_dim" if "head_dim" in problem else "heads" if "heads" in problem else "mlp_ratio" if "mlp_ratio" in problem else "pool")
+    key = (
+        "stride"
+        if problem.startswith("stride") or "pools" in problem
+        else (
+            "head_dim"
+            if "head_dim" in problem
+            else "heads"
+            if "heads" in problem
+            else "mlp_ratio"
+            if "mlp_ratio" in problem
+            else "pool"
+        )
+    )
     local = f"stages.per_stage.stage{i}.{key}"
     return local if local in space.lines else f"stages.{key}"
 
@@ -182,8 +200,13 @@ def walk_steps(space: Space) -> int:
             steps += options * FIRST_STAGE_STEPS if i == 0 else options + states * fitting
             geometries *= size.get("stride", 1) * size.get("kernel", 1) * 2  # 1D or 2D pools
             depth += max(space.stage_decisions[i]["layers"].values)
-            states = min(states * options, min(tokens, geometries) * size["hidden"]
-                         * (min(depth_cap, depth + 1) if space.total_layers else 1) * tied)
+            states = min(
+                states * options,
+                min(tokens, geometries)
+                * size["hidden"]
+                * (min(depth_cap, depth + 1) if space.total_layers else 1)
+                * tied,
+            )
     return steps
 
 
