@@ -126,14 +126,19 @@ def test_the_fidelity_summary_ranks_what_it_has(tmp_path):
 
 def test_the_spaces_default_proxy_is_the_one_the_fidelity_benchmark_measured():
     """The README and `search --help` say funnel-reinvest-ti's default proxy is the measured one:
-    changing either without the other must fail here."""
+    its grid, width, epochs and learning rate from the fidelity benchmark, its batch size from the
+    real-data recipe benchmark (bench_proxy_recipe's new recipe): changing either without the
+    other must fail here."""
     import bench_proxy_fidelity as bench
+    import bench_proxy_recipe as recipe
 
     import funnelbench as fb
 
     proxy = fb.load_space(bench.SPACE).proxy
     measured = bench.settings(bench.DEFAULT_CONFIG)
-    assert {k: v for k, v in measured.items() if k != "train_per_class"} == proxy
+    expected = {k: v for k, v in measured.items() if k != "train_per_class"}
+    assert {**expected, "batch_size": recipe.NEW_RECIPE["batch_size"]} == proxy
+    assert recipe.SEARCH_PROXY["lr"] == proxy["lr"]  # the recipe was measured at the space's learning rate
     assert bench.DEFAULT_CONFIG in bench.FULL_CONFIGS  # measured on every layout, with both seeds
     from funnelbench.data import BUILTIN_TRAIN_PER_CLASS
 
