@@ -7,15 +7,16 @@ import os
 
 import typer
 
-# Importing a module registers its commands.
-from . import (
-    compare_cmds,  # noqa: F401  compare
-    layout_cmds,  # noqa: F401  parse, presets
-    profile_cmds,  # noqa: F401  profile, reproduce, memory
-    report_cmds,  # noqa: F401  report
-    search_cmds,  # noqa: F401  spaces, search
-    train_cmds,  # noqa: F401  train, finetune
-)
+# Importing a module registers its commands, in this order (the order of `funnelbench --help`).
+# isort: off
+from . import layout_cmds  # noqa: F401  parse, presets
+from . import profile_cmds  # noqa: F401  profile, reproduce, memory
+from . import search_cmds  # noqa: F401  spaces, search
+from . import report_cmds  # noqa: F401  report
+from . import compare_cmds  # noqa: F401  compare
+from . import train_cmds  # noqa: F401  train, finetune
+
+# isort: on
 from ._common import DEBUG_ENV, app
 
 
