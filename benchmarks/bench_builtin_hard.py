@@ -19,9 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_proxy_fidelity import _slug  # noqa: E402
+from benchmarks.bench_proxy_fidelity import _slug
 
 LAYOUTS = ("B12(197), h192", "B6(197)-6(50), max, h192")
 BASE = {
@@ -97,7 +95,7 @@ def main() -> None:
                     "top1_pct_per_epoch": curve,
                 }
             )
-    from _common import write_result
+    from benchmarks._common import write_result
 
     notes = [
         "Data: synthetic-arrangement-hard, 16 classes (chance 6.25 %), 16,000 training / 4,000 validation images "

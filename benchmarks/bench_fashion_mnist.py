@@ -25,9 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import load_average, machine, markdown_table, train_with_test_curve, write_result
-
 import funnelbench as fb
+from benchmarks._common import load_average, machine, markdown_table, train_with_test_curve, write_result
 from funnelbench.train import make_config
 
 LAYOUTS = [

@@ -11,9 +11,9 @@ measured interleaved in one process (``funnelbench.measure.time_interleaved``), 
 from __future__ import annotations
 
 import torch
-from _common import before_measuring, load_1m, load_note, machine, timing_arguments, write_result
 
 import funnelbench as fb
+from benchmarks._common import before_measuring, load_1m, load_note, machine, timing_arguments, write_result
 from funnelbench.measure import InferStep, TrainStep, make_optimizer, time_interleaved
 
 CPU = torch.device("cpu")

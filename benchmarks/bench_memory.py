@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import machine, write_result
 
 import funnelbench as fb
+from benchmarks._common import machine, write_result
 from funnelbench.measure import TrainStep, attention_kernel, make_optimizer, peak_memory
 
 CPU = torch.device("cpu")

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import before_measuring, load_1m, load_note, timing_arguments, write_result  # noqa: E402
-from bench_proxy_fidelity import CONFIGS, DEFAULT_CONFIG, FULL_CONFIGS, settings  # noqa: E402
+from benchmarks._common import before_measuring, load_1m, load_note, timing_arguments, write_result
+from benchmarks.bench_proxy_fidelity import CONFIGS, DEFAULT_CONFIG, FULL_CONFIGS, settings
 
 # the settings that change what one epoch costs; the others only change how many epochs
 EPOCH_KEYS = ("image_size", "patch_size", "width_scale", "train_per_class", "batch_size")

@@ -31,9 +31,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _ranks import bootstrap_interval, kendall_tau, paired_difference_interval, spearman_rho  # noqa: E402
+from benchmarks._ranks import bootstrap_interval, kendall_tau, paired_difference_interval, spearman_rho
 
 SPACE = "funnel-reinvest-ti"
 BUDGET_MACS = 1_260_000_000  # DeiT-Ti, B12(197), h192, is 1.254 GMACs
@@ -244,7 +242,7 @@ def paired(name: str, a: dict, b: dict, reference: dict) -> dict:
 
 
 def analyse(rows: list[dict], layouts: list[dict], out: Path, argv: list[str]) -> None:
-    from _common import write_result
+    from benchmarks._common import write_result
 
     kinds = {r["layout"]: r for r in layouts}
     by = {}
@@ -495,7 +493,7 @@ def _median_s(by_layout: dict, seed: int):
 
 
 def _markdown(records):
-    from _common import markdown_table
+    from benchmarks._common import markdown_table
 
     return markdown_table(records)
 
@@ -507,7 +505,8 @@ def _plot(by: dict, long_mean: dict, kinds: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from _ranks import mid_ranks
+
+    from benchmarks._ranks import mid_ranks
 
     def ranks(scores: dict) -> dict:
         keys = list(scores)

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from _common import load_average, machine, markdown_table, write_result
+from benchmarks._common import load_average, machine, markdown_table, write_result
 
 BASE = "B4(17), h96, a3, img32, patch8"
 SHAPE = dict(train_per_class=600, val_per_class=200, epochs=4)

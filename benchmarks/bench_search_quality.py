@@ -24,9 +24,16 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_proxy_fidelity import BUDGET_MACS, CONFIGS, DEFAULT_CONFIG, PROXY, SPACE, _init_worker, read_rows, run_one  # noqa: E402
+from benchmarks.bench_proxy_fidelity import (
+    BUDGET_MACS,
+    CONFIGS,
+    DEFAULT_CONFIG,
+    PROXY,
+    SPACE,
+    _init_worker,
+    read_rows,
+    run_one,
+)
 
 SAMPLERS = ("tpe", "random")
 
@@ -122,9 +129,8 @@ def main() -> None:
 
 
 def analyse(searches: list[dict], retrain: list[dict], fidelity: list[dict], out: Path, args) -> None:
-    from _common import write_result
-
     import funnelbench as fb
+    from benchmarks._common import write_result
 
     long = {}
     for r in retrain + [r for r in fidelity if r["config"] == "long"]:

@@ -26,12 +26,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks._common import load_note, wait_for_quiet, write_result
+from funnelbench.search.workers import cpu_cores, open_storage, storage_url, worker_resources
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from _common import load_note, wait_for_quiet, write_result  # noqa: E402
-
-from funnelbench.search.workers import cpu_cores, open_storage, storage_url, worker_resources  # noqa: E402
 
 
 def run_search(tmp: Path, workers: int, args, cache: Path) -> dict:

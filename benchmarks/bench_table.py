@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from _common import load_average, machine, markdown_table, train_with_test_curve, write_result
+from benchmarks._common import load_average, machine, markdown_table, train_with_test_curve, write_result
 
 SPACE = "funnel-table-ti"
 BUDGET_MACS, MIN_MACS = 1.26e9, 0.7e9

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 import torch
-from _common import load_average, markdown_table, write_result
 
 import funnelbench as fb
+from benchmarks._common import load_average, markdown_table, write_result
 from funnelbench.measure import TrainStep, make_optimizer
 from funnelbench.train import TrainConfig, Trainer, proxy_layout
 

@@ -18,9 +18,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from _common import load_average, markdown_table, write_result
-
 import funnelbench as fb
+from benchmarks._common import load_average, markdown_table, write_result
 
 EARLY = (3, 5)  # also report the mean top-1 after these epochs: how fast each layout learns
 LAYOUTS = [

@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import load_1m, wait_for_quiet, write_result  # noqa: E402
-
-import funnelbench as fb  # noqa: E402
-from funnelbench.train import remove_checkpoint  # noqa: E402
+import funnelbench as fb
+from benchmarks._common import load_1m, wait_for_quiet, write_result
+from funnelbench.train import remove_checkpoint
 
 LAYOUT = "B2(17)-2(9), h96, a3, img32, patch8"  # a small Funnel-ViT at 32 px
 

@@ -13,10 +13,10 @@ same batch, the same AdamW step and the same timing loop (``funnelbench.measure`
 from __future__ import annotations
 
 import torch
-from _common import before_measuring, load_1m, load_note, machine, timing_arguments, write_result
 from timm.models.vision_transformer import VisionTransformer
 
 import funnelbench as fb
+from benchmarks._common import before_measuring, load_1m, load_note, machine, timing_arguments, write_result
 from funnelbench.measure import InferStep, TrainStep, make_optimizer, time_interleaved
 
 CPU = torch.device("cpu")

@@ -18,9 +18,8 @@ import subprocess
 import sys
 import time
 
-from _common import load_1m, load_note, machine, wait_for_quiet, write_result
-
 import funnelbench as fb
+from benchmarks._common import load_1m, load_note, machine, wait_for_quiet, write_result
 
 
 def main():

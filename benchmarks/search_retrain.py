@@ -16,17 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import write_result  # noqa: E402
-
-import funnelbench as fb  # noqa: E402
-from funnelbench.search.report import front_trials, open_study  # noqa: E402
-from funnelbench.search.study import train_trial  # noqa: E402
+import funnelbench as fb
+from benchmarks._common import write_result
+from funnelbench.search.report import front_trials, open_study
+from funnelbench.search.study import train_trial
 
 
 def picks(study) -> dict[str, str]:

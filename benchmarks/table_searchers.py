@@ -26,8 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import markdown_table, write_result
-from bench_table import BUDGET_MACS, MIN_MACS, SPACE, read_rows, table_layouts
+from benchmarks._common import markdown_table, write_result
+from benchmarks.bench_table import BUDGET_MACS, MIN_MACS, SPACE, read_rows, table_layouts
 
 SEARCHERS = ("random", "tpe", "evolution", "hand")
 

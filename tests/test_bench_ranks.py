@@ -1,15 +1,12 @@
 """The rank statistics of benchmarks/bench_proxy_fidelity.py against published reference values
 (SciPy's documented examples) and pandas' own Spearman."""
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from _ranks import bootstrap_interval, kendall_tau, mid_ranks, paired_difference_interval, spearman_rho  # noqa: E402
+from benchmarks._ranks import bootstrap_interval, kendall_tau, mid_ranks, paired_difference_interval, spearman_rho
 
 
 def test_kendall_tau_b_matches_scipys_documented_example_with_ties():
@@ -66,7 +63,7 @@ def test_the_fidelity_summary_ranks_what_it_has(tmp_path):
     long runs do gets tau 1, one that reverses them -1, and a layout without long runs is left out."""
     import json
 
-    import bench_proxy_fidelity as bench
+    import benchmarks.bench_proxy_fidelity as bench
 
     layouts = [{"layout": f"L{i}", "kind": "space" if i < 4 else "hand", "macs": 10 - i, "params": i} for i in range(6)]
     rows = []
@@ -129,9 +126,8 @@ def test_the_spaces_default_proxy_is_the_one_the_fidelity_benchmark_measured():
     its grid, width, epochs and learning rate from the fidelity benchmark, its batch size from the
     real-data recipe benchmark (bench_proxy_recipe's new recipe): changing either without the
     other must fail here."""
-    import bench_proxy_fidelity as bench
-    import bench_proxy_recipe as recipe
-
+    import benchmarks.bench_proxy_fidelity as bench
+    import benchmarks.bench_proxy_recipe as recipe
     import funnelbench as fb
 
     proxy = fb.load_space(bench.SPACE).proxy
@@ -153,7 +149,7 @@ def test_the_search_quality_summary_sets_each_arms_picks_beside_the_best_hand_la
     import json
     from types import SimpleNamespace
 
-    import bench_search_quality as bench
+    import benchmarks.bench_search_quality as bench
 
     hand = {"B12(197), h192": 90.0, "B6(197)-6(50), max, h192": 95.0, "B12(197), h384": 99.0}  # the last: 4.6 GMACs
     fidelity = tmp_path / "fidelity.jsonl"
@@ -197,8 +193,8 @@ def test_the_cost_benchmark_times_one_epoch_per_distinct_epoch_and_scales_by_epo
     get their own. Its layouts are the cheapest, a middle and the dearest of the fidelity study."""
     import json
 
-    import bench_proxy_cost as cost
-    import bench_proxy_fidelity as bench
+    import benchmarks.bench_proxy_cost as cost
+    import benchmarks.bench_proxy_fidelity as bench
 
     groups = {tuple(sorted(configs)) for configs in cost.epoch_groups().values()}
     assert groups == {("epochs-2", "epochs-8", "long", "proxy"), ("data-50%",), ("width-0.5",), ("image-16",)}
