@@ -143,3 +143,23 @@ def train_with_test_curve(config, out: str | os.PathLike, *, data=None, cache_di
         "test_s_by_epoch": [t["eval_s"] for t in tests],
         "wall_s": time.time() - started,
     }
+
+
+def run_appending(jobs: int, calls: list[tuple], runs_path: Path, describe) -> list[dict]:
+    """Run ``fn(*args)`` for every ``(fn, *args)`` in ``calls``, ``jobs`` processes at a time;
+    each finished row gets the machine, is appended to the run file at once (an interrupted
+    benchmark keeps what finished) and printed as ``describe(i, row)``. Returns the new rows."""
+    import json
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    new = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(*call) for call in calls]
+        for i, future in enumerate(as_completed(futures), 1):
+            row = future.result()
+            row["machine"] = machine()
+            new.append(row)
+            with open(runs_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(describe(i, row), flush=True)
+    return new

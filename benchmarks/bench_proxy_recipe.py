@@ -24,10 +24,9 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from benchmarks._common import load_average, machine, markdown_table, write_result
+from benchmarks._common import load_average, markdown_table, run_appending, write_result
 
 BASE = "B4(17), h96, a3, img32, patch8"
 SHAPE = dict(train_per_class=600, val_per_class=200, epochs=4)
@@ -374,19 +373,15 @@ def main(argv=None):
         data_for(size, args.cache_dir)  # build the caches once, before the workers start
     load_before = load_average()
     started = time.time()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(_work, item, args.cache_dir) for item in todo]
-        for future in as_completed(futures):
-            row = future.result()
-            row["machine"] = machine()
-            rows.append(row)
-            with open(runs_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(
-                f"{row['setting']:22s} seed {row['seed']}: val {100 * row['val_top1']:.1f} test "
-                f"{100 * row['test_top1']:.1f} | {row['train_s']:.0f} s, {row['train_img_per_s']:.0f} img/s",
-                flush=True,
-            )
+    rows += run_appending(
+        args.jobs,
+        [(_work, item, args.cache_dir) for item in todo],
+        runs_path,
+        lambda i, row: (
+            f"{row['setting']:22s} seed {row['seed']}: val {100 * row['val_top1']:.1f} test "
+            f"{100 * row['test_top1']:.1f} | {row['train_s']:.0f} s, {row['train_img_per_s']:.0f} img/s"
+        ),
+    )
     summary = summarize(rows)
     total = sum(r["wall_s"] for r in rows)
     notes = [

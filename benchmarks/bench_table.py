@@ -31,10 +31,9 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from benchmarks._common import load_average, machine, markdown_table, train_with_test_curve, write_result
+from benchmarks._common import load_average, markdown_table, run_appending, train_with_test_curve, write_result
 
 SPACE = "funnel-table-ti"
 BUDGET_MACS, MIN_MACS = 1.26e9, 0.7e9
@@ -216,19 +215,15 @@ def main(argv=None):
     started = time.time()
     if todo:
         print(f"{len(todo)} trainings to run ({len(done)} in {runs_path})", flush=True)
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(train_one, *t, args.cache_dir) for t in todo]
-            for i, future in enumerate(as_completed(futures), 1):
-                row = future.result()
-                row["machine"] = machine()
-                rows.append(row)
-                with open(runs_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(
-                    f"[{i}/{len(todo)}] {row['phase']} {row['layout']:40s} seed {row['seed']}: val "
-                    f"{100 * row['val_top1']:.1f} test {100 * row['test_top1']:.1f} | {row['train_s']:.0f} s",
-                    flush=True,
-                )
+        rows += run_appending(
+            args.jobs,
+            [(train_one, *t, args.cache_dir) for t in todo],
+            runs_path,
+            lambda i, row: (
+                f"[{i}/{len(todo)}] {row['phase']} {row['layout']:40s} seed {row['seed']}: val "
+                f"{100 * row['val_top1']:.1f} test {100 * row['test_top1']:.1f} | {row['train_s']:.0f} s"
+            ),
+        )
     table = summary(rows, layouts, hand)
     n_proxy = sum(r["phase"] == "proxy" for r in rows)
     n_ref = sum(r["phase"] == "reference" for r in rows)
