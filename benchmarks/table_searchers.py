@@ -29,7 +29,8 @@ from pathlib import Path
 from benchmarks._common import markdown_table, write_result
 from benchmarks.bench_table import BUDGET_MACS, MIN_MACS, SPACE, read_rows, table_layouts
 
-SEARCHERS = ("random", "tpe", "evolution", "hand")
+SEARCHERS = ("random", "tpe", "evolution", "halving", "hand")
+HALVING_RUNGS, HALVING_ETA = (1, 2, 4), 2  # epochs of the 4-epoch proxy at which successive halving judges
 
 
 class Table:
@@ -161,6 +162,85 @@ def space_layout(text: str):
     return parse_layout(text)
 
 
+def promotable(results: dict[int, list[tuple[str, float]]], eta: int, promoted: set) -> tuple[int, str] | None:
+    """ASHA's promotion rule (Li et al., MLSys 2020, Algorithm 2), from the highest rung down:
+    a layout in the top floor(n/eta) of the n results of its rung that is not yet promoted from
+    it; None when there is none (then a new layout starts at the bottom rung)."""
+    for rung in sorted(results, reverse=True):
+        ranked = sorted(results[rung], key=lambda r: r[1], reverse=True)
+        for layout, _ in ranked[: len(ranked) // eta]:
+            if (rung, layout) not in promoted:
+                return rung, layout
+    return None
+
+
+def run_halving(seed: int, n: int, table: Table, rungs=HALVING_RUNGS, eta: int = HALVING_ETA) -> list[dict]:
+    """Asynchronous successive halving (one worker) on the stored epoch curves: new layouts are
+    uniform feasible draws (what ``--sampler random`` draws) trained to the first rung; whenever a
+    layout is in the top 1/eta of its rung it continues to the next (the same stored training read
+    further, so a promotion costs only its extra epochs). Stops once the epochs spent equal ``n``
+    full trainings. Returns the rung jobs: layout, its looked-up row, the rung's epoch, the epochs
+    and seconds the job cost."""
+    rng = random.Random(f"halving-{seed}")
+    _, feasible, _, _ = _evolution_space()
+    results: dict[int, list[tuple[str, float]]] = {}
+    promoted: set = set()
+    rows: dict[str, dict] = {}
+    jobs: list[dict] = []
+    spent, budget = 0, n * rungs[-1]
+    while spent < budget:
+        pick = promotable({k: v for k, v in results.items() if k < len(rungs) - 1}, eta, promoted)
+        if pick is not None:
+            rung, layout = pick
+            promoted.add(pick)
+            rung += 1
+        else:
+            unseen = [lay for lay in feasible if lay not in rows]
+            if not unseen:
+                break
+            layout, rung = rng.choice(unseen), 0
+            rows[layout] = table.lookup(layout, rng)
+        row = rows[layout]
+        first, last = (rungs[rung - 1] if rung else 0), rungs[rung]
+        value = row["val_top1_by_epoch"][last - 1]
+        results.setdefault(rung, []).append((layout, value))
+        jobs.append(
+            {
+                "layout": layout,
+                "row": row,
+                "rung": rung,
+                "value": value,
+                "epochs": last - first,
+                "seconds": sum(row["train_s_by_epoch"][first:last]),
+            }
+        )
+        spent += last - first
+    return jobs
+
+
+def halving_curve(name: str, table: Table, jobs: list[dict], epochs_per_training: int = HALVING_RUNGS[-1]):
+    """A :class:`Curve` of successive halving in full-training equivalents (``epochs_per_training``
+    epochs each): after the n-th equivalent, the test top-1 of the incumbent, the best layout by
+    validation at the highest rung reached so far."""
+    from funnelbench.search.compare import Curve
+
+    curve = Curve(name, "top1", True)
+    best: tuple[int, float, str] | None = None
+    epochs, seconds, n = 0, 0.0, 1
+    for job in jobs:
+        epochs += job["epochs"]
+        seconds += job["seconds"]
+        key = (job["rung"], job["value"], job["layout"])
+        if best is None or key[:2] > best[:2]:
+            best = key
+        while epochs >= n * epochs_per_training:
+            curve.trainings.append(n)
+            curve.seconds.append(seconds)
+            curve.best.append(table.test[best[2]])
+            n += 1
+    return curve
+
+
 def run_hand(seed: int, hand: list[str], table: Table) -> list[tuple[str, dict]]:
     rng = random.Random(f"hand-{seed}")
     return [(h, table.lookup(h, rng)) for h in hand]
@@ -196,6 +276,9 @@ def main(argv=None):
         curves = []
         for seed in range(args.runs):
             stored = done.get((name, seed))
+            if name == "halving":
+                curves.append(halving_curve(f"{name}-{seed}", table, run_halving(seed, args.trainings, table)))
+                continue  # deterministic given the seed and cheap (no tool search): not stored
             if stored is not None and (name == "hand" or len(stored["trained"]) >= args.trainings):
                 trained = [(lay, by_seed[(lay, s)]) for lay, s in stored["trained"]][: args.trainings]
             else:
