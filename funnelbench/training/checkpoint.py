@@ -204,10 +204,12 @@ class Checkpoints:
         if state is None:
             return
         saved, now = state["config"], asdict(config)
+        free = FREE_ON_RESUME
+        if saved.get("epochs", now["epochs"]) != now["epochs"]:
+            self._check_extension(saved, config, int(state.get("epoch", 0)))
+            free = free | {"epochs"}
         diff = [
-            f"{k}={saved.get(k)!r} (now {now[k]!r})"
-            for k in now
-            if k not in FREE_ON_RESUME and saved.get(k, now[k]) != now[k]
+            f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k not in free and saved.get(k, now[k]) != now[k]
         ]
         if diff:
             raise UsageError(
@@ -220,6 +222,23 @@ class Checkpoints:
                 f"--resume: the run in {self.folder.path} trained in {was[1]} on {was[0]}, but --device "
                 f"{config.device} / --dtype {config.dtype} now mean {dtype} on {device.type}; "
                 f"the results would differ: resume where it ran, or choose another --out"
+            )
+
+    def _check_extension(self, saved: dict, config: TrainConfig, done: int) -> None:
+        """A resume with other ``--epochs``: only under the constant schedule (whose lr does not
+        depend on the run's length, so the result is the run of the new length) and not below the
+        epochs already trained."""
+        was = saved.get("schedule", "cosine")  # checkpoints written before --schedule: cosine
+        if was != "constant" or config.schedule != "constant":
+            raise UsageError(
+                f"--resume with --epochs {config.epochs}: the run in {self.folder.path} was made for "
+                f"{saved['epochs']} epochs with the {was} schedule, whose learning rate depends on --epochs; "
+                f"resume with --epochs {saved['epochs']}, or train with --schedule constant to extend runs"
+            )
+        if config.epochs < done:
+            raise UsageError(
+                f"--resume with --epochs {config.epochs}: the run in {self.folder.path} has already trained "
+                f"{done} epochs; give --epochs {done} or more"
             )
 
     def check_classes(self, classes) -> None:

@@ -17,6 +17,10 @@ from ..presets import resolve
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 NORM_CHOICES = ("imagenet", "data")
 CHECKPOINT_POLICIES = ("every-epoch", "last", "none")
+# cosine: warm-up, then a cosine decay to --min-lr at the last epoch (the lr depends on --epochs);
+# constant: warm-up, then --lr (the lr of epoch k does not depend on --epochs, so a run of k
+# epochs resumed to n is the run of n epochs: multi-fidelity searches extend runs this way)
+SCHEDULES = ("cosine", "constant")
 
 
 def _numpy(*names: str) -> tuple[type, ...]:
@@ -110,6 +114,13 @@ class TrainConfig:
     batch_size: int = _opt(128, _RECIPE, "Global batch size (split over torchrun processes).")
     lr: float = _opt(1e-3, _RECIPE, "Peak learning rate of AdamW.")
     min_lr: float = _opt(1e-5, _RECIPE, "Learning rate at the end of the cosine decay (at most --lr).")
+    schedule: str = _opt(
+        "cosine",
+        _RECIPE,
+        "Learning rate after the warm-up: cosine (decays to --min-lr at the last epoch) or constant "
+        "(stays at --lr: the lr of an epoch does not depend on --epochs, so a run resumed with more "
+        "--epochs is the longer run; what --fidelity asha needs).",
+    )
     weight_decay: float = _opt(
         0.05, _RECIPE, "AdamW weight decay (not on biases, norms, position embedding, class token)."
     )
@@ -205,6 +216,8 @@ class TrainConfig:
             bad("dtype", f"use one of {', '.join(DTYPE_CHOICES)}")
         if self.norm not in NORM_CHOICES:
             bad("norm", f"use one of {', '.join(NORM_CHOICES)}")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", f"use one of {', '.join(SCHEDULES)}")
         if self.checkpoint not in CHECKPOINT_POLICIES:
             bad("checkpoint", f"use one of {', '.join(CHECKPOINT_POLICIES)}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -234,6 +247,7 @@ __all__ = [
     "DTYPE_CHOICES",
     "NORM_CHOICES",
     "CHECKPOINT_POLICIES",
+    "SCHEDULES",
     "FREE_ON_RESUME",
     "SEED_MAX",
 ]

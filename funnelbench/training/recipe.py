@@ -1,6 +1,6 @@
 """The training recipe, each piece made from a :class:`~funnelbench.training.config.TrainConfig`:
 AdamW (fused; no weight decay on biases, norms, position embedding and class token), linear
-warm-up then cosine decay per step (:func:`lr_factor`), label smoothing, gradient clipping (in
+warm-up then cosine decay or a constant rate per step (:func:`lr_factor`), label smoothing, gradient clipping (in
 the epoch steps), RandAugment and random crops / flips (:func:`make_augment`), MixUp / CutMix
 over the global batch (:func:`make_mixer`, :func:`mix`), the input standardisation, and the
 autocast dtype (bf16 or fp16; fp16 with a gradient scaler)."""
@@ -36,20 +36,28 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_factor(step: int, *, warmup: int, total: int, lr: float, min_lr: float) -> float:
+def lr_factor(step: int, *, warmup: int, total: int, lr: float, min_lr: float, kind: str = "cosine") -> float:
     """Multiplier of the base learning rate at ``step``: linear warm-up over ``warmup`` steps
-    (from lr/warmup to lr), then cosine decay to ``min_lr`` at ``total``."""
+    (from lr/warmup to lr), then (``kind`` cosine) cosine decay to ``min_lr`` at ``total``, or
+    (``kind`` constant) 1, whatever ``total``."""
     if step < warmup:
         return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return (min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
 
 
 def schedule(config: TrainConfig, steps_per_epoch: int) -> dict:
-    """The keyword arguments of :func:`lr_factor` for a run of ``steps_per_epoch`` steps an epoch."""
+    """The keyword arguments of :func:`lr_factor` for a run of ``steps_per_epoch`` steps an epoch.
+    The cosine's warm-up is cut at the run's end; the constant schedule's is not (nothing of it
+    may depend on the run's length)."""
     c = config
     total = c.epochs * steps_per_epoch
-    return dict(warmup=min(total, round(c.warmup_epochs * steps_per_epoch)), total=total, lr=c.lr, min_lr=c.min_lr)
+    warmup = round(c.warmup_epochs * steps_per_epoch)
+    if c.schedule == "cosine":
+        warmup = min(total, warmup)
+    return dict(warmup=warmup, total=total, lr=c.lr, min_lr=c.min_lr, kind=c.schedule)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

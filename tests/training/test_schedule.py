@@ -1,0 +1,84 @@
+"""The learning-rate schedules: cosine (the lr depends on --epochs) and constant (it does not, so a
+run of k epochs resumed to n is the run of n epochs: what --fidelity asha's promotions need)."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import funnelbench as fb
+from funnelbench.cli import app
+from funnelbench.data import CACHE_ENV
+from funnelbench.train import TrainConfig, lr_factor
+from funnelbench.training.recipe import schedule
+
+TINY = dict(train_per_class=16, val_per_class=8, batch_size=32)  # 128 / 64 images, 4 steps an epoch
+TINY_FLAGS = ["--train-per-class", "16", "--val-per-class", "8", "--batch-size", "32"]
+TIMING = {"train_img_per_s", "epoch_s", "eval_s"}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+
+
+def test_constant_lr_factors_by_hand():
+    kw = dict(warmup=4, lr=1e-3, min_lr=1e-5, kind="constant")
+    # warm-up from lr/4, then lr, whatever the total
+    assert [lr_factor(s, total=8, **kw) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert lr_factor(7, total=8, **kw) == lr_factor(7, total=800, **kw) == 1.0
+    # the cosine at the same step depends on the total
+    cos = dict(warmup=4, lr=1e-3, min_lr=1e-5)
+    assert lr_factor(6, total=8, **cos) != lr_factor(6, total=800, **cos)
+
+
+def test_the_constant_warm_up_is_not_cut_at_the_run_s_end():
+    short = TrainConfig(layout="test-vit", epochs=1, warmup_epochs=2.0, schedule="constant")
+    cosine = TrainConfig(layout="test-vit", epochs=1, warmup_epochs=2.0)
+    assert schedule(short, 10)["warmup"] == 20  # epoch 1 of a 1-epoch run is epoch 1 of a 9-epoch run
+    assert schedule(cosine, 10)["warmup"] == 10
+
+
+def test_an_unknown_schedule_is_one_line():
+    with pytest.raises(fb.UsageError, match="--schedule wsd: use one of cosine, constant"):
+        TrainConfig(layout="test-vit", schedule="wsd")
+
+
+def _numbers(history):
+    """The history's numbers (not the wall clock, not the status: epoch 2 ended the short run)."""
+    return [{k: v for k, v in row.items() if k not in TIMING | {"status"}} for row in history]
+
+
+def test_a_constant_run_resumed_to_more_epochs_is_the_longer_run(tmp_path):
+    fb.train("test-vit", out=tmp_path / "short", epochs=2, schedule="constant", **TINY)
+    lrs = []
+    resumed = fb.train(
+        "test-vit",
+        out=tmp_path / "short",
+        epochs=4,
+        schedule="constant",
+        resume=True,
+        callback=lambda m: lrs.append((m["epoch"], m["lr"])),
+        **TINY,
+    )
+    straight = fb.train("test-vit", out=tmp_path / "long", epochs=4, schedule="constant", **TINY)
+    assert [e for e, _ in lrs] == [3, 4] and resumed["epochs_done"] == 4
+    a = torch.load(tmp_path / "short" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "long" / "checkpoint.pt", weights_only=True)
+    assert _numbers(a["history"]) == _numbers(b["history"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    assert resumed["val_top1"] == straight["val_top1"]
+
+
+def test_a_cosine_run_is_not_extended_and_a_constant_one_not_shortened(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["train", "test-vit", "--out", out, "--epochs", "1", *TINY_FLAGS]).exit_code == 0
+    more = runner.invoke(app, ["train", "test-vit", "--out", out, "--epochs", "2", "--resume", *TINY_FLAGS])
+    err = more.stderr.strip()
+    assert more.exit_code == 2 and "\n" not in err and "Traceback" not in err
+    assert "cosine schedule, whose learning rate depends on --epochs" in err and "--schedule constant" in err
+    out2 = tmp_path / "constant"
+    flags = ["--schedule", "constant", *TINY_FLAGS]
+    assert runner.invoke(app, ["train", "test-vit", "--out", out2, "--epochs", "2", *flags]).exit_code == 0
+    fewer = runner.invoke(app, ["train", "test-vit", "--out", out2, "--epochs", "1", "--resume", *flags])
+    assert fewer.exit_code == 2 and "has already trained 2 epochs" in fewer.stderr
