@@ -226,6 +226,31 @@ def search_cmd(
         "hyperband needs 9 epochs or more (rungs at 1, 3, 9, ...).",
         rich_help_panel=_SEARCH,
     ),
+    fidelity: str = typer.Option(
+        "none",
+        "--fidelity",
+        help="none (each candidate trains --epochs once) or asha: asynchronous successive halving. "
+        "Candidates train --min-epochs; the best 1/--reduction of each rung continue their checkpoint to "
+        "the next rung (R, R*ETA, R*ETA^2, ... epochs, and --max-epochs last), across workers and machines. "
+        "Needs --schedule constant and one trained objective; --trials then counts the trainings of every "
+        "rung, and the answer is the best at the highest rung reached.",
+        rich_help_panel=_SEARCH,
+    ),
+    min_epochs: int = typer.Option(
+        None, "--min-epochs", help="asha: epochs of the first rung. Default: 1.", rich_help_panel=_SEARCH
+    ),
+    max_epochs: int = typer.Option(
+        None,
+        "--max-epochs",
+        help="asha: epochs of the last rung, at most --epochs. Default: --epochs.",
+        rich_help_panel=_SEARCH,
+    ),
+    reduction: int = typer.Option(
+        None,
+        "--reduction",
+        help="asha: ETA, the factor between rungs; the best 1/ETA of a rung are promoted. Default: 3.",
+        rich_help_panel=_SEARCH,
+    ),
     baseline: list[str] = typer.Option(
         [],
         "--baseline",
@@ -334,6 +359,10 @@ def search_cmd(
                 workers=workers,
                 heartbeat_s=heartbeat,
                 worker_events=functools.partial(worker_progress, stderr=json_out),
+                fidelity=fidelity,
+                min_epochs=min_epochs,
+                max_epochs=max_epochs,
+                reduction=reduction,
                 **{k: v for k, v in options.items() if v is not None},
             )
     except Interrupted as stop:
@@ -365,6 +394,10 @@ def print_summary(out, info: dict) -> None:
         f"{c['trained']} trained ({c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed), "
         f"{c['rejected']} rejected by the budget, {c['repeats']} repeat(s) of a finished layout"
     )
+    if info.get("by_rung"):
+        from ..search.records import rung_text
+
+        out.print(f"trainings by rung: {rung_text(info['by_rung'])}; the best trial is the best at the highest rung")
     rows = info["best"]
     title = "best trial" if len(objectives) == 1 else f"Pareto front ({', '.join(objectives)})"
     if rows:
@@ -423,7 +456,7 @@ class SearchProgress:
         self.progress = None
         self.trials_task = self.epoch_task = None
         self.total = 0
-        self.best = None
+        self.best, self.best_rung = None, 0
         self.objectives = ("top1",)
         self.directions = ("maximize",)
 
@@ -441,6 +474,11 @@ class SearchProgress:
             f"objectives {', '.join(s.objectives)}, sampler {s.sampler} (seed {s.seed}), pruner {s.pruner}; "
             f"{info['counts']['trained']} of {self.total} trials trained so far"
         )
+        if s.rungs is not None:
+            self.out.print(
+                f"fidelity asha: rungs at {', '.join(map(str, s.rungs))} epochs, the best 1/{s.reduction} of each "
+                f"promoted; --trials counts the trainings of every rung"
+            )
         if info.get("workers_asked", 0) > info.get("workers", 0):
             c = info["counts"]
             self.out.print(
@@ -492,12 +530,22 @@ class SearchProgress:
     def on_trial_end(self, info):
         a, values = info["attrs"], info["values"]
         if values is not None and not a["over_budget"]:
-            v = values[0]
-            if self.best is None or (v > self.best if self.directions[0] == "maximize" else v < self.best):
-                self.best = v
+            # with rungs (asha) the best at the highest rung so far: a lower fidelity never beats a higher
+            v, rung = values[0], a.get("rung") or 0
+            if (
+                self.best is None
+                or rung > self.best_rung
+                or (rung == self.best_rung and (v > self.best if self.directions[0] == "maximize" else v < self.best))
+            ):
+                self.best, self.best_rung = v, rung
         top1 = f"top-1 {_pct(a['top1'])} %  " if a["top1"] is not None else ""
+        rung = (
+            ""
+            if a.get("rung") is None
+            else f" (rung {a['rung']}, {a['epochs_done']} epoch{'' if a['epochs_done'] == 1 else 's'})"
+        )
         self.out.print(
-            f"trial {info['number']}{' (baseline)' if a['baseline'] else ''}: {info['status']}  "
+            f"trial {info['number']}{' (baseline)' if a['baseline'] else ''}{rung}: {info['status']}  "
             f"{a['target_layout']}  {top1}{human(a['macs'])}MACs  {a['wall_s']:.1f} s"
             + (f"  ({a['error']})" if a.get("error") else "")
         )  # above the live bars on a terminal

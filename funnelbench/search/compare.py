@@ -16,7 +16,11 @@ rejected or skipped candidate costs nothing and is not on the x axis. The best s
 best first objective among the completed trials within the budgets; *training seconds* are the
 trainings' own wall seconds summed (compute, not the wall time of a search with many workers).
 The band is a 95 % t interval of the mean over the group's searches at each x (where every
-search has a value), so it needs at least two searches per configuration.
+search has a value), so it needs at least two searches per configuration. Compute is also
+counted in *image-epochs* (the epochs each training trained itself, times the training images).
+With ``--fidelity asha`` a training is one rung's training, the best so far is the best at the
+highest rung reached (a lower fidelity's value never beats a higher one's), and the row gives
+the trainings by rung.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class Curve:
     config: dict = field(default_factory=dict)  # the settings that make its configuration
     directions: list[str] = field(default_factory=list)  # of every objective ("maximize" / "minimize")
     points: list[list[float] | None] = field(default_factory=list)  # several objectives: each training's values
+    image_epochs: list[float] = field(default_factory=list)  # compute so far: epochs trained x training images
+    by_rung: dict = field(default_factory=dict)  # --fidelity asha: {epochs of the rung: trainings}
 
     def at(self, n: int) -> float | None:
         """Best so far after ``n`` trainings (None if it had fewer, or nothing feasible yet)."""
@@ -94,16 +100,27 @@ def study_curve(study) -> Curve:
         config=study_config(settings),
         directions=list(settings["directions"]),
     )
-    best, spent = None, 0.0
+    fidelity = settings.get("fidelity") if isinstance(settings.get("fidelity"), dict) else {}
+    epochs = fidelity.get("rungs") if isinstance(fidelity.get("rungs"), list) else []
+    best, best_rung, spent, images = None, -1, 0.0, 0.0
     for i, (t, r) in enumerate(trained, 1):
         spent += float(r.get("wall_s") or 0.0)
+        images += float(r.get("image_epochs") or 0.0)
+        rung = r.get("rung")
+        if rung is not None:
+            key = epochs[rung] if 0 <= rung < len(epochs) else f"rung {rung}"
+            curve.by_rung[key] = curve.by_rung.get(key, 0) + 1
         value = t.values if (r["status"] == "completed" and r["feasible"] and t.values is not None) else None
         if value is not None and len(settings["directions"]) == 1:
-            v = value[0]
-            best = v if best is None or (v > best if maximize else v < best) else best
+            # with --fidelity asha the answer so far: the best at the highest rung reached (a
+            # value at a lower fidelity never beats one at a higher)
+            v, at = value[0], -1 if rung is None else rung
+            if best is None or at > best_rung or (at == best_rung and (v > best if maximize else v < best)):
+                best, best_rung = v, at
         curve.points.append(list(value) if value is not None else None)
         curve.trainings.append(i)
         curve.seconds.append(spent)
+        curve.image_epochs.append(images)
         curve.best.append(best)
     return curve
 
@@ -232,6 +249,13 @@ def compare_rows(groups: dict[str, list[Curve]], checkpoints=CHECKPOINTS) -> lis
             else f"{shortest}-{max(len(c.trainings) for c in curves)}",
             "training s (mean)": round(sum(c.seconds[-1] for c in curves if c.seconds) / len(curves), 1),
         }
+        if any(c.image_epochs and c.image_epochs[-1] for c in curves):
+            row["image-epochs (mean)"] = round(sum(c.image_epochs[-1] for c in curves if c.image_epochs) / len(curves))
+        if any(c.by_rung for c in curves):  # --fidelity asha: the trainings of each rung, mean over the searches
+            rungs = sorted({k for c in curves for k in c.by_rung}, key=lambda k: (isinstance(k, str), str(k).zfill(9)))
+            row["trainings by rung (epochs: mean)"] = ", ".join(
+                f"{k}: {sum(c.by_rung.get(k, 0) for c in curves) / len(curves):g}" for k in rungs
+            )
         for n in [n for n in checkpoints if n < shortest] + [shortest]:
             b = band_series(curves, [n])[0]
             row[f"best after {n}"] = _fmt(b, curves[0].metric)
@@ -256,6 +280,7 @@ def curve_rows(groups: dict[str, list[Curve]]) -> list[dict]:
             "metric": c.metric,
             "training": n,
             "training_s": round(s, 3),
+            "image_epochs": c.image_epochs[n - 1] if len(c.image_epochs) >= n else None,
             "best": b,
         }
         for label, curves in groups.items()

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .locks import study_lock
 from .storage import MAX_RETRY, RetryStaleTrial, unwrap
-from .vocabulary import INTERRUPTED, RETRY_OF
+from .vocabulary import INTERRUPTED, RETRY_OF, RUNG
 
 POLL_S = 1.0  # how often an idle worker looks again while other workers' trials run
 
@@ -123,21 +123,23 @@ def process_alive(pid: int) -> bool:
 def claim_layout(
     study: optuna.Study,
     trial: optuna.Trial,
-    layout: str,
+    layout: str | tuple,
     *,
     finished: Callable,
     mark: Callable[[], None],
     poll_s: float = POLL_S,
 ) -> FrozenTrial | None:
-    """Make sure no two workers train one layout: under the study's lock, return the finished
-    trial ``finished(study, layout, number)`` finds (the caller repeats its result), or else, if
-    no other running trial is training ``layout``, ``mark()`` this trial as training it (its
-    ``target_layout`` and ``status`` ``running``) and return None. While another worker trains
-    it, wait (failing stale trials meanwhile: that worker may die)."""
+    """Make sure no two workers train one layout (at one rung): under the study's lock, return
+    the finished trial ``finished(study, key, number)`` finds (the caller repeats its result), or
+    else, if no other running trial is training ``key``, ``mark()`` this trial as training it (its
+    ``target_layout``, ``rung`` and ``status`` ``running``) and return None. While another worker
+    trains it, wait (failing stale trials meanwhile: that worker may die). ``layout``: the key,
+    (target layout, rung) with the rung None without --fidelity asha; a bare layout means rung None."""
+    key = layout if isinstance(layout, tuple) else (layout, None)
     while True:
         with study_lock(study):
             fail_stale_trials(study)
-            earlier = finished(study, layout, trial.number)
+            earlier = finished(study, key, trial.number)
             if earlier is not None:
                 return earlier
             busy = [
@@ -145,7 +147,7 @@ def claim_layout(
                 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 if t.number != trial.number
                 and t.user_attrs.get("status") == "running"
-                and t.user_attrs.get("target_layout") == layout
+                and (t.user_attrs.get("target_layout"), t.user_attrs.get(RUNG)) == key
             ]
             if not busy:
                 mark()

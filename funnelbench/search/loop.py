@@ -1,7 +1,8 @@
 """The loop of one process: ask, run, tell until the study holds its trained trials.
 
 :class:`Worker` hands out the study's trials (queued ones first) while the trained plus the
-running trials are fewer than ``--trials``, under the study's lock, with a heartbeat for each;
+running trials are fewer than ``--trials``, under the study's lock, with a heartbeat for each
+(with ``--fidelity asha``, a promotion first where there is one: :func:`.asha.promote`);
 :func:`run_loop` runs each through :func:`.trial.run_trial` and tells the study; and
 :func:`search_here` is a whole search in this process from its :class:`.plan.SearchPlan` (the
 single-process ``search()`` and each worker process run it).
@@ -22,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import redact
 from .accounting import counts, is_trained
+from .asha import promote, spent
 from .liveness import POLL_S, HeartbeatThread, fail_stale_trials, recover_stale, requeue
 from .locks import study_lock
 from .settings import Settings
@@ -35,7 +37,9 @@ class Worker:
     """Hands out the study's trials to one worker process until it holds ``trials`` trained ones.
 
     ``trained(frozen_trial) -> bool`` says which finished trials count towards ``--trials`` (the
-    search's rule: trained, not rejected or failed). Use::
+    search's rule: trained, not rejected or failed). ``before_ask(study)`` runs in the same lock
+    hold as the ask, just before it (--fidelity asha queues a promotion there, so that a
+    promotion is claimed once however many workers ask). Use::
 
         with Worker(study, trials=n, trained=counts) as worker:
             for trial in worker:   # asked under the study's lock, heartbeat running
@@ -51,9 +55,10 @@ class Worker:
         poll_s: float = POLL_S,
         recover: Callable[[optuna.Study], list[int]] | None = None,
         on_stale: Callable[[list[int]], None] | None = None,
+        before_ask: Callable[[optuna.Study], object] | None = None,
     ):
         self.study, self.trials, self.trained, self.poll_s = study, trials, trained, poll_s
-        self.recover, self.on_stale = recover, on_stale
+        self.recover, self.on_stale, self.before_ask = recover, on_stale, before_ask
         self._beat: HeartbeatThread | None = None
 
         if is_shared(study._storage):
@@ -97,6 +102,8 @@ class Worker:
                     # and is raised by the caller's raise_if_signalled, which can record the trial
                     with signals_held(), warnings.catch_warnings():
                         warnings.filterwarnings("ignore", message=".*Heartbeat.*")  # "meant for optimize()"
+                        if self.before_ask is not None:
+                            self.before_ask(self.study)
                         trial = self.study.ask()
                         self._start_heartbeat(trial)
                     return trial
@@ -144,12 +151,14 @@ def run_loop(ctx: Context, trials: int) -> None:
     c = counts(study)  # this process's view, kept up to date here: reading every trial back each time is slow
     idle = 0  # trials in a row that trained nothing (rejected, repeats)
     limit = max(200, 20 * trials)
+    epochs, eta = ctx.settings.rungs, ctx.settings.reduction
     with Worker(
         study,
         trials=trials,
         trained=is_trained,
         recover=recover_stale,
         on_stale=lambda numbers: ctx.emit("stale", numbers=numbers),
+        before_ask=None if epochs is None else (lambda s: promote(s, epochs, eta)),
     ) as worker:
         for trial in worker:
             try:
@@ -185,9 +194,40 @@ def run_loop(ctx: Context, trials: int) -> None:
             else:
                 idle += 1
             ctx.emit("progress", counts=dict(c), trials=trials)
+            if epochs is not None:
+                remove_spent_checkpoints(ctx, trials)
             if idle >= limit:
                 ctx.emit("stalled", idle=idle)
                 break
+
+
+def remove_spent_checkpoints(ctx: Context, trials: int, *, final: bool = False) -> list[int]:
+    """--fidelity asha: delete the checkpoints no promotion will continue any more
+    (:func:`.asha.spent`: the top rung's, those of promoted trials whose promotion trained,
+    those ranked too low for the trainings left; ``final``, once no trial runs: every one) but
+    the answer's (the best trial at the highest rung reached). Returns the trial numbers."""
+    from ..training.checkpoint import remove_checkpoint  # the trainer's files: only a training search comes here
+
+    study = ctx.study
+    with study_lock(study):  # no worker reads a parent's checkpoint while it is judged
+        frozen = study.get_trials(deepcopy=False)
+        if final and any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in frozen):
+            final = False  # another worker still trains: the end is its to sweep
+        done = sum(1 for t in frozen if is_trained(t))
+        numbers = spent(
+            frozen,
+            len(ctx.settings.rungs),
+            ctx.settings.reduction,
+            remaining=trials - done,
+            final=final,
+            maximize=study.directions[0].name == "MAXIMIZE",
+        )
+        removed = []
+        for t in frozen:
+            run_dir = t.user_attrs.get("run_dir")
+            if t.number in numbers and run_dir and remove_checkpoint(ctx.out / run_dir):
+                removed.append(t.number)
+    return removed
 
 
 def load_proxy_data(settings: Settings):
@@ -232,6 +272,8 @@ def search_here(
         space=settings.space,
     )
     run_loop(ctx, plan.trials)
+    if settings.rungs is not None:
+        remove_spent_checkpoints(ctx, plan.trials, final=True)
     ctx.emit("end", counts=counts(study), study=study)
     return study
 

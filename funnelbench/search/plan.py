@@ -56,6 +56,10 @@ def make_plan(
     storage: str | None = None,
     root: str | os.PathLike | None = None,
     heartbeat_s: int = HEARTBEAT_S,
+    fidelity: str = "none",
+    min_epochs: int | None = None,
+    max_epochs: int | None = None,
+    reduction: int | None = None,
     **train_options,
 ) -> SearchPlan:
     """Check the arguments of :func:`funnelbench.search.search` and describe the search (the
@@ -103,6 +107,10 @@ def make_plan(
         pruner,
         proxy,
         tuple(names + [b for b in extra if b not in names]),
+        fidelity=fidelity,
+        min_epochs=min_epochs,
+        max_epochs=max_epochs,
+        reduction=reduction,
     )
     warning = preflight(space, budgets)
     check_proxy(space, settings)

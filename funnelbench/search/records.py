@@ -15,6 +15,8 @@ from collections import Counter
 
 from ..tables import human
 from .accounting import counts as search_counts
+from .accounting import is_trained as search_is_trained
+from .asha import answer, rung_of
 from .vocabulary import FAILED, STATUS_OF_STATE
 
 # Trial attributes copied into a record, in this order (units in the names; top1/top5 in %).
@@ -32,6 +34,10 @@ TRIAL_COLUMNS = (
     "infer_img_per_s",
     "train_mem_est_bytes",
     "wall_s",
+    "epochs_trained",
+    "image_epochs",
+    "rung",
+    "promoted_from",
 )
 EXTRA_COLUMNS = ("proxy_layout", "proxy_params", "proxy_macs", "run_dir")
 TEXT_ATTRS = ("target_layout", "proxy_layout", "run_dir")  # the other columns are numbers
@@ -157,12 +163,13 @@ def trial_record(trial) -> dict:
 
 
 def sorted_trials(study) -> list:
-    """Every trial, best first by the first objective; trials without a value (pruned, rejected,
-    failed, running) after them by number."""
+    """Every trial, best first by the first objective (with --fidelity asha, the highest rung
+    first: a value at a lower fidelity is another measurement); trials without a value (pruned,
+    rejected, failed, running) after them by number."""
     maximize = study.directions[0].name == "MAXIMIZE"
     trials = study.get_trials(deepcopy=False)
     scored = [t for t in trials if final_value(t) is not None]
-    scored.sort(key=lambda t: (-final_value(t) if maximize else final_value(t), t.number))
+    scored.sort(key=lambda t: (-(rung_of(t) or 0), -final_value(t) if maximize else final_value(t), t.number))
     return scored + [t for t in trials if final_value(t) is None]
 
 
@@ -181,7 +188,11 @@ def front_trials(study) -> list:
     """The best trial (one objective) or the Pareto front (several), from feasible trials only
     (every constraint <= 0: never a rejected candidate or a baseline over budget), best first by
     the first objective. Optuna's ``study.best_trials`` decides; trials not trained to the end
-    are left out."""
+    are left out. With --fidelity asha: :func:`.asha.answer`, the best at the highest rung reached."""
+    trials = study.get_trials(deepcopy=False)
+    if any(rung_of(t) is not None for t in trials):
+        best = answer(trials, study.directions[0].name == "MAXIMIZE")
+        return [] if best is None else [best]
     front = [t for t in study.best_trials if final_value(t) is not None]
     maximize = study.directions[0].name == "MAXIMIZE"
     return sorted(front, key=lambda t: (-final_value(t) if maximize else final_value(t), t.number))
@@ -206,9 +217,36 @@ def state_counts(study) -> dict:
         "trials": len(trials),
         **search_counts(study),
         "baselines": sum(1 for t in trials if t.user_attrs.get("baseline") is True and status_of(t) == "completed"),
+        "by_rung": trainings_by_rung(study),
+        "image_epochs": sum(
+            as_number(t.user_attrs.get("image_epochs")) or 0 for t in trials if t.user_attrs.get("duplicate_of") is None
+        ),
         "rejected_by": dict(sorted(rejected_by.items())),
         "failures": [{"status": s, "error": e or None, "trials": n} for (s, e), n in failures.most_common()],
     }
+
+
+def trainings_by_rung(study) -> dict:
+    """--fidelity asha: {epochs of the rung: trainings that trained to it}, lowest rung first
+    (trainings: what --trials counts; baselines at the top rung); {} without rungs."""
+    settings = settings_of(study)
+    fidelity = settings.get("fidelity") if isinstance(settings.get("fidelity"), dict) else {}
+    epochs = fidelity.get("rungs") if isinstance(fidelity.get("rungs"), list) else []
+    out: dict = {}
+    for t in study.get_trials(deepcopy=False):
+        rung = rung_of(t)
+        if rung is None or not search_is_trained(t):
+            continue
+        key = epochs[rung] if 0 <= rung < len(epochs) else f"rung {rung}"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: (isinstance(kv[0], str), kv[0])))
+
+
+def rung_text(by_rung: dict) -> str:
+    """{1: 12, 3: 4, 9: 1} -> '12 of 1 epoch, 4 of 3 epochs, 1 of 9 epochs'."""
+    return ", ".join(
+        f"{n} of {e} epoch{'' if e == 1 else 's'}" if isinstance(e, int) else f"{n} at {e}" for e, n in by_rung.items()
+    )
 
 
 def counts_line(counts: dict) -> str:
@@ -227,6 +265,10 @@ def counts_line(counts: dict) -> str:
     for key in ("running", "waiting"):
         if counts[key]:
             parts.append(f"{counts[key]} {key}")
+    if counts.get("by_rung"):
+        parts.append(f"trainings by rung: {rung_text(counts['by_rung'])}")
+    if counts.get("image_epochs"):
+        parts.append(f"compute {human(counts['image_epochs'])} image-epochs")
     return f"{counts['trials']} trials: " + ", ".join(parts)
 
 
@@ -241,6 +283,8 @@ __all__ = [
     "trial_records",
     "front_trials",
     "state_counts",
+    "trainings_by_rung",
+    "rung_text",
     "counts_line",
     "TRIAL_COLUMNS",
     "EXTRA_COLUMNS",

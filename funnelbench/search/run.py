@@ -56,6 +56,10 @@ def search(
     workers: int = 1,
     heartbeat_s: int = HEARTBEAT_S,
     worker_events: Callable[[], Callable[[str, dict], None]] | None = None,
+    fidelity: str = "none",
+    min_epochs: int | None = None,
+    max_epochs: int | None = None,
+    reduction: int | None = None,
     **train_options,
 ) -> optuna.Study:
     """Run (or continue) a search until ``trials`` trials are trained; returns the Optuna study.
@@ -70,7 +74,11 @@ def search(
     ``on_event(kind, info)`` sees the progress (``start``, ``trial_start``, ``epoch``,
     ``trial_end``, ``rejected``, ``repeat``, ``end``). ``seed`` (a training option, 0 by
     default) seeds the sampler too. ``workers``: processes sharing the study (:mod:`.workers`);
-    ``worker_events``: a picklable factory of each worker process's ``on_event``."""
+    ``worker_events``: a picklable factory of each worker process's ``on_event``.
+    ``fidelity="asha"``: asynchronous successive halving (:mod:`.asha`) over rungs from
+    ``min_epochs`` (default 1) to ``max_epochs`` (default ``epochs``) by factor ``reduction``
+    (default 3); it needs ``schedule="constant"``, and ``trials`` then counts the trainings
+    of every rung."""
     if trials < 1:
         raise UsageError(f"--trials {trials}: must be at least 1")
     check_workers(workers)
@@ -93,6 +101,10 @@ def search(
         storage=storage,
         root=root,
         heartbeat_s=heartbeat_s,
+        fidelity=fidelity,
+        min_epochs=min_epochs,
+        max_epochs=max_epochs,
+        reduction=reduction,
         **train_options,
     )
     settings = plan.settings

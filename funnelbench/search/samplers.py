@@ -42,9 +42,11 @@ import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
+from .asha import model_rung, rung_of
 from .budget import Budgets, over_budget
 from .feasible import BudgetTooTight, LayoutDraws
 from .space import Space
+from .vocabulary import PROMOTED_FROM
 
 STARTUP_TRAININGS = 10  # TPE's and GP's uniform feasible start-up, in trainings
 NSGA2_POPULATION = 20
@@ -85,13 +87,14 @@ def make_sampler(
 
 
 def searched_trainings(trials, exclude_number: int | None = None) -> int:
-    """Searched trials that trained or are training: what the start-up counts."""
+    """Searched trials that trained or are training: what the start-up counts (new candidates:
+    with --fidelity asha, the trainings of rung 0)."""
     n = 0
     for t in trials:
         if t.number == exclude_number or t.user_attrs.get("baseline") or "baseline_layout" in t.user_attrs:
             continue
-        if t.user_attrs.get("duplicate_of") is not None:
-            continue
+        if t.user_attrs.get("duplicate_of") is not None or t.user_attrs.get(PROMOTED_FROM) is not None:
+            continue  # a repeat, or a promotion (--fidelity asha): not a new candidate
         if t.state == TrialState.RUNNING or t.user_attrs.get("status") in TRAINED_STATUSES:
             n += 1
     return n
@@ -209,7 +212,7 @@ class FeasibleStartSampler(BaseSampler):
             self.model.reseed_rng()
 
     def _view(self, study):
-        return _ModelView(study, self.hide_rejected)
+        return _ModelView(study, self.hide_rejected, self.startup or 0)
 
 
 class _Completion:
@@ -230,17 +233,36 @@ class _Completion:
 
 
 class _ModelView:
-    """The study as the model sampler sees it: trials it must not learn from left out."""
+    """The study as the model sampler sees it: trials it must not learn from left out. With
+    ``--fidelity asha`` (trials with a ``rung``), as BOHB: the finished trials of one rung only
+    (:func:`.asha.model_rung`: the highest with ``startup`` completed trainings, else rung 0), so
+    a value at one fidelity is never compared with one at another; of the running trials (the
+    constant liar's), only new candidates (promotions are not sampled: their parameters are fixed)."""
 
-    def __init__(self, study, hide_rejected: bool):
-        self._study, self._hide_rejected = study, hide_rejected
+    def __init__(self, study, hide_rejected: bool, startup: int = 0):
+        self._study, self._hide_rejected, self._startup = study, hide_rejected, startup
+        self._rung_read, self._rung = False, None
 
     def __getattr__(self, name):
         return getattr(self._study, name)
 
+    @property
+    def rung(self) -> int | None:
+        """The rung the model learns from (None: no asha, every rung)."""
+        if not self._rung_read:
+            self._rung = model_rung(self._study.get_trials(deepcopy=False), self._startup)
+            self._rung_read = True
+        return self._rung
+
     def _shown(self, t) -> bool:
         if t.state.is_finished() and not t.params:
             return False  # a baseline outside the space
+        if self.rung is not None:
+            rung = rung_of(t)
+            if t.state.is_finished() and rung != self.rung:
+                return False
+            if not t.state.is_finished() and rung not in (None, 0):
+                return False
         return not (self._hide_rejected and t.user_attrs.get("status") == "rejected")
 
     def _get_trials(self, *args, **kwargs):

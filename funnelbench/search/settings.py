@@ -10,13 +10,18 @@ import json
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
+from .asha import ASHA_MIN_EPOCHS, ASHA_REDUCTION
+from .asha import rungs as rung_epochs
 from .budget import Budgets
 from .pruners import HYPERBAND_FACTOR, HYPERBAND_MIN_BRACKETS, MEDIAN_MIN_EPOCHS, hyperband_brackets
 from .space import Space
-from .vocabulary import OBJECTIVES, PRUNERS, SAMPLERS
+from .vocabulary import FIDELITIES, OBJECTIVES, PRUNERS, SAMPLERS
 
 # Proxy options that do not change the numbers: a study may be continued with other values.
 FREE_PROXY_KEYS = ("workers", "threads", "checkpoint")
+# Settings added after studies were first stored: what a study stored without them used.
+STORED_BEFORE = {"fidelity": {"kind": "none"}}
+PROXY_STORED_BEFORE = {"schedule": "cosine"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,10 @@ class Settings:
     pruner: str | None = None  # None: median for one objective, none for several
     proxy: dict = field(default_factory=dict)  # TrainConfig fields + width_scale
     baselines: tuple[str, ...] = ()  # canonical; the space's first, then extra ones
+    fidelity: str = "none"  # none, or asha (asynchronous successive halving over the rungs below)
+    min_epochs: int | None = None  # asha: the first rung's epochs (default 1)
+    max_epochs: int | None = None  # asha: the last rung's epochs (default: the proxy's --epochs)
+    reduction: int | None = None  # asha: eta, the best 1/eta of a rung are promoted (default 3)
 
     def __post_init__(self):
         if not self.objectives:
@@ -49,6 +58,7 @@ class Settings:
                     "--sampler gp: Optuna's GPSampler needs scipy, which is not installed; "
                     "`pip install scipy`, or use --sampler tpe"
                 )
+        self._check_fidelity()
         if self.pruner is None:
             object.__setattr__(
                 self,
@@ -85,6 +95,63 @@ class Settings:
                 f"--width-scale {self.proxy['width_scale']}: must be in (0, 1]; 0.25 trains a proxy a quarter as wide"
             )
 
+    def _check_fidelity(self) -> None:
+        """--fidelity asha's settings, each refusal one line; the defaults filled in."""
+        if self.fidelity not in FIDELITIES:
+            raise UsageError(f"--fidelity {self.fidelity}: unknown; choose from {', '.join(FIDELITIES)}")
+        given = [
+            f"--{n.replace('_', '-')}"
+            for n in ("min_epochs", "max_epochs", "reduction")
+            if getattr(self, n) is not None
+        ]
+        if self.fidelity == "none":
+            if given:
+                raise UsageError(f"{' '.join(given)}: rungs need --fidelity asha")
+            return
+        epochs = self.proxy.get("epochs", 10)
+        fill = {"min_epochs": ASHA_MIN_EPOCHS, "max_epochs": epochs, "reduction": ASHA_REDUCTION}
+        for name, default in fill.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        if not self.needs_training or len(self.objectives) > 1:
+            raise UsageError(
+                f"--fidelity asha with --objective {' '.join(self.objectives)}: it promotes by one trained "
+                "objective (top1, top5, val_loss or train_img_per_s); give one"
+            )
+        if self.sampler == "nsga2":
+            raise UsageError(
+                "--fidelity asha with --sampler nsga2: its generations need every trial at one fidelity; "
+                "use --sampler tpe, gp or random"
+            )
+        if self.pruner not in (None, "none"):
+            raise UsageError(
+                f"--fidelity asha with --pruner {self.pruner}: ASHA is the early stop (a candidate that is not "
+                "promoted trains no further); use --pruner none or leave it out"
+            )
+        object.__setattr__(self, "pruner", "none")
+        rung_epochs(self.min_epochs, self.max_epochs, self.reduction)  # one line for a bad combination
+        if self.max_epochs > epochs:
+            raise UsageError(
+                f"--max-epochs {self.max_epochs}: longer than the proxy's schedule (--epochs {epochs}); "
+                f"give --epochs {self.max_epochs} or a smaller --max-epochs"
+            )
+        schedule = self.proxy.get("schedule", "cosine")
+        if schedule != "constant":
+            raise UsageError(
+                f"--fidelity asha with --schedule {schedule}: a promotion continues its checkpoint to more "
+                "epochs, and the cosine's learning rate depends on the run's length; use --schedule constant"
+            )
+        if self.proxy.get("checkpoint") == "none":
+            raise UsageError(
+                "--fidelity asha with --checkpoint none: a promotion continues its parent's checkpoint; "
+                "use --checkpoint last or every-epoch"
+            )
+
+    @property
+    def rungs(self) -> tuple[int, ...] | None:
+        """The epochs of each rung (--fidelity asha), or None."""
+        return rung_epochs(self.min_epochs, self.max_epochs, self.reduction) if self.fidelity == "asha" else None
+
     @property
     def needs_training(self) -> bool:
         return any(OBJECTIVES[o][1] for o in self.objectives)
@@ -106,16 +173,25 @@ class Settings:
             "pruner": self.pruner,
             "proxy": dict(self.proxy),
             "baselines": list(self.baselines),
+            "fidelity": {"kind": "none"}
+            if self.fidelity == "none"
+            else {
+                "kind": self.fidelity,
+                "min_epochs": self.min_epochs,
+                "max_epochs": self.max_epochs,
+                "reduction": self.reduction,
+                "rungs": list(self.rungs),
+            },
         }
 
 
 def differences(stored: dict, now: dict) -> list[str]:
     """What differs between a stored study's settings and this run's, in words."""
     out = []
-    for key in ("space_spec", "budgets", "objectives", "sampler", "seed", "pruner", "proxy", "baselines"):
-        a, b = stored.get(key), now.get(key)
+    for key in ("space_spec", "budgets", "objectives", "sampler", "seed", "pruner", "proxy", "baselines", "fidelity"):
+        a, b = stored.get(key, STORED_BEFORE.get(key)), now.get(key)
         if key == "proxy":
-            a = {k: v for k, v in (a or {}).items() if k not in FREE_PROXY_KEYS}
+            a = {k: v for k, v in {**PROXY_STORED_BEFORE, **(a or {})}.items() if k not in FREE_PROXY_KEYS}
             b = {k: v for k, v in (b or {}).items() if k not in FREE_PROXY_KEYS}
         if json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str):
             continue
@@ -150,4 +226,4 @@ def _short(v: float) -> str:
     return f"{v:g}"
 
 
-__all__ = ["Settings", "FREE_PROXY_KEYS", "differences", "default_study_name"]
+__all__ = ["Settings", "FREE_PROXY_KEYS", "STORED_BEFORE", "PROXY_STORED_BEFORE", "differences", "default_study_name"]

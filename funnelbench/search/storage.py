@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial
 from ..errors import FunnelbenchError, UsageError, redact
 from .faults import StorageError, damaged_sqlite, error_line, one_line
 from .journal import JournalHeartbeatStorage
-from .vocabulary import BASELINE_LAYOUT, JOURNAL_FILE, RETRY_OF, SQLITE_FILE
+from .vocabulary import BASELINE_LAYOUT, JOURNAL_FILE, PROMOTED_FROM, RETRY_OF, RUNG, SQLITE_FILE
 
 HEARTBEAT_S = 20  # default seconds between a running trial's heartbeats
 STALE_HEARTBEATS = 3  # a trial silent for this many heartbeats is taken for dead
@@ -143,12 +143,13 @@ def storage_file(url: str) -> Path | None:
 class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
     """Optuna's retry callback (``max_retry`` counted over the chain of retries in the system
     attribute ``retry_history``). The retry is queued as a fresh trial: of the dead trial's user
-    attributes it keeps only what says what to run (``baseline_layout``) and gains ``retry_of``,
+    attributes it keeps only what says what to run (``baseline_layout``; with --fidelity asha
+    ``rung`` and ``promoted_from``, so a retried promotion is the same promotion) and gains ``retry_of``,
     the dead trial's number, whose run folder holds the checkpoint to resume from."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trial = copy.deepcopy(trial)
-        keep = {k: trial.user_attrs[k] for k in (BASELINE_LAYOUT,) if k in trial.user_attrs}
+        keep = {k: trial.user_attrs[k] for k in (BASELINE_LAYOUT, RUNG, PROMOTED_FROM) if k in trial.user_attrs}
         trial.user_attrs = {**keep, RETRY_OF: trial.number}
         super().__call__(study, trial)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .accounting import counts
 from .importances import param_importances
 from .journal import JournalHeartbeatStorage
-from .records import as_text, front_trials, settings_of, state_counts, trial_records
+from .records import as_text, front_trials, settings_of, state_counts, trainings_by_rung, trial_records
 from .storage import unwrap
 from .vocabulary import SQLITE_FILE, TRIAL_KEYS
 
@@ -70,6 +70,9 @@ def trial_table(records: list[dict]) -> list[dict]:
             "status": r["status"],
             "over_budget": r["over_budget"] or "",
         }
+        if any(x.get("rung") is not None for x in records):  # --fidelity asha
+            row["rung"] = r.get("rung")
+            row["promoted_from"] = r.get("promoted_from")
         if any(x.get("error") for x in records):
             row["error"] = r["error"] or ""
         rows.append(row)
@@ -97,6 +100,7 @@ def summary(study: optuna.Study) -> dict:
         "out": out,
         "settings": settings,
         "counts": counts(study),
+        "by_rung": trainings_by_rung(study),  # --fidelity asha: {epochs of the rung: trainings}
         "best": best_rows(study),
         "report_command": report_command(study.study_name, storage, out),
     }

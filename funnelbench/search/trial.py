@@ -8,7 +8,9 @@
 4. otherwise the objectives are measured: costs analytically, ``infer_img_per_s`` with the
    profiler, the rest by proxy training through :func:`train_trial`, reporting the objective
    every epoch so the pruner can stop it. A retry of a dead worker's trial resumes from its
-   last epoch checkpoint (:func:`resume_point`).
+   last epoch checkpoint (:func:`resume_point`). With ``--fidelity asha`` a trial trains to its
+   rung's epochs; a promotion (:func:`.asha.promote`) continues its parent's checkpoint, and
+   (layout, rung) is what a repeat repeats.
 
 Every trial ends with every key of :data:`.vocabulary.TRIAL_KEYS` as a user attribute.
 """
@@ -36,7 +38,16 @@ from .faults import error_line
 from .liveness import claim_layout
 from .settings import Settings
 from .storage import is_shared
-from .vocabulary import BASELINE_LAYOUT, OBJECTIVE_ATTR, OBJECTIVES, REJECTED, SKIPPED, TRIAL_KEYS
+from .vocabulary import (
+    BASELINE_LAYOUT,
+    OBJECTIVE_ATTR,
+    OBJECTIVES,
+    PROMOTED_FROM,
+    REJECTED,
+    RUNG,
+    SKIPPED,
+    TRIAL_KEYS,
+)
 
 INFER_PROFILE = dict(batch_size=8, warmup=1, repeats=3, train=False, memory=False)  # the profiler's cheap settings
 
@@ -105,19 +116,22 @@ class Context:
     on_event: Callable[[str, dict], None] | None = None
     console: object = None
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    finished: dict = field(default_factory=dict)  # target layout -> number of the trial that trained it
+    # (target layout, rung) -> number of the trial that trained it; the rung is None without
+    # --fidelity asha, and a promotion (the same layout at the next rung) is not a repeat
+    finished: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
             a = t.user_attrs
             if a.get("status") in ("completed", "pruned") and a.get("duplicate_of") is None:
-                self.finished.setdefault(a.get("target_layout"), t.number)
+                self.finished.setdefault((a.get("target_layout"), a.get(RUNG)), t.number)
 
-    def finished_trial(self, study: optuna.Study, layout: str, number: int):
-        """The trial that trained ``layout`` (finished, not a repeat), looking at other workers' too."""
-        if layout not in self.finished:
+    def finished_trial(self, study: optuna.Study, key: tuple, number: int):
+        """The trial that trained ``key`` = (layout, rung) (finished, not a repeat), looking at
+        other workers' too."""
+        if key not in self.finished:
             self.__post_init__()
-        earlier = self.finished.get(layout)
+        earlier = self.finished.get(key)
         return (
             None
             if earlier is None or earlier == number
@@ -140,6 +154,12 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
         status="running", baseline=False, over_budget={}, worker=ctx.worker, retry_of=trial.user_attrs.get("retry_of")
     )
     fixed = trial.user_attrs.get(BASELINE_LAYOUT)
+    if s.rungs is not None:  # --fidelity asha: a promotion's rung was set when it was queued
+        top = len(s.rungs) - 1  # baselines, the reference, train the whole schedule
+        attrs.update(
+            rung=top if fixed is not None else trial.user_attrs.get(RUNG, 0),
+            promoted_from=trial.user_attrs.get(PROMOTED_FROM),
+        )
     if fixed is not None:  # a baseline: its layout as given (it need not be a point of the space)
         layout = resolve(fixed)
         attrs["baseline"] = True
@@ -177,12 +197,13 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
 
     # a RUNNING trial says what it is while it runs
     mark = lambda: set_attrs(trial, attrs)  # noqa: E731
+    key = (str(layout), attrs["rung"])
     if attrs["baseline"]:
         earlier = None
     elif is_shared(ctx.study._storage):  # other workers: a layout one of them trains is waited for, not trained twice
-        earlier = claim_layout(ctx.study, trial, str(layout), finished=ctx.finished_trial, mark=mark)
+        earlier = claim_layout(ctx.study, trial, key, finished=ctx.finished_trial, mark=mark)
     else:
-        earlier = ctx.finished.get(str(layout))
+        earlier = ctx.finished.get(key)
         earlier = None if earlier is None else ctx.study.trials[earlier]
     if earlier is not None:
         return _repeat(ctx, trial, attrs, earlier)
@@ -213,7 +234,7 @@ def run_trial(ctx: Context, trial: optuna.Trial) -> tuple[str, list | None, Tria
     attrs.update(status=status, wall_s=time.time() - started)
     set_attrs(trial, attrs)
     if status in ("completed", "pruned"):
-        ctx.finished.setdefault(str(layout), trial.number)
+        ctx.finished.setdefault(key, trial.number)
     values = _values(s, attrs) if state == TrialState.COMPLETE else None
     ctx.emit("trial_end", number=trial.number, status=status, attrs=attrs, values=values)
     return status, values, state
@@ -228,17 +249,26 @@ def _train(ctx: Context, trial: optuna.Trial, layout: Layout, attrs: dict) -> tu
     set_attrs(trial, {k: attrs[k] for k in ("proxy_layout", "proxy_params", "proxy_macs", "run_dir")})
     metric = OBJECTIVES[s.objectives[0]][2]
     prunes = s.pruner != "none"
-    # a retry of a trial whose worker died continues from that trial's last epoch checkpoint
-    dead = attrs.get("retry_of")
+    reports = prunes or s.rungs is not None  # asha: the intermediate values are the epoch curve
+    # a retry of a trial whose worker died continues from that trial's last epoch checkpoint; a
+    # promotion (asha) from its parent's, when its own dead predecessor left none
+    dead, parent = attrs.get("retry_of"), attrs.get("promoted_from")
     history = resume_point(None if dead is None else ctx.out / f"trial-{dead}", ctx.out / run_dir)
+    if history is None and parent is not None:
+        history = resume_point(ctx.out / f"trial-{parent}", ctx.out / run_dir)
     resume = history is not None
     history = history or []
-    epochs = s.proxy.get("epochs", 10)
+    before = len(history)  # epochs of the checkpoint it continues: not this trial's compute
+    epochs = s.proxy.get("epochs", 10) if s.rungs is None else s.rungs[attrs["rung"]]
+    proxy_options = {**s.proxy, "epochs": epochs}
 
     def callback(metrics: dict) -> bool:
         history.append(dict(metrics))
         ctx.emit("epoch", number=trial.number, epoch=metrics["epoch"], epochs=epochs, metrics=metrics)
-        if not prunes or metrics.get(metric) is None:
+        if not reports or metrics.get(metric) is None:
+            return False
+        if not prunes:
+            trial.report(_as_reported(metric, metrics[metric]), metrics["epoch"])
             return False
         trial.report(_as_reported(metric, metrics[metric]), metrics["epoch"])
         # a baseline is the reference the search is read against: it is trained to the end; a
@@ -246,9 +276,18 @@ def _train(ctx: Context, trial: optuna.Trial, layout: Layout, attrs: dict) -> tu
         return not attrs["baseline"] and metrics["epoch"] < epochs and trial.should_prune()
 
     record = train_trial(
-        layout, out=ctx.out / run_dir, proxy=s.proxy, data=ctx.data, callback=callback, console=None, resume=resume
+        layout,
+        out=ctx.out / run_dir,
+        proxy=proxy_options,
+        data=ctx.data,
+        callback=callback,
+        console=None,
+        resume=resume,
     )
-    _fill_metrics(attrs, record, history)
+    _fill_metrics(attrs, record, history, last=s.rungs is not None)
+    attrs["epochs_trained"] = max(0, (attrs["epochs_done"] or 0) - before)
+    images = record.get("train_images")
+    attrs["image_epochs"] = None if images is None else attrs["epochs_trained"] * images
     status = record.get("status", "failed")
     if status == "pruned":
         return "pruned", TrialState.PRUNED
@@ -263,8 +302,11 @@ def _as_reported(metric: str, value: float) -> float:
     return 100 * value if metric in ("val_top1", "val_top5") else value
 
 
-def _fill_metrics(attrs: dict, record: dict, history: list[dict]) -> None:
-    best = max((h for h in history if h.get("val_top1") is not None), key=lambda h: h["val_top1"], default=None)
+def _fill_metrics(attrs: dict, record: dict, history: list[dict], *, last: bool = False) -> None:
+    """The trial's metrics from its best epoch by val top-1 (``last``: from its last epoch, the
+    rung's end, as --fidelity asha compares trainings)."""
+    scored = [h for h in history if h.get("val_top1") is not None]
+    best = (scored[-1] if scored else None) if last else max(scored, key=lambda h: h["val_top1"], default=None)
     attrs["epochs_done"] = record.get("epochs_done", len(history))
     attrs["train_img_per_s"] = record.get("train_img_per_s")
     if best is not None:
@@ -309,7 +351,7 @@ def _worst_values(s: Settings, attrs: dict) -> list[float]:
 
 def _repeat(ctx: Context, trial: optuna.Trial, attrs: dict, earlier) -> tuple[str, list | None, TrialState]:
     """A layout that already finished: the earlier trial's result, not a second training."""
-    keep = {k: attrs[k] for k in ("worker", "retry_of", "baseline", "over_budget")}
+    keep = {k: attrs[k] for k in ("worker", "retry_of", "baseline", "over_budget", "rung", "promoted_from")}
     attrs.update({k: earlier.user_attrs.get(k) for k in TRIAL_KEYS})
     attrs.update(keep, duplicate_of=earlier.number, wall_s=0.0)
     set_attrs(trial, attrs)

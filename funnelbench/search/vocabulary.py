@@ -59,10 +59,13 @@ COSTS = ("macs", "params", "train_mem")  # objectives that are costs: the x axis
 MAXIMIZED = tuple(o for o, (direction, _, _) in OBJECTIVES.items() if direction == "maximize")
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 PRUNERS = ("median", "hyperband", "none")
+FIDELITIES = ("none", "asha")  # --fidelity: one training per candidate, or asynchronous successive halving
 
 # ----------------------------------------------------------------------------- trials
 
-# Every trial has every key (None where not applicable): its facts, plus duplicate_of, worker, retry_of.
+# Every trial has every key (None where not applicable): its facts, plus duplicate_of, worker, retry_of,
+# and the multi-fidelity ones: rung, promoted_from, epochs_trained (epochs this trial trained itself,
+# not those of the checkpoint it continued) and image_epochs (epochs_trained x training images).
 TRIAL_KEYS = (
     "target_layout",
     "proxy_layout",
@@ -88,10 +91,18 @@ TRIAL_KEYS = (
     "duplicate_of",
     "worker",
     "retry_of",
+    "rung",
+    "promoted_from",
+    "epochs_trained",
+    "image_epochs",
 )
 # Attributes a trial holds besides TRIAL_KEYS:
 BASELINE_LAYOUT = "baseline_layout"  # an enqueued baseline's layout, as given
 RETRY_OF = "retry_of"  # the number of the dead trial a retry continues (also in TRIAL_KEYS)
+# --fidelity asha (also in TRIAL_KEYS; None without it): the rung a trial trains to (0 = the
+# first), and the number of the trial of the rung below whose checkpoint it continues
+RUNG = "rung"
+PROMOTED_FROM = "promoted_from"
 
 # A trial's status (its "status" attribute).
 TRAINED = ("completed", "pruned", "failed", "diverged", "oom")  # what --trials counts
@@ -127,9 +138,12 @@ __all__ = [
     "MAXIMIZED",
     "SAMPLERS",
     "PRUNERS",
+    "FIDELITIES",
     "TRIAL_KEYS",
     "BASELINE_LAYOUT",
     "RETRY_OF",
+    "RUNG",
+    "PROMOTED_FROM",
     "TRAINED",
     "SKIPPED",
     "REJECTED",

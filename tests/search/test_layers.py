@@ -20,7 +20,14 @@ PACKAGE = "funnelbench"
 
 # funnelbench.search's floors, bottom first. A module imports only modules of its own floor or below.
 FLOORS = [
-    ["vocabulary", "space", "budget", "feasible", "samplers"],  # words, and the space and budgets it searches
+    [
+        "vocabulary",
+        "space",
+        "budget",
+        "feasible",
+        "asha",
+        "samplers",
+    ],  # words, the space and budgets it searches, the rungs
     ["faults", "journal", "storage", "locks", "folders", "readonly"],  # storage
     ["accounting", "signals", "liveness"],  # liveness
     ["pruners", "settings", "studies", "trial", "plan", "loop", "workers", "run"],  # the search
