@@ -345,3 +345,24 @@ def test_a_kill_9_during_a_promotion_trains_nothing_twice(tmp_path):
     from funnelbench.search.records import front_trials
 
     assert _checkpoints(out) == [t.number for t in front_trials(study)]
+
+
+def test_a_study_stored_before_fidelity_and_schedule_continues():
+    """Settings stored before --fidelity and --schedule existed read as none and cosine."""
+    from funnelbench.search.settings import Settings, differences
+    from funnelbench.search.space import load_space
+
+    space = load_space("tiny")
+    now = Settings(space, _budgets(), proxy={"epochs": 2, "schedule": "cosine"})
+    stored = {k: v for k, v in now.to_attrs().items() if k != "fidelity"}
+    stored["proxy"] = {"epochs": 2}
+    assert differences(stored, now.to_attrs()) == []
+    asha_now = Settings(space, _budgets(), proxy={"epochs": 3, "schedule": "constant"}, fidelity="asha")
+    assert asha_now.rungs == (1, 3) and asha_now.pruner == "none"
+    assert differences(stored, asha_now.to_attrs())[-1].startswith("fidelity (kind 'none' -> 'asha'")
+
+
+def _budgets():
+    from funnelbench.search.budget import Budgets
+
+    return Budgets()
