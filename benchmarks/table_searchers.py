@@ -28,9 +28,13 @@ from pathlib import Path
 
 from benchmarks._common import markdown_table, write_result
 from benchmarks.bench_table import BUDGET_MACS, MIN_MACS, SPACE, read_rows, table_layouts
+from funnelbench.search.asha import rungs
 
 SEARCHERS = ("random", "tpe", "evolution", "halving", "hand")
-HALVING_RUNGS, HALVING_ETA = (1, 2, 4), 2  # epochs of the 4-epoch proxy at which successive halving judges
+HALVING_ETA = 2
+# epochs of the 4-epoch proxy at which successive halving judges: 1, 2, 4 (search --fidelity asha's
+# rungs for --min-epochs 1 --max-epochs 4 --reduction 2)
+HALVING_RUNGS = rungs(1, 4, HALVING_ETA)
 
 
 class Table:
@@ -165,13 +169,13 @@ def space_layout(text: str):
 def promotable(results: dict[int, list[tuple[str, float]]], eta: int, promoted: set) -> tuple[int, str] | None:
     """ASHA's promotion rule (Li et al., MLSys 2020, Algorithm 2), from the highest rung down:
     a layout in the top floor(n/eta) of the n results of its rung that is not yet promoted from
-    it; None when there is none (then a new layout starts at the bottom rung)."""
-    for rung in sorted(results, reverse=True):
-        ranked = sorted(results[rung], key=lambda r: r[1], reverse=True)
-        for layout, _ in ranked[: len(ranked) // eta]:
-            if (rung, layout) not in promoted:
-                return rung, layout
-    return None
+    it; None when there is none (then a new layout starts at the bottom rung). The rule is the
+    tool's own (:func:`funnelbench.search.asha.promotable`, what ``search --fidelity asha``
+    promotes by), here with (rung, layout) as the id and every rung given promotable."""
+    from funnelbench.search.asha import promotable as rule
+
+    ids = {rung: [((rung, layout), value) for layout, value in rs] for rung, rs in results.items()}
+    return rule(ids, eta, promoted, top=max(results, default=0) + 1)
 
 
 def run_halving(seed: int, n: int, table: Table, rungs=HALVING_RUNGS, eta: int = HALVING_ETA) -> list[dict]:
