@@ -251,6 +251,19 @@ def test_a_real_search_promotes_by_continuing_the_parent_s_run(tmp_path, monkeyp
     (best,) = front_trials(study)
     assert best.user_attrs["rung"] == 1
     assert _checkpoints(tmp_path / "runs" / "search" / "real") == [best.number]
+    # the report and compare: trainings by rung (in epochs), compute in image-epochs
+    from funnelbench.search.compare import compare_rows, study_curve
+    from funnelbench.search.records import counts_line, state_counts
+
+    counts = state_counts(study)
+    assert counts["by_rung"] == {1: by_rung[0], 3: by_rung[1]}
+    assert counts["image_epochs"] == 64 * sum(t.user_attrs["epochs_trained"] for t in trials.values() if is_trained(t))
+    assert f"trainings by rung: {by_rung[0]} of 1 epoch, {by_rung[1]} of 3 epochs" in counts_line(counts)
+    curve = study_curve(study)
+    assert curve.by_rung == counts["by_rung"] and curve.image_epochs[-1] == counts["image_epochs"]
+    assert curve.best[-1] == best.values[0]  # the best at the highest rung, never a 1-epoch value
+    (row,) = compare_rows({"asha": [curve]})
+    assert row["trainings by rung (epochs: mean)"] == f"1: {by_rung[0]}, 3: {by_rung[1]}"
 
 
 # ----------------------------------------------------------------------------- two workers and a kill -9
