@@ -2,15 +2,25 @@
 times, a training looked up from the table (a random one of its stored seeds) instead of run,
 as NAS-Bench-201 does. Random search and TPE are the tool's own: ``funnelbench.search.search``
 itself (the same sampler, budgets, start-up and trial protocol as ``funnelbench search``) with
-the trainer replaced by the lookup. Regularized evolution (Real et al., AAAI 2019: an aging
+the trainer replaced by the lookup; so is ``asha-tpe`` (``--fidelity asha`` over 1, 2, 4 epochs
+with reduction 2: TPE per rung, promotions continuing the same looked-up training). ``asha-random``
+replays ASHA with uniform feasible draws through the tool's promotion rule
+(``funnelbench.search.asha.simulate``). Regularized evolution (Real et al., AAAI 2019: an aging
 population, a tournament, a mutation of one decision that stays within the budget) and "train
 every hand layout, pick by proxy" are written here: the tool has no evolution sampler.
 
-Regret: the best test top-1 in the sub-space minus the incumbent's (the layout with the best
-proxy validation top-1 so far; its test top-1 is the mean over the table's seeds), against
-trainings and against training seconds (the looked-up trainings' own seconds), with 95 % bands
-(``funnelbench.search.compare``, the code behind ``funnelbench compare``); and the share of runs
-that have found a top-5 % layout, and one at least as good as the best hand layout, after N.
+Every searcher gets the same compute: ``--trainings`` N full proxy trainings, i.e. 4N epochs (a
+rung of ASHA costs its extra epochs). Regret: the best test top-1 in the sub-space minus the
+incumbent's (the layout with the best proxy validation top-1 so far at the highest rung reached;
+its test top-1 is the mean over the table's seeds), against full-training equivalents and against
+training seconds (the looked-up epochs' own seconds), with 95 % bands (``funnelbench.search.compare``,
+the code behind ``funnelbench compare``); and the share of runs that have found a top-5 % layout,
+and one at least as good as the best hand layout, after N.
+
+The table's curves come from a 4-epoch cosine schedule: ASHA reads epoch k of it as a k-epoch
+run, which is exact only for a schedule that does not depend on the run's length (``--schedule
+constant``, what ``--fidelity asha`` trains with); so the ASHA rows here say how well the cosine
+curves' early epochs pick, not yet what the live ASHA search does.
 
     PYTHONPATH=. python benchmarks/table_searchers.py --runs 100 --trainings 40
 """
@@ -30,11 +40,11 @@ from benchmarks._common import markdown_table, write_result
 from benchmarks.bench_table import BUDGET_MACS, MIN_MACS, SPACE, read_rows, table_layouts
 from funnelbench.search.asha import rungs
 
-SEARCHERS = ("random", "tpe", "evolution", "halving", "hand")
-HALVING_ETA = 2
+SEARCHERS = ("random", "tpe", "evolution", "asha-random", "asha-tpe", "hand")
+ASHA_ETA = 2
 # epochs of the 4-epoch proxy at which successive halving judges: 1, 2, 4 (search --fidelity asha's
 # rungs for --min-epochs 1 --max-epochs 4 --reduction 2)
-HALVING_RUNGS = rungs(1, 4, HALVING_ETA)
+ASHA_RUNGS = rungs(1, 4, ASHA_ETA)
 
 
 class Table:
@@ -54,25 +64,53 @@ class Table:
         return rng.choice(self.rows[layout])
 
 
-def incumbent_curve(name: str, table: Table, trainings: list[tuple[str, dict]]):
-    """A :class:`Curve` of the incumbent's test top-1 after each training (layout, looked-up row)."""
+def job(layout: str, row: dict, *, rung: int = 0, upto: int | None = None, before: int = 0) -> dict:
+    """One training of a searcher: ``layout`` trained (looked up in ``row``) from epoch ``before``
+    to ``upto`` (the whole schedule by default). ``value`` is what the searcher reads: at a rung
+    of successive halving the validation top-1 at the rung's end; after the whole schedule the
+    best epoch's (the search's ``top1``). ``seconds``: the training seconds of those epochs."""
+    curve = row["val_top1_by_epoch"]
+    upto = len(curve) if upto is None else upto
+    value = max(curve) if upto == len(curve) and rung == 0 else curve[upto - 1]
+    return {
+        "layout": layout,
+        "seed": row["seed"],
+        "rung": rung,
+        "upto": upto,
+        "epochs": upto - before,
+        "value": value,
+        "seconds": sum(row["train_s_by_epoch"][before:upto]),
+    }
+
+
+def incumbent_curve(name: str, table: Table, jobs: list[dict], epochs_per_training: int):
+    """A :class:`Curve` of the incumbent's test top-1 (the mean over the table's seeds) after each
+    full-training equivalent (``epochs_per_training`` epochs spent; a plain search's n-th training).
+    The incumbent: the best by value at the highest rung reached so far (a plain search has one
+    rung); the x axis in seconds: the trainings' own seconds, summed."""
     from funnelbench.search.compare import Curve
 
     curve = Curve(name, "top1", True)
-    best_val, best_layout, spent = None, None, 0.0
-    for i, (layout, row) in enumerate(trainings, 1):
-        spent += row["train_s"]
-        val = max(row["val_top1_by_epoch"])
-        if best_val is None or val > best_val:
-            best_val, best_layout = val, layout
-        curve.trainings.append(i)
-        curve.seconds.append(spent)
-        curve.best.append(table.test[best_layout])
+    best: dict | None = None
+    epochs, seconds, n = 0, 0.0, 1
+    for j in jobs:
+        epochs += j["epochs"]
+        seconds += j["seconds"]
+        if best is None or (j["rung"], j["value"]) > (best["rung"], best["value"]):
+            best = j
+        while epochs >= n * epochs_per_training:
+            curve.trainings.append(n)
+            curve.seconds.append(seconds)
+            curve.best.append(table.test[best["layout"]])
+            n += 1
     return curve
 
 
-def run_tool(sampler: str, seed: int, n: int, table: Table) -> list[tuple[str, dict]]:
-    """``funnelbench.search.search`` on the sub-space (no baselines), every training a lookup."""
+def run_tool(sampler: str, seed: int, n: int, table: Table, *, asha: bool = False) -> list[dict]:
+    """``funnelbench.search.search`` on the sub-space (no baselines), every training a lookup.
+    With ``asha``: ``--fidelity asha`` over :data:`ASHA_RUNGS` (TPE per rung as the tool fits it);
+    a layout's promotions read further along the same looked-up training, and cost only their
+    extra epochs. ``n`` trainings of the whole schedule, or their epochs when ``asha``."""
     import importlib
 
     from funnelbench.search import load_space
@@ -81,23 +119,43 @@ def run_tool(sampler: str, seed: int, n: int, table: Table) -> list[tuple[str, d
     loop, trial, run = (importlib.import_module(f"funnelbench.search.{m}") for m in ("loop", "trial", "run"))
     search = run.search
 
-    rng = random.Random(f"{sampler}-{seed}")
-    trained: list[tuple[str, dict]] = []
+    rng = random.Random(f"{'asha-' if asha else ''}{sampler}-{seed}")
+    jobs: list[dict] = []
+    rows: dict[str, dict] = {}  # a layout's looked-up training: its promotions continue it
+    reached: dict[str, int] = {}
 
     def lookup(layout, *, out, proxy, data=None, callback=None, console=None, resume=False):
-        row = table.lookup(str(layout), rng)
-        for epoch, val in enumerate(row["val_top1_by_epoch"], 1):
-            if callback is not None and callback({"epoch": epoch, "val_top1": val}):
+        text = str(layout)
+        row = rows.setdefault(text, table.lookup(text, rng))
+        upto, before = proxy["epochs"], reached.get(text, 0)
+        for epoch in range(before + 1, upto + 1):
+            if callback is not None and callback({"epoch": epoch, "val_top1": row["val_top1_by_epoch"][epoch - 1]}):
                 break
-        trained.append((str(layout), row))
-        return {"status": "completed", "epochs_done": len(row["val_top1_by_epoch"]), "test_top1": row["test_top1"]}
+        rung = ASHA_RUNGS.index(upto) if asha else 0
+        jobs.append(job(text, row, rung=rung, upto=upto, before=before))
+        reached[text] = upto
+        curve = row["val_top1_by_epoch"]
+        return {"status": "completed", "epochs_done": upto, "test_top1": row["test_top1"], "val_top1": curve[upto - 1]}
 
     trial.train_trial, loop.load_proxy_data = lookup, lambda settings: None
     spec = dict(load_space(SPACE).spec, baselines=[])
+    options = (
+        dict(
+            fidelity="asha",
+            min_epochs=ASHA_RUNGS[0],
+            max_epochs=ASHA_RUNGS[-1],
+            reduction=ASHA_ETA,
+            schedule="constant",
+        )
+        if asha
+        else {}
+    )
+    # ASHA's trainings are rung jobs: enough of them to spend n full trainings' epochs (each costs >= 1 epoch)
+    trials = n * ASHA_RUNGS[-1] if asha else n
     with tempfile.TemporaryDirectory() as tmp:
         search(
             spec,
-            trials=n,
+            trials=trials,
             budget_macs=BUDGET_MACS,
             min_macs=MIN_MACS,
             sampler=sampler,
@@ -105,11 +163,23 @@ def run_tool(sampler: str, seed: int, n: int, table: Table) -> list[tuple[str, d
             seed=seed,
             root=tmp,
             study=f"{sampler}-{seed}",
+            **options,
         )
-    return trained
+    return _within(jobs, n * ASHA_RUNGS[-1])
 
 
-def run_evolution(seed: int, n: int, table: Table, population: int = 10, sample: int = 3) -> list[tuple[str, dict]]:
+def _within(jobs: list[dict], epochs: int) -> list[dict]:
+    """The first jobs whose epochs together stay within ``epochs``."""
+    out, spent = [], 0
+    for j in jobs:
+        if spent + j["epochs"] > epochs:
+            break
+        out.append(j)
+        spent += j["epochs"]
+    return out
+
+
+def run_evolution(seed: int, n: int, table: Table, population: int = 10, sample: int = 3) -> list[dict]:
     """Regularized evolution on the sub-space: an aging population; each child mutates one
     decision of the best of ``sample`` drawn members, redrawn until it is a new point of the space
     within the budgets; the start is uniform feasible draws (the tool's own :class:`LayoutDraws`)."""
@@ -134,9 +204,8 @@ def run_evolution(seed: int, n: int, table: Table, population: int = 10, sample:
             if layout is None:
                 layout = rng.choice(feasible)
         seen.add(layout)
-        row = table.lookup(layout, rng)
-        trained.append((layout, row))
-        pop.append((layout, max(row["val_top1_by_epoch"])))
+        trained.append(job(layout, table.lookup(layout, rng)))
+        pop.append((layout, trained[-1]["value"]))
         if len(pop) > population:
             pop.pop(0)  # aging: the oldest goes, not the worst
     return trained
@@ -166,88 +235,40 @@ def space_layout(text: str):
     return parse_layout(text)
 
 
-def promotable(results: dict[int, list[tuple[str, float]]], eta: int, promoted: set) -> tuple[int, str] | None:
-    """ASHA's promotion rule (Li et al., MLSys 2020, Algorithm 2), from the highest rung down:
-    a layout in the top floor(n/eta) of the n results of its rung that is not yet promoted from
-    it; None when there is none (then a new layout starts at the bottom rung). The rule is the
-    tool's own (:func:`funnelbench.search.asha.promotable`, what ``search --fidelity asha``
-    promotes by), here with (rung, layout) as the id and every rung given promotable."""
-    from funnelbench.search.asha import promotable as rule
+def run_asha_random(seed: int, n: int, table: Table) -> list[dict]:
+    """ASHA with random candidates, replayed on the stored epoch curves by the tool's own rule
+    (:func:`funnelbench.search.asha.simulate`, the :func:`~funnelbench.search.asha.promotable` that
+    ``search --fidelity asha`` promotes by) over :data:`ASHA_RUNGS`: a new layout is a uniform
+    feasible draw (what ``--sampler random`` draws) looked up once, its promotions read further
+    along that training and cost only their extra epochs; ``n`` full trainings' epochs."""
+    from funnelbench.search.asha import simulate
 
-    ids = {rung: [((rung, layout), value) for layout, value in rs] for rung, rs in results.items()}
-    return rule(ids, eta, promoted, top=max(results, default=0) + 1)
-
-
-def run_halving(seed: int, n: int, table: Table, rungs=HALVING_RUNGS, eta: int = HALVING_ETA) -> list[dict]:
-    """Asynchronous successive halving (one worker) on the stored epoch curves: new layouts are
-    uniform feasible draws (what ``--sampler random`` draws) trained to the first rung; whenever a
-    layout is in the top 1/eta of its rung it continues to the next (the same stored training read
-    further, so a promotion costs only its extra epochs). Stops once the epochs spent equal ``n``
-    full trainings. Returns the rung jobs: layout, its looked-up row, the rung's epoch, the epochs
-    and seconds the job cost."""
-    rng = random.Random(f"halving-{seed}")
+    rng = random.Random(f"asha-random-{seed}")
     _, feasible, _, _ = _evolution_space()
-    results: dict[int, list[tuple[str, float]]] = {}
-    promoted: set = set()
     rows: dict[str, dict] = {}
-    jobs: list[dict] = []
-    spent, budget = 0, n * rungs[-1]
-    while spent < budget:
-        pick = promotable({k: v for k, v in results.items() if k < len(rungs) - 1}, eta, promoted)
-        if pick is not None:
-            rung, layout = pick
-            promoted.add(pick)
-            rung += 1
-        else:
-            unseen = [lay for lay in feasible if lay not in rows]
-            if not unseen:
-                break
-            layout, rung = rng.choice(unseen), 0
-            rows[layout] = table.lookup(layout, rng)
-        row = rows[layout]
-        first, last = (rungs[rung - 1] if rung else 0), rungs[rung]
-        value = row["val_top1_by_epoch"][last - 1]
-        results.setdefault(rung, []).append((layout, value))
-        jobs.append(
-            {
-                "layout": layout,
-                "row": row,
-                "rung": rung,
-                "value": value,
-                "epochs": last - first,
-                "seconds": sum(row["train_s_by_epoch"][first:last]),
-            }
-        )
-        spent += last - first
-    return jobs
+
+    def draw() -> str:
+        layout = rng.choice([lay for lay in feasible if lay not in rows] or feasible)
+        rows.setdefault(layout, table.lookup(layout, rng))
+        return layout
+
+    replay = simulate(
+        draw,
+        lambda layout: rows[layout]["val_top1_by_epoch"],
+        epochs=ASHA_RUNGS,
+        eta=ASHA_ETA,
+        trainings=n * ASHA_RUNGS[-1],
+    )
+    jobs = [
+        job(t["key"], rows[t["key"]], rung=t["rung"], upto=t["epochs"], before=t["epochs"] - t["epochs_trained"])
+        for t in replay
+    ]
+    return _within(jobs, n * ASHA_RUNGS[-1])
 
 
-def halving_curve(name: str, table: Table, jobs: list[dict], epochs_per_training: int = HALVING_RUNGS[-1]):
-    """A :class:`Curve` of successive halving in full-training equivalents (``epochs_per_training``
-    epochs each): after the n-th equivalent, the test top-1 of the incumbent, the best layout by
-    validation at the highest rung reached so far."""
-    from funnelbench.search.compare import Curve
-
-    curve = Curve(name, "top1", True)
-    best: tuple[int, float, str] | None = None
-    epochs, seconds, n = 0, 0.0, 1
-    for job in jobs:
-        epochs += job["epochs"]
-        seconds += job["seconds"]
-        key = (job["rung"], job["value"], job["layout"])
-        if best is None or key[:2] > best[:2]:
-            best = key
-        while epochs >= n * epochs_per_training:
-            curve.trainings.append(n)
-            curve.seconds.append(seconds)
-            curve.best.append(table.test[best[2]])
-            n += 1
-    return curve
-
-
-def run_hand(seed: int, hand: list[str], table: Table) -> list[tuple[str, dict]]:
+def run_hand(seed: int, hand: list[str], table: Table) -> list[dict]:
     rng = random.Random(f"hand-{seed}")
-    return [(h, table.lookup(h, rng)) for h in hand]
+    return [job(h, table.lookup(h, rng)) for h in hand]
 
 
 def main(argv=None):
@@ -275,36 +296,30 @@ def main(argv=None):
     runs_path.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["searcher"], r["run"]): r for r in read_rows(runs_path)} if runs_path.exists() else {}
     by_seed = {(layout, r["seed"]): r for layout, rs in table.rows.items() for r in rs}
+    budget = args.trainings * ASHA_RUNGS[-1]  # epochs: n full trainings of the proxy
     groups = {}
     for name in args.searchers:
         curves = []
         for seed in range(args.runs):
             stored = done.get((name, seed))
-            if name == "halving":
-                curves.append(halving_curve(f"{name}-{seed}", table, run_halving(seed, args.trainings, table)))
-                continue  # deterministic given the seed and cheap (no tool search): not stored
-            if stored is not None and (name == "hand" or len(stored["trained"]) >= args.trainings):
-                trained = [(lay, by_seed[(lay, s)]) for lay, s in stored["trained"]][: args.trainings]
+            if stored is not None and (name == "hand" or sum(j["epochs"] for j in stored["jobs"]) >= budget):
+                jobs = [dict(j, seconds=_seconds(by_seed[(j["layout"], j["seed"])], j)) for j in stored["jobs"]]
+                jobs = _within(jobs, budget)
             else:
                 if name == "hand":
-                    trained = run_hand(seed, hand, table)
+                    jobs = run_hand(seed, hand, table)
                 elif name == "evolution":
-                    trained = run_evolution(seed, args.trainings, table)
+                    jobs = run_evolution(seed, args.trainings, table)
+                elif name == "asha-random":
+                    jobs = run_asha_random(seed, args.trainings, table)
                 else:
-                    trained = run_tool(name, seed, args.trainings, table)
-                with open(runs_path, "a") as f:
-                    f.write(
-                        json.dumps(
-                            {
-                                "phase": "run",
-                                "searcher": name,
-                                "run": seed,
-                                "trained": [[lay, r["seed"]] for lay, r in trained],
-                            }
-                        )
-                        + "\n"
+                    jobs = run_tool(
+                        name.removeprefix("asha-"), seed, args.trainings, table, asha=name.startswith("asha-")
                     )
-            curves.append(incumbent_curve(f"{name}-{seed}", table, trained))
+                with open(runs_path, "a") as f:
+                    stored_jobs = [{k: v for k, v in j.items() if k != "seconds"} for j in jobs]
+                    f.write(json.dumps({"phase": "run", "searcher": name, "run": seed, "jobs": stored_jobs}) + "\n")
+            curves.append(incumbent_curve(f"{name}-{seed}", table, jobs, ASHA_RUNGS[-1]))
         groups[name] = curves
         print(f"{name}: {len(curves)} runs", flush=True)
     rows = compare_rows(groups, checkpoints=(5, 10, 20, 30))
@@ -342,6 +357,10 @@ def main(argv=None):
         argv=sys.argv[1:] if argv is None else argv,
     )
     print(markdown_table(rows))
+
+
+def _seconds(row: dict, j: dict) -> float:
+    return sum(row["train_s_by_epoch"][j["upto"] - j["epochs"] : j["upto"]])
 
 
 if __name__ == "__main__":

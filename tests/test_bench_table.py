@@ -26,19 +26,6 @@ def _row(layout: str, seed: int, curve: list[float], test: float, epoch_s: float
     }
 
 
-def test_the_promotion_rule_takes_the_top_of_the_highest_rung_first():
-    results = {0: [("a", 0.5), ("b", 0.9), ("c", 0.7), ("d", 0.1)], 1: [("b", 0.8), ("c", 0.85)]}
-    # rung 1 has 2 results: floor(2/2) = 1, its best is c
-    assert ts.promotable(results, 2, set()) == (1, "c")
-    # c already promoted from rung 1: rung 0's top floor(4/2) = 2 are b, c; b first
-    assert ts.promotable(results, 2, {(1, "c")}) == (0, "b")
-    assert ts.promotable(results, 2, {(1, "c"), (0, "b")}) == (0, "c")
-    assert ts.promotable(results, 2, {(1, "c"), (0, "b"), (0, "c")}) is None
-    # with eta 3 rung 0's 4 results promote one (floor(4/3)), rung 1's 2 none
-    assert ts.promotable(results, 3, set()) == (0, "b")
-    assert ts.promotable({0: [("a", 0.5)]}, 2, set()) is None
-
-
 @pytest.fixture
 def fake_table():
     """Every layout of the real sub-space, two seeds each; layout i's curve rises with i, so the
@@ -52,79 +39,74 @@ def fake_table():
     return ts.Table(rows), [str(lay) for lay in layouts], hand
 
 
-def test_successive_halving_spends_its_budget_in_epochs_and_continues_promoted_trainings(fake_table):
+def test_asha_on_the_table_spends_its_budget_in_epochs_and_continues_promoted_trainings(fake_table):
     table, layouts, _ = fake_table
-    jobs = ts.run_halving(0, 8, table)
-    assert sum(j["epochs"] for j in jobs) == 8 * 4  # n full trainings of 4 epochs
+    jobs = ts.run_asha_random(0, 8, table)
+    assert sum(j["epochs"] for j in jobs) <= 8 * 4 and sum(j["epochs"] for j in jobs) > 8 * 4 - 4
     by_layout: dict[str, list[dict]] = {}
     for j in jobs:
         by_layout.setdefault(j["layout"], []).append(j)
     for lay, js in by_layout.items():
-        # a layout climbs the rungs one at a time, each promotion paying only its extra epochs
+        # a layout climbs the rungs (1, 2, 4 epochs) one at a time, each promotion paying only its extra epochs
         assert [j["rung"] for j in js] == list(range(len(js)))
         assert [j["epochs"] for j in js] == [1, 1, 2][: len(js)]
-        assert [j["value"] for j in js] == [table.rows[lay][0]["val_top1_by_epoch"][e - 1] for e in (1, 2, 4)][
-            : len(js)
-        ]
+        curve = table.rows[lay][0]["val_top1_by_epoch"]
+        assert [j["value"] for j in js] == [curve[e - 1] for e in (1, 2, 4)][: len(js)]
         assert sum(j["seconds"] for j in js) == 10.0 * sum(j["epochs"] for j in js)
     assert any(len(js) == 3 for js in by_layout.values())  # some layout reached the last rung
-    curve = ts.halving_curve("h", table, jobs)
-    assert curve.trainings == list(range(1, 9))
+    curve = ts.incumbent_curve("h", table, jobs, 4)
+    assert curve.trainings == list(range(1, len(curve.trainings) + 1)) and len(curve.trainings) >= 7
     # the incumbent is the best at the highest rung: a layout that reached rung 2
     top = [lay for lay, js in by_layout.items() if len(js) == 3]
     assert curve.best[-1] == max(table.test[lay] for lay in top)
-    assert curve.seconds[-1] == 8 * 40.0
 
 
-def test_a_searcher_run_on_the_table_writes_its_bands(fake_table, tmp_path):
+def test_a_plain_training_reads_the_best_epoch_and_costs_the_whole_schedule():
+    row = _row("L", 1, [0.5, 0.7, 0.6, 0.65], 0.6, epoch_s=3.0)
+    j = ts.job("L", row)
+    assert (j["value"], j["epochs"], j["seconds"], j["seed"], j["rung"]) == (0.7, 4, 12.0, 1, 0)
+    # a rung reads the value at its end, and a promotion costs only its extra epochs
+    j = ts.job("L", row, rung=1, upto=4, before=2)
+    assert (j["value"], j["epochs"], j["seconds"]) == (0.65, 2, 6.0)
+
+
+def test_asha_tpe_is_the_tool_s_search_with_lookups(fake_table):
+    table, _, _ = fake_table
+    jobs = ts.run_tool("tpe", 0, 6, table, asha=True)
+    assert 6 * 4 - 4 < sum(j["epochs"] for j in jobs) <= 6 * 4
+    assert {j["rung"] for j in jobs} >= {0, 1}  # the tool promoted
+    reached: dict[str, int] = {}
+    for j in jobs:  # every promotion continues where the layout's previous rung stopped
+        assert j["upto"] - j["epochs"] == reached.get(j["layout"], 0)
+        assert j["upto"] == ts.ASHA_RUNGS[j["rung"]]
+        reached[j["layout"]] = j["upto"]
+    plain = ts.run_tool("random", 0, 3, table)
+    assert [j["epochs"] for j in plain] == [4, 4, 4] and {j["rung"] for j in plain} == {0}
+
+
+def test_a_searcher_run_on_the_table_writes_its_bands_and_resumes(fake_table, tmp_path, monkeypatch):
     import json
 
     table, layouts, hand = fake_table
     path = tmp_path / "table_runs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for lay in layouts for r in table.rows[lay]))
-    out = tmp_path / "searchers"
-    ts.main(
-        [
-            "--runs",
-            "3",
-            "--trainings",
-            "12",
-            "--searchers",
-            "evolution",
-            "halving",
-            "hand",
-            "--table",
-            str(path),
-            "--out",
-            str(out),
-        ]
-    )
+    searchers = ("evolution", "asha-random", "hand")
+    argv = ["--runs", "3", "--trainings", "12", "--searchers", *searchers]
+    argv += ["--table", str(path), "--out", str(tmp_path / "searchers")]
+    ts.main(argv)
     text = (tmp_path / "searchers.md").read_text()
-    for name in ("evolution", "halving", "hand"):
+    for name in searchers:
         assert f"| {name}" in text
     assert (tmp_path / "searchers.png").stat().st_size > 0
-    # resumable: evolution's runs are stored and read back, giving the same table
     stored = [json.loads(line) for line in (tmp_path / "searchers_runs.jsonl").read_text().splitlines()]
-    assert {(r["searcher"], r["run"]) for r in stored} == {(s, k) for s in ("evolution", "hand") for k in range(3)}
-    ts.main(
-        [
-            "--runs",
-            "3",
-            "--trainings",
-            "12",
-            "--searchers",
-            "evolution",
-            "halving",
-            "hand",
-            "--table",
-            str(path),
-            "--out",
-            str(out),
-        ]
-    )
-    assert (tmp_path / "searchers.md").read_text().split("Date:")[1].split("\n", 1)[1] == text.split("Date:")[1].split(
-        "\n", 1
-    )[1]
+    assert {(r["searcher"], r["run"]) for r in stored} == {(s, k) for s in searchers for k in range(3)}
+    # resumable: a second invocation reads every run back (running a searcher again would fail)
+    # and writes the same table
+    for name in ("run_evolution", "run_asha_random", "run_hand"):
+        monkeypatch.setattr(ts, name, lambda *a, **k: pytest.fail("a stored run was run again"))
+    ts.main(argv)
+    after = (tmp_path / "searchers.md").read_text()
+    assert after.split("Date:")[1].split("\n", 1)[1] == text.split("Date:")[1].split("\n", 1)[1]
 
 
 def test_agreement_is_perfect_for_the_same_ranking_and_its_interval_carries_seed_noise():

@@ -13,7 +13,8 @@ stored epoch curves (so the benchmark measures the tool's rule, not a copy of it
   in the budget finished at their rung.
 
 :func:`answer` is the search's answer (the best at the highest rung reached) and :func:`spent`
-the checkpoints a search removes as it goes.
+the checkpoints a search removes as it goes. :func:`simulate` replays ASHA with one worker on
+stored epoch curves (``benchmarks/table_searchers.py``) by the same :func:`promotable`.
 
 On a study, a rung-k training is one Optuna trial with the user attributes ``rung`` (k) and,
 above rung 0, ``promoted_from`` (the trial whose checkpoint it continues). :func:`rung_table`
@@ -27,7 +28,7 @@ Floor of the words: it imports only :mod:`.vocabulary` and Optuna.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 from optuna.trial import TrialState
 
@@ -114,6 +115,47 @@ def unpromotable(
         cap = (len(ranked) + max(0, remaining)) // eta
         out.update(i for i in ranked[cap:] if i not in promoted)
     return out
+
+
+def simulate(
+    draw: Callable[[], Hashable],
+    curve: Callable[[Hashable], list[float]],
+    *,
+    epochs: tuple[int, ...],
+    eta: int,
+    trainings: int,
+    maximize: bool = True,
+) -> list[dict]:
+    """ASHA replayed on stored epoch curves with one worker (the tabular benchmark): the same
+    :func:`promotable` as the live search, every training a lookup. ``draw()`` is a new
+    candidate (its key), ``curve(key)`` its value after each epoch (at least ``epochs[-1]`` of
+    them; a prefix of the run is read as the shorter run, exact for a learning rate that does not
+    depend on the run's length). Returns ``trainings`` trainings in order: ``{"key", "rung",
+    "epochs", "epochs_trained", "value", "promoted_from"}`` (``promoted_from``: the index of the
+    training it continues)."""
+    done: list[dict] = []
+    table: dict[int, list[tuple[int, float]]] = {}
+    promoted: set[int] = set()
+    while len(done) < trainings:
+        parent = promotable(table, eta, promoted, top=len(epochs) - 1, maximize=maximize)
+        if parent is None:
+            key, rung, before = draw(), 0, 0
+        else:
+            promoted.add(parent)
+            key, rung, before = done[parent]["key"], done[parent]["rung"] + 1, done[parent]["epochs"]
+        value = curve(key)[epochs[rung] - 1]
+        table.setdefault(rung, []).append((len(done), value))
+        done.append(
+            {
+                "key": key,
+                "rung": rung,
+                "epochs": epochs[rung],
+                "epochs_trained": epochs[rung] - before,
+                "value": value,
+                "promoted_from": parent,
+            }
+        )
+    return done
 
 
 # ----------------------------------------------------------------------------- on a study
@@ -239,6 +281,7 @@ __all__ = [
     "rungs",
     "promotable",
     "unpromotable",
+    "simulate",
     "rung_of",
     "counts_at_rung",
     "rung_table",
