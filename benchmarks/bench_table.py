@@ -18,6 +18,7 @@ One torch thread per training, ``--jobs`` trainings at a time.
 
     PYTHONPATH=. python benchmarks/bench_table.py --phase proxy
     PYTHONPATH=. python benchmarks/bench_table.py --phase reference
+    PYTHONPATH=. python benchmarks/bench_table.py --phase constant   # the same layouts, --schedule constant
     PYTHONPATH=. python benchmarks/bench_table.py --phase summary
 """
 
@@ -76,6 +77,8 @@ def proxy_options(phase: str) -> dict:
     if phase == "reference":
         options["train_per_class"] = REFERENCE["train_per_class"]
         options["epochs"] = options.get("epochs", 10) * REFERENCE["epochs_factor"]
+    if phase == "constant":  # the proxy with the schedule --fidelity asha trains with (issue 25)
+        options["schedule"] = "constant"
     return options
 
 
@@ -183,7 +186,7 @@ def summary(rows: list[dict], layouts: list, hand: list[str]) -> list[dict]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--phase", choices=("proxy", "reference", "summary"), default="proxy")
+    parser.add_argument("--phase", choices=("proxy", "reference", "constant", "summary"), default="proxy")
     parser.add_argument(
         "--out", default="results/table_fashion_mnist", help="prefix of the .md, .csv and _runs.jsonl files"
     )
@@ -200,14 +203,17 @@ def main(argv=None):
     done = {(r["phase"], r["layout"], r["seed"]) for r in rows}
     if args.phase == "proxy":
         todo = [("proxy", str(lay), s) for s in PROXY_SEEDS for lay in layouts]
-    elif args.phase == "reference":
-        proxy_done = _means(rows, "proxy", "val_top1")
-        if len(proxy_done) < len(layouts):
+    elif args.phase in ("reference", "constant"):
+        proxy_done = {(r["layout"], r["seed"]) for r in rows if r["phase"] == "proxy"}
+        if len(proxy_done) < len(layouts) * len(PROXY_SEEDS):
             sys.exit(
-                f"error: the proxy phase has {len(proxy_done)} of {len(layouts)} layouts; finish it first "
-                "(--phase proxy)"
+                f"error: the proxy phase has {len(proxy_done)} of {len(layouts) * len(PROXY_SEEDS)} trainings; "
+                "finish it first (--phase proxy)"
             )
-        todo = [("reference", lay, s) for s in REFERENCE_SEEDS for lay in reference_layouts(rows, hand)]
+        # constant: the reference's layouts at the proxy with --schedule constant; does a rung
+        # (epoch k of it) rank them as well as epoch k of the cosine proxy? (bench_table_fidelity.py)
+        seeds = REFERENCE_SEEDS if args.phase == "reference" else PROXY_SEEDS
+        todo = [(args.phase, lay, s) for s in seeds for lay in reference_layouts(rows, hand)]
     else:
         todo = []
     todo = [t for t in todo if t not in done][: args.limit]

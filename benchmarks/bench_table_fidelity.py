@@ -116,6 +116,29 @@ def agreement(score: dict[str, list[float]], target: dict[str, list[float]], *, 
     }
 
 
+def paired_agreement(a: dict, b: dict, target: dict, *, draws: int = 1000, seed: int = 0) -> str:
+    """Kendall tau(a, target) - tau(b, target) on the layouts all three have, with a 90 %
+    bootstrap interval resampling layouts and, within each, the seeds of every side together
+    (what the two scorings share cancels)."""
+    layouts = sorted(set(a) & set(b) & set(target))
+    if len(layouts) < 3:
+        return "n/a"
+
+    def tau(pick, sample):
+        ys = [sample(target[k]) for k in pick]
+        return kendall_tau([sample(a[k]) for k in pick], ys), kendall_tau([sample(b[k]) for k in pick], ys)
+
+    ta, tb = tau(layouts, statistics.mean)
+    rng = random.Random(seed)
+    diffs = []
+    for _ in range(draws):
+        pick = [layouts[rng.randrange(len(layouts))] for _ in layouts]
+        va, vb = tau(pick, lambda v: statistics.mean(rng.choices(v, k=len(v))))
+        if va is not None and vb is not None:
+            diffs.append(va - vb)
+    return _with_interval(None if ta is None or tb is None else ta - tb, diffs)
+
+
 def split_half(values: dict[str, list[float]]) -> tuple[dict, dict]:
     """The first and the second stored seed of every layout that has two (the seed-to-seed ceiling)."""
     both = {k: v for k, v in values.items() if len(v) >= 2}
@@ -156,6 +179,7 @@ def fidelity_rows(rows: list[dict], zero: list[dict], *, draws: int) -> list[dic
         for k in ZERO_COST:
             fixed.setdefault(f"zero-cost {k}", {})[z["layout"]] = [z[k]]
 
+    constant = seed_values(rows, "constant", "val_top1")
     scorings = {"proxy val top-1 (4 epochs)": proxy_val}
     scorings.update({f"proxy val top-1 after epoch {e}": v for e, v in by_epoch.items() if e < epochs})
     scorings.update(fixed)
@@ -175,6 +199,14 @@ def fidelity_rows(rows: list[dict], zero: list[dict], *, draws: int) -> list[dic
             )
         for name, score in scorings.items():
             out.append({"scoring": name, "target": target_name, **agreement(score, target, draws=draws)})
+        # a rung of --fidelity asha (--schedule constant) against the same epoch of the cosine proxy,
+        # on the layouts the constant phase trained
+        for e in range(1, epochs + 1) if constant else ():
+            cos = {k: v for k, v in by_epoch[e].items() if k in constant}
+            const = seed_values(rows, "constant", lambda r, e=e: r["val_top1_by_epoch"][e - 1])
+            for name, score in ((f"cosine proxy, epoch {e}", cos), (f"constant proxy, epoch {e} (rung)", const)):
+                out.append({"scoring": name, "target": target_name, **agreement(score, target, draws=draws)})
+            out[-1]["constant - cosine tau"] = paired_agreement(const, cos, target, draws=draws)
     return out
 
 

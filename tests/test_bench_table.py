@@ -143,3 +143,28 @@ def test_the_live_comparison_pairs_by_seed_with_a_t_interval_and_the_detectable_
     assert result["detectable (80 % power)"] == round((4.3027 + 1.0607) / 3, 2)
     assert paired({0: 1.0, 1: 3.0}, {0: 2.0, 1: 1.0})["excludes 0"] == "no"
     assert paired({0: 1.0}, {0: 2.0})["95 % CI"] == ""
+
+
+def test_the_fidelity_report_sets_a_constant_rung_beside_the_same_epoch_of_the_cosine_proxy():
+    from benchmarks.bench_table_fidelity import fidelity_rows, paired_agreement
+
+    rows = []
+    for i in range(12):
+        lay = f"B{i + 1}(197), h192"
+        for seed in (0, 1):
+            # the cosine proxy's first epoch ranks the layouts backwards, the constant one's rightly;
+            # both end right; the reference's test top-1 rises with i
+            cosine = [0.5 - 0.01 * i, 0.5 + 0.01 * i, 0.6 + 0.01 * i, 0.7 + 0.01 * i]
+            constant = [0.4 + 0.01 * i, 0.5 + 0.01 * i, 0.55 + 0.01 * i, 0.6 + 0.01 * i]
+            for phase, curve in (("proxy", cosine), ("constant", constant), ("reference", [0.8 + 0.01 * i])):
+                rows.append({**_row(lay, seed, curve, curve[-1] + 0.001 * seed), "phase": phase, "val_top1": curve[-1]})
+    table = {(r["scoring"], r["target"]): r for r in fidelity_rows(rows, [], draws=50)}
+    ref = "reference test top-1"
+    assert table[("cosine proxy, epoch 1", ref)]["Kendall tau"].startswith("-1.000")
+    assert table[("constant proxy, epoch 1 (rung)", ref)]["Kendall tau"].startswith("1.000")
+    # 2 exactly on the layouts; a bootstrap draw repeats layouts, whose ties pull tau-b in a little
+    diff = table[("constant proxy, epoch 1 (rung)", ref)]["constant - cosine tau"]
+    assert diff.startswith("2.000 [") and float(diff.split("[")[1].split(",")[0]) > 1.5
+    assert table[("constant proxy, epoch 4 (rung)", ref)]["constant - cosine tau"].startswith("0.000")
+    assert table[("ceiling: seed 0 vs seed 1 of the reference test top-1", ref)]["layouts"] == 12
+    assert paired_agreement({"a": [1.0]}, {"a": [1.0]}, {"a": [1.0]}) == "n/a"
