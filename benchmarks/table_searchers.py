@@ -22,7 +22,7 @@ run, which is exact only for a schedule that does not depend on the run's length
 constant``, what ``--fidelity asha`` trains with); so the ASHA rows here say how well the cosine
 curves' early epochs pick, not yet what the live ASHA search does.
 
-    PYTHONPATH=. python benchmarks/table_searchers.py --runs 100 --trainings 40
+    PYTHONPATH=. python benchmarks/table_searchers.py --runs 100 --trainings 40 --jobs 2
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import markdown_table, write_result
+from benchmarks._common import markdown_table, run_appending, write_result
 from benchmarks.bench_table import BUDGET_MACS, MIN_MACS, SPACE, read_rows, table_layouts
 from funnelbench.search.asha import rungs
 
@@ -278,6 +278,7 @@ def main(argv=None):
     parser.add_argument("--searchers", nargs="+", default=list(SEARCHERS), choices=SEARCHERS)
     parser.add_argument("--table", default="results/table_fashion_mnist_runs.jsonl")
     parser.add_argument("--out", default="results/table_searchers")
+    parser.add_argument("--jobs", type=int, default=2, help="searcher runs at a time (processes)")
     args = parser.parse_args(argv)
 
     from funnelbench.search.compare import band, compare_rows, curve_rows, plot_compare
@@ -297,29 +298,23 @@ def main(argv=None):
     done = {(r["searcher"], r["run"]): r for r in read_rows(runs_path)} if runs_path.exists() else {}
     by_seed = {(layout, r["seed"]): r for layout, rs in table.rows.items() for r in rs}
     budget = args.trainings * ASHA_RUNGS[-1]  # epochs: n full trainings of the proxy
+    complete = lambda r: r is not None and (r["searcher"] == "hand" or sum(j["epochs"] for j in r["jobs"]) >= budget)  # noqa: E731
+    todo = [(n, s) for n in args.searchers for s in range(args.runs) if not complete(done.get((n, s)))]
+    if todo:
+        print(f"{len(todo)} searcher runs to go ({args.jobs} at a time)", flush=True)
+        for r in run_appending(
+            args.jobs,
+            [(run_searcher, n, s, args.trainings, table, hand) for n, s in todo],
+            runs_path,
+            lambda i, r: f"[{i}/{len(todo)}] {r['searcher']} run {r['run']}: {len(r['jobs'])} trainings",
+        ):
+            done[(r["searcher"], r["run"])] = r
     groups = {}
     for name in args.searchers:
         curves = []
         for seed in range(args.runs):
-            stored = done.get((name, seed))
-            if stored is not None and (name == "hand" or sum(j["epochs"] for j in stored["jobs"]) >= budget):
-                jobs = [dict(j, seconds=_seconds(by_seed[(j["layout"], j["seed"])], j)) for j in stored["jobs"]]
-                jobs = _within(jobs, budget)
-            else:
-                if name == "hand":
-                    jobs = run_hand(seed, hand, table)
-                elif name == "evolution":
-                    jobs = run_evolution(seed, args.trainings, table)
-                elif name == "asha-random":
-                    jobs = run_asha_random(seed, args.trainings, table)
-                else:
-                    jobs = run_tool(
-                        name.removeprefix("asha-"), seed, args.trainings, table, asha=name.startswith("asha-")
-                    )
-                with open(runs_path, "a") as f:
-                    stored_jobs = [{k: v for k, v in j.items() if k != "seconds"} for j in jobs]
-                    f.write(json.dumps({"phase": "run", "searcher": name, "run": seed, "jobs": stored_jobs}) + "\n")
-            curves.append(incumbent_curve(f"{name}-{seed}", table, jobs, ASHA_RUNGS[-1]))
+            jobs = [dict(j, seconds=_seconds(by_seed[(j["layout"], j["seed"])], j)) for j in done[(name, seed)]["jobs"]]
+            curves.append(incumbent_curve(f"{name}-{seed}", table, _within(jobs, budget), ASHA_RUNGS[-1]))
         groups[name] = curves
         print(f"{name}: {len(curves)} runs", flush=True)
     rows = compare_rows(groups, checkpoints=(5, 10, 20, 30))
@@ -357,6 +352,25 @@ def main(argv=None):
         argv=sys.argv[1:] if argv is None else argv,
     )
     print(markdown_table(rows))
+
+
+def run_searcher(name: str, seed: int, trainings: int, table: Table, hand: list[str]) -> dict:
+    """One run of a searcher: the line the run file stores (its trainings without seconds, which
+    the table gives back)."""
+    if name == "hand":
+        jobs = run_hand(seed, hand, table)
+    elif name == "evolution":
+        jobs = run_evolution(seed, trainings, table)
+    elif name == "asha-random":
+        jobs = run_asha_random(seed, trainings, table)
+    else:
+        jobs = run_tool(name.removeprefix("asha-"), seed, trainings, table, asha=name.startswith("asha-"))
+    return {
+        "phase": "run",
+        "searcher": name,
+        "run": seed,
+        "jobs": [{k: v for k, v in j.items() if k != "seconds"} for j in jobs],
+    }
 
 
 def _seconds(row: dict, j: dict) -> float:
