@@ -168,3 +168,14 @@ def test_the_fidelity_report_sets_a_constant_rung_beside_the_same_epoch_of_the_c
     assert table[("constant proxy, epoch 4 (rung)", ref)]["constant - cosine tau"].startswith("0.000")
     assert table[("ceiling: seed 0 vs seed 1 of the reference test top-1", ref)]["layouts"] == 12
     assert paired_agreement({"a": [1.0]}, {"a": [1.0]}, {"a": [1.0]}) == "n/a"
+
+
+def test_the_live_asha_benchmark_gives_asha_the_plain_search_s_epochs():
+    from benchmarks.bench_asha_live import asha_trials
+
+    # one 4-epoch training's worth: c0 and c1 train 1 epoch each, c0 (the better) is promoted to
+    # 2 epochs (+1), then c2 starts (+1): 4 epochs in 4 trainings
+    assert asha_trials(1) == 4
+    # with reduction 2 over 1, 2, 4 epochs a candidate costs 1 + 1/2 + 2/4 = 2 epochs on average:
+    # 24 trainings' 96 epochs are 48 candidates, 24 promoted once and 12 twice: 84 trainings
+    assert asha_trials(24) == 84

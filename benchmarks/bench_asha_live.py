@@ -1,0 +1,182 @@
+"""Does ``--fidelity asha`` pay live? The plain search against ASHA on Fashion-MNIST, 2 workers.
+
+Two arms, paired by seed, both ``funnelbench search`` itself with TPE on the full
+``funnel-reinvest-ti`` space without its baselines, DeiT-Ti's MACs, the space's proxy on
+Fashion-MNIST (600 training images per class), ``--workers 2`` (one torch thread each):
+
+* ``plain``: today's default, every candidate trains the proxy's 4 epochs (cosine schedule);
+* ``asha``: ``--fidelity asha --schedule constant`` over rungs 1, 2, 4 epochs (``--reduction 2``),
+  TPE fitted per rung.
+
+Both get the same compute in epochs: ``--trainings`` N full trainings (4N epochs), so the plain
+arm runs N trials and ASHA as many rung trainings as fit in 4N epochs (it stops at the first
+count whose epochs reach 4N: a rung training costs its extra epochs). Measured per run: wall
+time, candidates (new layouts) and trainings per hour, and the answer's test top-1 (the best at
+the highest rung reached, its test split read once after its last epoch). The moonshot: at
+least 2x the candidates per hour at equal best-found test top-1 (the paired difference's 95 %
+interval covering 0 or above it).
+
+Resumable: the studies are journal files under ``--runs`` (a re-run continues them), every
+finished search is a line of ``<out>_runs.jsonl``. Never time this while other work runs.
+
+    PYTHONPATH=. python benchmarks/bench_asha_live.py --seeds 0 1 2 --trainings 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from benchmarks._common import load_average, markdown_table, write_result
+from benchmarks.bench_search_live import arm_spec, paired
+from benchmarks.bench_table import BUDGET_MACS, DATA, PROXY_TRAIN_PER_CLASS, read_rows
+
+ARMS = ("plain", "asha")
+ASHA = dict(fidelity="asha", schedule="constant", min_epochs=1, max_epochs=4, reduction=2)
+
+
+def asha_trials(trainings: int, epochs: int = 4, eta: int = 2) -> int:
+    """Rung trainings that spend about ``trainings`` full trainings' epochs, as ASHA with one
+    worker spends them (the tool's rule replayed on a ranking that never changes its mind)."""
+    from funnelbench.search.asha import rungs, simulate
+
+    count = iter(range(10**6))
+    replay = simulate(
+        lambda: next(count),
+        lambda key: [1.0 / (key + 1)] * epochs,
+        epochs=rungs(1, epochs, eta),
+        eta=eta,
+        trainings=trainings * epochs,
+    )
+    spent = 0
+    for i, t in enumerate(replay, 1):
+        spent += t["epochs_trained"]
+        if spent >= trainings * epochs:
+            return i
+    return len(replay)
+
+
+def run_arm(arm: str, seed: int, trainings: int, runs: str) -> dict:
+    import importlib
+
+    from funnelbench.search.report import front_trials
+
+    search = importlib.import_module("funnelbench.search.run").search
+    name = f"asha-live-{arm}-seed{seed}"
+    folder = Path(runs) / "search"
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = asha_trials(trainings) if arm == "asha" else trainings
+    started = time.time()
+    study = search(
+        arm_spec("tpe"),
+        trials=trials,
+        budget_macs=BUDGET_MACS,
+        sampler="tpe",
+        study=name,
+        root=folder,
+        seed=seed,
+        data=DATA,
+        train_per_class=PROXY_TRAIN_PER_CLASS,
+        threads=1,
+        workers=2,
+        **(ASHA if arm == "asha" else {"checkpoint": "none"}),
+    )
+    wall = time.time() - started
+    trained = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") in ("completed", "pruned")]
+    best = front_trials(study)[0]
+    epochs = sum(t.user_attrs.get("epochs_trained") or t.user_attrs.get("epochs_done") or 0 for t in trained)
+    candidates = len({t.user_attrs["target_layout"] for t in trained})
+    return {
+        "arm": arm,
+        "seed": seed,
+        "study": name,
+        "trainings": len(trained),
+        "candidates": candidates,
+        "epochs": epochs,
+        "by_rung": json.dumps(_by_rung(trained)),
+        "wall_s": wall,
+        "candidates_per_h": 3600 * candidates / wall,
+        "trainings_per_h": 3600 * len(trained) / wall,
+        "pick": best.user_attrs["target_layout"],
+        "pick_val_top1": best.user_attrs["top1"],
+        "pick_test_top1": best.user_attrs.get("test_top1"),
+        "load_1m_after": load_average(),
+    }
+
+
+def _by_rung(trials) -> dict:
+    out: dict[str, int] = {}
+    for t in trials:
+        key = str(t.user_attrs.get("rung", "-"))
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--trainings", type=int, default=24, help="full trainings' worth of epochs per search")
+    parser.add_argument("--out", default="results/asha_live")
+    parser.add_argument("--runs", default="runs/asha-live")
+    parser.add_argument("--analyse", action="store_true")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    runs_path = out.with_name(out.name + "_runs.jsonl")
+    runs_path.parent.mkdir(parents=True, exist_ok=True)
+    rows = read_rows(runs_path)
+    done = {(r["arm"], r["seed"]) for r in rows}
+    if not args.analyse:
+        for seed in args.seeds:  # one search at a time: each uses both cores
+            for arm in ARMS:
+                if (arm, seed) in done:
+                    continue
+                row = run_arm(arm, seed, args.trainings, args.runs)
+                rows.append(row)
+                with open(runs_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(
+                    f"{arm} seed {seed}: {row['candidates']} candidates, {row['trainings']} trainings in "
+                    f"{row['wall_s'] / 60:.1f} min; pick {row['pick']} test {row['pick_test_top1']}",
+                    flush=True,
+                )
+    by = {(r["arm"], r["seed"]): r for r in rows}
+    summary = []
+    for key, label in (("candidates_per_h", "candidates per hour"), ("pick_test_top1", "answer's test top-1 %")):
+        values = {arm: {s: by[(arm, s)][key] for s in args.seeds if (arm, s) in by} for arm in ARMS}
+        ratio = [values["asha"][s] / values["plain"][s] for s in values["asha"] if s in values["plain"]]
+        summary.append(
+            {
+                "measure": label,
+                "plain (mean)": round(statistics.mean(values["plain"].values()), 2) if values["plain"] else "",
+                "asha (mean)": round(statistics.mean(values["asha"].values()), 2) if values["asha"] else "",
+                "asha / plain (per seed)": ", ".join(f"{r:.2f}" for r in ratio),
+                **{f"asha - plain: {k}": v for k, v in paired(values["asha"], values["plain"]).items()},
+            }
+        )
+    write_result(
+        out.name,
+        summary,
+        "--fidelity asha against the plain search, live on Fashion-MNIST with 2 workers",
+        [
+            f"TPE on funnel-reinvest-ti without baselines, DeiT-Ti's {BUDGET_MACS / 1e9:.2f} GMACs, {DATA} "
+            f"{PROXY_TRAIN_PER_CLASS}/class, 2 workers, one torch thread each; equal compute: {args.trainings} full "
+            f"4-epoch trainings' epochs per search (asha: {asha_trials(args.trainings)} rung trainings at most).",
+            "asha: --schedule constant, rungs 1, 2, 4 epochs, --reduction 2; plain: the cosine proxy, 4 epochs.",
+            "The answer's test top-1: the search's best trial (at the highest rung reached), the official test "
+            "split read once after its last epoch; paired by seed with a 95 % t interval.",
+        ],
+        rows=[dict(r) for r in rows],
+        rows_suffix="_searches",
+        folder=out.parent,
+        argv=sys.argv[1:] if argv is None else argv,
+    )
+    print(markdown_table(summary))
+
+
+if __name__ == "__main__":
+    main()
