@@ -215,12 +215,9 @@ def run_evolution(seed: int, n: int, table: Table, population: int = 10, sample:
 def _evolution_space():
     """The sub-space, its feasible layouts, the layout of each point and every decision's values."""
     from funnelbench.search import load_space
-    from funnelbench.search.budget import Budgets, over_budget
-    from funnelbench.search.feasible import LayoutDraws
 
     space = load_space(SPACE)
-    budgets = Budgets(macs=BUDGET_MACS, min_macs=MIN_MACS)
-    feasible = [str(lay) for lay in LayoutDraws(space).layouts() if not over_budget(budgets.judge(lay)[1])]
+    feasible = [str(lay) for lay in table_layouts()[0]]  # the table's layouts: the same enumeration and budgets
     by_params = {tuple(sorted(space.params_of(space_layout(lay)).items())): lay for lay in feasible}
     choices: dict[str, set] = {}
     for key in by_params:
