@@ -121,26 +121,40 @@ def before_measuring(args) -> float:
     return load_1m() if (args.quick or args.no_wait) else round(wait_for_quiet(), 2)
 
 
-def train_with_test_curve(config, out: str | os.PathLike, *, data=None, cache_dir=None) -> dict:
+def train_with_test_curve(config, out: str | os.PathLike, *, data=None, cache_dir=None, test_every: int = 1) -> dict:
     """Train ``config`` (a TrainConfig) into ``out`` and return its record with the per-epoch
     history: ``val_top1_by_epoch``, ``test_top1_by_epoch`` (the benchmark's own measurement: an
-    epoch hook reads the test split after every epoch; nothing decides on it), seconds per epoch
+    epoch hook reads the test split after every ``test_every``-th epoch, None in between; the
+    last epoch's is the trainer's own read at the end; nothing decides on it), seconds per epoch
     and the wall time. The test split must exist (Fashion-MNIST, idx, downsampled ImageNet)."""
-    from funnelbench.train import Trainer
+    from funnelbench.training import Trainer
 
-    tests = []
+    tests: dict[int, dict] = {}  # epoch -> the test read after it
+
     started = time.time()
     with Trainer(config, out=out, data=data, overwrite=True, cache_dir=cache_dir) as trainer:
-        trainer.epoch_hooks.append(lambda row: tests.append(trainer.evaluate("test")))
+        evaluate = trainer.evaluate
+
+        def evaluate_and_keep(split: str = "val") -> dict:  # the hook's reads and the trainer's last one
+            metrics = evaluate(split)
+            if split == "test":
+                tests[trainer.epoch] = metrics
+            return metrics
+
+        trainer.evaluate = evaluate_and_keep
+        trainer.epoch_hooks.append(
+            lambda row: row["epoch"] % test_every == 0 and row["epoch"] < config.epochs and trainer.evaluate("test")
+        )
         rec = trainer.fit()
         history = list(trainer.history)
+    epochs = [h["epoch"] for h in history]
     return {
         **rec,
         "val_top1_by_epoch": [h["val_top1"] for h in history],
-        "test_top1_by_epoch": [t["test_top1"] for t in tests],
+        "test_top1_by_epoch": [tests[e]["test_top1"] if e in tests else None for e in epochs],
         "train_s_by_epoch": [h["epoch_s"] for h in history],
         "val_s_by_epoch": [h["eval_s"] for h in history],
-        "test_s_by_epoch": [t["eval_s"] for t in tests],
+        "test_s_by_epoch": [tests[e]["eval_s"] if e in tests else None for e in epochs],
         "wall_s": time.time() - started,
     }
 

@@ -8,8 +8,8 @@ Three arms, paired by seed k (the seed of the search's sampler and of its proxy 
 * ``hand``: the same tool trains every hand layout of the space (its baselines) at the same proxy
   and picks the best feasible one: what a user without a search would do.
 
-Each arm's pick is then re-trained at the table's reference schedule (``bench_table.py``: 1,500
-images per class, 4x the epochs, seeds 0 and 1) and measured on the official test split; a pick
+Each arm's pick is then re-trained at the table's reference schedule (``bench_table.py``: the
+proxy's 600 images per class for 3x its epochs, seeds 0 and 1) and measured on the official test split; a pick
 the table's reference phase already trained is read from the table. The claim is the paired
 difference over seeds with a 95 % t interval, and the smallest difference the design could
 detect (80 % power, two-sided 5 %).

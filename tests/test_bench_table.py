@@ -179,3 +179,33 @@ def test_the_live_asha_benchmark_gives_asha_the_plain_search_s_epochs():
     # with reduction 2 over 1, 2, 4 epochs a candidate costs 1 + 1/2 + 2/4 = 2 epochs on average:
     # 24 trainings' 96 epochs are 48 candidates, 24 promoted once and 12 twice: 84 trainings
     assert asha_trials(24) == 84
+
+
+def test_the_test_curve_reads_the_test_split_every_k_epochs_and_once_after_the_last(tmp_path, monkeypatch):
+    """The reference phase reads the test split every ``test_every`` epochs; the last epoch's
+    value is the trainer's own read at the end (the same number, not a second pass)."""
+    from data_files import write_idx
+
+    import funnelbench as fb
+    from benchmarks._common import train_with_test_curve
+    from funnelbench.data import CACHE_ENV
+    from funnelbench.train import make_config
+    from funnelbench.training import trainer as trainer_module
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    write_idx(tmp_path / "mnist", n_train=40, n_test=20)
+    data = fb.load_data(tmp_path / "mnist", image_size=16, val_per_class=1)
+    splits = []
+    read = trainer_module.evaluate_split
+    monkeypatch.setattr(
+        trainer_module, "evaluate_split", lambda *a, **kw: splits.append(kw["split"]) or read(*a, **kw)
+    )
+    config = make_config("test-vit", epochs=3, image_size=16, batch_size=16, checkpoint="none", threads=1)
+    rec = train_with_test_curve(config, tmp_path / "every2", data=data, test_every=2)
+    assert splits.count("test") == 2 and splits.count("val") == 3  # after epoch 2, and the trainer's at the end
+    assert rec["test_top1_by_epoch"][0] is None and rec["test_top1_by_epoch"][1] is not None
+    assert rec["test_top1_by_epoch"][2] == rec["test_top1"] and rec["test_s_by_epoch"][2] > 0
+    splits.clear()
+    rec = train_with_test_curve(config, tmp_path / "every1", data=data)
+    assert splits.count("test") == 3 and None not in rec["test_top1_by_epoch"]
+    assert rec["test_top1_by_epoch"][-1] == rec["test_top1"]
