@@ -197,9 +197,7 @@ def test_the_test_curve_reads_the_test_split_every_k_epochs_and_once_after_the_l
     data = fb.load_data(tmp_path / "mnist", image_size=16, val_per_class=1)
     splits = []
     read = trainer_module.evaluate_split
-    monkeypatch.setattr(
-        trainer_module, "evaluate_split", lambda *a, **kw: splits.append(kw["split"]) or read(*a, **kw)
-    )
+    monkeypatch.setattr(trainer_module, "evaluate_split", lambda *a, **kw: splits.append(kw["split"]) or read(*a, **kw))
     config = make_config("test-vit", epochs=3, image_size=16, batch_size=16, checkpoint="none", threads=1)
     rec = train_with_test_curve(config, tmp_path / "every2", data=data, test_every=2)
     assert splits.count("test") == 2 and splits.count("val") == 3  # after epoch 2, and the trainer's at the end
