@@ -262,9 +262,26 @@ def _label_baselines(fig, ax, points: list[tuple[float, float, str, str]]) -> No
         taken.append(best[2])
 
 
+def best_so_far(records: list[dict], column: str, maximize: bool) -> tuple[list[int], list[float]]:
+    """The step line of the history plot: after each feasible trained trial (``records`` in
+    trial order), the best ``column`` so far; with --fidelity asha (records with a ``rung``) the
+    search's answer so far, the best at the highest rung reached (a value after 1 epoch never
+    beats one after 4: :func:`.asha.answer`'s rule)."""
+    sign = 1.0 if maximize else -1.0
+    best, xs, ys = None, [], []
+    for r in records:
+        if r["feasible"]:
+            key = (r.get("rung") or 0, sign * r[column])
+            best = key if best is None or key > best else best
+            xs.append(r["trial"])
+            ys.append(sign * best[1])
+    return xs, ys
+
+
 def plot_history(rep: dict, path: str | Path) -> Path:
     """The first objective of every trained trial against its trial number, with the best
-    feasible value so far as a step line; over budget and baselines marked."""
+    feasible value so far as a step line (with --fidelity asha the answer so far:
+    :func:`best_so_far`); over budget and baselines marked."""
     import matplotlib
     from matplotlib.figure import Figure
 
@@ -275,13 +292,9 @@ def plot_history(rep: dict, path: str | Path) -> Path:
     trained = sorted(
         (r for r in rep["trials"] if r["status"] == "completed" and r.get(column) is not None), key=lambda r: r["trial"]
     )
-    best, xs, ys = None, [], []
-    for r in trained:
-        if r["feasible"]:
-            v = r[column] * scale
-            best = v if best is None or (v > best if maximize else v < best) else best
-            xs.append(r["trial"])
-            ys.append(best)
+    xs, ys = best_so_far(trained, column, maximize)
+    ys = [y * scale for y in ys]
+    asha = any(r.get("rung") is not None for r in trained)
     with matplotlib.rc_context(PAPER_STYLE):
         fig = Figure(figsize=(COLUMN_WIDTH_IN, 2.2))
         ax = fig.add_subplot()
@@ -313,9 +326,8 @@ def plot_history(rep: dict, path: str | Path) -> Path:
                 )
         if xs:
             last = max(r["trial"] for r in rep["trials"])
-            ax.step(
-                xs + [last], ys + [ys[-1]], where="post", color="#d62728", lw=0.9, label="best so far (within budget)"
-            )
+            label = "answer so far (best at the highest rung)" if asha else "best so far (within budget)"
+            ax.step(xs + [last], ys + [ys[-1]], where="post", color="#d62728", lw=0.9, label=label)
         ax.set_xlabel("trial number")
         ax.set_ylabel(AXIS_LABELS.get(name, name))
         ax.grid(True, lw=0.3, color="#e0e0e0")
@@ -328,6 +340,7 @@ def plot_history(rep: dict, path: str | Path) -> Path:
 __all__ = [
     "plot_tradeoff",
     "plot_history",
+    "best_so_far",
     "plot_axes",
     "tradeoff_front",
     "check_figure_path",

@@ -4,6 +4,7 @@ one line, and two worker processes with a kill -9 during a promotion (docs/searc
 "Multi-fidelity: --fidelity asha")."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -152,6 +153,49 @@ def test_the_model_sees_one_rung():
     plain = optuna.create_study()
     plain.add_trial(create_trial(params={"x": 1}, distributions=DIST, value=1.0))
     assert len(_ModelView(plain, False, startup=2).get_trials()) == 1  # no rungs: every trial
+
+
+def test_importances_read_one_rung():
+    """Values after 1 epoch and after 2 are different measurements: PED-ANOVA reads the highest
+    rung with 10 trainings (else rung 0). Here rung 0 follows ``x`` and rung 1 follows ``y``."""
+    from optuna.distributions import IntDistribution as Int
+
+    from funnelbench.search.importances import param_importances
+
+    dist = {"x": Int(0, 100), "y": Int(0, 100)}
+
+    def trial(x, y, rung, value):
+        return create_trial(
+            params={"x": x, "y": y},
+            distributions=dist,
+            value=value,
+            user_attrs={"rung": rung, "promoted_from": None, "status": "completed", "duplicate_of": None},
+        )
+
+    grid = [(x, y) for x in range(0, 100, 10) for y in range(0, 100, 20)]  # 50 points, x and y independent
+    low = [trial(x, y, 0, float(x)) for x, y in grid]
+    draw = random.Random(0)
+    high = [trial(x, y, 1, float(y)) for x, y in draw.sample(grid, 20)]  # 20 at rung 1
+    rows, note = param_importances(_study(low + high))
+    assert note is None and rows[0]["param"] == "y" and rows[0]["objective"] == "top1 at rung 1"
+    rows, _ = param_importances(_study(low + high[:9]))  # 9 at rung 1: not enough, rung 0
+    assert rows[0]["param"] == "x" and rows[0]["objective"] == "top1 at rung 0"
+    rows, note = param_importances(_study(low[:5] + high[:9]))  # 5 at rung 0
+    assert rows == [] and note == "importances need at least 10 trained trials at one rung (rung 0); 5 so far"
+
+
+def test_the_history_line_is_the_answer_so_far():
+    from funnelbench.search.plots import best_so_far
+
+    def rec(n, value, rung, feasible=True):
+        return {"trial": n, "top1": value, "rung": rung, "feasible": feasible}
+
+    records = [rec(0, 70.0, 0), rec(1, 90.0, 0), rec(2, 80.0, 1), rec(3, 99.0, 0, False), rec(4, 85.0, 1)]
+    # 90 after 1 epoch is replaced by 80 after 2 (the higher rung), then 85 at that rung
+    assert best_so_far(records, "top1", True) == ([0, 1, 2, 4], [70.0, 90.0, 80.0, 85.0])
+    plain = [{k: v for k, v in r.items() if k != "rung"} for r in records]
+    assert best_so_far(plain, "top1", True) == ([0, 1, 2, 4], [70.0, 90.0, 90.0, 90.0])
+    assert best_so_far(plain, "top1", False) == ([0, 1, 2, 4], [70.0, 70.0, 70.0, 70.0])
 
 
 # ----------------------------------------------------------------------------- bad settings

@@ -317,7 +317,7 @@ def test_importances_name_the_decision_that_mattered(finished):
     assert rp.param_importances(few) == (
         [],
         f"importances need at least {rp.MIN_IMPORTANCE_TRIALS} trained "
-        f"trials ({len(trained_feasible(few)) + 1} so far)",
+        f"trials; {len(trained_feasible(few)) + 1} so far",
     )
 
 
