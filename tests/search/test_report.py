@@ -316,8 +316,7 @@ def test_importances_name_the_decision_that_mattered(finished):
     few = build_study(None, "few", n=3)
     assert rp.param_importances(few) == (
         [],
-        f"importances need at least {rp.MIN_IMPORTANCE_TRIALS} trained "
-        f"trials; {len(trained_feasible(few)) + 1} so far",
+        f"importances need at least {rp.MIN_IMPORTANCE_TRIALS} trained trials; {len(trained_feasible(few)) + 1} so far",
     )
 
 
