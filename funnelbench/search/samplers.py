@@ -236,8 +236,9 @@ class _ModelView:
     """The study as the model sampler sees it: trials it must not learn from left out. With
     ``--fidelity asha`` (trials with a ``rung``), as BOHB: the finished trials of one rung only
     (:func:`.asha.model_rung`: the highest with ``startup`` completed trainings, else rung 0), so
-    a value at one fidelity is never compared with one at another; of the running trials (the
-    constant liar's), only new candidates (promotions are not sampled: their parameters are fixed)."""
+    a value at one fidelity is never compared with one at another (candidates rejected by a budget
+    are shown at every rung: they are costs, not values); of the running trials (the constant
+    liar's), only new candidates (promotions are not sampled: their parameters are fixed)."""
 
     def __init__(self, study, hide_rejected: bool, startup: int = 0):
         self._study, self._hide_rejected, self._startup = study, hide_rejected, startup
@@ -257,6 +258,10 @@ class _ModelView:
     def _shown(self, t) -> bool:
         if t.state.is_finished() and not t.params:
             return False  # a baseline outside the space
+        if t.user_attrs.get("status") == "rejected":
+            # over a budget: a cost, the same at every rung. Shown whatever the model's rung, or
+            # TPE, once it reads rung 1, proposes the same rejected layout again and again
+            return not self._hide_rejected
         if self.rung is not None:
             rung = rung_of(t)
             if t.state.is_finished() and rung != self.rung:

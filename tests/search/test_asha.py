@@ -150,6 +150,13 @@ def test_the_model_sees_one_rung():
     rung_of = lambda view: sorted({t.user_attrs["rung"] for t in view.get_trials()})  # noqa: E731
     assert rung_of(_ModelView(study, False, startup=2)) == [1]  # two completed at rung 1
     assert rung_of(_ModelView(study, False, startup=3)) == [0]
+    # a candidate rejected by a budget is a cost, the same at every rung: the rung-1 model sees it
+    # (hidden, TPE at rung 1 proposed the same rejected layout hundreds of times in a row)
+    study.add_trial(_trial(50, -1.0, 0, status="rejected"))
+    view = _ModelView(study, False, startup=2)
+    assert sorted(t.params["x"] for t in view.get_trials() if t.user_attrs["rung"] == 0) == [50]
+    assert rung_of(view) == [0, 1] and len(view.get_trials()) == 3
+    assert [t.params["x"] for t in _ModelView(study, True, startup=2).get_trials()] == [4, 5]  # GP hides them
     plain = optuna.create_study()
     plain.add_trial(create_trial(params={"x": 1}, distributions=DIST, value=1.0))
     assert len(_ModelView(plain, False, startup=2).get_trials()) == 1  # no rungs: every trial
