@@ -26,6 +26,10 @@ Every sampler is a :class:`FeasibleStartSampler` around one of Optuna's:
   GP chooses the parameters it models, the others are drawn at random until the layout is
   within the budgets; failing that, only its first stage and stage count are kept, then only
   its stage count, then a uniform feasible draw (``sampled_by`` says which).
+* **Repeats with --fidelity asha.** The model reads one rung (BOHB) and cannot see the rung-0
+  trainings of the layouts it proposes, so on a small space it proposes known layouts again and
+  again; after a proposal that repeated a layout trained at rung 0, the next new candidate is a
+  uniform feasible draw of a layout not trained yet.
 * **Conditional parameters.** A trial has only the parameters of the stages its layout has
   (:meth:`Space.suggest`); TPE runs with ``group=True``, Optuna's route for such spaces.
   Optuna's GP has no conditional parameters: it models the ones every trial has (the stage
@@ -51,6 +55,7 @@ from .vocabulary import PROMOTED_FROM
 STARTUP_TRAININGS = 10  # TPE's and GP's uniform feasible start-up, in trainings
 NSGA2_POPULATION = 20
 TRAINED_STATUSES = ("completed", "pruned")  # a searched trial that trained (what the start-up counts)
+UNSEEN_TRIES = 50  # uniform draws tried for a layout not yet trained, after the model proposed a repeat
 COMPLETION_TRIES = 200  # random completions of a GP proposal tried for one within the budgets
 SAMPLED_BY = "sampled_by"  # a trial's user attribute: "uniform" (a feasible draw) or the model's name
 
@@ -144,9 +149,45 @@ class FeasibleStartSampler(BaseSampler):
             return {}  # leave it to the model (or Optuna's random draw): the trial is judged as usual
         return self.space.params_of(layout)
 
+    def draw_unseen(self, number: int, seen: set[str]) -> dict:
+        """A uniform feasible draw of a layout not in ``seen`` (a few tries, then any)."""
+        for attempt in range(UNSEEN_TRIES):
+            rng = random.Random(f"{self.seed}:{number}:unseen{attempt}")
+            try:
+                layout = self.draws.draw_feasible(rng, self.budgets)
+            except BudgetTooTight:
+                return {}
+            if str(layout) not in seen:
+                break
+        return self.space.params_of(layout)
+
+    def _after_model_repeat(self, study, trial) -> set[str] | None:
+        """With --fidelity asha, whether the last new candidate was the model's proposal of a
+        layout already trained at rung 0 (then the layouts trained there, else None). The model
+        reads one higher rung (BOHB) and cannot see rung 0, so on a small space it proposes the
+        layouts it has already seen promoted again and again: on the Fashion-MNIST table, TPE's
+        asks were nine repeats in ten once it read rung 1."""
+        if self.model is None or trial.system_attrs.get("fixed_params"):
+            return None
+        trials = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED), use_cache=False)
+        new = [
+            t
+            for t in trials
+            if rung_of(t) == 0 and t.user_attrs.get(PROMOTED_FROM) is None and not t.user_attrs.get("baseline")
+        ]
+        if not new:
+            return None
+        last = max(new, key=lambda t: t.number)
+        if last.user_attrs.get("duplicate_of") is None or last.user_attrs.get(SAMPLED_BY) in (None, "uniform"):
+            return None
+        return {t.user_attrs.get("target_layout") for t in new}
+
     def before_trial(self, study, trial) -> None:
         if self._in_startup(study, trial):
             self._fixed[trial._trial_id] = self.draw_params(trial.number)
+            study._storage.set_trial_user_attr(trial._trial_id, SAMPLED_BY, "uniform")
+        elif (seen := self._after_model_repeat(study, trial)) is not None:
+            self._fixed[trial._trial_id] = self.draw_unseen(trial.number, seen)
             study._storage.set_trial_user_attr(trial._trial_id, SAMPLED_BY, "uniform")
         elif self.model is not None:
             self.model.before_trial(self._view(study), trial)

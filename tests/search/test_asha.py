@@ -162,6 +162,42 @@ def test_the_model_sees_one_rung():
     assert len(_ModelView(plain, False, startup=2).get_trials()) == 1  # no rungs: every trial
 
 
+def test_after_the_models_repeat_a_new_layout_is_drawn():
+    """The rung-1 model cannot see rung 0, so it proposes layouts already trained there again and
+    again (nine asks in ten on the Fashion-MNIST table once it read rung 1). After a model's
+    proposal that repeated a rung-0 layout, the next new candidate is a uniform draw of a layout
+    not trained yet; after any other, the model proposes."""
+    from funnelbench.search import load_space
+    from funnelbench.search.budget import Budgets
+    from funnelbench.search.samplers import SAMPLED_BY, make_sampler
+
+    space = load_space("tiny")
+    sampler = make_sampler("tpe", seed=0, n_objectives=1, space=space)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    layouts = [str(sampler.draws.draw_feasible(random.Random(i), Budgets())) for i in range(10)]
+
+    def candidate(layout, by="uniform", repeat_of=None):
+        attrs = {"rung": 0, "promoted_from": None, "status": "completed", "baseline": False}
+        attrs.update({"duplicate_of": repeat_of, "target_layout": layout, SAMPLED_BY: by})
+        return create_trial(value=1.0, user_attrs=attrs)
+
+    def sampled_by(trial):
+        return study._storage.get_trial(trial._trial_id).user_attrs[SAMPLED_BY]
+
+    for layout in layouts:  # the start-up: 10 trained candidates
+        study.add_trial(candidate(layout))
+    study.add_trial(candidate(layouts[3], by="TPESampler", repeat_of=3))
+    trial = study.ask()
+    assert sampled_by(trial) == "uniform"
+    drawn = sampler._fixed[trial._trial_id]
+    assert drawn and drawn not in [space.params_of(fb.parse_layout(lay)) for lay in layouts]
+    study.tell(trial, state=TrialState.FAIL)  # not a candidate that finished: the rule reads the last one
+    study.add_trial(candidate("B1(17)-1(9)", by="TPESampler"))  # the model's proposal, new
+    assert sampled_by(study.ask()) == "TPESampler"
+    study.add_trial(candidate(layouts[0], repeat_of=0))  # a uniform draw that repeated: the model again
+    assert sampled_by(study.ask()) == "TPESampler"
+
+
 def test_importances_read_one_rung():
     """Values after 1 epoch and after 2 are different measurements: PED-ANOVA reads the highest
     rung with 10 trainings (else rung 0). Here rung 0 follows ``x`` and rung 1 follows ``y``."""
