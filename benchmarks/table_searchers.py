@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import random
 import statistics
 import sys
@@ -156,10 +155,7 @@ def run_tool(sampler: str, seed: int, n: int, table: Table, *, asha: bool = Fals
     )
     # ASHA's trainings are rung jobs: enough of them to spend n full trainings' epochs (each costs >= 1 epoch)
     trials = n * ASHA_RUNGS[-1] if asha else n
-    # the study's SQLite file in memory where the machine has a tmpfs: the same storage code,
-    # without a disk sync at every commit (most of a looked-up trial's time on a disk)
-    shm = Path("/dev/shm")
-    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         search(
             spec,
             trials=trials,
