@@ -140,24 +140,16 @@ class FeasibleStartSampler(BaseSampler):
         )
         return searched_trainings(trials, exclude_number=trial.number) < self.startup
 
-    def draw_params(self, number: int) -> dict:
-        """The parameters of trial ``number``'s uniform feasible draw (the same for the same seed)."""
-        rng = random.Random(f"{self.seed}:{number}")
-        try:
-            layout = self.draws.draw_feasible(rng, self.budgets)
-        except BudgetTooTight:
-            return {}  # leave it to the model (or Optuna's random draw): the trial is judged as usual
-        return self.space.params_of(layout)
-
-    def draw_unseen(self, number: int, seen: set[str]) -> dict:
-        """A uniform feasible draw of a layout not in ``seen`` (a few tries, then any)."""
-        for attempt in range(UNSEEN_TRIES):
-            rng = random.Random(f"{self.seed}:{number}:unseen{attempt}")
+    def draw_params(self, number: int, avoid: set[str] = frozenset()) -> dict:
+        """The parameters of trial ``number``'s uniform feasible draw (the same for the same seed);
+        with ``avoid``, a few draws are tried for a layout not in it (then any)."""
+        for attempt in range(UNSEEN_TRIES if avoid else 1):
+            rng = random.Random(f"{self.seed}:{number}" + (f":unseen{attempt}" if avoid else ""))
             try:
                 layout = self.draws.draw_feasible(rng, self.budgets)
             except BudgetTooTight:
-                return {}
-            if str(layout) not in seen:
+                return {}  # leave it to the model (or Optuna's random draw): the trial is judged as usual
+            if str(layout) not in avoid:
                 break
         return self.space.params_of(layout)
 
@@ -187,7 +179,7 @@ class FeasibleStartSampler(BaseSampler):
             self._fixed[trial._trial_id] = self.draw_params(trial.number)
             study._storage.set_trial_user_attr(trial._trial_id, SAMPLED_BY, "uniform")
         elif (seen := self._after_model_repeat(study, trial)) is not None:
-            self._fixed[trial._trial_id] = self.draw_unseen(trial.number, seen)
+            self._fixed[trial._trial_id] = self.draw_params(trial.number, avoid=seen)
             study._storage.set_trial_user_attr(trial._trial_id, SAMPLED_BY, "uniform")
         elif self.model is not None:
             self.model.before_trial(self._view(study), trial)
