@@ -317,7 +317,7 @@ def main(argv=None):
             curves.append(incumbent_curve(f"{name}-{seed}", table, _within(jobs, budget), ASHA_RUNGS[-1]))
         groups[name] = curves
         print(f"{name}: {len(curves)} runs", flush=True)
-    rows = compare_rows(groups, checkpoints=(5, 10, 20, 30))
+    rows = compare_rows(groups, checkpoints=(5, 10, 20, 30, 40))
     for row in rows:
         curves = groups[row["configuration"]]
         for n in sorted({n for n in (10, 20, args.trainings) if n <= args.trainings}):
@@ -346,7 +346,8 @@ def main(argv=None):
             f"{table.top5:.2f} %, best hand layout {best_hand:.2f} %.",
             f"{args.runs} runs per searcher, {args.trainings} trainings each (hand: its {len(hand)} layouts); a training "
             "is looked up from a random one of the table's seeds.",
-            "best after N: the incumbent's test top-1 (mean [95 % t band] over runs); regret: the sub-space's best minus it.",
+            "best after N: the incumbent's test top-1 (mean [95 % t band] over runs); best at the end: after the "
+            "searcher's last training (its 'trainings' column); regret: the sub-space's best minus it.",
         ],
         folder=out.parent,
         argv=sys.argv[1:] if argv is None else argv,

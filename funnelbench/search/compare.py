@@ -236,7 +236,7 @@ def band_series(
 def compare_rows(groups: dict[str, list[Curve]], checkpoints=CHECKPOINTS) -> list[dict]:
     """One row per configuration: searches, trainings, and the best so far (mean [95 % band])
     after each checkpoint number of trainings that every search of the group reached, and at
-    the end of the shortest."""
+    the end of the group's shortest search (its "trainings" column says how many)."""
     rows = []
     for label, curves in groups.items():
         shortest = min(len(c.trainings) for c in curves)
@@ -256,9 +256,10 @@ def compare_rows(groups: dict[str, list[Curve]], checkpoints=CHECKPOINTS) -> lis
             row["trainings by rung (epochs: mean)"] = ", ".join(
                 f"{k}: {sum(c.by_rung.get(k, 0) for c in curves) / len(curves):g}" for k in rungs
             )
-        for n in [n for n in checkpoints if n < shortest] + [shortest]:
-            b = band_series(curves, [n])[0]
-            row[f"best after {n}"] = _fmt(b, curves[0].metric)
+        for n in [n for n in checkpoints if n <= shortest]:
+            row[f"best after {n}"] = _fmt(band_series(curves, [n])[0], curves[0].metric)
+        # one column for every row (a row's own end as "best after 39" left the others' empty)
+        row["best at the end"] = _fmt(band_series(curves, [shortest])[0], curves[0].metric)
         rows.append(row)
     return rows
 
