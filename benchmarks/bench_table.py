@@ -19,6 +19,7 @@ One torch thread per training, ``--jobs`` trainings at a time.
     PYTHONPATH=. python benchmarks/bench_table.py --phase proxy
     PYTHONPATH=. python benchmarks/bench_table.py --phase reference
     PYTHONPATH=. python benchmarks/bench_table.py --phase constant   # the same layouts, --schedule constant
+    PYTHONPATH=. python benchmarks/bench_table.py --phase wsd        # ... --schedule wsd, 1, 2 and 4 epochs
     PYTHONPATH=. python benchmarks/bench_table.py --phase summary
 """
 
@@ -49,6 +50,11 @@ REFERENCE_SEEDS = (0, 1)
 PROXY_TRAIN_PER_CLASS = 600
 REFERENCE = {"train_per_class": 600, "epochs_factor": 3}
 REFERENCE_TOP, REFERENCE_RANDOM = 10, 14
+# --phase wsd: the reference's layouts trained for each rung's epochs (--fidelity asha's rungs for
+# --min-epochs 1 --max-epochs 4 --reduction 2) with --schedule wsd, each run decaying at its own
+# end: what a rung of ASHA would read if each rung's result came after a short decay branched
+# from the stable run (phases "wsd-1", "wsd-2", "wsd-4")
+WSD_RUNGS = (1, 2, 4)
 
 
 def table_layouts() -> tuple[list, list[str]]:
@@ -82,6 +88,8 @@ def proxy_options(phase: str) -> dict:
         options["epochs"] = options["epochs"] * REFERENCE["epochs_factor"]
     if phase == "constant":  # the proxy with the schedule --fidelity asha trains with (issue 25)
         options["schedule"] = "constant"
+    if phase.startswith("wsd-"):  # a rung's epochs, warm-up / stable / decay
+        options["schedule"], options["epochs"] = "wsd", int(phase.removeprefix("wsd-"))
     return options
 
 
@@ -190,7 +198,7 @@ def summary(rows: list[dict], layouts: list, hand: list[str]) -> list[dict]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--phase", choices=("proxy", "reference", "constant", "summary"), default="proxy")
+    parser.add_argument("--phase", choices=("proxy", "reference", "constant", "wsd", "summary"), default="proxy")
     parser.add_argument(
         "--out", default="results/table_fashion_mnist", help="prefix of the .md, .csv and _runs.jsonl files"
     )
@@ -207,7 +215,7 @@ def main(argv=None):
     done = {(r["phase"], r["layout"], r["seed"]) for r in rows}
     if args.phase == "proxy":
         todo = [("proxy", str(lay), s) for s in PROXY_SEEDS for lay in layouts]
-    elif args.phase in ("reference", "constant"):
+    elif args.phase in ("reference", "constant", "wsd"):
         proxy_done = {(r["layout"], r["seed"]) for r in rows if r["phase"] == "proxy"}
         if len(proxy_done) < len(layouts) * len(PROXY_SEEDS):
             sys.exit(
@@ -217,7 +225,8 @@ def main(argv=None):
         # constant: the reference's layouts at the proxy with --schedule constant; does a rung
         # (epoch k of it) rank them as well as epoch k of the cosine proxy? (bench_table_fidelity.py)
         seeds = REFERENCE_SEEDS if args.phase == "reference" else PROXY_SEEDS
-        todo = [(args.phase, lay, s) for s in seeds for lay in reference_layouts(rows, hand)]
+        phases = [f"wsd-{e}" for e in WSD_RUNGS] if args.phase == "wsd" else [args.phase]
+        todo = [(p, lay, s) for s in seeds for p in phases for lay in reference_layouts(rows, hand)]
     else:
         todo = []
     todo = [t for t in todo if t not in done][: args.limit]

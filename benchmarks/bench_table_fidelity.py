@@ -27,7 +27,15 @@ from pathlib import Path
 
 from benchmarks._common import markdown_table, write_result
 from benchmarks._ranks import kendall_tau, spearman_rho
-from benchmarks.bench_table import DATA, PROXY_TRAIN_PER_CLASS, SPACE, proxy_options, read_rows, table_layouts
+from benchmarks.bench_table import (
+    DATA,
+    PROXY_TRAIN_PER_CLASS,
+    SPACE,
+    WSD_RUNGS,
+    proxy_options,
+    read_rows,
+    table_layouts,
+)
 
 ZERO_COST = ("synflow", "grad_norm", "naswot")
 ZERO_COST_BATCH = 64  # images in the minibatch of grad-norm and NASWOT (NASWOT's paper uses 128 at 32 px)
@@ -196,7 +204,6 @@ def fidelity_rows(rows: list[dict], zero: list[dict], *, draws: int) -> list[dic
         for k in ZERO_COST:
             fixed.setdefault(f"zero-cost {k}", {})[z["layout"]] = [z[k]]
 
-    constant = seed_values(rows, "constant", "val_top1")
     scorings = {"proxy val top-1 (4 epochs)": proxy_val}
     scorings.update({f"proxy val top-1 after epoch {e}": v for e, v in by_epoch.items() if e < epochs})
     scorings.update(fixed)
@@ -217,14 +224,39 @@ def fidelity_rows(rows: list[dict], zero: list[dict], *, draws: int) -> list[dic
         for name, score in scorings.items():
             joint = target_name == "proxy test top-1" and name.startswith("proxy val")  # the same trainings
             out.append({"scoring": name, "target": target_name, **agreement(score, target, draws=draws, joint=joint)})
-        # a rung of --fidelity asha (--schedule constant) against the same epoch of the cosine proxy,
-        # on the layouts the constant phase trained
-        for e in range(1, epochs + 1) if constant else ():
-            cos = {k: v for k, v in by_epoch[e].items() if k in constant}
-            const = seed_values(rows, "constant", lambda r, e=e: r["val_top1_by_epoch"][e - 1])
-            for name, score in ((f"cosine proxy, epoch {e}", cos), (f"constant proxy, epoch {e} (rung)", const)):
-                out.append({"scoring": name, "target": target_name, **agreement(score, target, draws=draws)})
-            out[-1]["constant - cosine tau"] = paired_agreement(const, cos, target, draws=draws)
+        out += rung_rows(rows, by_epoch, target, target_name, draws=draws)
+    return out
+
+
+def rung_rows(rows: list[dict], by_epoch: dict, target: dict, target_name: str, *, draws: int) -> list[dict]:
+    """What a rung of --fidelity asha reads, against epoch k of the 4-epoch cosine proxy on the
+    same layouts (the reference's): epoch k of a ``--schedule constant`` run (phase constant: what
+    asha trains today), and a k-epoch ``--schedule wsd`` run that decays at its own end (phase
+    wsd-k: what a rung would read from a short decay branched off the stable run)."""
+    rungs: dict[str, tuple[int, dict]] = {}
+    for e in by_epoch if seed_values(rows, "constant", "val_top1") else ():
+        const = seed_values(rows, "constant", lambda r, e=e: r["val_top1_by_epoch"][e - 1])
+        rungs[f"constant proxy, epoch {e} (rung)"] = (e, const)
+    for e in WSD_RUNGS:
+        wsd = seed_values(rows, f"wsd-{e}", "val_top1")
+        if wsd and e in by_epoch:
+            rungs[f"wsd proxy, {e} epoch{'s' if e > 1 else ''} with its decay (rung)"] = (e, wsd)
+    out = []
+    for e in sorted({e for e, _ in rungs.values()}):
+        at_e = {name: score for name, (k, score) in rungs.items() if k == e}
+        cos = {k: v for k, v in by_epoch[e].items() if any(k in score for score in at_e.values())}
+        out.append(
+            {"scoring": f"cosine proxy, epoch {e}", "target": target_name, **agreement(cos, target, draws=draws)}
+        )
+        for name, score in at_e.items():
+            out.append(
+                {
+                    "scoring": name,
+                    "target": target_name,
+                    **agreement(score, target, draws=draws),
+                    "minus the cosine's tau (paired)": paired_agreement(score, cos, target, draws=draws),
+                }
+            )
     return out
 
 
@@ -258,7 +290,9 @@ def main(argv=None):
             "so it overstates fidelity; the runs are resampled together); the ceiling row is the honest yardstick "
             "until the reference exists. Resampling 2 seeds with replacement makes the intervals conservative.",
             "Epoch k of the proxy is epoch k of its 4-epoch cosine schedule (what a rung of successive halving "
-            "reads from these curves), not a k-epoch schedule.",
+            "reads from these curves), not a k-epoch schedule. Rungs: epoch k of a --schedule constant run, and "
+            "a k-epoch --schedule wsd run (its last 20 % of steps decaying); 'minus the cosine's tau': the "
+            "paired difference on the same layouts and seeds.",
             f"Zero-cost scores: the proxy model at initialisation (seed 0), one minibatch of {ZERO_COST_BATCH} "
             f"training images; median {statistics.median(z['zero_cost_s'] for z in zero):.2f} s per layout for "
             "the three together (one thread)."

@@ -145,7 +145,7 @@ def test_the_live_comparison_pairs_by_seed_with_a_t_interval_and_the_detectable_
     assert paired({0: 1.0}, {0: 2.0})["95 % CI"] == ""
 
 
-def test_the_fidelity_report_sets_a_constant_rung_beside_the_same_epoch_of_the_cosine_proxy():
+def test_the_fidelity_report_sets_constant_and_wsd_rungs_beside_the_same_epoch_of_the_cosine_proxy():
     from benchmarks.bench_table_fidelity import fidelity_rows, paired_agreement
 
     rows = []
@@ -156,16 +156,26 @@ def test_the_fidelity_report_sets_a_constant_rung_beside_the_same_epoch_of_the_c
             # both end right; the reference's test top-1 rises with i
             cosine = [0.5 - 0.01 * i, 0.5 + 0.01 * i, 0.6 + 0.01 * i, 0.7 + 0.01 * i]
             constant = [0.4 + 0.01 * i, 0.5 + 0.01 * i, 0.55 + 0.01 * i, 0.6 + 0.01 * i]
-            for phase, curve in (("proxy", cosine), ("constant", constant), ("reference", [0.8 + 0.01 * i])):
+            # a 1-epoch wsd run ranks them rightly, a 2-epoch one backwards
+            wsd1, wsd2 = [0.45 + 0.01 * i], [0.4, 0.6 - 0.01 * i]
+            phases = (("proxy", cosine), ("constant", constant), ("wsd-1", wsd1), ("wsd-2", wsd2))
+            for phase, curve in (*phases, ("reference", [0.8 + 0.01 * i])):
                 rows.append({**_row(lay, seed, curve, curve[-1] + 0.001 * seed), "phase": phase, "val_top1": curve[-1]})
     table = {(r["scoring"], r["target"]): r for r in fidelity_rows(rows, [], draws=50)}
     ref = "reference test top-1"
     assert table[("cosine proxy, epoch 1", ref)]["Kendall tau"].startswith("-1.000")
     assert table[("constant proxy, epoch 1 (rung)", ref)]["Kendall tau"].startswith("1.000")
     # 2 exactly on the layouts; a bootstrap draw repeats layouts, whose ties pull tau-b in a little
-    diff = table[("constant proxy, epoch 1 (rung)", ref)]["constant - cosine tau"]
+    diff = table[("constant proxy, epoch 1 (rung)", ref)]["minus the cosine's tau (paired)"]
     assert diff.startswith("2.000 [") and float(diff.split("[")[1].split(",")[0]) > 1.5
-    assert table[("constant proxy, epoch 4 (rung)", ref)]["constant - cosine tau"].startswith("0.000")
+    assert table[("constant proxy, epoch 4 (rung)", ref)]["minus the cosine's tau (paired)"].startswith("0.000")
+    # wsd's rungs: read from their own runs, set beside the cosine's epoch 1 and 2; no 4-epoch run here
+    assert table[("wsd proxy, 1 epoch with its decay (rung)", ref)]["Kendall tau"].startswith("1.000")
+    assert table[("wsd proxy, 2 epochs with its decay (rung)", ref)]["Kendall tau"].startswith("-1.000")
+    assert table[("wsd proxy, 2 epochs with its decay (rung)", ref)]["minus the cosine's tau (paired)"].startswith(
+        "-2.000"
+    )
+    assert not any(name.startswith("wsd proxy, 4") for name, _ in table)
     assert table[("ceiling: seed 0 vs seed 1 of the reference test top-1", ref)]["layouts"] == 12
     assert paired_agreement({"a": [1.0]}, {"a": [1.0]}, {"a": [1.0]}) == "n/a"
 

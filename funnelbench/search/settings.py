@@ -139,7 +139,7 @@ class Settings:
         if schedule != "constant":
             raise UsageError(
                 f"--fidelity asha with --schedule {schedule}: a promotion continues its checkpoint to more "
-                "epochs, and the cosine's learning rate depends on the run's length; use --schedule constant"
+                f"epochs, and the {schedule} schedule's learning rate depends on the run's length; use --schedule constant"
             )
         if self.proxy.get("checkpoint") == "none":
             raise UsageError(

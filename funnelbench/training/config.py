@@ -19,8 +19,10 @@ NORM_CHOICES = ("imagenet", "data")
 CHECKPOINT_POLICIES = ("every-epoch", "last", "none")
 # cosine: warm-up, then a cosine decay to --min-lr at the last epoch (the lr depends on --epochs);
 # constant: warm-up, then --lr (the lr of epoch k does not depend on --epochs, so a run of k
-# epochs resumed to n is the run of n epochs: multi-fidelity searches extend runs this way)
-SCHEDULES = ("cosine", "constant")
+# epochs resumed to n is the run of n epochs: multi-fidelity searches extend runs this way); wsd:
+# warm-up, --lr, then a linear decay to --min-lr over the last 20 % of the steps (a k-epoch run is
+# a longer run's first steps plus a decay of its own)
+SCHEDULES = ("cosine", "constant", "wsd")
 
 
 def _numpy(*names: str) -> tuple[type, ...]:
@@ -113,13 +115,14 @@ class TrainConfig:
     epochs: int = _opt(10, _RECIPE, "Epochs.")
     batch_size: int = _opt(128, _RECIPE, "Global batch size (split over torchrun processes).")
     lr: float = _opt(1e-3, _RECIPE, "Peak learning rate of AdamW.")
-    min_lr: float = _opt(1e-5, _RECIPE, "Learning rate at the end of the cosine decay (at most --lr).")
+    min_lr: float = _opt(1e-5, _RECIPE, "Learning rate at the end of the cosine or wsd decay (at most --lr).")
     schedule: str = _opt(
         "cosine",
         _RECIPE,
-        "Learning rate after the warm-up: cosine (decays to --min-lr at the last epoch) or constant "
+        "Learning rate after the warm-up: cosine (decays to --min-lr at the last epoch), constant "
         "(stays at --lr: the lr of an epoch does not depend on --epochs, so a run resumed with more "
-        "--epochs is the longer run; what --fidelity asha needs).",
+        "--epochs is the longer run; what --fidelity asha needs) or wsd (stays at --lr, then decays "
+        "linearly to --min-lr over the last 20 % of the steps).",
     )
     weight_decay: float = _opt(
         0.05, _RECIPE, "AdamW weight decay (not on biases, norms, position embedding, class token)."

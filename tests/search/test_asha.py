@@ -272,9 +272,12 @@ def test_bad_asha_settings_are_one_line_exit_2(tmp_path, args, says):
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
 
-def test_asha_with_the_cosine_schedule_and_rungs_without_asha_are_refused(tmp_path):
+def test_asha_with_the_cosine_or_wsd_schedule_and_rungs_without_asha_are_refused(tmp_path):
     cosine = run("search", "--trials", "2", "--fidelity", "asha", "--epochs", "3")
     assert cosine.exit_code == 2 and "use --schedule constant" in cosine.stderr
+    # wsd decays at each run's end: a promotion would continue from a decayed checkpoint
+    wsd = run("search", "--trials", "2", "--fidelity", "asha", "--epochs", "3", "--schedule", "wsd")
+    assert wsd.exit_code == 2 and "the wsd schedule's learning rate depends on the run's length" in wsd.stderr
     plain = run("search", "--trials", "2", "--min-epochs", "1", "--epochs", "3")
     assert plain.exit_code == 2 and "--min-epochs: rungs need --fidelity asha" in plain.stderr
     unknown = run("search", "--trials", "2", "--fidelity", "bohb")

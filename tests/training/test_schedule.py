@@ -1,5 +1,6 @@
-"""The learning-rate schedules: cosine (the lr depends on --epochs) and constant (it does not, so a
-run of k epochs resumed to n is the run of n epochs: what --fidelity asha's promotions need)."""
+"""The learning-rate schedules: cosine (the lr depends on --epochs), constant (it does not, so a
+run of k epochs resumed to n is the run of n epochs: what --fidelity asha's promotions need) and
+wsd (warm-up, stable, a linear decay over the last 20 % of the steps)."""
 
 import pytest
 import torch
@@ -38,9 +39,33 @@ def test_the_constant_warm_up_is_not_cut_at_the_run_s_end():
     assert schedule(cosine, 10)["warmup"] == 10
 
 
+def test_wsd_lr_factors_by_hand():
+    kw = dict(warmup=2, lr=1e-3, min_lr=1e-5, kind="wsd")
+    # 20 steps: warm-up over 2, --lr until step 16, then 4 steps down to --min-lr at the last
+    lrs = [1e-3 * lr_factor(s, total=20, **kw) for s in range(20)]
+    assert lrs[:2] == pytest.approx([5e-4, 1e-3]) and lrs[2:16] == pytest.approx([1e-3] * 14)
+    assert lrs[16:] == pytest.approx([1e-3 - 0.99e-3 * k / 4 for k in (1, 2, 3, 4)])
+    assert lrs[-1] == pytest.approx(1e-5)
+    # a 10-step run is the 20-step run's first 8 steps (its 2 decay steps are its own)
+    short = [1e-3 * lr_factor(s, total=10, **kw) for s in range(10)]
+    assert short[:8] == pytest.approx(lrs[:8]) and short[8:] == pytest.approx([5.05e-4, 1e-5])
+
+
+def test_a_wsd_run_holds_lr_then_ends_at_min_lr(tmp_path):
+    # 2 epochs of 4 steps: warm-up over the first epoch's 4, --lr until step 6, decay over the last 2
+    lrs = []
+    fb.train("test-vit", out=tmp_path / "run", epochs=2, schedule="wsd", callback=lambda m: lrs.append(m["lr"]), **TINY)
+    assert lrs == pytest.approx([1e-3, 1e-5])  # the rate the next step would take: after the last, --min-lr
+
+
+def test_the_wsd_warm_up_is_cut_at_the_run_s_end():
+    short = TrainConfig(layout="test-vit", epochs=1, warmup_epochs=2.0, schedule="wsd")
+    assert schedule(short, 10)["warmup"] == 10 and schedule(short, 10)["kind"] == "wsd"
+
+
 def test_an_unknown_schedule_is_one_line():
-    with pytest.raises(fb.UsageError, match="--schedule wsd: use one of cosine, constant"):
-        TrainConfig(layout="test-vit", schedule="wsd")
+    with pytest.raises(fb.UsageError, match="--schedule step: use one of cosine, constant, wsd"):
+        TrainConfig(layout="test-vit", schedule="step")
 
 
 def _numbers(history):
