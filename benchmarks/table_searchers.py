@@ -298,7 +298,10 @@ def main(argv=None):
     done = {(r["searcher"], r["run"]): r for r in read_rows(runs_path)} if runs_path.exists() else {}
     by_seed = {(layout, r["seed"]): r for layout, rs in table.rows.items() for r in rs}
     budget = args.trainings * ASHA_RUNGS[-1]  # epochs: n full trainings of the proxy
-    complete = lambda r: r is not None and (r["searcher"] == "hand" or sum(j["epochs"] for j in r["jobs"]) >= budget)  # noqa: E731
+    # a stored run is complete when it was made for at least this many trainings (ASHA's may end a
+    # few epochs short of the budget: its last rung job does not fit); rows stored before the
+    # field was written were all made with --trainings 40
+    complete = lambda r: r is not None and (r["searcher"] == "hand" or r.get("trainings", 40) >= args.trainings)  # noqa: E731
     todo = [(n, s) for n in args.searchers for s in range(args.runs) if not complete(done.get((n, s)))]
     if todo:
         print(f"{len(todo)} searcher runs to go ({args.jobs} at a time)", flush=True)
@@ -370,6 +373,7 @@ def run_searcher(name: str, seed: int, trainings: int, table: Table, hand: list[
         "phase": "run",
         "searcher": name,
         "run": seed,
+        "trainings": trainings,
         "jobs": [{k: v for k, v in j.items() if k != "seconds"} for j in jobs],
     }
 

@@ -100,6 +100,7 @@ def test_a_searcher_run_on_the_table_writes_its_bands_and_resumes(fake_table, tm
     assert (tmp_path / "searchers.png").stat().st_size > 0
     stored = [json.loads(line) for line in (tmp_path / "searchers_runs.jsonl").read_text().splitlines()]
     assert {(r["searcher"], r["run"]) for r in stored} == {(s, k) for s in searchers for k in range(3)}
+    assert all(r["trainings"] == 12 for r in stored)  # what "complete" is judged by on a re-run
     # resumable: a second invocation reads every run back (running a searcher again would fail)
     # and writes the same table
     for name in ("run_evolution", "run_asha_random", "run_hand"):
