@@ -20,9 +20,13 @@ CHECKPOINT_POLICIES = ("every-epoch", "last", "none")
 # cosine: warm-up, then a cosine decay to --min-lr at the last epoch (the lr depends on --epochs);
 # constant: warm-up, then --lr (the lr of epoch k does not depend on --epochs, so a run of k
 # epochs resumed to n is the run of n epochs: multi-fidelity searches extend runs this way); wsd:
-# warm-up, --lr, then a linear decay to --min-lr over the last 20 % of the steps (a k-epoch run is
+# warm-up, --lr, then a linear decay to --min-lr over the last WSD_DECAY of the steps (a k-epoch run is
 # a longer run's first steps plus a decay of its own)
 SCHEDULES = ("cosine", "constant", "wsd")
+# wsd: the share of a run's steps spent decaying (Hägele et al. 2024, "Scaling Laws and
+# Compute-Optimal Training Beyond Fixed Training Durations": a 10-20 % linear cool-down matches
+# the cosine's final loss)
+WSD_DECAY = 0.2
 
 
 def _numpy(*names: str) -> tuple[type, ...]:
@@ -122,7 +126,7 @@ class TrainConfig:
         "Learning rate after the warm-up: cosine (decays to --min-lr at the last epoch), constant "
         "(stays at --lr: the lr of an epoch does not depend on --epochs, so a run resumed with more "
         "--epochs is the longer run; what --fidelity asha needs) or wsd (stays at --lr, then decays "
-        "linearly to --min-lr over the last 20 % of the steps).",
+        f"linearly to --min-lr over the last {WSD_DECAY:.0%} of the steps).",
     )
     weight_decay: float = _opt(
         0.05, _RECIPE, "AdamW weight decay (not on biases, norms, position embedding, class token)."
@@ -251,6 +255,7 @@ __all__ = [
     "NORM_CHOICES",
     "CHECKPOINT_POLICIES",
     "SCHEDULES",
+    "WSD_DECAY",
     "FREE_ON_RESUME",
     "SEED_MAX",
 ]

@@ -15,7 +15,7 @@ import torch
 from ..data import IMAGENET_MEAN, IMAGENET_STD, Augment, ImageData, channel_stats, sample_seeds
 from ..env import resolve_dtype
 from ..errors import UsageError
-from .config import TrainConfig
+from .config import WSD_DECAY, TrainConfig
 
 
 def train_dtype(name: str, device: torch.device) -> str:
@@ -34,12 +34,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             continue
         (no_decay if p.ndim <= 1 or name in ("pos_embed", "cls_token") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-# wsd: the share of a run's steps spent decaying (Hägele et al. 2024, "Scaling Laws and
-# Compute-Optimal Training Beyond Fixed Training Durations": a 10-20 % linear cool-down matches
-# the cosine's final loss)
-WSD_DECAY = 0.2
 
 
 def lr_factor(step: int, *, warmup: int, total: int, lr: float, min_lr: float, kind: str = "cosine") -> float:
@@ -142,7 +136,6 @@ __all__ = [
     "param_groups",
     "lr_factor",
     "schedule",
-    "WSD_DECAY",
     "make_optimizer",
     "make_scheduler",
     "make_scaler",
