@@ -122,7 +122,8 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict:
     d = [a[s] - b[s] for s in seeds]
     n = len(d)
     if n < 2:
-        return {"seeds": n, "mean diff": _r(statistics.mean(d)) if d else "", "95 % CI": "", "detectable": ""}
+        mean = _r(statistics.mean(d)) if d else ""
+        return {"seeds": n, "mean diff": mean, "95 % CI": "", "excludes 0": "", "detectable (80 % power)": ""}
     mean, sd = statistics.mean(d), statistics.stdev(d)
     half = t_quantile(0.975, n - 1) * sd / math.sqrt(n)
     detectable = (t_quantile(0.975, n - 1) + t_quantile(0.8, n - 1)) * sd / math.sqrt(n)
@@ -180,6 +181,8 @@ def analyse(rows: list[dict], table_rows: list[dict], out: Path, args) -> list[d
                     if len(values) > 1
                     else ""
                 ),
+                "excludes 0": "",
+                "detectable (80 % power)": "",
             }
         )
     notes = [

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from benchmarks._common import load_average, markdown_table, run_appending, train_with_test_curve, write_result
+from funnelbench.search.asha import rungs
 
 SPACE = "funnel-table-ti"
 BUDGET_MACS, MIN_MACS = 1.26e9, 0.7e9
@@ -50,11 +51,13 @@ REFERENCE_SEEDS = (0, 1)
 PROXY_TRAIN_PER_CLASS = 600
 REFERENCE = {"train_per_class": 600, "epochs_factor": 3}
 REFERENCE_TOP, REFERENCE_RANDOM = 10, 14
-# --phase wsd: the reference's layouts trained for each rung's epochs (--fidelity asha's rungs for
-# --min-epochs 1 --max-epochs 4 --reduction 2) with --schedule wsd, each run decaying at its own
-# end: what a rung of ASHA would read if each rung's result came after a short decay branched
-# from the stable run (phases "wsd-1", "wsd-2", "wsd-4")
-WSD_RUNGS = (1, 2, 4)
+# The epochs of the 4-epoch proxy at which successive halving judges: 1, 2, 4 (search --fidelity
+# asha's rungs for --min-epochs 1 --max-epochs 4 --reduction 2). table_searchers reads the stored
+# curves at these epochs; --phase wsd trains the reference's layouts for each of them with
+# --schedule wsd, each run decaying at its own end: what a rung of ASHA would read if its result
+# came after a short decay branched from the stable run (phases "wsd-1", "wsd-2", "wsd-4")
+ASHA_ETA = 2
+ASHA_RUNGS = rungs(1, 4, ASHA_ETA)
 
 
 def table_layouts() -> tuple[list, list[str]]:
@@ -225,7 +228,7 @@ def main(argv=None):
         # constant: the reference's layouts at the proxy with --schedule constant; does a rung
         # (epoch k of it) rank them as well as epoch k of the cosine proxy? (bench_table_fidelity.py)
         seeds = REFERENCE_SEEDS if args.phase == "reference" else PROXY_SEEDS
-        phases = [f"wsd-{e}" for e in WSD_RUNGS] if args.phase == "wsd" else [args.phase]
+        phases = [f"wsd-{e}" for e in ASHA_RUNGS] if args.phase == "wsd" else [args.phase]
         todo = [(p, lay, s) for s in seeds for p in phases for lay in reference_layouts(rows, hand)]
     else:
         todo = []

@@ -28,10 +28,10 @@ from pathlib import Path
 from benchmarks._common import markdown_table, write_result
 from benchmarks._ranks import kendall_tau, spearman_rho
 from benchmarks.bench_table import (
+    ASHA_RUNGS,
     DATA,
     PROXY_TRAIN_PER_CLASS,
     SPACE,
-    WSD_RUNGS,
     proxy_options,
     read_rows,
     table_layouts,
@@ -237,7 +237,7 @@ def rung_rows(rows: list[dict], by_epoch: dict, target: dict, target_name: str, 
     for e in by_epoch if seed_values(rows, "constant", "val_top1") else ():
         const = seed_values(rows, "constant", lambda r, e=e: r["val_top1_by_epoch"][e - 1])
         rungs[f"constant proxy, epoch {e} (rung)"] = (e, const)
-    for e in WSD_RUNGS:
+    for e in ASHA_RUNGS:
         wsd = seed_values(rows, f"wsd-{e}", "val_top1")
         if wsd and e in by_epoch:
             rungs[f"wsd proxy, {e} epoch{'s' if e > 1 else ''} with its decay (rung)"] = (e, wsd)

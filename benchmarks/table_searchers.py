@@ -37,14 +37,9 @@ import tempfile
 from pathlib import Path
 
 from benchmarks._common import markdown_table, run_appending, write_result
-from benchmarks.bench_table import BUDGET_MACS, MIN_MACS, SPACE, read_rows, table_layouts
-from funnelbench.search.asha import rungs
+from benchmarks.bench_table import ASHA_ETA, ASHA_RUNGS, BUDGET_MACS, MIN_MACS, SPACE, read_rows, table_layouts
 
 SEARCHERS = ("random", "tpe", "evolution", "asha-random", "asha-tpe", "hand")
-ASHA_ETA = 2
-# epochs of the 4-epoch proxy at which successive halving judges: 1, 2, 4 (search --fidelity asha's
-# rungs for --min-epochs 1 --max-epochs 4 --reduction 2)
-ASHA_RUNGS = rungs(1, 4, ASHA_ETA)
 
 
 class Table:
