@@ -5,15 +5,17 @@ Two arms, paired by seed, both ``funnelbench search`` itself with TPE on the ful
 Fashion-MNIST (600 training images per class), ``--workers 2`` (one torch thread each):
 
 * ``plain``: today's default, every candidate trains the proxy's 4 epochs (cosine schedule);
-* ``asha``: ``--fidelity asha --schedule constant`` over rungs 1, 2, 4 epochs (``--reduction 2``),
-  TPE fitted per rung.
+* ``asha``: ``--fidelity asha --schedule wsd`` over rungs 1, 2, 4 epochs (``--reduction 2``),
+  TPE fitted per rung: each rung's value after its run's own decay (the last 20 % of its steps),
+  a promotion continuing the parent's stable checkpoint (before that decay; the table ranks
+  with wsd rungs as well as with the cosine's epochs, with constant-rate rungs worse).
 
 Both get the same compute in epochs: ``--trainings`` N full trainings (4N epochs), so the plain
 arm runs N trials and ASHA as many rung trainings as fit in 4N epochs (it stops at the first
 count whose epochs reach 4N: a rung training costs its extra epochs). Measured per run: wall
 time, candidates (new layouts) and trainings per hour, and the answer's test top-1 (the best at
 the highest rung reached, its test split read once after its last epoch), and since the two
-arms train with different schedules (cosine against constant), each answer re-trained at the
+arms train with different schedules (cosine against wsd), each answer re-trained at the
 table's reference (``bench_table.py``: 12 cosine epochs, seeds 0 and 1; answers the table or
 ``bench_search_live.py`` already re-trained are read): the layouts compared on one schedule. The
 moonshot: at least 2x the candidates per hour at equal best-found test top-1 (the paired
@@ -39,21 +41,37 @@ from benchmarks.bench_search_live import arm_spec, paired, retrain
 from benchmarks.bench_table import BUDGET_MACS, DATA, PROXY_TRAIN_PER_CLASS, REFERENCE_SEEDS, read_rows
 
 ARMS = ("plain", "asha")
-ASHA = dict(fidelity="asha", schedule="constant", min_epochs=1, max_epochs=4, reduction=2)
+ASHA = dict(fidelity="asha", schedule="wsd", min_epochs=1, max_epochs=4, reduction=2)
+
+
+def stable_points(epochs: tuple[int, ...], warmup_epochs: float = 1.0, steps_per_epoch: int = 1000) -> tuple[int, ...]:
+    """The epochs a promotion from each rung continues under the wsd schedule: each rung run's
+    stable point (``recipe.stable_epochs``; 0: it has none and the promotion trains from the start)."""
+    from funnelbench.train import TrainConfig
+    from funnelbench.training.recipe import stable_epochs
+
+    return tuple(
+        stable_epochs(TrainConfig(layout="test-vit", epochs=e, schedule="wsd", warmup_epochs=warmup_epochs), steps_per_epoch)
+        or 0
+        for e in epochs
+    )
 
 
 def asha_trials(trainings: int, epochs: int = 4, eta: int = 2) -> int:
     """Rung trainings that spend about ``trainings`` full trainings' epochs, as ASHA with one
-    worker spends them (the tool's rule replayed on a ranking that never changes its mind)."""
+    worker spends them (the tool's rule replayed on a ranking that never changes its mind; a
+    promotion costs its epochs from the parent's stable point)."""
     from funnelbench.search.asha import rungs, simulate
 
     count = iter(range(10**6))
+    ladder = rungs(1, epochs, eta)
     replay = simulate(
         lambda: next(count),
         lambda key: [1.0 / (key + 1)] * epochs,
-        epochs=rungs(1, epochs, eta),
+        epochs=ladder,
         eta=eta,
         trainings=trainings * epochs,
+        resumes_at=stable_points(ladder),
     )
     spent = 0
     for i, t in enumerate(replay, 1):
@@ -208,7 +226,9 @@ def main(argv=None):
             f"TPE on funnel-reinvest-ti without baselines, DeiT-Ti's {BUDGET_MACS / 1e9:.2f} GMACs, {DATA} "
             f"{PROXY_TRAIN_PER_CLASS}/class, 2 workers, one torch thread each; equal compute: {args.trainings} full "
             f"4-epoch trainings' epochs per search (asha: {asha_trials(args.trainings)} rung trainings at most).",
-            "asha: --schedule constant, rungs 1, 2, 4 epochs, --reduction 2; plain: the cosine proxy, 4 epochs.",
+            "asha: --schedule wsd (each rung's value after its own decay; a promotion continues the parent's "
+            "stable checkpoint, so 1 + 1 + 3 epochs for a layout promoted twice), rungs 1, 2, 4 epochs, --reduction 2; "
+            "plain: the cosine proxy, 4 epochs.",
             "The answer's test top-1: the search's best trial (at the highest rung reached), the official test "
             "split read once after its last epoch; then the same answer re-trained at the table's reference "
             f"(bench_table.py, seeds {list(REFERENCE_SEEDS)}, mean), the layouts on one schedule; paired by seed "

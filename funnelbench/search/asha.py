@@ -125,14 +125,18 @@ def simulate(
     eta: int,
     trainings: int,
     maximize: bool = True,
+    resumes_at: tuple[int, ...] | None = None,
 ) -> list[dict]:
     """ASHA replayed on stored epoch curves with one worker (the tabular benchmark): the same
     :func:`promotable` as the live search, every training a lookup. ``draw()`` is a new
     candidate (its key), ``curve(key)`` its value after each epoch (at least ``epochs[-1]`` of
     them; a prefix of the run is read as the shorter run, exact for a learning rate that does not
-    depend on the run's length). Returns ``trainings`` trainings in order: ``{"key", "rung",
-    "epochs", "epochs_trained", "value", "promoted_from"}`` (``promoted_from``: the index of the
-    training it continues)."""
+    depend on the run's length). ``resumes_at[k]``: the epochs of the checkpoint a promotion from
+    rung k continues (default: the rung's own; under the wsd schedule its stable point, before
+    the rung's decay, so the promotion trains again from there). Returns ``trainings`` trainings
+    in order: ``{"key", "rung", "epochs", "epochs_trained", "value", "promoted_from"}``
+    (``promoted_from``: the index of the training it continues)."""
+    resumes_at = epochs if resumes_at is None else resumes_at
     done: list[dict] = []
     table: dict[int, list[tuple[int, float]]] = {}
     promoted: set[int] = set()
@@ -142,7 +146,7 @@ def simulate(
             key, rung, before = draw(), 0, 0
         else:
             promoted.add(parent)
-            key, rung, before = done[parent]["key"], done[parent]["rung"] + 1, done[parent]["epochs"]
+            key, rung, before = done[parent]["key"], done[parent]["rung"] + 1, resumes_at[done[parent]["rung"]]
         value = curve(key)[epochs[rung] - 1]
         table.setdefault(rung, []).append((len(done), value))
         done.append(

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
+from ..training.config import TrainConfig
 from .asha import ASHA_MIN_EPOCHS, ASHA_REDUCTION
 from .asha import rungs as rung_epochs
 from .budget import Budgets
@@ -136,10 +138,18 @@ class Settings:
                 f"give --epochs {self.max_epochs} or a smaller --max-epochs"
             )
         schedule = self.proxy.get("schedule", "cosine")
-        if schedule != "constant":
+        if schedule not in ("constant", "wsd"):
             raise UsageError(
                 f"--fidelity asha with --schedule {schedule}: a promotion continues its checkpoint to more "
-                f"epochs, and the {schedule} schedule's learning rate depends on the run's length; use --schedule constant"
+                f"epochs, and the {schedule} schedule's learning rate depends on the run's length; use "
+                "--schedule wsd (each rung decays from a stable checkpoint) or constant"
+            )
+        warmup = self.proxy.get("warmup_epochs", TrainConfig.__dataclass_fields__["warmup_epochs"].default)
+        if schedule == "wsd" and self.min_epochs < warmup:
+            raise UsageError(
+                f"--fidelity asha --schedule wsd with --min-epochs {self.min_epochs}: the first rung ends inside "
+                f"the {warmup:g}-epoch warm-up, so its run is no start of a longer one; give --min-epochs "
+                f"{math.ceil(warmup)} or more, or a shorter --warmup-epochs"
             )
         if self.proxy.get("checkpoint") == "none":
             raise UsageError(

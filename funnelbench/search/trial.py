@@ -93,13 +93,14 @@ def proxy_of(layout: Layout, proxy: dict) -> Layout:
     )
 
 
-def resume_point(source: Path | None, target: Path) -> list[dict] | None:
+def resume_point(source: Path | None, target: Path, *, stable: bool = False) -> list[dict] | None:
     """Prepare a retried trial to continue where its dead predecessor stopped (the checkpoint
     manager's :func:`funnelbench.training.checkpoint.resume_point`: the last epoch checkpoint and
-    history of ``source`` copied into ``target``; None to train from the start)."""
+    history of ``source`` copied into ``target``; ``stable``: its wsd stable checkpoint instead;
+    None to train from the start)."""
     from ..training.checkpoint import resume_point as from_checkpoint  # torch: only when a trial resumes
 
-    return from_checkpoint(source, target)
+    return from_checkpoint(source, target, stable=stable)
 
 
 # ----------------------------------------------------------------------------- one trial
@@ -251,11 +252,15 @@ def _train(ctx: Context, trial: optuna.Trial, layout: Layout, attrs: dict) -> tu
     prunes = s.pruner != "none"
     reports = prunes or s.rungs is not None  # asha: the intermediate values are the epoch curve
     # a retry of a trial whose worker died continues from that trial's last epoch checkpoint; a
-    # promotion (asha) from its parent's, when its own dead predecessor left none
+    # promotion (asha) from its parent's, when its own dead predecessor left none: under the wsd
+    # schedule from the parent's stable checkpoint (before its rung's decay), so that the
+    # promotion is the longer wsd run (none: the parent had no whole epoch before its decay, and
+    # the promotion trains from the start)
     dead, parent = attrs.get("retry_of"), attrs.get("promoted_from")
     history = resume_point(None if dead is None else ctx.out / f"trial-{dead}", ctx.out / run_dir)
     if history is None and parent is not None:
-        history = resume_point(ctx.out / f"trial-{parent}", ctx.out / run_dir)
+        stable = s.proxy.get("schedule") == "wsd"
+        history = resume_point(ctx.out / f"trial-{parent}", ctx.out / run_dir, stable=stable)
     resume = history is not None
     history = history or []
     before = len(history)  # epochs of the checkpoint it continues: not this trial's compute

@@ -1,7 +1,7 @@
 """A run's folder and its checkpoint.
 
-:class:`RunFolder` is the output folder (``checkpoint.pt``, ``history.csv``, ``record.json``:
-resume, overwrite, atomic writes); :class:`Checkpoints` is the checkpoint manager: when a
+:class:`RunFolder` is the output folder (``checkpoint.pt``, ``history.csv``, ``record.json``,
+and under the wsd schedule ``stable.pt``: resume, overwrite, atomic writes); :class:`Checkpoints` is the checkpoint manager: when a
 checkpoint is written (the ``--checkpoint`` policy), what it holds (model, optimizer,
 scheduler, scaler, history and RNG states), how a run continues from it, and when it may
 (the resume checks). :func:`resume_point` lets a retried search trial continue where its dead
@@ -24,9 +24,12 @@ from ..rng import rng_states, set_rng_states
 from .config import FREE_ON_RESUME, TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
+# wsd: the checkpoint at the stable point (recipe.stable_epochs), before the decay; a longer wsd
+# run continues from it (its state says ``"stable": True``)
+STABLE = "stable.pt"
 HISTORY = "history.csv"
 RECORD = "record.json"
-RUN_FILES = (CHECKPOINT, HISTORY, RECORD)
+RUN_FILES = (CHECKPOINT, STABLE, HISTORY, RECORD)
 CHECKPOINT_FORMAT = "funnelbench-train/1"
 
 
@@ -134,14 +137,15 @@ class RunFolder:
                 f"--out {self.path}: cannot create the folder ({err.strerror}); choose a writable path"
             ) from None
 
-    def save_checkpoint(self, state: dict) -> None:
-        """``torch.save`` straight into a temporary file next to the checkpoint, then renamed."""
+    def save_checkpoint(self, state: dict, name: str = CHECKPOINT) -> None:
+        """``torch.save`` straight into a temporary file next to the checkpoint (or the stable
+        checkpoint, ``name``), then renamed."""
         if self.rank != 0:
             return
         self._mkdir()
-        for stale in self.path.glob(f".{CHECKPOINT}.*.tmp"):  # left by a save that was killed
+        for stale in self.path.glob(f".{name}.*.tmp"):  # left by a save that was killed
             stale.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", suffix=".tmp", dir=self.path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.path)
         try:
             os.close(fd)
             with open(tmp, "wb") as f:
@@ -149,8 +153,8 @@ class RunFolder:
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o644)
-            self._claim(keep=CHECKPOINT)
-            os.replace(tmp, self.path / CHECKPOINT)
+            self._claim(keep=name)
+            os.replace(tmp, self.path / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -174,17 +178,20 @@ class RunFolder:
 
 
 def remove_checkpoint(out: str | os.PathLike) -> bool:
-    """Delete the checkpoint of a finished run in ``out`` (its record and history stay; it can
-    no longer be resumed or fine-tuned from). Returns whether there was one."""
-    path = Path(out).expanduser() / CHECKPOINT
-    existed = path.exists()
-    path.unlink(missing_ok=True)
+    """Delete the checkpoints (the last and the stable one) of a finished run in ``out`` (its
+    record and history stay; it can no longer be resumed or fine-tuned from). Returns whether
+    there was one."""
+    paths = [Path(out).expanduser() / name for name in (CHECKPOINT, STABLE)]
+    existed = any(path.exists() for path in paths)
+    for path in paths:
+        path.unlink(missing_ok=True)
     return existed
 
 
 class Checkpoints:
     """The checkpoint manager of a run: ``policy`` (``--checkpoint``: every-epoch, last, none)
-    says after which epochs :meth:`save` is due; :meth:`state` is what a checkpoint holds and
+    says after which epochs :meth:`save` is due (and, under the wsd schedule with a policy other
+    than none, :meth:`save_stable` at the stable point); :meth:`state` is what a checkpoint holds and
     :meth:`restore` puts it back into a built trainer; :meth:`check_resume` refuses a resume
     whose results would differ from the run's."""
 
@@ -225,14 +232,23 @@ class Checkpoints:
             )
 
     def _check_extension(self, saved: dict, config: TrainConfig, done: int) -> None:
-        """A resume with other ``--epochs``: only under the constant schedule (whose lr does not
-        depend on the run's length, so the result is the run of the new length) and not below the
-        epochs already trained."""
+        """A resume with other ``--epochs``: under the constant schedule (whose lr does not
+        depend on the run's length, so the result is the run of the new length), or from a wsd
+        run's stable checkpoint to a run at least as long (the steps before the decay are the
+        longer run's first steps); and not below the epochs already trained."""
         was = saved.get("schedule", "cosine")  # checkpoints written before --schedule: cosine
-        if was != "constant" or config.schedule != "constant":
+        stable = was == "wsd" and config.schedule == "wsd" and self.resume_state.get("stable") is True
+        if stable and config.epochs < saved["epochs"]:
+            raise UsageError(
+                f"--resume with --epochs {config.epochs}: the stable checkpoint in {self.folder.path} is the "
+                f"start of runs of {saved['epochs']} epochs or more (a shorter run decays earlier); give "
+                f"--epochs {saved['epochs']} or more"
+            )
+        if not stable and (was != "constant" or config.schedule != "constant"):
+            wsd = f" (a wsd run extends from its {STABLE})" if was == "wsd" == config.schedule else ""
             raise UsageError(
                 f"--resume with --epochs {config.epochs}: the run in {self.folder.path} was made for "
-                f"{saved['epochs']} epochs with the {was} schedule, whose learning rate depends on --epochs; "
+                f"{saved['epochs']} epochs with the {was} schedule, whose learning rate depends on --epochs{wsd}; "
                 f"resume with --epochs {saved['epochs']}, or train with --schedule constant to extend runs"
             )
         if config.epochs < done:
@@ -277,6 +293,11 @@ class Checkpoints:
     def save(self, trainer) -> None:
         self.folder.save_checkpoint(self.state(trainer))
 
+    def save_stable(self, trainer) -> None:
+        """The wsd run's stable checkpoint (:data:`STABLE`), where a longer run continues."""
+        if self.policy != "none":
+            self.folder.save_checkpoint({**self.state(trainer), "stable": True}, STABLE)
+
     def restore(self, trainer) -> None:
         """Continue a built trainer from the resume checkpoint (nothing without one): weights,
         optimizer, schedule, scaler, history, epoch and the random states."""
@@ -286,26 +307,34 @@ class Checkpoints:
         t.model.load_state_dict(state["model"])
         t.optimizer.load_state_dict(state["optimizer"])
         t.scheduler.load_state_dict(state["scheduler"])
+        # the next step's lr from this run's schedule: an extended run's (a longer one) may differ
+        # from the lr the saved run set for it (the wsd decay's first step, at the stable point)
+        for group, base, factor in zip(t.optimizer.param_groups, t.scheduler.base_lrs, t.scheduler.lr_lambdas):
+            group["lr"] = base * factor(t.scheduler.last_epoch)
+        t.scheduler._last_lr = [group["lr"] for group in t.optimizer.param_groups]
         t.scaler.load_state_dict(state["scaler"])
         t.history[:] = state["history"]
         t.epoch = int(state["epoch"])
         set_rng_states(state["rng"])
 
 
-def resume_point(source: Path | None, target: Path) -> list[dict] | None:
+def resume_point(source: Path | None, target: Path, *, stable: bool = False) -> list[dict] | None:
     """Prepare a retried trial to continue where its dead predecessor stopped: copy the last
     epoch checkpoint (and history) of the run folder ``source`` into ``target`` and return the
-    epochs it holds. None (train from the start) without a predecessor or a readable checkpoint."""
-    if source is None or not (source / CHECKPOINT).is_file():
+    epochs it holds; with ``stable``, its stable checkpoint (:data:`STABLE`, a wsd run's start of
+    longer runs) as ``target``'s checkpoint. None (train from the start) without a predecessor or
+    a readable checkpoint."""
+    name = STABLE if stable else CHECKPOINT
+    if source is None or not (source / name).is_file():
         return None
     try:
-        history = list(read_checkpoint(source / CHECKPOINT).get("history") or [])
+        history = list(read_checkpoint(source / name).get("history") or [])
     except Exception:  # noqa: BLE001 - a damaged checkpoint: start again
         return None
     target.mkdir(parents=True, exist_ok=True)
-    for name in (CHECKPOINT, HISTORY):
-        if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
+    shutil.copy2(source / name, target / CHECKPOINT)
+    if not stable and (source / HISTORY).is_file():  # the stable point's history is in its state
+        shutil.copy2(source / HISTORY, target / HISTORY)
     return history
 
 
@@ -318,6 +347,7 @@ __all__ = [
     "finetune_layout",
     "resume_point",
     "CHECKPOINT",
+    "STABLE",
     "HISTORY",
     "RECORD",
     "RUN_FILES",

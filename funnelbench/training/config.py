@@ -29,6 +29,14 @@ SCHEDULES = ("cosine", "constant", "wsd")
 WSD_DECAY = 0.2
 
 
+def wsd_decay_start(total: int, warmup: int) -> int:
+    """The first step of the wsd schedule's decay in a run of ``total`` steps whose warm-up
+    takes ``warmup``: the last :data:`WSD_DECAY` of the steps, never inside the warm-up. It
+    never moves back as ``total`` grows, so the steps before it are the first steps of every
+    longer wsd run with the same warm-up."""
+    return max(warmup, total - round(WSD_DECAY * total))
+
+
 def _numpy(*names: str) -> tuple[type, ...]:
     """NumPy's scalar types of these names, or none while NumPy is not imported (no value can be
     one then): the command line reads this module without loading NumPy."""
@@ -256,6 +264,7 @@ __all__ = [
     "CHECKPOINT_POLICIES",
     "SCHEDULES",
     "WSD_DECAY",
+    "wsd_decay_start",
     "FREE_ON_RESUME",
     "SEED_MAX",
 ]

@@ -89,7 +89,8 @@ class HistoryHook:
 
 
 class CheckpointHook:
-    """Saves the checkpoint when the policy says so (:meth:`Checkpoints.due`), then the history."""
+    """Saves the checkpoint when the policy says so (:meth:`Checkpoints.due`), the wsd run's
+    stable checkpoint at its stable point (the trainer's ``stable_epoch``), then the history."""
 
     def __init__(self, checkpoints: Checkpoints, trainer):
         self.checkpoints, self.trainer = checkpoints, trainer
@@ -97,6 +98,8 @@ class CheckpointHook:
     def __call__(self, row: dict) -> None:
         if self.checkpoints.due(row["status"]):
             self.checkpoints.save(self.trainer)
+        if row["epoch"] == self.trainer.stable_epoch:
+            self.checkpoints.save_stable(self.trainer)
         self.checkpoints.folder.save_history(self.trainer.history)
 
 

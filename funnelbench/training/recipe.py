@@ -15,7 +15,7 @@ import torch
 from ..data import IMAGENET_MEAN, IMAGENET_STD, Augment, ImageData, channel_stats, sample_seeds
 from ..env import resolve_dtype
 from ..errors import UsageError
-from .config import WSD_DECAY, TrainConfig
+from .config import TrainConfig, wsd_decay_start
 
 
 def train_dtype(name: str, device: torch.device) -> str:
@@ -40,14 +40,14 @@ def lr_factor(step: int, *, warmup: int, total: int, lr: float, min_lr: float, k
     """Multiplier of the base learning rate at ``step``: linear warm-up over ``warmup`` steps
     (from lr/warmup to lr), then (``kind`` cosine) cosine decay to ``min_lr`` at ``total``,
     (``kind`` constant) 1, whatever ``total``, or (``kind`` wsd: warm-up, stable, decay) 1 until
-    the last :data:`WSD_DECAY` of the steps, which decay linearly to ``min_lr`` at the last
+    the last :data:`~.config.WSD_DECAY` of the steps, which decay linearly to ``min_lr`` at the last
     step: a run of k epochs is a longer run's first steps and a decay of its own."""
     if step < warmup:
         return (step + 1) / warmup
     if kind == "constant":
         return 1.0
     if kind == "wsd":
-        start = max(warmup, total - round(WSD_DECAY * total))
+        start = wsd_decay_start(total, warmup)
         if step < start:
             return 1.0
         progress = min(1.0, (step - start + 1) / max(1, total - start))
@@ -66,6 +66,21 @@ def schedule(config: TrainConfig, steps_per_epoch: int) -> dict:
     if c.schedule != "constant":
         warmup = min(total, warmup)
     return dict(warmup=warmup, total=total, lr=c.lr, min_lr=c.min_lr, kind=c.schedule)
+
+
+def stable_epochs(config: TrainConfig, steps_per_epoch: int) -> int | None:
+    """The wsd schedule's stable point: the epochs all of whose steps come before the decay
+    (:func:`~.config.wsd_decay_start`), after a warm-up the run did not cut short. A checkpoint
+    there holds the first steps of every longer wsd run with the same warm-up, and continues
+    into one (``--fidelity asha`` promotes from it). None: another schedule, a run that ends
+    inside its warm-up, or no whole epoch before the decay."""
+    if config.schedule != "wsd":
+        return None
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if warmup > total:
+        return None
+    return wsd_decay_start(total, warmup) // steps_per_epoch or None
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -136,6 +151,7 @@ __all__ = [
     "param_groups",
     "lr_factor",
     "schedule",
+    "stable_epochs",
     "make_optimizer",
     "make_scheduler",
     "make_scaler",

@@ -52,6 +52,7 @@ from .recipe import (
     make_scheduler,
     mix,
     norm_stats,
+    stable_epochs,
     train_dtype,
 )
 from .record import run_record
@@ -102,6 +103,7 @@ class Trainer:
         self.history: list[dict] = []
         self.test_metrics: dict | None = None  # measured once, after the last epoch (never seen by the callback)
         self.epoch = 0  # epochs completed
+        self.stable_epoch = None  # wsd: the epoch whose end is the stable checkpoint (recipe.stable_epochs)
         try:
             if c.threads:
                 torch.set_num_threads(c.threads)
@@ -164,6 +166,7 @@ class Trainer:
         )
         self.optimizer = make_optimizer(self.model, c, self.device)
         self.scheduler = make_scheduler(self.optimizer, c, self.steps_per_epoch)
+        self.stable_epoch = stable_epochs(c, self.steps_per_epoch)
         self.scaler = make_scaler(self.device, self.dtype)
         self.criterion = make_criterion(c)
         self.mixer = make_mixer(c, d.num_classes)

@@ -272,12 +272,18 @@ def test_bad_asha_settings_are_one_line_exit_2(tmp_path, args, says):
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
 
-def test_asha_with_the_cosine_or_wsd_schedule_and_rungs_without_asha_are_refused(tmp_path):
+def test_asha_with_the_cosine_schedule_a_wsd_rung_in_the_warm_up_and_rungs_without_asha_are_refused(tmp_path):
     cosine = run("search", "--trials", "2", "--fidelity", "asha", "--epochs", "3")
-    assert cosine.exit_code == 2 and "use --schedule constant" in cosine.stderr
-    # wsd decays at each run's end: a promotion would continue from a decayed checkpoint
-    wsd = run("search", "--trials", "2", "--fidelity", "asha", "--epochs", "3", "--schedule", "wsd")
-    assert wsd.exit_code == 2 and "the wsd schedule's learning rate depends on the run's length" in wsd.stderr
+    assert cosine.exit_code == 2 and "use --schedule wsd (each rung decays from a stable checkpoint) or constant" in (
+        cosine.stderr
+    )
+    # wsd: a first rung that ends inside the warm-up cuts it, and is no start of a longer run
+    args = ("--fidelity", "asha", "--epochs", "4", "--schedule", "wsd", "--warmup-epochs", "1.5")
+    wsd = run("search", "--trials", "2", *args)
+    err = wsd.stderr.strip()
+    assert wsd.exit_code == 2 and "\n" not in err and "Traceback" not in err
+    assert "--min-epochs 1: the first rung ends inside the 1.5-epoch warm-up" in err and "--min-epochs 2 or more" in err
+    assert not (tmp_path / "runs").exists()
     plain = run("search", "--trials", "2", "--min-epochs", "1", "--epochs", "3")
     assert plain.exit_code == 2 and "--min-epochs: rungs need --fidelity asha" in plain.stderr
     unknown = run("search", "--trials", "2", "--fidelity", "bohb")
@@ -356,6 +362,67 @@ def test_a_real_search_promotes_by_continuing_the_parent_s_run(tmp_path, monkeyp
     assert curve.best[-1] == best.values[0]  # the best at the highest rung, never a 1-epoch value
     (row,) = compare_rows({"asha": [curve]})
     assert row["trainings by rung (epochs: mean)"] == f"1: {by_rung[0]}, 3: {by_rung[1]}"
+
+
+def test_a_wsd_search_promotes_from_the_parent_s_stable_checkpoint(tmp_path, monkeypatch):
+    """Rungs 2 and 4 epochs of 4 steps: a 2-epoch rung decays from step 6 (inside epoch 2), so its
+    stable checkpoint is epoch 1's end; a promotion continues from there (epochs 2-4, 3 trained),
+    and is the straight 4-epoch wsd run of its layout."""
+    monkeypatch.setenv("FUNNELBENCH_CACHE", str(tmp_path / "cache"))
+    epochs_seen = {}
+    study = fb.search(
+        "tiny",
+        trials=6,
+        epochs=4,
+        fidelity="asha",
+        schedule="wsd",
+        min_epochs=2,
+        reduction=2,
+        study="wsd",
+        on_event=lambda kind, info: (
+            kind == "epoch" and epochs_seen.setdefault(info["number"], []).append(info["epoch"])
+        ),
+        **PROXY,
+    )
+    trials = {t.number: t for t in study.trials}
+    promoted = [t for t in trials.values() if t.user_attrs["promoted_from"] is not None]
+    assert promoted
+    child = promoted[0]
+    parent = trials[child.user_attrs["promoted_from"]]
+    assert epochs_seen[parent.number] == [1, 2] and epochs_seen[child.number] == [2, 3, 4]
+    assert child.user_attrs["epochs_done"] == 4 and child.user_attrs["epochs_trained"] == 3
+    assert child.user_attrs["image_epochs"] == 3 * 64
+    from funnelbench.search.trial import train_trial
+
+    proxy = study.user_attrs["settings"]["proxy"]
+    layout = fb.resolve(child.user_attrs["target_layout"])
+    straight = train_trial(layout, out=tmp_path / "straight", proxy=proxy)
+    assert child.values[0] == pytest.approx(100 * straight["val_top1"])
+    # the parent's value is its own 2-epoch run's, after its decay
+    short = train_trial(layout, out=tmp_path / "short", proxy={**proxy, "epochs": 2})
+    assert parent.values[0] == pytest.approx(100 * short["val_top1"])
+    # at the end only the answer keeps checkpoints (its last and its stable one)
+    from funnelbench.search.records import front_trials
+
+    (best,) = front_trials(study)
+    folder = tmp_path / "runs" / "search" / "wsd"
+    assert _checkpoints(folder) == [best.number]
+    assert sorted(p.parent.name for p in folder.glob("trial-*/stable.pt")) == [f"trial-{best.number}"]
+
+
+def test_simulate_charges_a_promotion_from_its_resume_point():
+    from funnelbench.search.asha import simulate
+
+    count = iter(range(100))
+    kw = dict(epochs=(1, 2, 4), eta=2, trainings=12)
+    curve = lambda key: [1.0 / (key + 1)] * 4  # noqa: E731 - the first candidates stay best
+    plain = simulate(lambda: next(count), curve, **kw)
+    count = iter(range(100))
+    wsd = simulate(lambda: next(count), curve, resumes_at=(1, 1, 4), **kw)
+    assert [t["rung"] for t in plain] == [t["rung"] for t in wsd]  # the same promotions
+    spent = {(t["rung"], t["epochs_trained"]) for t in plain} | {(-1 - t["rung"], t["epochs_trained"]) for t in wsd}
+    # a promotion to 4 epochs continues epoch 2 (constant) or epoch 1 (the 2-epoch wsd run's stable point)
+    assert spent == {(0, 1), (1, 1), (2, 2), (-1, 1), (-2, 1), (-3, 3)}
 
 
 # ----------------------------------------------------------------------------- two workers and a kill -9

@@ -10,7 +10,8 @@ import funnelbench as fb
 from funnelbench.cli import app
 from funnelbench.data import CACHE_ENV
 from funnelbench.train import TrainConfig, lr_factor
-from funnelbench.training.recipe import schedule
+from funnelbench.training.checkpoint import STABLE, resume_point
+from funnelbench.training.recipe import schedule, stable_epochs
 
 TINY = dict(train_per_class=16, val_per_class=8, batch_size=32)  # 128 / 64 images, 4 steps an epoch
 TINY_FLAGS = ["--train-per-class", "16", "--val-per-class", "8", "--batch-size", "32"]
@@ -61,6 +62,79 @@ def test_a_wsd_run_holds_lr_then_ends_at_min_lr(tmp_path):
 def test_the_wsd_warm_up_is_cut_at_the_run_s_end():
     short = TrainConfig(layout="test-vit", epochs=1, warmup_epochs=2.0, schedule="wsd")
     assert schedule(short, 10)["warmup"] == 10 and schedule(short, 10)["kind"] == "wsd"
+
+
+def test_the_wsd_stable_point_by_hand():
+    wsd = dict(layout="test-vit", schedule="wsd")
+    # 2 epochs of 4 steps, 1 warm-up epoch: the decay starts at step 8 - round(1.6) = 6, inside epoch 2
+    assert stable_epochs(TrainConfig(epochs=2, **wsd), 4) == 1
+    assert stable_epochs(TrainConfig(epochs=4, **wsd), 10) == 3  # decay from step 32 of 40
+    assert stable_epochs(TrainConfig(epochs=5, **wsd), 10) == 4  # from step 40 of 50: the epoch's end
+    # a run that is all warm-up: its end is the start of every longer run (no decay of its own)
+    assert stable_epochs(TrainConfig(epochs=1, **wsd), 10) == 1
+    # a run that ends inside its warm-up (cut) or decays inside its first epoch has none
+    assert stable_epochs(TrainConfig(epochs=1, warmup_epochs=2.0, **wsd), 10) is None
+    assert stable_epochs(TrainConfig(epochs=1, warmup_epochs=0.1, **wsd), 10) is None
+    assert stable_epochs(TrainConfig(layout="test-vit", epochs=4, schedule="constant"), 10) is None
+    assert stable_epochs(TrainConfig(layout="test-vit", epochs=4), 10) is None
+
+
+@pytest.mark.parametrize("short, long", [(2, 4), (1, 3)], ids=["decay-in-epoch-2", "all-warm-up"])
+def test_a_wsd_run_continued_from_its_stable_checkpoint_is_the_longer_run(tmp_path, short, long):
+    """What --fidelity asha --schedule wsd promotes: the short run's stable checkpoint (before its
+    decay) continued to more epochs is the straight longer run, value for value. (1, 3): the
+    stable point is the short run's end, where its scheduler already set --min-lr for the next
+    step; the continued run must take the longer run's lr there."""
+    fb.train("test-vit", out=tmp_path / "short", epochs=short, schedule="wsd", **TINY)
+    state = torch.load(tmp_path / "short" / STABLE, weights_only=True)
+    assert state["stable"] is True and state["epoch"] == 1  # the end of epoch 1 in both cases
+    history = resume_point(tmp_path / "short", tmp_path / "continued", stable=True)
+    assert len(history) == 1 and not (tmp_path / "continued" / "history.csv").exists()
+    lrs = []
+    continued = fb.train(
+        "test-vit",
+        out=tmp_path / "continued",
+        epochs=long,
+        schedule="wsd",
+        resume=True,
+        callback=lambda m: lrs.append(m["epoch"]),
+        **TINY,
+    )
+    straight = fb.train("test-vit", out=tmp_path / "long", epochs=long, schedule="wsd", **TINY)
+    assert lrs == list(range(2, long + 1)) and continued["epochs_done"] == long
+    a = torch.load(tmp_path / "continued" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "long" / "checkpoint.pt", weights_only=True)
+    # epoch 1's row is the short run's: its "lr" is the one the short run set for the next step
+    same = lambda h: [{k: v for k, v in row.items() if k != "lr" or row["epoch"] > 1} for row in _numbers(h)]  # noqa: E731
+    assert same(a["history"]) == same(b["history"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    assert continued["val_top1"] == straight["val_top1"]
+    # the short run's own value came after its decay: not the longer run's epoch (2, 4 only)
+    short_history = torch.load(tmp_path / "short" / "checkpoint.pt", weights_only=True)["history"]
+    if short == 2:
+        assert short_history[-1]["lr"] == pytest.approx(1e-5) and b["history"][1]["lr"] == pytest.approx(1e-3)
+
+
+def test_a_wsd_run_extends_only_from_its_stable_checkpoint(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    flags = ["--schedule", "wsd", *TINY_FLAGS]
+    assert runner.invoke(app, ["train", "test-vit", "--out", out, "--epochs", "2", *flags]).exit_code == 0
+    assert (out / STABLE).is_file()
+    # its last checkpoint has decayed: not the start of a longer run
+    more = runner.invoke(app, ["train", "test-vit", "--out", out, "--epochs", "4", "--resume", *flags])
+    err = more.stderr.strip()
+    assert more.exit_code == 2 and "\n" not in err and "Traceback" not in err
+    assert "wsd schedule" in err and f"a wsd run extends from its {STABLE}" in err
+    # its stable checkpoint is the start of runs at least as long as itself, not shorter
+    long = fb.train("test-vit", out=tmp_path / "long", epochs=4, schedule="wsd", **TINY)
+    resume_point(tmp_path / "long", tmp_path / "shorter", stable=True)  # stable at epoch 3 of 4
+    fewer = runner.invoke(app, ["train", "test-vit", "--out", tmp_path / "shorter", "--epochs", "3", "--resume", *flags])
+    assert fewer.exit_code == 2 and "runs of 4 epochs or more" in fewer.stderr, fewer.stderr
+    assert long["status"] == "completed"
+    # --checkpoint none writes no stable checkpoint either
+    fb.train("test-vit", out=tmp_path / "none", epochs=2, schedule="wsd", checkpoint="none", **TINY)
+    assert not (tmp_path / "none" / STABLE).exists()
 
 
 def test_an_unknown_schedule_is_one_line():
