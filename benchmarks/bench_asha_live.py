@@ -51,7 +51,9 @@ def stable_points(epochs: tuple[int, ...], warmup_epochs: float = 1.0, steps_per
     from funnelbench.training.recipe import stable_epochs
 
     return tuple(
-        stable_epochs(TrainConfig(layout="test-vit", epochs=e, schedule="wsd", warmup_epochs=warmup_epochs), steps_per_epoch)
+        stable_epochs(
+            TrainConfig(layout="test-vit", epochs=e, schedule="wsd", warmup_epochs=warmup_epochs), steps_per_epoch
+        )
         or 0
         for e in epochs
     )

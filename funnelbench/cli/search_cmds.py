@@ -232,7 +232,8 @@ def search_cmd(
         help="none (each candidate trains --epochs once) or asha: asynchronous successive halving. "
         "Candidates train --min-epochs; the best 1/--reduction of each rung continue their checkpoint to "
         "the next rung (R, R*ETA, R*ETA^2, ... epochs, and --max-epochs last), across workers and machines. "
-        "Needs --schedule constant and one trained objective; --trials then counts the trainings of every "
+        "Needs --schedule wsd (each rung decays on its own; a promotion continues the stable checkpoint "
+        "before that decay) or constant, and one trained objective; --trials then counts the trainings of every "
         "rung, and the answer is the best at the highest rung reached.",
         rich_help_panel=_SEARCH,
     ),

@@ -333,8 +333,11 @@ def resume_point(source: Path | None, target: Path, *, stable: bool = False) -> 
         return None
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source / name, target / CHECKPOINT)
-    if not stable and (source / HISTORY).is_file():  # the stable point's history is in its state
-        shutil.copy2(source / HISTORY, target / HISTORY)
+    # a retry takes its predecessor's history and stable checkpoint (the start of a longer run,
+    # written before it died); the stable point's history is in its state
+    for extra in () if stable else (HISTORY, STABLE):
+        if (source / extra).is_file():
+            shutil.copy2(source / extra, target / extra)
     return history
 
 

@@ -133,8 +133,9 @@ class TrainConfig:
         _RECIPE,
         "Learning rate after the warm-up: cosine (decays to --min-lr at the last epoch), constant "
         "(stays at --lr: the lr of an epoch does not depend on --epochs, so a run resumed with more "
-        "--epochs is the longer run; what --fidelity asha needs) or wsd (stays at --lr, then decays "
-        f"linearly to --min-lr over the last {WSD_DECAY:.0%} of the steps).",
+        "--epochs is the longer run) or wsd (stays at --lr, then decays linearly to --min-lr over the "
+        f"last {WSD_DECAY:.0%} of the steps; the checkpoint before the decay, stable.pt, resumes into a "
+        "longer run). --fidelity asha needs wsd or constant.",
     )
     weight_decay: float = _opt(
         0.05, _RECIPE, "AdamW weight decay (not on biases, norms, position embedding, class token)."

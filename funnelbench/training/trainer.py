@@ -146,6 +146,10 @@ class Trainer:
                     self._finish("oom", oom_message(err, "while building the model"), time.time())
                 ) from err
             self.checkpoints.restore(self)
+            if self.epoch and self.epoch == self.stable_epoch:
+                # resumed at its stable point (a promotion from a shorter wsd run's): that state is
+                # this run's stable checkpoint too, and the next, longer run continues from it
+                self.checkpoints.save_stable(self)
         except BaseException:
             self.close()
             raise

@@ -365,18 +365,19 @@ def test_a_real_search_promotes_by_continuing_the_parent_s_run(tmp_path, monkeyp
 
 
 def test_a_wsd_search_promotes_from_the_parent_s_stable_checkpoint(tmp_path, monkeypatch):
-    """Rungs 2 and 4 epochs of 4 steps: a 2-epoch rung decays from step 6 (inside epoch 2), so its
-    stable checkpoint is epoch 1's end; a promotion continues from there (epochs 2-4, 3 trained),
-    and is the straight 4-epoch wsd run of its layout."""
+    """Rungs 1, 2 and 4 epochs of 4 steps, a 1-epoch warm-up: the 1-epoch rung is all warm-up (its
+    stable point is its end); a 2-epoch rung decays from step 6 (inside epoch 2), so its stable
+    point is epoch 1's end, which is where it started from. Its promotion continues from there
+    (epochs 2-4, 3 trained), and is the straight 4-epoch wsd run of its layout."""
     monkeypatch.setenv("FUNNELBENCH_CACHE", str(tmp_path / "cache"))
     epochs_seen = {}
     study = fb.search(
         "tiny",
-        trials=6,
+        trials=9,
         epochs=4,
         fidelity="asha",
         schedule="wsd",
-        min_epochs=2,
+        min_epochs=1,
         reduction=2,
         study="wsd",
         on_event=lambda kind, info: (
@@ -385,13 +386,15 @@ def test_a_wsd_search_promotes_from_the_parent_s_stable_checkpoint(tmp_path, mon
         **PROXY,
     )
     trials = {t.number: t for t in study.trials}
-    promoted = [t for t in trials.values() if t.user_attrs["promoted_from"] is not None]
-    assert promoted
-    child = promoted[0]
+    (child, *_) = [
+        t for t in trials.values() if t.user_attrs["rung"] == 2 and t.user_attrs["promoted_from"] is not None
+    ]
     parent = trials[child.user_attrs["promoted_from"]]
-    assert epochs_seen[parent.number] == [1, 2] and epochs_seen[child.number] == [2, 3, 4]
-    assert child.user_attrs["epochs_done"] == 4 and child.user_attrs["epochs_trained"] == 3
-    assert child.user_attrs["image_epochs"] == 3 * 64
+    grandparent = trials[parent.user_attrs["promoted_from"]]
+    assert [t.user_attrs["rung"] for t in (grandparent, parent)] == [0, 1]
+    assert [epochs_seen[t.number] for t in (grandparent, parent, child)] == [[1], [2], [2, 3, 4]]
+    assert [t.user_attrs["epochs_trained"] for t in (grandparent, parent, child)] == [1, 1, 3]
+    assert child.user_attrs["epochs_done"] == 4 and child.user_attrs["image_epochs"] == 3 * 64
     from funnelbench.search.trial import train_trial
 
     proxy = study.user_attrs["settings"]["proxy"]
@@ -444,7 +447,12 @@ WORKER_ARGS = [
     "16",
     "--heartbeat",
     "1",
-    *ASHA,
+    # wsd, the recommended schedule: a promotion starts from its parent's stable checkpoint (the
+    # 1-epoch rung is all warm-up: its end), then writes its own epochs' checkpoints
+    "--fidelity",
+    "asha",
+    "--schedule",
+    "wsd",
 ]
 
 

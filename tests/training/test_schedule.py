@@ -115,6 +115,25 @@ def test_a_wsd_run_continued_from_its_stable_checkpoint_is_the_longer_run(tmp_pa
         assert short_history[-1]["lr"] == pytest.approx(1e-5) and b["history"][1]["lr"] == pytest.approx(1e-3)
 
 
+def test_a_chain_of_wsd_continuations_is_the_longest_run(tmp_path):
+    """1 epoch (all warm-up) -> 2 epochs -> 4 epochs, each continued from the last one's stable
+    checkpoint: the 2-epoch run starts at its own stable point (epoch 1), so it keeps that state
+    as its stable.pt; the chain ends as the straight 4-epoch run. A retry's copy of a run folder
+    takes its stable.pt along."""
+    fb.train("test-vit", out=tmp_path / "one", epochs=1, schedule="wsd", **TINY)
+    for source, target, epochs in (("one", "two", 2), ("two", "four", 4)):
+        resume_point(tmp_path / source, tmp_path / target, stable=True)
+        fb.train("test-vit", out=tmp_path / target, epochs=epochs, schedule="wsd", resume=True, **TINY)
+        assert torch.load(tmp_path / target / STABLE, weights_only=True)["epoch"] == {2: 1, 4: 3}[epochs]
+    straight = fb.train("test-vit", out=tmp_path / "straight", epochs=4, schedule="wsd", **TINY)
+    a = torch.load(tmp_path / "four" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    assert a["history"][-1]["val_top1"] == straight["val_top1"]
+    resume_point(tmp_path / "four", tmp_path / "retry")
+    assert (tmp_path / "retry" / STABLE).is_file() and (tmp_path / "retry" / "history.csv").is_file()
+
+
 def test_a_wsd_run_extends_only_from_its_stable_checkpoint(tmp_path):
     runner = CliRunner()
     out = tmp_path / "run"
@@ -129,7 +148,9 @@ def test_a_wsd_run_extends_only_from_its_stable_checkpoint(tmp_path):
     # its stable checkpoint is the start of runs at least as long as itself, not shorter
     long = fb.train("test-vit", out=tmp_path / "long", epochs=4, schedule="wsd", **TINY)
     resume_point(tmp_path / "long", tmp_path / "shorter", stable=True)  # stable at epoch 3 of 4
-    fewer = runner.invoke(app, ["train", "test-vit", "--out", tmp_path / "shorter", "--epochs", "3", "--resume", *flags])
+    fewer = runner.invoke(
+        app, ["train", "test-vit", "--out", tmp_path / "shorter", "--epochs", "3", "--resume", *flags]
+    )
     assert fewer.exit_code == 2 and "runs of 4 epochs or more" in fewer.stderr, fewer.stderr
     assert long["status"] == "completed"
     # --checkpoint none writes no stable checkpoint either
