@@ -17,7 +17,10 @@ time, candidates (new layouts) and trainings per hour, and the answer's test top
 the highest rung reached, its test split read once after its last epoch), and since the two
 arms train with different schedules (cosine against wsd), each answer re-trained at the
 table's reference (``bench_table.py``: 12 cosine epochs, seeds 0 and 1; answers the table or
-``bench_search_live.py`` already re-trained are read): the layouts compared on one schedule. The
+``bench_search_live.py`` already re-trained are read): the layouts compared on one schedule.
+ASHA's trial count assumes promotions of exactly the best 1/ETA; live, a rung's ranking changes
+as it fills and more are promoted, so ASHA may spend more epochs: the analysis also reads each
+ASHA search as it stood at the plain search's wall time (its answer then, re-trained too). The
 moonshot: at least 2x the candidates per hour at equal best-found test top-1 (the paired
 difference's 95 % interval covering 0 or above it).
 
@@ -131,6 +134,47 @@ def run_arm(arm: str, seed: int, trainings: int, runs: str) -> dict:
     }
 
 
+def _study(name: str, runs: str):
+    import optuna
+
+    from funnelbench.search.storage import open_storage
+    from funnelbench.search.vocabulary import JOURNAL_FILE
+
+    path = Path(runs) / "search" / name / JOURNAL_FILE
+    return optuna.load_study(study_name=name, storage=open_storage(f"journal:{path}"))
+
+
+def _span(trials) -> tuple:
+    """(the first trial's start, the seconds from it to the last trial's end)."""
+    start = min(t.datetime_start for t in trials if t.datetime_start)
+    end = max(t.datetime_complete for t in trials if t.datetime_complete)
+    return start, (end - start).total_seconds()
+
+
+def at_wall_time(name: str, runs: str, seconds: float | None = None) -> dict:
+    """A search as it stood ``seconds`` after its first trial started (None: at its end): its
+    answer then (``asha.answer``: the best at the highest rung reached among the trials finished
+    by then; a plain search has one rung), the candidates and epochs trained by then."""
+    from funnelbench.search.asha import answer
+
+    trials = _study(name, runs).get_trials(deepcopy=False)
+    start, span = _span(trials)
+    seconds = span if seconds is None else seconds
+    done = [t for t in trials if t.datetime_complete and (t.datetime_complete - start).total_seconds() <= seconds]
+    trained = [
+        t for t in done if t.user_attrs.get("status") == "completed" and t.user_attrs.get("duplicate_of") is None
+    ]
+    plain = [t for t in trained if t.user_attrs.get("rung") is None]
+    best = answer(done) if not plain else max(plain, key=lambda t: (t.values[0], -t.number), default=None)
+    return {
+        "seconds": min(seconds, span),
+        "pick": None if best is None else best.user_attrs["target_layout"],
+        "pick_test_top1": None if best is None else best.user_attrs.get("test_top1"),
+        "candidates": len({t.user_attrs["target_layout"] for t in trained}),
+        "epochs": sum(t.user_attrs.get("epochs_trained") or 0 for t in trained),
+    }
+
+
 def _by_rung(trials) -> dict:
     out: dict[str, int] = {}
     for t in trials:
@@ -174,11 +218,19 @@ def main(argv=None):
                     flush=True,
                 )
     searches = [r for r in rows if r.get("kind", "search") == "search"]
+    # equal wall time: each asha search as it stood when the plain search of its seed had run as
+    # long (from first trial start to last trial end, both arms measured the same way)
+    plain_span = {r["seed"]: at_wall_time(r["study"], args.runs) for r in searches if r["arm"] == "plain"}
+    for r in searches:
+        if r["arm"] == "asha" and r["seed"] in plain_span:
+            r["at_plain_time"] = at_wall_time(r["study"], args.runs, plain_span[r["seed"]]["seconds"])
+            r["at_plain_time"]["plain_epochs"] = plain_span[r["seed"]]["epochs"]
     reference = [r for f in args.known for r in read_rows(Path(f)) if r.get("phase") == "reference"]
     reference += [r for r in rows if r.get("kind") == "retrain"]
     if not args.analyse:  # each answer at the table's reference schedule, both seeds
         known = {(r["layout"], r["seed"]) for r in reference}
-        todo = sorted({(r["pick"], s) for r in searches for s in REFERENCE_SEEDS} - known)
+        picks = {r["pick"] for r in searches} | {r["at_plain_time"]["pick"] for r in searches if "at_plain_time" in r}
+        todo = sorted({(p, s) for p in picks for s in REFERENCE_SEEDS} - known)
         if todo:
             print(f"{len(todo)} re-trainings at the reference to run", flush=True)
             new = run_appending(
@@ -195,16 +247,35 @@ def main(argv=None):
     for r in reference:
         if r["status"] == "completed":
             at_reference.setdefault(r["layout"], {})[r["seed"]] = 100 * r["test_top1"]
+
+    def reference_top1(layout):
+        ref = at_reference.get(layout, {})
+        return statistics.mean(ref.values()) if len(ref) == len(REFERENCE_SEEDS) else None
+
     by = {}
     for r in searches:
-        ref = at_reference.get(r["pick"], {})
-        full = len(ref) == len(REFERENCE_SEEDS)
-        by[(r["arm"], r["seed"])] = {**r, "pick_reference_top1": statistics.mean(ref.values()) if full else None}
+        row = {**r, "pick_reference_top1": reference_top1(r["pick"])}
+        now = r.get("at_plain_time") or {"pick": r["pick"], "candidates": r["candidates"], "epochs": r["epochs"]}
+        row.update(
+            {
+                "equal_time_pick": now["pick"],
+                "equal_time_candidates": now["candidates"],
+                "equal_time_epochs": now["epochs"],
+                "equal_time_reference_top1": reference_top1(now["pick"]),
+            }
+        )
+        row.pop("at_plain_time", None)
+        by[(r["arm"], r["seed"])] = row
     summary = []
     for key, label in (
         ("candidates_per_h", "candidates per hour"),
+        ("epochs", "epochs trained (whole search)"),
+        ("wall_s", "wall seconds (whole search)"),
         ("pick_test_top1", "answer's test top-1 % (its own proxy run)"),
         ("pick_reference_top1", "answer's test top-1 % (re-trained at the reference)"),
+        ("equal_time_candidates", "candidates at the plain search's wall time"),
+        ("equal_time_epochs", "epochs trained at the plain search's wall time"),
+        ("equal_time_reference_top1", "answer at the plain search's wall time, re-trained at the reference (%)"),
     ):
         values = {
             arm: {s: by[(arm, s)][key] for s in args.seeds if (arm, s) in by and by[(arm, s)][key] is not None}
@@ -235,6 +306,10 @@ def main(argv=None):
             "split read once after its last epoch; then the same answer re-trained at the table's reference "
             f"(bench_table.py, seeds {list(REFERENCE_SEEDS)}, mean), the layouts on one schedule; paired by seed "
             "with a 95 % t interval.",
+            "At the plain search's wall time: each ASHA search as it stood when the plain search of its seed had run "
+            "as long (both from the first trial's start to the last trial's end; ASHA's --trials is set for equal "
+            "epochs under a ranking that never changes, and real promotions can exceed it), its answer then "
+            "re-trained at the reference the same way.",
         ],
         rows=list(by.values()),
         rows_suffix="_searches",
